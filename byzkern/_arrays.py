@@ -1,0 +1,198 @@
+"""Array-library adaptation: every user input becomes one canonical buffer, and back.
+
+Kernels only ever see a C-contiguous NumPy (host) or CuPy (device) array of shape
+``(B, n, d)`` (or ``(n, d)`` for row-wise compressors) in float32 or float64. This module owns
+the translation from what the user passed (NumPy, torch CPU/CUDA, CuPy, a list of 1-D arrays;
+2-D or batched 3-D; any float dtype) and the translation of the result back to the user's
+library, device and dtype. Torch CPU tensors are viewed as NumPy without a copy; torch CUDA
+tensors are viewed as CuPy through DLPack, also without a copy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: dtypes the kernels run in natively; every other float is computed in float32.
+NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+_HALF_NAMES = ("float16", "bfloat16")
+
+
+def library_of(x) -> str:
+    """'numpy', 'torch' or 'cupy' for an array object; TypeError for anything else."""
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    root = type(x).__module__.split(".")[0]
+    if root in ("torch", "cupy"):
+        return root
+    raise TypeError(
+        f"expected a numpy.ndarray, torch.Tensor, cupy.ndarray or a list of 1-D arrays; "
+        f"got {type(x).__name__}"
+    )
+
+
+def _stack(seq, name):
+    if len(seq) == 0:
+        raise ValueError(f"{name} is an empty list; need at least one row")
+    items = [x if _is_array(x) else np.asarray(x) for x in seq]
+    libs = {library_of(x) for x in items}
+    if len(libs) > 1:
+        raise TypeError(f"{name}: all rows must come from one array library; got {sorted(libs)}")
+    lib = libs.pop()
+    ranks = {x.ndim for x in items}
+    if ranks != {1}:
+        raise ValueError(f"{name}: a list input must hold 1-D arrays; got ranks {sorted(ranks)}")
+    lengths = {int(x.shape[0]) for x in items}
+    if len(lengths) > 1:
+        raise ValueError(f"{name}: rows have different lengths {sorted(lengths)}")
+    if lib == "torch":
+        import torch
+
+        devices = {str(x.device) for x in items}
+        if len(devices) > 1:
+            raise ValueError(f"{name}: rows are on different devices {sorted(devices)}")
+        return torch.stack(items)
+    if lib == "cupy":
+        import cupy
+
+        devices = {x.device.id for x in items}
+        if len(devices) > 1:
+            raise ValueError(f"{name}: rows are on different devices {sorted(devices)}")
+        return cupy.stack(items)
+    return np.stack(items)
+
+
+def _is_array(x) -> bool:
+    try:
+        library_of(x)
+        return True
+    except TypeError:
+        return False
+
+
+def _dtype_name(x) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def _check_float(x, name) -> None:
+    dname = _dtype_name(x)
+    if dname in ("float32", "float64") or dname in _HALF_NAMES:
+        return
+    raise TypeError(
+        f"{name} has dtype {dname}; byzkern takes float32 or float64 "
+        f"(float16 and bfloat16 are accepted and computed in float32)"
+    )
+
+
+def _to_kernel_array(x, name):
+    """A view (no copy where possible) of a user array as NumPy or CuPy, plus its device kind."""
+    lib = library_of(x)
+    _check_float(x, name)
+    if lib == "torch":
+        t = x.detach()
+        if t.dtype in _torch_half_dtypes():
+            t = t.float()
+        if t.is_cuda:
+            import cupy
+
+            return cupy.from_dlpack(t), "cuda"
+        if t.device.type != "cpu":
+            raise ValueError(f"{name} is on torch device {t.device}; byzkern runs on cpu and cuda")
+        return t.resolve_conj().resolve_neg().numpy(), "cpu"
+    if lib == "cupy":
+        return (x.astype("float32") if x.dtype == np.float16 else x), "cuda"
+    return (x.astype(np.float32) if x.dtype == np.float16 else x), "cpu"
+
+
+def _torch_half_dtypes():
+    import torch
+
+    return (torch.float16, torch.bfloat16)
+
+
+def xp_of(arr):
+    """The array module (numpy or cupy) of a kernel array."""
+    return np if isinstance(arr, np.ndarray) else __import__("cupy")
+
+
+class Adapted:
+    """A canonical kernel buffer and what is needed to give results back in the user's form.
+
+    ``data`` is C-contiguous, float32/float64, with ``len(ndims)`` leading dims folded so that
+    it always has rank ``max(ndims)``: ``(B, n, d)`` for rules, ``(n, d)`` for compressors.
+    """
+
+    __slots__ = ("data", "lib", "device", "user_dtype", "torch_device", "folded")
+
+    def __init__(self, data, lib, device, user_dtype, torch_device, folded):
+        self.data = data
+        self.lib = lib
+        self.device = device
+        self.user_dtype = user_dtype
+        self.torch_device = torch_device
+        self.folded = folded
+
+    @property
+    def xp(self):
+        return xp_of(self.data)
+
+    @property
+    def dtype(self):
+        """The compute dtype (float32 or float64)."""
+        return self.data.dtype
+
+    def aux(self, arr, name, tail):
+        """Bring an auxiliary array (weights, init, own rows, norms) into this call's form.
+
+        It must come from the data's library (or NumPy beside torch CPU data) and device. Its
+        shape is ``tail`` (shared by every batch item) or ``(B,) + tail``; the result is
+        ``(B,) + tail``, contiguous, in the compute dtype.
+        """
+        if isinstance(arr, (list, tuple)):
+            arr = _stack(arr, name) if any(_is_array(a) for a in arr) else np.asarray(arr, dtype=np.float64)
+        lib = library_of(arr)
+        if lib != self.lib and not (lib == "numpy" and self.lib == "torch" and self.device == "cpu"):
+            raise TypeError(f"{name} is a {lib} array but the data is a {self.lib} array")
+        view, device = _to_kernel_array(arr, name)
+        if device != self.device:
+            raise ValueError(f"{name} is on {device} but the data is on {self.device}; byzkern never copies between devices")
+        B = self.data.shape[0]
+        tail = tuple(tail)
+        if tuple(view.shape) not in (tail, (B,) + tail):
+            raise ValueError(f"{name} must have shape {tail} or {(B,) + tail}; got {tuple(view.shape)}")
+        return self.xp.ascontiguousarray(self.xp.broadcast_to(view, (B,) + tail), dtype=self.dtype)
+
+    def restore(self, out):
+        """Give a kernel result back: drop folded axes, user dtype, user library and device."""
+        for _ in range(self.folded):
+            out = out[0]
+        if self.lib == "torch":
+            import torch
+
+            t = torch.from_numpy(np.ascontiguousarray(out)) if self.device == "cpu" else torch.from_dlpack(out)
+            return t.to(self.user_dtype)
+        if out.dtype != self.user_dtype:
+            with np.errstate(over="ignore"):  # float64 distances beyond float32's range become inf
+                out = out.astype(self.user_dtype)
+        return out
+
+
+def adapt(X, *, name="X", ndims=(2, 3)) -> Adapted:
+    """Canonicalize ``X`` for a kernel. ``ndims`` are the accepted user ranks.
+
+    The result has rank ``max(ndims)``; a user array of lower rank gets leading axes of length 1
+    that ``restore`` removes again.
+    """
+    if isinstance(X, (list, tuple)):
+        X = _stack(X, name)
+    view, device = _to_kernel_array(X, name)
+    if view.ndim not in ndims:
+        shapes = {1: "(d,)", 2: "(n, d)", 3: "(B, n, d)"}
+        allowed = " or ".join(shapes[k] for k in ndims)
+        raise ValueError(f"{name} must have shape {allowed}; got {view.ndim}-D shape {tuple(view.shape)}")
+    if any(s == 0 for s in view.shape):
+        raise ValueError(f"{name} is empty (shape {tuple(view.shape)}); need at least one row and one coordinate")
+    folded = max(ndims) - view.ndim
+    view = view.reshape((1,) * folded + tuple(view.shape))
+    xp = xp_of(view)
+    data = xp.ascontiguousarray(view)
+    torch_device = X.device if library_of(X) == "torch" else None
+    return Adapted(data, library_of(X), device, X.dtype, torch_device, folded)

@@ -1,0 +1,198 @@
+"""Robust aggregators: a round of messages X (n, d) -> one vector (d,); batched (B, n, d) -> (B, d).
+
+Every function takes the data first and keyword-only options; called without data it returns a
+reusable rule (``cwtm(f=4)``). All take ``backend=`` and ``nan_policy=`` ("outlier" default,
+"raise", "propagate"; SPEC §8). Costs are given in reads of X.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, _dispatch
+from ._arrays import adapt
+from .distances import krum_scores, least, sqdist_matrix
+from .pipeline import rule
+
+
+@rule
+def mean(X, *, backend=None, nan_policy="outlier"):
+    """Arithmetic mean of the rows, ``(1/n) sum_i x_i``: the non-robust baseline.
+
+    Not robust: one NaN or huge row spoils it under every nan_policy. Cost: one read of X.
+    """
+    A = adapt(X)
+    return _dispatch.run("mean", A, backend=backend, nan_policy=nan_policy, scope=None)
+
+
+@rule
+def cwmed(X, *, backend=None, nan_policy="outlier"):
+    """Coordinate-wise median (Yin et al. 2018; seeds 000, 002, 004).
+
+    For even n, the mean of the two middle values (NumPy's convention). NaN orders above +Inf,
+    so with fewer than n/2 non-finite values in a coordinate its median is finite.
+    Cost: one read of X.
+    """
+    A = adapt(X)
+    return _dispatch.run("cwmed", A, backend=backend, nan_policy=nan_policy, scope="columns")
+
+
+@rule
+def cwtm(X, *, f, backend=None, nan_policy="outlier"):
+    """Coordinate-wise trimmed mean (Yin et al. 2018; seeds 002, 004).
+
+    Per coordinate, drop the f smallest and the f largest values and average the other n - 2f.
+    Needs n > 2f. cwtm(f=0) is the mean. Cost: one read of X.
+    """
+    A = adapt(X)
+    f = _checks.byzantine_count(f, A.data.shape[1], rule="n > 2f")
+    return _dispatch.run("cwtm", A, backend=backend, nan_policy=nan_policy, scope="columns", f=f)
+
+
+@rule
+def meamed(X, *, f, backend=None, nan_policy="outlier"):
+    """Mean around median (Xie et al. 2018): per coordinate, the mean of the n - f values
+    closest to that coordinate's median. Ties in distance go to the smaller value, so the rule
+    is permutation invariant. Needs n > 2f. Cost: one read of X.
+    """
+    A = adapt(X)
+    f = _checks.byzantine_count(f, A.data.shape[1], rule="n > 2f")
+    return _dispatch.run("meamed", A, backend=backend, nan_policy=nan_policy, scope="columns", f=f)
+
+
+@rule
+def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", return_info=False,
+           backend=None, nan_policy="outlier"):
+    """Geometric median by smoothed Weiszfeld (Pillutla, Kakade, Harchaoui: RFA; seeds 000, 003).
+
+    ``z <- sum_i b_i x_i / sum_i b_i`` with ``b_i = w_i / max(nu, ||z - x_i||)``, from ``init``
+    ("mean": the weighted mean; "zero"; or an array (d,) / (B, d)); stops after ``maxiter``
+    steps or when the objective ``F(z) = sum_i w_i ||z - x_i||`` changes by less than
+    ``eps * F(z)`` (RFA's rule; ``eps=0`` never stops early). The papers' fixed 8 steps are
+    ``geomed(maxiter=8, eps=0)``; their code started from zero with nu = 0.1, which is
+    ``init="zero", nu=0.1``. ``nu`` is absolute, so it depends on the scale of X.
+
+    ``weights`` (n,) or (B, n): non-negative, not all zero. nan_policy="outlier" gives rows with
+    a NaN or Inf entry zero weight. Distances are direct (float64), not Gram-based.
+    With ``return_info=True`` returns ``(z, {"iterations": ..., "objective": ...})``.
+    Cost: two reads of X per step (distances, then the weighted sum).
+    """
+    A = adapt(X)
+    B, n, d = A.data.shape
+    maxiter = _checks.integer(maxiter, "maxiter", low=0)
+    eps = _checks.real(eps, "eps", nonnegative=True)
+    nu = _checks.real(nu, "nu", nonnegative=True)
+    if weights is None:
+        w = np.ones((B, n))
+    else:
+        w = A.aux(weights, "weights", (n,)).astype(np.float64)
+        if not bool(A.xp.isfinite(w).all()) or bool((w < 0).any()) or bool((w.sum(axis=1) <= 0).any()):
+            raise ValueError("weights must be finite, non-negative and not all zero")
+    if isinstance(init, str):
+        init = _checks.choice(init, "init", ("mean", "zero"))
+    else:
+        init = A.aux(init, "init", (d,))
+    _dispatch.guard_nonfinite(A, nan_policy)
+    z, iters, obj = _dispatch.kernel("geomed", A.device, backend)(A.data, w, init, maxiter, eps, nu)
+    z = _dispatch.finish(A, z, nan_policy, "items")
+    if not return_info:
+        return z
+    if A.folded:
+        return z, {"iterations": int(iters[0]), "objective": float(obj[0])}
+    return z, {"iterations": iters, "objective": obj}
+
+
+def _krum_k(n, f, k):
+    if k is None:
+        k = n - f - 2
+        if k < 1:
+            raise ValueError(f"krum with f={f} needs n >= f + 3 for the default k = n - f - 2; got n={n}")
+        return k
+    return _checks.integer(k, "k", low=1, high=n - 1, high_text=f"n - 1 = {n - 1}")
+
+
+def _select_rows(A, idx, backend):
+    return _dispatch.kernel("mix_rows", A.device, backend)(A.data, idx)
+
+
+@rule
+def krum(X, *, f, k=None, backend=None, nan_policy="outlier"):
+    """Krum (Blanchard et al. 2017; seeds 000, 003): the x_i of least score, where score_i is
+    the sum of squared distances from x_i to its k nearest other rows; k = n - f - 2 by default.
+    Seed 004 analyses ``k = n - f - 1``. Ties in score go to the lowest index. Needs n > 2f.
+
+    Distances: ``pairwise_sqdist`` (exact differences, float64). A non-finite row has infinite
+    score. Cost: one read of X for the distances, one read of the chosen row.
+    """
+    A = adapt(X)
+    n = A.data.shape[1]
+    f = _checks.byzantine_count(f, n, rule="n > 2f")
+    k = _krum_k(n, f, k)
+    D = sqdist_matrix(A, backend, nan_policy)
+    chosen = least(krum_scores(D, k), 1)[:, None, :]
+    out = _select_rows(A, chosen, backend)[:, 0]
+    return _dispatch.finish(A, out, nan_policy, "items")
+
+
+@rule
+def multikrum(X, *, f, m=None, k=None, backend=None, nan_policy="outlier"):
+    """Multi-Krum (Blanchard et al. 2017): the mean of the m rows of least Krum score
+    (m = n - f by default; k as in ``krum``). multikrum(m=1) is krum. Ties go to the lower
+    index. Needs n > 2f. Cost: one read of X for the distances, one read of the m chosen rows.
+    """
+    A = adapt(X)
+    n = A.data.shape[1]
+    f = _checks.byzantine_count(f, n, rule="n > 2f")
+    k = _krum_k(n, f, k)
+    m = n - f if m is None else _checks.integer(m, "m", low=1, high=n, high_text=f"n = {n}")
+    D = sqdist_matrix(A, backend, nan_policy)
+    chosen = least(krum_scores(D, k), m)[:, None, :]
+    out = _select_rows(A, chosen, backend)[:, 0]
+    return _dispatch.finish(A, out, nan_policy, "items")
+
+
+@rule
+def cclip(X, *, tau, iters=1, init=None, backend=None, nan_policy="outlier"):
+    """Centered clipping (Karimireddy, He, Jaggi 2021):
+    ``v <- v + (1/n) sum_i (x_i - v) min(1, tau / ||x_i - v||)``, ``iters`` times, from ``init``
+    ((d,) or (B, d); default: the coordinate-wise median). A row with a NaN or Inf entry adds 0.
+    Cost: the median's read of X, then two reads of X per iteration.
+    """
+    A = adapt(X)
+    B, n, d = A.data.shape
+    tau = _checks.real(tau, "tau", positive=True)
+    iters = _checks.integer(iters, "iters", low=0)
+    _dispatch.guard_nonfinite(A, nan_policy)
+    if init is None:
+        v0 = _dispatch.kernel("cwmed", A.device, backend)(A.data)
+    else:
+        v0 = A.aux(init, "init", (d,))
+    out = _dispatch.kernel("cclip", A.device, backend)(A.data, tau, iters, v0)
+    return _dispatch.finish(A, out, nan_policy, "items")
+
+
+@rule
+def norm_filter(X, *, f, q=2, norms=None, backend=None, nan_policy="outlier"):
+    """Norm thresholding (seed 001, Algorithms 1 and 2): drop the f rows of largest q-norm
+    (ties: the higher index is dropped) and average the other n - f.
+
+    f is the number DROPPED, which seed 001 sets above the Byzantine count (beta >= alpha).
+    ``norms`` ((n,) or (B, n)) ranks by given norms instead: Option I, where workers send the
+    norm of the uncompressed gradient beside the compressed vector; without it, rows are
+    ranked by their own norms (Option II). NaN norms rank as +Inf. Needs n > f.
+    Cost: one read of X for the norms (none with ``norms=``), one read of the kept rows.
+    """
+    A = adapt(X)
+    B, n, _ = A.data.shape
+    f = _checks.byzantine_count(f, n, rule="n > f")
+    _dispatch.guard_nonfinite(A, nan_policy)
+    if norms is None:
+        q = _checks.real(q, "q", positive=True) if q != np.inf else q
+        if q < 1:
+            raise ValueError(f"q must be >= 1 (a norm); got q={q}")
+        r = _dispatch.kernel("row_norms", A.device, backend)(A.data, q)
+    else:
+        r = A.aux(norms, "norms", (n,)).astype(np.float64)
+        r[A.xp.isnan(r)] = A.xp.inf
+    kept = least(r, n - f)[:, None, :]
+    out = _select_rows(A, kept, backend)[:, 0]
+    return _dispatch.finish(A, out, nan_policy, "items")

@@ -1,0 +1,30 @@
+"""Kernel backends. Every backend module exports the same kernels with the same signatures.
+
+Inputs are canonical (see ``byzkern._arrays``): ``X`` is a C-contiguous NumPy array (CuPy for
+``cuda``) of shape ``(B, n, d)`` in float32 or float64, already validated. A kernel never
+modifies its inputs and returns new arrays in ``X.dtype`` unless stated. Non-finite entries
+follow nan_policy="outlier" (SPEC §8); 'raise' and 'propagate' are handled around the kernel.
+
+Aggregation and pre-aggregation kernels:
+
+``mean(X) -> (B, d)``
+``cwmed(X) -> (B, d)``                 NaN orders above +Inf; even n: mean of the middle two
+``cwtm(X, f) -> (B, d)``               drop f lowest and f highest per coordinate
+``meamed(X, f) -> (B, d)``             mean of the n-f values closest to the median, ties in
+                                       distance broken toward the smaller value
+``pairwise_sqdist(X) -> (B, n, n)``    float64, exact-difference accuracy, zero diagonal; a row
+                                       with a non-finite entry is at +Inf from every other row
+``mix_rows(X, idx) -> (B, m, d)``      idx int64 (B, m, k): out[b, j] = mean of X[b, idx[b, j, t]]
+                                       over the t with idx >= 0 (every j has at least one)
+``row_norms(X, q) -> (B, n)``          float64 q-norms (q >= 1 or inf); non-finite rows give +Inf
+``clip(X, tau) -> (B, n, d)``          rows scaled to l2 norm <= tau; non-finite rows unchanged
+``geomed(X, weights, init, maxiter, eps, nu) -> (z (B, d), iters (B,) int64, obj (B,) float64)``
+                                       smoothed Weiszfeld; weights float64 (B, n); the kernel
+                                       gives rows with a non-finite entry weight zero, and rows
+                                       of zero weight never enter a sum; init is "mean" (the
+                                       weighted mean), "zero" or a (B, d) array
+``cclip(X, tau, iters, v0) -> (B, d)`` centered clipping from v0 (B, d); non-finite rows add 0
+
+Each module may define ``unavailable_reason() -> str | None``, ``details() -> dict`` for
+``byzkern.info()``, and ``KERNELS``, the tuple of kernel names it implements.
+"""

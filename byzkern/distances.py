@@ -1,0 +1,57 @@
+"""The shared distance primitive and the neighbour selections built on it.
+
+``pairwise_sqdist`` is the one kernel Krum, Multi-Krum and NNM read X with. The selections below
+work on the small (B, n, n) matrix it returns, in NumPy or CuPy alike, so every backend picks the
+same rows: ties always go to the lower index.
+"""
+from __future__ import annotations
+
+from . import _dispatch
+from ._arrays import adapt, xp_of
+from .pipeline import rule
+
+
+@rule
+def pairwise_sqdist(X, *, backend=None, nan_policy="outlier"):
+    """Squared Euclidean distances between the rows: ``D[i, j] = ||x_i - x_j||^2``.
+
+    Numerics: exact differences, not the Gram trick. Each backend accumulates ``(x_i - x_j)^2``
+    in float64 (for float32 input too), so rows that share a large common component
+    (model weights ``w + delta`` with ``|w| >> |delta|``) keep their distances. The result is
+    symmetric, has a zero diagonal and is never negative.
+
+    nan_policy="outlier": a row with a NaN or Inf entry is at +Inf from every other row.
+
+    Shapes: (n, d) -> (n, n); (B, n, d) -> (B, n, n). Cost: one read of X, O(n^2 d) flops,
+    O(n^2) extra memory (never an (n, n, d) array).
+    """
+    A = adapt(X)
+    return _dispatch.run("pairwise_sqdist", A, backend=backend, nan_policy=nan_policy, scope="items")
+
+
+def sqdist_matrix(A, backend, nan_policy):
+    """Kernel-level pairwise_sqdist on an adapted input (float64, before restore)."""
+    _dispatch.guard_nonfinite(A, nan_policy)
+    return _dispatch.kernel("pairwise_sqdist", A.device, backend)(A.data)
+
+
+def krum_scores(D, k):
+    """score_i = sum of the k smallest D[i, j] over j != i (Blanchard et al. 2017)."""
+    xp = xp_of(D)
+    n = D.shape[-1]
+    others = D + xp.diag(xp.full(n, xp.inf))  # exclude i itself
+    return xp.sort(others, axis=-1)[..., :k].sum(axis=-1)
+
+
+def least(scores, m):
+    """Indices (B, m) of the m smallest scores; ties go to the lower index."""
+    xp = xp_of(scores)
+    return xp.argsort(scores, axis=-1, kind="stable")[..., :m]
+
+
+def nearest_including_self(D, m):
+    """For each row i, the m rows nearest to it, i first, then by distance, ties by index."""
+    xp = xp_of(D)
+    n = D.shape[-1]
+    keyed = D - xp.diag(xp.full(n, xp.inf))  # -inf on the diagonal puts i first
+    return xp.argsort(keyed, axis=-1, kind="stable")[..., :m]

@@ -1,0 +1,111 @@
+"""Pre-aggregators: X (n, d) -> (n', d), batched (B, n, d) -> (B, n', d).
+
+They run before an aggregator in a ``Pipeline`` (``Pipeline(nnm(f=4), cwtm(f=4))``). Every
+one but ``clip`` is a mean of chosen rows, so each builds an index table and calls the one
+``mix_rows`` kernel; the choices (neighbours, permutations, draws) are made on tiny arrays in
+Python, identically for every backend.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, _dispatch, _random
+from ._arrays import adapt
+from .distances import nearest_including_self, sqdist_matrix
+from .pipeline import rule
+
+
+def _mix(A, idx, backend, nan_policy, scope=None):
+    idx = A.xp.asarray(idx, dtype=np.int64)
+    out = _dispatch.kernel("mix_rows", A.device, backend)(A.data, idx)
+    return _dispatch.finish(A, out, nan_policy, scope)
+
+
+@rule
+def nnm(X, *, f, backend=None, nan_policy="outlier"):
+    """Nearest neighbour mixing (Allouah et al. 2023, seed 004, Algorithm 2):
+    ``y_i = mean of the n - f rows nearest to x_i``, x_i itself included, ties by index.
+
+    Distances: ``pairwise_sqdist`` (exact differences, float64); a non-finite row is at +Inf
+    from all others, so honest rows never mix it in while at most f rows are non-finite.
+    Needs n > 2f. Cost: one read of X for the distances, n - f reads of X for the mixing.
+    """
+    A = adapt(X)
+    n = A.data.shape[1]
+    f = _checks.byzantine_count(f, n, rule="n > 2f")
+    D = sqdist_matrix(A, backend, nan_policy)
+    return _mix(A, nearest_including_self(D, n - f), backend, nan_policy, "items")
+
+
+def fisher_yates(seed, stream, item, n):
+    """The permutation of range(n) for (seed, batch item): Fisher-Yates driven by Philox."""
+    u = _random.uniforms(seed, stream, item, n)
+    perm = np.arange(n)
+    for i in range(n - 1, 0, -1):
+        j = int(_random.below(u[i], i + 1))
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+@rule
+def bucketing(X, *, s, seed=None, rng=None, backend=None, nan_policy="outlier"):
+    """Bucketing (Karimireddy, He, Jaggi 2022; seed 000 Algorithm 2 and Lemma D.1; seed 004):
+    permute the rows at random, split them into ceil(n/s) buckets of s consecutive rows and
+    return each bucket's mean. The last, shorter bucket averages its own members: we follow
+    Lemma D.1, where seed 000's Algorithm 2 box divides by s. Seed 004 uses s = floor(n/(2f)).
+
+    The permutation is Fisher-Yates driven by Philox on (seed, batch item), so it is the same on
+    every backend. Cost: one read of X.
+    """
+    A = adapt(X)
+    B, n, _ = A.data.shape
+    s = _checks.integer(s, "s", low=1, high=n, high_text=f"n = {n}")
+    seed = _checks.seed(seed, rng)
+    _dispatch.guard_nonfinite(A, nan_policy)
+    buckets = -(-n // s)
+    idx = np.full((B, buckets, s), -1, dtype=np.int64)
+    for b in range(B):
+        perm = fisher_yates(seed, "bucketing", b, n)
+        idx[b].reshape(-1)[:n] = perm
+    return _mix(A, idx, backend, nan_policy)
+
+
+def resampling_draws(seed, item, n, s):
+    """Seed 003, Algorithm 1: n rounds of s draws; each draw is uniform among the rows drawn
+    fewer than s times so far, counted at once (so a row can appear twice in one round)."""
+    u = _random.uniforms(seed, "resampling", item, n * s)
+    count = np.zeros(n, dtype=np.int64)
+    draws = np.empty(n * s, dtype=np.int64)
+    for t in range(n * s):
+        eligible = np.flatnonzero(count < s)
+        draws[t] = eligible[_random.below(u[t], len(eligible))]
+        count[draws[t]] += 1
+    return draws.reshape(n, s)
+
+
+@rule
+def resampling(X, *, s, seed=None, rng=None, backend=None, nan_policy="outlier"):
+    """Resampling with s-replacement (Peng, Wu, Ling; seed 003, Algorithm 1): n output rows,
+    each the mean of s draws; every input row is drawn exactly s times in all.
+
+    Draws come from Philox on (seed, batch item), the same on every backend.
+    Cost: s reads of X.
+    """
+    A = adapt(X)
+    B, n, _ = A.data.shape
+    s = _checks.integer(s, "s", low=1, high=n, high_text=f"n = {n}")
+    seed = _checks.seed(seed, rng)
+    _dispatch.guard_nonfinite(A, nan_policy)
+    idx = np.stack([resampling_draws(seed, b, n, s) for b in range(B)])
+    return _mix(A, idx, backend, nan_policy)
+
+
+@rule
+def clip(X, *, tau, backend=None, nan_policy="outlier"):
+    """Static norm clipping: ``x_i <- x_i min(1, tau / ||x_i||)``. With nan_policy="outlier" a
+    row with a NaN or Inf entry passes through unchanged, for the aggregator to reject.
+    With "propagate" such a row becomes NaN. Cost: one read of X and one write of the result.
+    """
+    A = adapt(X)
+    tau = _checks.real(tau, "tau", positive=True)
+    return _dispatch.run("clip", A, backend=backend, nan_policy=nan_policy, scope="rows", tau=tau)

@@ -1,0 +1,39 @@
+// Python bindings of byzkern._cpu: shapes and pointers are taken with the GIL held, then the
+// kernel runs in a scope that releases it and touches no Python object (pybind11 #4748).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <omp.h>
+
+#include "coordinatewise.hpp"
+
+namespace py = pybind11;
+using byzkern::index_t;
+
+template <class T>
+using carray = py::array_t<T, py::array::c_style>;
+
+namespace {
+
+template <class T>
+py::array_t<T> mean_py(carray<T> X, index_t tile) {
+  if (X.ndim() != 3) throw std::invalid_argument("mean: X must be (B, n, d)");
+  const index_t B = X.shape(0), n = X.shape(1), d = X.shape(2);
+  py::array_t<T> out({B, d});
+  const T* x = X.data();
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    byzkern::mean<T>(x, B, n, d, tile, o);
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu, m) {
+  m.doc() = "byzkern C++ kernels (OpenMP, GIL released). Called by byzkern.backends.cpu.";
+  m.def("mean", &mean_py<float>, py::arg("X"), py::arg("tile"), "Row mean of (B, n, d) -> (B, d).");
+  m.def("mean", &mean_py<double>, py::arg("X"), py::arg("tile"));
+  m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP threads a kernel uses.");
+}
