@@ -14,6 +14,7 @@ import functools
 import importlib
 
 from . import _checks
+from .backends import KERNEL_NAMES
 
 BACKENDS = ("reference", "cpu", "numba", "cuda")
 DEVICE_OF = {"reference": "cpu", "cpu": "cpu", "numba": "cpu", "cuda": "cuda"}
@@ -125,7 +126,7 @@ def info():
         if module is None:
             entry["reason"] = reason
         else:
-            entry["kernels"] = sorted(getattr(module, "KERNELS", ()))
+            entry["kernels"] = [k for k in KERNEL_NAMES if hasattr(module, k)]
             entry.update(getattr(module, "details", lambda: {})())
         rows[name] = entry
     return rows

@@ -25,6 +25,11 @@ Aggregation and pre-aggregation kernels:
                                        weighted mean), "zero" or a (B, d) array
 ``cclip(X, tau, iters, v0) -> (B, d)`` centered clipping from v0 (B, d); non-finite rows add 0
 
-Each module may define ``unavailable_reason() -> str | None``, ``details() -> dict`` for
-``byzkern.info()``, and ``KERNELS``, the tuple of kernel names it implements.
+Each module may define ``unavailable_reason() -> str | None`` and ``details() -> dict`` for
+``byzkern.info()``. A backend that lacks a kernel simply does not define it: automatic
+selection then falls through to the next backend for the device (cpu -> numba -> reference).
 """
+
+#: every kernel name a backend may implement (byzkern.info() lists which ones each has)
+KERNEL_NAMES = ("mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows", "row_norms",
+                "clip", "geomed", "cclip")

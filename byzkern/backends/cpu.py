@@ -19,9 +19,6 @@ except ImportError as exc:  # the build skipped the extension: say why
         why = ""
     raise ImportError(f"byzkern._cpu is not built ({why or exc})") from exc
 
-KERNELS = ("mean",)
-
-
 def details():
     return {"threads": _cpu.max_threads()}
 

@@ -9,9 +9,6 @@ import numpy as np
 
 from .. import _config
 
-KERNELS = ("mean",)
-
-
 def details():
     return {"threads": numba.get_num_threads(), "version": numba.__version__}
 

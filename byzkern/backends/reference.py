@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-KERNELS = ("mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows", "row_norms",
-           "clip", "geomed", "cclip")
-
 F64 = np.float64
 
 
