@@ -1,0 +1,198 @@
+// Coordinate-wise rules on row-major (B, n, d) buffers: mean, cwmed, cwtm, meamed.
+//
+// One thread (or, for large n, one block) per column; consecutive threads read consecutive
+// columns, so every row read is coalesced. Sums are accumulated in double, as the reference does.
+//
+// NaN orders above +Inf (nan_policy="outlier"): a column's NaNs are replaced by +Inf and counted,
+// the column is sorted with plain fmin/fmax compare-exchanges, and the last `nans` sorted
+// positions are read back as NaN. Padding to the network size is +Inf too, so the first n
+// sorted positions always hold the column's own values.
+#include "common.cuh"
+
+namespace byzkern {
+
+__device__ __forceinline__ float lower(float a, float b) { return fminf(a, b); }
+__device__ __forceinline__ float upper(float a, float b) { return fmaxf(a, b); }
+__device__ __forceinline__ double lower(double a, double b) { return fmin(a, b); }
+__device__ __forceinline__ double upper(double a, double b) { return fmax(a, b); }
+
+// Bitonic sorting network over a register array: every index is a compile-time constant once
+// the loops are unrolled, so the array never leaves registers.
+template <class T, int N>
+__device__ __forceinline__ void bitonic_sort(T (&v)[N]) {
+#pragma unroll
+  for (int k = 2; k <= N; k <<= 1) {
+#pragma unroll
+    for (int j = k >> 1; j > 0; j >>= 1) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        const int l = i ^ j;
+        if (l > i) {
+          const T a = v[i], b = v[l];
+          const bool ascending = (i & k) == 0;
+          v[i] = ascending ? lower(a, b) : upper(a, b);
+          v[l] = ascending ? upper(a, b) : lower(a, b);
+        }
+      }
+    }
+  }
+}
+
+// Position i of a sorted column whose top `nans` values were NaN before sorting.
+template <class T>
+__device__ __forceinline__ double sorted_at(const T* s, index_t i, index_t n, index_t nans) {
+  return i >= n - nans ? quiet_nan() : static_cast<double>(s[i]);
+}
+
+struct Median {
+  // NumPy's convention: for even n the mean of the two middle values; halves first so huge
+  // float64 values do not overflow.
+  template <class T>
+  __device__ static double of_sorted(const T* s, index_t n, index_t nans, index_t) {
+    return 0.5 * sorted_at(s, (n - 1) / 2, n, nans) + 0.5 * sorted_at(s, n / 2, n, nans);
+  }
+};
+
+struct TrimmedMean {
+  template <class T>
+  __device__ static double of_sorted(const T* s, index_t n, index_t nans, index_t f) {
+    double sum = 0.0;
+    for (index_t i = f; i < n - f; ++i) sum += sorted_at(s, i, n, nans);
+    return sum / static_cast<double>(n - 2 * f);
+  }
+};
+
+struct MeanAroundMedian {
+  // The n - f values closest to the median form a window [lo, lo + n - f) of the sorted column.
+  // Sliding the window right by one swaps s[lo] for s[lo + m]; that happens exactly while the
+  // new value is strictly closer, so ties in distance keep the smaller value (the reference's
+  // stable order). A NaN distance (NaN value, or Inf minus Inf) counts as +Inf, as there.
+  template <class T>
+  __device__ static double of_sorted(const T* s, index_t n, index_t nans, index_t f) {
+    const double median = Median::of_sorted(s, n, nans, f);
+    const index_t m = n - f;
+    index_t lo = 0;
+    for (index_t l = 0; l < f; ++l) {
+      if (distance(sorted_at(s, l + m, n, nans), median) < distance(sorted_at(s, l, n, nans), median)) ++lo;
+    }
+    double sum = 0.0;
+    for (index_t i = lo; i < lo + m; ++i) sum += sorted_at(s, i, n, nans);
+    return sum / static_cast<double>(m);
+  }
+
+  __device__ static double distance(double x, double median) {
+    const double dist = fabs(x - median);
+    return isnan(dist) ? positive_infinity() : dist;
+  }
+};
+
+// Small n: one thread per column, the column sorted in registers by a network of size N >= n.
+template <class T, int N, class Rule>
+__device__ void columns_in_registers(const T* X, index_t B, index_t n, index_t d, index_t f, T* out) {
+  const T infinity = static_cast<T>(positive_infinity());
+  for (index_t g = global_thread(); g < B * d; g += global_stride()) {
+    const index_t b = g / d, c = g - b * d;
+    const T* column = X + b * n * d + c;
+    T v[N];
+    index_t nans = 0;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      T x = i < n ? column[i * d] : infinity;
+      if (isnan(x)) {
+        x = infinity;
+        ++nans;
+      }
+      v[i] = x;
+    }
+    bitonic_sort(v);
+    // The rules index the sorted column at run-time positions; reading a copy keeps v itself
+    // in registers through the network.
+    T sorted[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) sorted[i] = v[i];
+    out[g] = static_cast<T>(Rule::of_sorted(sorted, n, nans, f));
+  }
+}
+
+constexpr int kMaxBlockColumns = 32;
+
+// Large n: one block per group of `columns` adjacent columns of one batch item. The group is
+// transposed into `buffer` (shared memory, or a global scratch slice when n is too large for
+// it), padded to n_pad = 2^k and sorted by a cooperative bitonic network.
+template <class T, class Rule>
+__device__ void columns_in_blocks(const T* X, index_t B, index_t n, index_t d, index_t f, index_t n_pad,
+                                  index_t columns, T* global_scratch, T* out) {
+  extern __shared__ unsigned char shared_bytes[];
+  __shared__ int nan_count[kMaxBlockColumns];
+  const T infinity = static_cast<T>(positive_infinity());
+  const index_t groups_per_item = (d + columns - 1) / columns;
+  const index_t groups = B * groups_per_item;
+  for (index_t group = blockIdx.x; group < groups; group += gridDim.x) {
+    const index_t b = group / groups_per_item, c0 = (group - b * groups_per_item) * columns;
+    T* buffer = global_scratch ? global_scratch + static_cast<index_t>(blockIdx.x) * columns * n_pad
+                               : reinterpret_cast<T*>(shared_bytes);
+    if (threadIdx.x < kMaxBlockColumns) nan_count[threadIdx.x] = 0;
+    __syncthreads();
+    for (index_t e = threadIdx.x; e < columns * n_pad; e += blockDim.x) {
+      const index_t c = e % columns, i = e / columns;  // consecutive threads: consecutive columns
+      T x = (i < n && c0 + c < d) ? X[b * n * d + i * d + c0 + c] : infinity;
+      if (isnan(x)) {
+        x = infinity;
+        atomicAdd(&nan_count[c], 1);
+      }
+      buffer[c * n_pad + i] = x;
+    }
+    __syncthreads();
+    const index_t half = n_pad / 2;
+    for (index_t k = 2; k <= n_pad; k <<= 1) {
+      for (index_t j = k >> 1; j > 0; j >>= 1) {
+        for (index_t p = threadIdx.x; p < columns * half; p += blockDim.x) {
+          const index_t c = p / half, q = p - c * half;
+          const index_t i = (q / j) * 2 * j + q % j;
+          T* s = buffer + c * n_pad;
+          const T a = s[i], bv = s[i + j];
+          const bool ascending = (i & k) == 0;
+          s[i] = ascending ? lower(a, bv) : upper(a, bv);
+          s[i + j] = ascending ? upper(a, bv) : lower(a, bv);
+        }
+        __syncthreads();
+      }
+    }
+    if (threadIdx.x < columns && c0 + threadIdx.x < d) {
+      const index_t c = threadIdx.x;
+      out[b * d + c0 + c] = static_cast<T>(Rule::of_sorted(buffer + c * n_pad, n, nan_count[c], f));
+    }
+    __syncthreads();
+  }
+}
+
+}  // namespace byzkern
+
+using byzkern::index_t;
+
+// Mean over rows, one thread per column.
+template <class T>
+__global__ void mean_columns(const T* X, index_t B, index_t n, index_t d, T* out) {
+  for (index_t g = byzkern::global_thread(); g < B * d; g += byzkern::global_stride()) {
+    const index_t b = g / d, c = g - b * d;
+    const T* column = X + b * n * d + c;
+    double sum = 0.0;
+    for (index_t i = 0; i < n; ++i) sum += static_cast<double>(column[i * d]);
+    out[g] = static_cast<T>(sum / static_cast<double>(n));
+  }
+}
+
+#define BYZKERN_COORDINATEWISE_KERNELS(NAME, RULE)                                                    \
+  template <class T, int N>                                                                           \
+  __global__ void NAME##_registers(const T* X, index_t B, index_t n, index_t d, index_t f, T* out) {  \
+    byzkern::columns_in_registers<T, N, byzkern::RULE>(X, B, n, d, f, out);                           \
+  }                                                                                                   \
+  template <class T>                                                                                  \
+  __global__ void NAME##_blocks(const T* X, index_t B, index_t n, index_t d, index_t f, index_t n_pad, \
+                                index_t columns, T* global_scratch, T* out) {                         \
+    byzkern::columns_in_blocks<T, byzkern::RULE>(X, B, n, d, f, n_pad, columns, global_scratch, out); \
+  }
+
+BYZKERN_COORDINATEWISE_KERNELS(cwmed, Median)
+BYZKERN_COORDINATEWISE_KERNELS(cwtm, TrimmedMean)
+BYZKERN_COORDINATEWISE_KERNELS(meamed, MeanAroundMedian)

@@ -1,0 +1,97 @@
+// Pairwise squared distances between the rows of (B, n, d), and the row mixing that Krum,
+// Multi-Krum, NNM, bucketing and resampling apply to the rows they choose.
+//
+// pairwise_sqdist is exact-difference, not Gram-based: (x_ic - x_jc)^2 is accumulated in double
+// (float32 input too), so rows sharing a large common component (w + small deltas) keep their
+// distances. Blocks cover 16 x 16 row pairs of the upper triangle over one chunk of columns and
+// write their partial sums; the finish kernel adds the chunks in a fixed order, so the result is
+// the same on every run, symmetric by construction and never negative.
+#include "common.cuh"
+
+using byzkern::index_t;
+
+constexpr int kPairTile = 16;     // rows per side of a pair tile: 16 x 16 = 256 threads
+constexpr int kColumnTile = 16;   // columns staged in shared memory per step
+
+template <class T>
+__global__ void sqdist_partial(const T* X, index_t B, index_t n, index_t d, index_t chunk, index_t chunks,
+                               double* partial, int* nonfinite_row) {
+  __shared__ double rows_i[kPairTile][kColumnTile + 1];
+  __shared__ double rows_j[kPairTile][kColumnTile + 1];
+  const index_t tiles = (n + kPairTile - 1) / kPairTile;
+  const index_t pair_tiles = tiles * (tiles + 1) / 2;
+  const int tx = threadIdx.x % kPairTile, ty = threadIdx.x / kPairTile;
+  for (index_t job = blockIdx.x; job < chunks * B * pair_tiles; job += gridDim.x) {
+    const index_t k = job / (B * pair_tiles), rest = job - k * B * pair_tiles;
+    const index_t b = rest / pair_tiles;
+    index_t p = rest - b * pair_tiles, ti = 0;
+    while (p >= tiles - ti) p -= tiles - ti++;
+    const index_t tj = ti + p;
+    const index_t i = ti * kPairTile + ty, j = tj * kPairTile + tx;  // this thread's pair
+    const index_t c_begin = k * chunk, c_end = c_begin + chunk < d ? c_begin + chunk : d;
+    const T* item = X + b * n * d;
+    double sum = 0.0;
+    for (index_t c0 = c_begin; c0 < c_end; c0 += kColumnTile) {
+      // Thread (ty, tx) stages column c0 + tx of row ti*16 + ty and of row tj*16 + ty.
+      const index_t c = c0 + tx;
+      const index_t ri = ti * kPairTile + ty, rj = tj * kPairTile + ty;
+      double xi = 0.0, xj = 0.0;
+      if (c < c_end && ri < n) {
+        xi = static_cast<double>(item[ri * d + c]);
+        if (!isfinite(xi)) nonfinite_row[b * n + ri] = 1;
+      }
+      if (c < c_end && rj < n) {
+        xj = static_cast<double>(item[rj * d + c]);
+        if (!isfinite(xj)) nonfinite_row[b * n + rj] = 1;
+      }
+      rows_i[ty][tx] = xi;
+      rows_j[ty][tx] = xj;
+      __syncthreads();
+#pragma unroll
+      for (int cc = 0; cc < kColumnTile; ++cc) {
+        const double diff = rows_i[ty][cc] - rows_j[tx][cc];
+        sum += diff * diff;
+      }
+      __syncthreads();
+    }
+    if (i < n && j < n) {
+      double* out = partial + (k * B + b) * n * n;
+      out[i * n + j] = sum;
+      out[j * n + i] = sum;
+    }
+  }
+}
+
+// D[b, i, j] = sum of the chunks' partials; +Inf where either row has a non-finite entry; 0 on
+// the diagonal.
+__global__ void sqdist_finish(const double* partial, index_t chunks, index_t B, index_t n,
+                              const int* nonfinite_row, double* D) {
+  const index_t total = B * n * n;
+  for (index_t g = byzkern::global_thread(); g < total; g += byzkern::global_stride()) {
+    const index_t b = g / (n * n), i = (g / n) % n, j = g % n;
+    double sum = 0.0;
+    for (index_t k = 0; k < chunks; ++k) sum += partial[k * total + g];
+    if (nonfinite_row[b * n + i] || nonfinite_row[b * n + j]) sum = byzkern::positive_infinity();
+    D[g] = i == j ? 0.0 : sum;
+  }
+}
+
+// out[b, j] = mean of X[b, idx[b, j, t]] over the t with idx >= 0; one thread per output entry.
+template <class T>
+__global__ void mix_rows(const T* X, index_t B, index_t n, index_t d, const long long* idx, index_t m,
+                         index_t k, T* out) {
+  for (index_t g = byzkern::global_thread(); g < B * m * d; g += byzkern::global_stride()) {
+    const index_t bj = g / d, c = g - bj * d, b = bj / m;
+    const long long* chosen = idx + bj * k;
+    double sum = 0.0;
+    index_t count = 0;
+    for (index_t t = 0; t < k; ++t) {
+      const long long r = chosen[t];
+      if (r >= 0) {
+        sum += static_cast<double>(X[(b * n + r) * d + c]);
+        ++count;
+      }
+    }
+    out[g] = static_cast<T>(sum / static_cast<double>(count));
+  }
+}

@@ -1,0 +1,274 @@
+"""The cuda backend: NVRTC compile check (no GPU needed) and every kernel against the reference
+(``@pytest.mark.gpu``, skipped with the reason when no CUDA device is usable)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import byzkern
+from byzkern import _config
+from byzkern.backends import KERNEL_NAMES, cuda, reference
+
+ARCHITECTURES = ("compute_80", "compute_90")
+
+
+def _nvrtc():
+    nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy is not installed")
+    try:
+        nvrtc.getVersion()
+    except (OSError, RuntimeError) as exc:
+        pytest.skip(f"NVRTC is not available: {exc}")
+    return nvrtc
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("family", sorted(cuda.NAME_EXPRESSIONS))
+def test_every_kernel_compiles(family, arch):
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(cuda.source(family), f"{family}.cu", [], [])
+    try:
+        for name in cuda.NAME_EXPRESSIONS[family]:
+            nvrtc.addNameExpression(program, name)
+        try:
+            nvrtc.compileProgram(program, [*cuda.OPTIONS, f"-arch={arch}"])
+        except nvrtc.NVRTCError as exc:
+            pytest.fail(f"{family}.cu does not compile for {arch}:\n{nvrtc.getProgramLog(program)}\n{exc}")
+        log = nvrtc.getProgramLog(program).strip()
+        assert "warning" not in log, log
+        for name in cuda.NAME_EXPRESSIONS[family]:
+            assert nvrtc.getLoweredName(program, name).startswith("_Z"), name
+    finally:
+        nvrtc.destroyProgram(program)
+
+
+def test_backend_defines_every_kernel():
+    assert [k for k in KERNEL_NAMES if not callable(getattr(cuda, k, None))] == []
+
+
+def test_info_says_why_cuda_is_unavailable():
+    entry = byzkern.info()["backends"]["cuda"]
+    reason = cuda.unavailable_reason()
+    assert entry["available"] == (reason is None)
+    if reason is not None:
+        assert entry["reason"] == reason
+        assert any(word in reason for word in ("CuPy", "CUDA device", "NVRTC")), reason
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: every kernel equals the reference.
+
+RTOL = {np.float32: 2e-6, np.float64: 1e-12}
+DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture
+def cp():
+    reason = cuda.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"cuda backend unavailable: {reason}")
+    import cupy
+
+    return cupy
+
+
+@pytest.fixture(params=["registers", "blocks-shared", "blocks-global"])
+def sort_path(request, monkeypatch):
+    """Every coordinate-wise path on small inputs; small blocks cover the grid-stride tails."""
+    monkeypatch.setattr(_config, "CUDA_THREADS", 64)
+    if request.param != "registers":
+        monkeypatch.setattr(cuda, "REGISTER_SORT_MAX", 0)
+    if request.param == "blocks-global":
+        monkeypatch.setattr(cuda, "SHARED_COLUMN_BYTES", 0)
+    return request.param
+
+
+def _data(kind, B, n, d, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "ties":
+        X = rng.integers(-2, 3, size=(B, n, d)).astype(dtype)
+        if n > 5:  # the case proves nothing unless columns really repeat values
+            assert (np.sort(X, axis=1)[:, 1:] == np.sort(X, axis=1)[:, :-1]).any()
+        return X
+    X = rng.standard_normal((B, n, d)).astype(dtype)
+    if kind == "nonfinite":
+        # NaN, +Inf and -Inf in the first, a middle and the last row, and scattered entries.
+        for row, value in zip((0, n // 2, n - 1), (np.nan, np.inf, -np.inf)):
+            X[:, row, rng.integers(0, d, size=max(1, d // 3))] = value
+        X[rng.random(X.shape) < 0.05] = np.nan
+    return X
+
+
+def _check(got, want, dtype):
+    got = got.get() if hasattr(got, "get") else np.asarray(got)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=0, equal_nan=True)
+
+
+SHAPES = [(1, 1, 7), (1, 2, 5), (1, 3, 1), (2, 5, 33), (1, 8, 300), (3, 9, 70), (1, 17, 40), (2, 33, 65),
+          (1, 64, 20), (1, 65, 20), (2, 130, 9)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["random", "ties", "nonfinite"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_coordinatewise(cp, sort_path, shape, kind, dtype):
+    X = _data(kind, *shape, dtype)
+    Xd = cp.asarray(X)
+    n = shape[1]
+    _check(cuda.mean(Xd), reference.mean(X), dtype)
+    _check(cuda.cwmed(Xd), reference.cwmed(X), dtype)
+    for f in sorted({0, 1 if n > 2 else 0, (n - 1) // 2}):  # (n - 1) // 2: n = 2f + 1 at odd n
+        _check(cuda.cwtm(Xd, f), reference.cwtm(X, f), dtype)
+        _check(cuda.meamed(Xd, f), reference.meamed(X, f), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_meamed_tie_goes_to_smaller_value(cp, sort_path, dtype):
+    # median 1; 0 and 2 are equally far: the smaller value is kept (mean 0.5, not 1.5).
+    X = np.array([[[0.0], [1.0], [2.0]]], dtype)
+    _check(cuda.meamed(cp.asarray(X), 1), np.array([[0.5]], dtype), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_orders_above_infinity(cp, sort_path, dtype):
+    X = np.array([[[np.nan], [np.inf], [1.0], [np.nan], [-np.inf]]], dtype)
+    _check(cuda.cwmed(cp.asarray(X)), np.array([[np.inf]], dtype), dtype)
+    _check(cuda.cwtm(cp.asarray(X), 2), np.array([[np.inf]], dtype), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["random", "nonfinite"])
+@pytest.mark.parametrize("shape", [(1, 1, 5), (1, 2, 1), (2, 5, 37), (1, 16, 100), (3, 17, 16), (1, 40, 1000)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_pairwise_sqdist(cp, monkeypatch, shape, kind, dtype):
+    monkeypatch.setattr(_config, "CUDA_THREADS", 64)
+    X = _data(kind, *shape, dtype)
+    D = cuda.pairwise_sqdist(cp.asarray(X))
+    _check(D, reference.pairwise_sqdist(X), dtype)
+    assert bool((D == D.transpose(0, 2, 1)).all()) and bool((D >= 0).all())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("offset", [1e3, 1e5])
+def test_pairwise_sqdist_keeps_small_deltas_on_a_large_offset(cp, offset):
+    rng = np.random.default_rng(1)
+    X = (offset + 1e-3 * rng.standard_normal((1, 12, 5000))).astype(np.float32)
+    want = reference.pairwise_sqdist(X)
+    got = cuda.pairwise_sqdist(cp.asarray(X)).get()
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+    assert np.argsort(got[0].sum(axis=1))[0] == np.argsort(want[0].sum(axis=1))[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mix_rows(cp, dtype):
+    X = _data("random", 2, 6, 50, dtype)
+    idx = np.array([[[0, 5, -1], [2, -1, -1], [1, 1, 3]], [[4, 3, 2], [-1, 0, -1], [5, 5, 5]]], np.int64)
+    _check(cuda.mix_rows(cp.asarray(X), cp.asarray(idx)), reference.mix_rows(X, idx), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("q", [1, 2, 3.5, np.inf])
+@pytest.mark.parametrize("kind", ["random", "nonfinite"])
+def test_row_norms(cp, monkeypatch, kind, q, dtype):
+    monkeypatch.setattr(_config, "CUDA_THREADS", 32)
+    X = _data(kind, 3, 7, 1001, dtype)
+    _check(cuda.row_norms(cp.asarray(X), q), reference.row_norms(X, q), np.float64)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["random", "nonfinite"])
+def test_clip(cp, kind, dtype):
+    X = _data(kind, 2, 9, 300, dtype)
+    X[0, 1] = 0.0  # a zero row stays zero
+    _check(cuda.clip(cp.asarray(X), 3.0), reference.clip(X, 3.0), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("init", ["mean", "zero", "array"])
+@pytest.mark.parametrize("kind", ["random", "nonfinite"])
+def test_geomed_fixed_steps(cp, monkeypatch, kind, init, dtype):
+    monkeypatch.setattr(_config, "CUDA_THREADS", 32)
+    B, n, d = 3, 11, 257
+    X = _data(kind, B, n, d, dtype)
+    X[:, 4] += 50.0  # an outlier row so the iterations move
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, size=(B, n))
+    start = np.random.default_rng(3).standard_normal((B, d)).astype(dtype) if init == "array" else init
+    start_d = cp.asarray(start) if init == "array" else init
+    z, iters, obj = cuda.geomed(cp.asarray(X), cp.asarray(weights), start_d, 8, 0.0, 0.1)
+    rz, riters, robj = reference.geomed(X, weights, start, 8, 0.0, 0.1)
+    _check(z, rz, dtype)
+    np.testing.assert_array_equal(iters.get(), riters)
+    np.testing.assert_allclose(obj.get(), robj, rtol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_geomed_stops_early_like_the_reference(cp, dtype):
+    X = _data("random", 4, 9, 64, dtype, seed=4)
+    weights = np.ones((4, 9))
+    z, iters, obj = cuda.geomed(cp.asarray(X), weights, "mean", 100, 1e-6, 1e-6)
+    rz, riters, robj = reference.geomed(X, weights, "mean", 100, 1e-6, 1e-6)
+    assert (riters < 100).all()  # the case proves nothing unless the rule stopped early
+    np.testing.assert_array_equal(iters.get(), riters)
+    _check(z, rz, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("iters", [0, 1, 3])
+@pytest.mark.parametrize("kind", ["random", "nonfinite"])
+def test_cclip(cp, kind, iters, dtype):
+    X = _data(kind, 2, 10, 129, dtype)
+    X[:, 2] *= 100.0
+    v0 = reference.cwmed(X)
+    _check(cuda.cclip(cp.asarray(X), 1.5, iters, cp.asarray(v0)), reference.cclip(X, 1.5, iters, v0), dtype)
+
+
+@pytest.mark.gpu
+def test_large_sizes_use_int64_offsets(cp):
+    # Row offsets i * d pass 2^31 elements (a 10 GiB float32 input).
+    d = 2**29 + 3
+    X = cp.zeros((1, 5, d), cp.float32)
+    X[0, :, -1] = cp.asarray([1.0, 5.0, 3.0, 2.0, 4.0], cp.float32)
+    assert float(cuda.cwmed(X)[0, -1]) == 3.0
+    assert float(cuda.mean(X)[0, -1]) == 3.0
+    del X
+
+
+# Public API on device arrays: the result stays on the device, in the input's library and dtype.
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_public_api_on_cupy_input(cp, dtype):
+    X = _data("nonfinite", 1, 9, 40, dtype)[0]
+    Xd = cp.asarray(X)
+    for rule, kw in [(byzkern.cwtm, {"f": 2}), (byzkern.cwmed, {}), (byzkern.meamed, {"f": 2}),
+                     (byzkern.krum, {"f": 2}), (byzkern.geomed, {}), (byzkern.cclip, {"tau": 1.0}),
+                     (byzkern.nnm, {"f": 2}), (byzkern.clip, {"tau": 1.0}), (byzkern.pairwise_sqdist, {})]:
+        got = rule(Xd, **kw)
+        assert isinstance(got, cp.ndarray) and got.device == Xd.device and got.dtype == Xd.dtype
+        want = rule(X, backend="reference", **kw)
+        np.testing.assert_allclose(got.get(), want, rtol=1e-5 if dtype == np.float32 else 1e-9, equal_nan=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_public_api_on_torch_cuda_input(cp, dtype):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA support here")
+    X = _data("random", 2, 7, 30, np.dtype(dtype))
+    Xt = torch.from_numpy(X).to("cuda")
+    for rule, kw in [(byzkern.cwtm, {"f": 2}), (byzkern.multikrum, {"f": 2}), (byzkern.geomed, {"maxiter": 8, "eps": 0})]:
+        got = rule(Xt, **kw)
+        assert isinstance(got, torch.Tensor) and got.device == Xt.device and got.dtype == Xt.dtype
+        want = rule(X, backend="reference", **kw)
+        np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5 if dtype == "float32" else 1e-9)
