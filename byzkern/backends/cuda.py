@@ -29,8 +29,9 @@ except ImportError as exc:
 
 #: C++ type of each compute dtype, the one place template arguments are spelled
 CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-#: sorting-network sizes of the coordinate-wise register path; larger n sorts in blocks
-REGISTER_TIERS = (4, 8, 16, 32, 64)
+#: sorting-network sizes of the coordinate-wise register path per C++ type; larger n sorts in
+#: blocks. No 64 for double: it needs 240 registers per thread and a minute of ptxas time.
+REGISTER_TIERS = {"float": (4, 8, 16, 32, 64), "double": (4, 8, 16, 32)}
 #: largest n sorted in registers (tests lower it to cover the block path with small inputs)
 REGISTER_SORT_MAX = 64
 #: dynamic shared memory for one block's columns; beyond it the block path sorts in a global
@@ -46,7 +47,6 @@ OPTIONS = ("--std=c++17",)
 _ROW_OPS = ("SumAbs", "SumSquares", "SumPower", "MaxAbs")
 _RULES = ("cwmed", "cwtm", "meamed")
 _PAIR_TILE = 16  # cuda/distances.cu: kPairTile; its blocks are 16 x 16 threads
-_NULL = np.uint64(0)  # a null device pointer as a kernel argument (8 bytes, like a pointer)
 
 
 def _per_type(*templates):
@@ -57,7 +57,7 @@ def _per_type(*templates):
 NAME_EXPRESSIONS = {
     "coordinatewise": (
         _per_type("mean_columns<{t}>")
-        + [f"{rule}_registers<{t}, {N}>" for rule in _RULES for t in CTYPE.values() for N in REGISTER_TIERS]
+        + [f"{rule}_registers<{t}, {N}>" for rule in _RULES for t, tiers in REGISTER_TIERS.items() for N in tiers]
         + [f"{rule}_blocks<{t}>" for rule in _RULES for t in CTYPE.values()]
     ),
     "distances": _per_type("sqdist_partial<{t}>", "mix_rows<{t}>") + ["sqdist_finish"],
@@ -142,14 +142,16 @@ def _threads():
 
 
 def _launch(family, name, work, args, *, threads=None, blocks=None, shared_mem=0):
-    """Launch ``name`` on a grid covering ``work`` items (the kernels stride over the rest)."""
+    """Launch ``name`` on a grid covering ``work`` items (the kernels stride over the rest).
+
+    CuPy passes Python ints as long long (the kernels' index_t), floats as double and None as a
+    null pointer.
+    """
     device = cupy.cuda.Device().id
     threads = threads or _threads()
     if blocks is None:
         blocks = -(-work // threads)
     blocks = max(1, min(blocks, 32 * _multiprocessors(device)))
-    args = tuple(np.int64(a) if isinstance(a, (int, np.integer)) and not isinstance(a, np.uint64)
-                 else np.float64(a) if isinstance(a, float) else a for a in args)
     _module(family, device).get_function(name)((blocks,), (threads,), args, shared_mem=shared_mem)
 
 
@@ -169,14 +171,14 @@ def _coordinatewise(rule, X, f):
     B, n, d = X.shape
     out = cupy.empty((B, d), X.dtype)
     t = CTYPE[X.dtype]
-    tier = next((N for N in REGISTER_TIERS if n <= N <= REGISTER_SORT_MAX), None)
+    tier = next((N for N in REGISTER_TIERS[t] if n <= N <= REGISTER_SORT_MAX), None)
     if tier is not None:
         _launch("coordinatewise", f"{rule}_registers<{t}, {tier}>", B * d, (X, B, n, d, f, out))
         return out
     n_pad = 1 << (n - 1).bit_length()
     columns = min(32, SHARED_COLUMN_BYTES // (n_pad * X.itemsize))
     if columns >= 1:
-        scratch, shared_mem = _NULL, columns * n_pad * X.itemsize
+        scratch, shared_mem = None, columns * n_pad * X.itemsize
         groups = B * -(-d // columns)
         blocks = groups
     else:
@@ -245,8 +247,8 @@ def _row_reduce(family, X, op, *, center=None, q=2.0, active=None, partial=None,
     if nonfinite_row is None:
         nonfinite_row = cupy.zeros((B, n), np.int32)
     _launch(family, f"row_reduce<{CTYPE[X.dtype]}, byzkern::{op}>", 0,
-            (X, B, n, d, _NULL if center is None else center, float(q), chunk, chunks,
-             _NULL if active is None else active, partial, nonfinite_row),
+            (X, B, n, d, center, float(q), chunk, chunks,
+             active, partial, nonfinite_row),
             threads=threads, blocks=chunks * B * n)
     return partial, nonfinite_row, chunks
 

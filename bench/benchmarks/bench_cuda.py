@@ -1,0 +1,139 @@
+"""The cuda backend's kernels beside the usual PyTorch GPU code for the same result and a
+device-to-device copy of X.
+
+A kernel that reads X once moves half the bytes of the copy (which reads and writes X), so
+``track_copy_ratio`` near 0.5 means the kernel runs at the memory-bandwidth limit.
+``track_torch_ratio`` is torch's time over byzkern's (above 1: byzkern is faster). Skipped
+without a usable CUDA device; the torch columns also need torch with CUDA.
+"""
+import numpy as np
+from asv_runner.benchmarks.mark import SkipNotImplemented
+
+from byzkern.backends import cuda
+
+F, TAU, NU, STEPS = 4, 1.0, 1e-6, 8
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def _torch_way(torch, op, X, idx):
+    """The PyTorch code a user would write for ``op`` (not always the same numerics)."""
+    n = X.shape[1]
+    if op == "mean":
+        return lambda: X.mean(dim=1)
+    if op == "cwmed":
+        return lambda: X.median(dim=1).values
+    if op == "cwtm":
+        return lambda: X.sort(dim=1).values[:, F:n - F].mean(dim=1)
+    if op == "meamed":
+        def meamed():
+            med = X.median(dim=1, keepdim=True).values
+            nearest = (X - med).abs().argsort(dim=1)[:, :n - F]
+            return X.gather(1, nearest).mean(dim=1)
+        return meamed
+    if op == "pairwise_sqdist":
+        return lambda: torch.cdist(X, X) ** 2
+    if op == "mix_rows":
+        # the (n, n) mixing matrix times X: how NNM is written with dense torch ops
+        B, m, k = idx.shape
+        mixing = torch.zeros((B, m, n), dtype=X.dtype, device=X.device)
+        mixing.scatter_add_(2, idx, torch.full(idx.shape, 1.0 / k, dtype=X.dtype, device=X.device))
+        return lambda: torch.bmm(mixing, X)
+    if op == "row_norms":
+        return lambda: torch.linalg.vector_norm(X, ord=2, dim=2)
+    if op == "clip":
+        return lambda: X * (TAU / torch.linalg.vector_norm(X, dim=2, keepdim=True)).clamp(max=1.0)
+    if op == "geomed":
+        def geomed():
+            z = X.mean(dim=1, keepdim=True)
+            for _ in range(STEPS):
+                b = 1.0 / torch.linalg.vector_norm(X - z, dim=2, keepdim=True).clamp(min=NU)
+                z = (b * X).sum(dim=1, keepdim=True) / b.sum(dim=1, keepdim=True)
+            return z[:, 0]
+        return geomed
+    if op == "cclip":
+        def cclip():
+            v = X.median(dim=1, keepdim=True).values
+            diff = X - v
+            scale = (TAU / torch.linalg.vector_norm(diff, dim=2, keepdim=True)).clamp(max=1.0)
+            return v[:, 0] + (scale * diff).mean(dim=1)
+        return cclip
+    raise ValueError(op)
+
+
+class CudaKernels:
+    params = [
+        ["mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows", "row_norms", "clip", "geomed", "cclip"],
+        ["1x16x4194304", "1x64x1048576", "17x16x262144"],
+        ["float32", "float64"],
+    ]
+    param_names = ["kernel", "B x n x d", "dtype"]
+    timeout = 300
+
+    def setup(self, op, shape, dtype):
+        reason = cuda.unavailable_reason()
+        if reason is not None:
+            raise SkipNotImplemented(f"cuda backend unavailable: {reason}")
+        import cupy
+        from cupyx.profiler import benchmark
+
+        self.cupy, self.profile = cupy, benchmark
+        B, n, d = map(int, shape.split("x"))
+        self.X = cupy.random.default_rng(0).standard_normal((B, n, d), dtype=np.float32).astype(dtype)
+        self.idx = cupy.asarray(np.argsort(np.random.default_rng(1).random((B, n, n)), axis=2)[:, :, : n - F])
+        weights = cupy.ones((B, n))
+        v0 = cuda.cwmed(self.X)
+        self.run = {
+            "mean": lambda: cuda.mean(self.X),
+            "cwmed": lambda: cuda.cwmed(self.X),
+            "cwtm": lambda: cuda.cwtm(self.X, F),
+            "meamed": lambda: cuda.meamed(self.X, F),
+            "pairwise_sqdist": lambda: cuda.pairwise_sqdist(self.X),
+            "mix_rows": lambda: cuda.mix_rows(self.X, self.idx),
+            "row_norms": lambda: cuda.row_norms(self.X, 2),
+            "clip": lambda: cuda.clip(self.X, TAU),
+            "geomed": lambda: cuda.geomed(self.X, weights, "mean", STEPS, 0.0, NU),
+            "cclip": lambda: cuda.cclip(self.X, TAU, 1, v0),
+        }[op]
+        self.run()  # compiles the family's module (cached on disk by CuPy afterwards)
+        torch = _torch()
+        self.torch_run = None
+        if torch is not None:
+            Xt = torch.from_dlpack(self.X)
+            self.torch_run = _torch_way(torch, op, Xt, torch.from_dlpack(self.idx))
+            self.torch_run()
+
+    def _gpu_seconds(self, fn):
+        return float(np.median(self.profile(fn, n_repeat=20, n_warmup=3).gpu_times))
+
+    def time_byzkern(self, op, shape, dtype):
+        self.run()
+        self.cupy.cuda.Device().synchronize()
+
+    def time_torch(self, op, shape, dtype):
+        if self.torch_run is None:
+            raise SkipNotImplemented("torch with CUDA is not installed")
+        self.torch_run()
+        self.cupy.cuda.Device().synchronize()
+
+    def time_copy(self, op, shape, dtype):
+        self.X.copy()
+        self.cupy.cuda.Device().synchronize()
+
+    def track_copy_ratio(self, op, shape, dtype):
+        return self._gpu_seconds(self.run) / self._gpu_seconds(self.X.copy)
+
+    track_copy_ratio.unit = "byzkern time / copy time"
+
+    def track_torch_ratio(self, op, shape, dtype):
+        if self.torch_run is None:
+            raise SkipNotImplemented("torch with CUDA is not installed")
+        return self._gpu_seconds(self.torch_run) / self._gpu_seconds(self.run)
+
+    track_torch_ratio.unit = "torch time / byzkern time"
