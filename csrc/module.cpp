@@ -35,5 +35,9 @@ PYBIND11_MODULE(_cpu, m) {
   m.doc() = "byzkern C++ kernels (OpenMP, GIL released). Called by byzkern.backends.cpu.";
   m.def("mean", &mean_py<float>, py::arg("X"), py::arg("tile"), "Row mean of (B, n, d) -> (B, d).");
   m.def("mean", &mean_py<double>, py::arg("X"), py::arg("tile"));
+  static const int default_threads = omp_get_max_threads();
   m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP threads a kernel uses.");
+  m.def(
+      "set_threads", [](int threads) { omp_set_num_threads(threads > 0 ? threads : default_threads); },
+      py::arg("threads"), "Set the OpenMP thread count; 0 restores the default.");
 }

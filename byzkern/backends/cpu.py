@@ -23,5 +23,10 @@ def details():
     return {"threads": _cpu.max_threads()}
 
 
+def set_threads(threads):
+    """OpenMP threads for the following calls; 0 restores the default."""
+    _cpu.set_threads(threads)
+
+
 def mean(X):
     return _cpu.mean(X, _config.COL_TILE)
