@@ -27,7 +27,6 @@ SYMMETRIC = {
     "meamed": lambda X: bk.meamed(X, f=f_for(len(X))),
     "geomed": lambda X: bk.geomed(X, maxiter=20, eps=0.0),
     "cclip": lambda X: bk.cclip(X, tau=1.0, iters=2),
-    "pipeline_nnm_cwtm": lambda X: bk.Pipeline(bk.nnm(f=f_for(len(X))), bk.cwtm(f=f_for(len(X))))(X),
 }
 
 
@@ -38,6 +37,15 @@ def test_permutation_invariance(rule, X, data):
     perm = data.draw(st.permutations(range(len(X))))
     a, b = SYMMETRIC[rule](X), SYMMETRIC[rule](X[list(perm)])
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * (1 + np.abs(X).max()))
+
+
+def test_nnm_pipeline_is_permutation_invariant_without_distance_ties():
+    """NNM breaks distance ties by index (seed 004 leaves them open), so only tie-free data."""
+    rng = np.random.default_rng(4)
+    pipeline = bk.Pipeline(bk.nnm(f=3), bk.cwtm(f=3))
+    for _ in range(20):
+        X = rng.standard_normal((8, 5))
+        np.testing.assert_allclose(pipeline(X), pipeline(X[rng.permutation(8)]), rtol=1e-12)
 
 
 @pytest.mark.parametrize("rule", [*SYMMETRIC, "krum", "multikrum"])
@@ -54,7 +62,9 @@ def test_translation_equivariance(rule, X, shift):
 @settings(max_examples=60, deadline=None)
 @given(honest=rounds(min_n=3, max_n=7), data=st.data())
 def test_within_honest_range_under_f_arbitrary_rows(rule, honest, data):
-    """Coordinate-wise rules stay inside the honest rows' per-coordinate [min, max]."""
+    """cwmed and cwtm stay inside the honest rows' per-coordinate [min, max]. meamed may keep a
+    Byzantine value that is closer to the median than some honest value, so its bound is the
+    honest range widened by its own width on each side."""
     h, d = honest.shape
     f = data.draw(st.integers(0, h - 1))  # n = h + f > 2f
     bad_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.just(1e300))
@@ -63,7 +73,10 @@ def test_within_honest_range_under_f_arbitrary_rows(rule, honest, data):
     X = X[data.draw(st.permutations(range(len(X))))]
     out = getattr(bk, rule)(X) if rule == "cwmed" else getattr(bk, rule)(X, f=f)
     assert np.all(np.isfinite(out))
-    assert np.all(out >= honest.min(axis=0) - 1e-9) and np.all(out <= honest.max(axis=0) + 1e-9)
+    lo, hi = honest.min(axis=0), honest.max(axis=0)
+    if rule == "meamed":
+        lo, hi = lo - (hi - lo), hi + (hi - lo)
+    assert np.all(out >= lo - 1e-9) and np.all(out <= hi + 1e-9)
 
 
 @settings(max_examples=40, deadline=None)
