@@ -250,7 +250,8 @@ def qsgd_decompress(norms, packed, levels, d):
     width = qsgd_width(levels)
     codes = unpack_codes(packed, width, d)
     level = codes & np.uint32((1 << (width - 1)) - 1)
-    magnitude = (norms.astype(F64)[:, None] * (level.astype(F64) / F64(levels))).astype(norms.dtype)
+    with np.errstate(invalid="ignore"):  # a non-finite norm times level 0 decodes to NaN
+        magnitude = (norms.astype(F64)[:, None] * (level.astype(F64) / F64(levels))).astype(norms.dtype)
     return np.where(codes >> np.uint32(width - 1) == 1, -magnitude, magnitude)
 
 
