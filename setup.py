@@ -61,7 +61,8 @@ if Pybind11Extension is not None and os.environ.get("BYZKERN_NO_EXTENSION") != "
     ParallelCompile("NPY_NUM_BUILD_JOBS").install()
     sanitize = os.environ.get("BYZKERN_SANITIZE") == "1"
     # Portable baseline (x86-64 SSE2); no -march=native in anything we ship.
-    cflags = ["-O3", "-fopenmp", "-fno-math-errno"]
+    # -Wno-psabi: the SIMD helpers pass vectors between inline functions of one file only.
+    cflags = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-psabi"]
     lflags = ["-fopenmp"]
     if sanitize:
         cflags = ["-O1", "-g", "-fopenmp", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]

@@ -7,3 +7,6 @@ pattern); benchmarks use the defaults.
 COL_TILE = 4096
 #: threads per block of the CUDA kernels
 CUDA_THREADS = 256
+#: column reductions (distances, norms) of the C++ kernels are summed in this many slabs of
+#: tiles, then the slabs in order: the split never depends on the thread count
+REDUCTION_SLABS = 32

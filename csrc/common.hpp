@@ -1,7 +1,11 @@
-// Shared helpers for the byzkern C++ kernels: int64 sizes, OpenMP tiling.
+// Shared helpers for the byzkern C++ kernels: int64 sizes, OpenMP tiling, SIMD variants.
 #pragma once
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
 
 namespace byzkern {
 
@@ -10,5 +14,117 @@ using index_t = std::int64_t;  // every size and offset: n * d may exceed 2^31
 // Columns per OpenMP work item. Passed from Python (byzkern._config) so tests can shrink it
 // and cover the multi-tile and tail paths with small inputs.
 inline index_t num_tiles(index_t d, index_t tile) { return (d + tile - 1) / tile; }
+
+// Kernels that reduce over columns (distances, norms) split the tiles into a fixed number of
+// contiguous slabs, each summed in column order; the slabs are then added in slab order. The
+// split depends on d, tile and the slab count only, never on the thread count, so 1 and 2
+// threads give the same bits.
+struct Slabs {
+  index_t tiles, count;
+  Slabs(index_t d, index_t tile, index_t max_slabs)
+      : tiles(num_tiles(d, tile)), count(std::max<index_t>(1, std::min(tiles, max_slabs))) {}
+  index_t first_tile(index_t s) const { return tiles * s / count; }
+};
+
+// Runs job(b, s, c0, c1) for every (batch item, slab) pair, in parallel; slab s covers the
+// columns [c0, c1) and the job walks them in order.
+template <class Job>
+void for_each_slab(index_t B, index_t d, index_t tile, const Slabs& slabs, Job job) {
+#pragma omp parallel for schedule(static)
+  for (index_t item = 0; item < B * slabs.count; ++item) {
+    const index_t b = item / slabs.count, s = item % slabs.count;
+    job(b, s, slabs.first_tile(s) * tile, std::min(d, slabs.first_tile(s + 1) * tile));
+  }
+}
+
+// ---- SIMD ----------------------------------------------------------------------------------
+// Hot loops are written with GCC vector extensions (fixed-width vectors that GCC lowers to
+// whatever the target has) and compiled twice: for the x86-64 baseline that any wheel may
+// assume (SSE2), and for AVX2+FMA (Haswell, Zen and later). The variant is chosen once per
+// process from CPUID (__builtin_cpu_supports); BYZKERN_ISA=baseline forces the baseline so the
+// tests can run both. No -march=native anywhere.
+
+template <class T, int Bytes>
+struct vec_of {
+  typedef T type __attribute__((vector_size(Bytes)));
+};
+template <class T>
+using vec64 = typename vec_of<T, 64>::type;  // 16 floats or 8 doubles
+typedef double v4d __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+
+template <class V>
+inline V load_vec(const void* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));  // an unaligned vector load
+  return v;
+}
+template <class V>
+inline void store_vec(void* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// Eight consecutive values of T as doubles (exact for float32).
+inline v8d load8_as_double(const double* p) { return load_vec<v8d>(p); }
+inline v8d load8_as_double(const float* p) { return __builtin_convertvector(load_vec<v8f>(p), v8d); }
+inline void store8_rounded(double* p, const v8d& v) { store_vec(p, v); }
+inline void store8_rounded(float* p, const v8d& v) { store_vec(p, __builtin_convertvector(v, v8f)); }
+
+inline double sum_lanes(const v4d& v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+
+typedef float v4f __attribute__((vector_size(16)));
+inline v4d load4_as_double(const double* p) { return load_vec<v4d>(p); }
+inline v4d load4_as_double(const float* p) { return __builtin_convertvector(load_vec<v4f>(p), v4d); }
+
+// Sum of squares of x[k] - c[k] over k < w, in double, with two 4-lane partial sums added in a
+// fixed order (deterministic; GCC does not vectorize a plain FP reduction without -ffast-math).
+template <class T, class C>
+inline double sqdist_row(const T* x, const C* c, index_t w) {
+  v4d acc0 = {0, 0, 0, 0}, acc1 = acc0;
+  index_t k = 0;
+  for (; k + 8 <= w; k += 8) {
+    const v4d a = load4_as_double(x + k) - load4_as_double(c + k);
+    const v4d b = load4_as_double(x + k + 4) - load4_as_double(c + k + 4);
+    acc0 += a * a;
+    acc1 += b * b;
+  }
+  double tail = 0;
+  for (; k < w; ++k) {
+    const double a = double(x[k]) - double(c[k]);
+    tail += a * a;
+  }
+  return sum_lanes(acc0 + acc1) + tail;
+}
+
+inline bool cpu_has_avx2() {
+  static const bool yes = [] {
+    const char* forced = std::getenv("BYZKERN_ISA");
+    if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return yes;
+}
+
+#define BYZKERN_AVX2 __attribute__((target("avx2,fma")))
+
+// Defines name<T>(args...) that runs body<T>(args...) compiled for AVX2+FMA when the CPU has it,
+// else for the baseline. body must be an inline template so each variant gets its own copy.
+#define BYZKERN_DISPATCH(name, body)                                                     \
+  template <class T, class... A>                                                         \
+  void name##_baseline(A... a) {                                                         \
+    body<T>(a...);                                                                       \
+  }                                                                                      \
+  template <class T, class... A>                                                         \
+  BYZKERN_AVX2 void name##_avx2(A... a) {                                                \
+    body<T>(a...);                                                                       \
+  }                                                                                      \
+  template <class T, class... A>                                                         \
+  void name(A... a) {                                                                    \
+    if (cpu_has_avx2())                                                                  \
+      name##_avx2<T>(a...);                                                              \
+    else                                                                                 \
+      name##_baseline<T>(a...);                                                          \
+  }
 
 }  // namespace byzkern

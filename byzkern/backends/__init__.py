@@ -25,6 +25,23 @@ Aggregation and pre-aggregation kernels:
                                        weighted mean), "zero" or a (B, d) array
 ``cclip(X, tau, iters, v0) -> (B, d)`` centered clipping from v0 (B, d); non-finite rows add 0
 
+Compressor and attack kernels (wire formats in ``byzkern.compressors``; every bit of their
+output is fixed by ``backends/reference.py``, which the fast backends reproduce exactly, except
+``gaussian``, whose log/sin/cos may differ by an ulp between math libraries). Here ``X`` is
+(n, d); codes are packed per row as in ``reference.pack_codes``:
+
+``topk(X, k) -> (values (n, k), indices (n, k) int64)``   indices ascending
+``randk(X, k, seed) -> (values (n, k), indices (n, k) int64)``
+``qsgd(X, levels, seed) -> (norms (n,), codes (n, ceil(d w / 8)) uint8)``
+``natural(X, seed) -> codes uint8``    ``sign(X) -> codes uint8``
+``scaled_sign(X) -> (scales (n,), codes uint8)``
+``scatter_rows(values, indices int64, d) -> (n, d)``
+``qsgd_decompress(norms, codes, levels, d)``, ``natural_decompress(codes, d, dtype)``,
+``sign_decompress(codes, scales, d) -> (n, d)``
+``indices_ok(indices, d) -> bool``, ``qsgd_levels_ok(codes, levels, d) -> bool``
+``mean_std(X, ddof) -> (mean (B, d), std (B, d))``   X (B, h, d)
+``gaussian(own, std, seed) -> own + std * N(0, 1)``  own (B, f, d); Philox row b * f + j
+
 Each module may define ``unavailable_reason() -> str | None`` and ``details() -> dict`` for
 ``byzkern.info()``. A backend that lacks a kernel simply does not define it: automatic
 selection then falls through to the next backend for the device (cpu -> numba -> reference).
@@ -33,3 +50,6 @@ selection then falls through to the next backend for the device (cpu -> numba ->
 #: every kernel name a backend may implement (byzkern.info() lists which ones each has)
 KERNEL_NAMES = ("mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows", "row_norms",
                 "clip", "geomed", "cclip")
+KERNEL_NAMES += ("topk", "randk", "qsgd", "natural", "sign", "scaled_sign", "scatter_rows",
+                 "qsgd_decompress", "natural_decompress", "sign_decompress", "indices_ok",
+                 "qsgd_levels_ok", "mean_std", "gaussian")

@@ -1,7 +1,10 @@
 """The ``cpu`` backend: thin calls into the C++ extension ``byzkern._cpu`` (csrc/).
 
-Compiled for a portable x86-64 baseline (no -march=native), OpenMP over column tiles or batch
-items, GIL released inside every kernel.
+Compiled for the portable x86-64 baseline plus an AVX2+FMA variant of each hot loop, chosen at
+run time from CPUID (``BYZKERN_ISA=baseline`` forces the baseline); no -march=native. OpenMP
+over column tiles or batch items, GIL released inside every kernel. Column reductions
+(distances, norms) are summed per slab of tiles and the slabs added in order, so results do not
+depend on the thread count.
 """
 from __future__ import annotations
 
@@ -20,8 +23,108 @@ except ImportError as exc:  # the build skipped the extension: say why
     raise ImportError(f"byzkern._cpu is not built ({why or exc})") from exc
 
 def details():
-    return {"threads": _cpu.max_threads()}
+    return {"threads": _cpu.max_threads(), "isa": _cpu.isa()}
+
+
+def set_threads(threads):
+    """OpenMP threads for the following calls; 0 restores the default."""
+    _cpu.set_threads(threads)
 
 
 def mean(X):
     return _cpu.mean(X, _config.COL_TILE)
+
+
+def cwmed(X):
+    return _cpu.cwmed(X, _config.COL_TILE)
+
+
+def cwtm(X, f):
+    return _cpu.cwtm(X, f, _config.COL_TILE)
+
+
+def meamed(X, f):
+    return _cpu.meamed(X, f, _config.COL_TILE)
+
+
+def pairwise_sqdist(X):
+    return _cpu.pairwise_sqdist(X, _config.COL_TILE, _config.REDUCTION_SLABS)
+
+
+def mix_rows(X, idx):
+    return _cpu.mix_rows(X, idx, _config.COL_TILE)
+
+
+def row_norms(X, q):
+    return _cpu.row_norms(X, float(q), _config.COL_TILE, _config.REDUCTION_SLABS)
+
+
+def clip(X, tau):
+    return _cpu.clip(X, tau, _config.COL_TILE, _config.REDUCTION_SLABS)
+
+
+def geomed(X, weights, init, maxiter, eps, nu):
+    return _cpu.geomed(X, weights, init, maxiter, eps, nu, _config.COL_TILE, _config.REDUCTION_SLABS)
+
+
+def cclip(X, tau, iters, v0):
+    return _cpu.cclip(X, tau, iters, v0, _config.COL_TILE, _config.REDUCTION_SLABS)
+
+
+# ---- compressors and attacks (SPEC §4, §5) ---------------------------------------------------
+
+def topk(X, k):
+    return _cpu.topk(X, k)
+
+
+def randk(X, k, seed):
+    return _cpu.randk(X, k, seed)
+
+
+def qsgd(X, levels, seed):
+    return _cpu.qsgd(X, levels, seed, _config.COL_TILE)
+
+
+def natural(X, seed):
+    return _cpu.natural(X, seed, _config.COL_TILE)
+
+
+def sign(X):
+    return _cpu.sign(X, _config.COL_TILE)
+
+
+def scaled_sign(X):
+    return _cpu.scaled_sign(X, _config.COL_TILE)
+
+
+def scatter_rows(values, indices, d):
+    return _cpu.scatter_rows(values, indices, d)
+
+
+def qsgd_decompress(norms, codes, levels, d):
+    return _cpu.qsgd_decompress(norms, codes, levels, d, _config.COL_TILE)
+
+
+def natural_decompress(codes, d, dtype):
+    decode = _cpu.natural_decompress_f32 if dtype.itemsize == 4 else _cpu.natural_decompress_f64
+    return decode(codes, d, _config.COL_TILE)
+
+
+def sign_decompress(codes, scales, d):
+    return _cpu.sign_decompress(codes, scales, d, _config.COL_TILE)
+
+
+def indices_ok(indices, d):
+    return _cpu.indices_ok(indices, d)
+
+
+def qsgd_levels_ok(codes, levels, d):
+    return _cpu.qsgd_levels_ok(codes, levels, d)
+
+
+def mean_std(X, ddof):
+    return _cpu.mean_std(X, ddof, _config.COL_TILE)
+
+
+def gaussian(own, std, seed):
+    return _cpu.gaussian(own, std, seed)

@@ -1,17 +1,48 @@
 """The ``numba`` backend: the C++ kernels' algorithms in Numba, the CPU fallback when the
 extension is not built. Parallel over (batch item, column tile) with ``prange``; the GIL is
 released (``nogil=True``). Compiled on first use and cached on disk.
+
+Determinism: every parallel job owns its outputs (a tile of columns, or the partial sums of a
+tile), and partial sums are combined in tile order, so 1 and 16 threads give the same bits.
+Sums are accumulated in float64 for float32 input too.
 """
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
 
-from .. import _config
+from .. import _config, _random
+
+#: ``error_model="numpy"``: a float division by zero gives Inf/NaN as in the reference, not an
+#: exception.
+_KERNEL = dict(parallel=True, nogil=True, cache=True, error_model="numpy")
+#: reassociation lets LLVM vectorize float64 sums with several accumulators; the order is fixed
+#: at compile time, so results still do not depend on the thread count. No 'nnan'/'ninf':
+#: non-finite entries must keep their IEEE meaning.
+_SUM_KERNEL = dict(_KERNEL, fastmath={"reassoc", "contract"})
+#: columns of one cache block in the fused passes (n rows x block columns are read twice):
+#: about 256 KiB of float64, the L2 size of the smallest CPUs we target.
+_BLOCK_ELEMENTS = 1 << 15
+#: parallel work items per call of pairwise_sqdist; fixed (not the thread count) so that the
+#: order of its partial sums never depends on scheduling.
+_PAIR_JOBS = 64
+
 
 def details():
     return {"threads": numba.get_num_threads(), "version": numba.__version__}
 
+
+def _tiles(d, tile):
+    return (d + tile - 1) // tile
+
+
+def _block(n, tile):
+    return min(tile, max(8, _BLOCK_ELEMENTS // n))
+
+
+# ---- coordinate-wise rules ------------------------------------------------------------------
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _mean(X, tile, out):
@@ -32,3 +63,782 @@ def mean(X):
     out = np.empty((X.shape[0], X.shape[2]), X.dtype)
     _mean(X, _config.COL_TILE, out)
     return out
+
+
+_MEDIAN, _TRIMMED_MEAN, _MEAN_AROUND_MEDIAN = 0, 1, 2
+
+
+@numba.njit(inline="always")
+def _middle(s):
+    n = s.size
+    # halves first, in float64, exactly as the reference (no overflow for huge values)
+    return 0.5 * np.float64(s[(n - 1) // 2]) + 0.5 * np.float64(s[n // 2])
+
+
+@numba.njit(inline="always")
+def _far(value, med):
+    """|value - med| with NaN as +Inf, the reference's distance order."""
+    dist = abs(np.float64(value) - med)
+    return np.inf if dist != dist else dist
+
+
+@numba.njit
+def _mean_around_median(s, keep):
+    """Mean of the ``keep`` values of sorted ``s`` closest to its median, distance ties going to
+    the smaller value. The closest values form a window around the middle: grow it one value at
+    a time from the side whose next value is closer (the lower side on ties)."""
+    n = s.size
+    med = _middle(s)
+    lo, hi = (n - 1) // 2, (n - 1) // 2 + 1  # window s[lo + 1 : hi] grows from empty
+    total = 0.0
+    for _ in range(keep):
+        if hi >= n or (lo >= 0 and _far(s[lo], med) <= _far(s[hi], med)):
+            total += s[lo]
+            lo -= 1
+        else:
+            total += s[hi]
+            hi += 1
+    return total / keep
+
+
+@numba.njit(**_KERNEL)
+def _coordinatewise(X, rule, f, tile, out):
+    B, n, d = X.shape
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(B * tiles):
+        b, c0 = job // tiles, (job % tiles) * tile
+        w = min(tile, d - c0)
+        # one contiguous column per value set: reads of X stay row-wise, selection is local
+        columns = np.empty((w, n), X.dtype)
+        for i in range(n):
+            for j in range(w):
+                columns[j, i] = X[b, i, c0 + j]
+        for j in range(w):
+            s = columns[j]
+            s.sort()  # Numba's float sort puts NaN after +Inf: the 'outlier' order
+            if rule == _MEDIAN:
+                out[b, c0 + j] = _middle(s)
+            elif rule == _TRIMMED_MEAN:
+                total = 0.0
+                for i in range(f, n - f):
+                    total += s[i]
+                out[b, c0 + j] = total / (n - 2 * f)
+            else:
+                out[b, c0 + j] = _mean_around_median(s, n - f)
+
+
+def _run_coordinatewise(X, rule, f):
+    out = np.empty((X.shape[0], X.shape[2]), X.dtype)
+    _coordinatewise(X, rule, f, _config.COL_TILE, out)
+    return out
+
+
+def cwmed(X):
+    return _run_coordinatewise(X, _MEDIAN, 0)
+
+
+def cwtm(X, f):
+    return _run_coordinatewise(X, _TRIMMED_MEAN, f)
+
+
+def meamed(X, f):
+    return _run_coordinatewise(X, _MEAN_AROUND_MEDIAN, f)
+
+
+# ---- distances ------------------------------------------------------------------------------
+
+@numba.njit(**_SUM_KERNEL)
+def _pairwise_partials(X, chunk, block, partial):
+    """partial[b, g, i, j] (i < j): sum over the columns of chunk g of (x_i - x_j)^2, with
+    exact float64 differences."""
+    B, n, d = X.shape
+    chunks = partial.shape[1]
+    for job in numba.prange(B * chunks):
+        b, g = job // chunks, job % chunks
+        start, stop = g * chunk, min(d, (g + 1) * chunk)
+        acc = partial[b, g]
+        for s0 in range(start, stop, block):
+            s1 = min(stop, s0 + block)
+            for i in range(n):
+                for j in range(i + 1, n):
+                    total = 0.0
+                    for c in range(s0, s1):
+                        diff = np.float64(X[b, i, c]) - np.float64(X[b, j, c])
+                        total += diff * diff
+                    acc[i, j] += total
+
+
+def pairwise_sqdist(X):
+    B, n, d = X.shape
+    tile = _config.COL_TILE
+    tiles = _tiles(d, tile)
+    chunk = tile * _tiles(tiles, min(tiles, max(1, _PAIR_JOBS // B)))
+    partial = np.zeros((B, _tiles(d, chunk), n, n))
+    _pairwise_partials(X, chunk, _block(n, tile), partial)
+    upper = partial.sum(axis=1)  # chunk order: fixed
+    D = upper + upper.transpose(0, 2, 1)
+    # a pair with a non-finite row sums to NaN or +Inf; overflow of finite rows gives +Inf
+    D[np.isnan(D)] = np.inf
+    return D
+
+
+# ---- row-wise maps and reductions -----------------------------------------------------------
+
+@numba.njit(**_KERNEL)
+def _mix_rows(X, idx, tile, out):
+    B, n, d = X.shape
+    m, k = idx.shape[1], idx.shape[2]
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(B * tiles):
+        b, c0 = job // tiles, (job % tiles) * tile
+        w = min(tile, d - c0)
+        acc = np.empty(w)
+        for j in range(m):
+            acc[:] = 0.0
+            count = 0
+            for t in range(k):
+                r = idx[b, j, t]
+                if r >= 0:
+                    count += 1
+                    for c in range(w):
+                        acc[c] += X[b, r, c0 + c]
+            for c in range(w):
+                out[b, j, c0 + c] = acc[c] / count
+
+
+def mix_rows(X, idx):
+    out = np.empty((X.shape[0], idx.shape[1], X.shape[2]), X.dtype)
+    _mix_rows(X, idx, _config.COL_TILE, out)
+    return out
+
+
+@numba.njit(**_SUM_KERNEL)
+def _norm_partials(X, q, tile, partial, probe):
+    """partial[b, t, i]: sum of |x|^q over tile t of row i (max |x| for q = inf); probe: sum of
+    x * 0, which is NaN exactly when the row has a NaN or Inf entry in the tile."""
+    B, n, d = X.shape
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(B * tiles):
+        b, t = job // tiles, job % tiles
+        c0 = t * tile
+        c1 = min(d, c0 + tile)
+        for i in range(n):
+            total, zero = 0.0, 0.0
+            if q == 2.0:
+                for c in range(c0, c1):
+                    x = np.float64(X[b, i, c])
+                    total += x * x
+                    zero += x * 0.0
+            elif q == 1.0:
+                for c in range(c0, c1):
+                    x = np.float64(X[b, i, c])
+                    total += abs(x)
+                    zero += x * 0.0
+            elif q == np.inf:
+                for c in range(c0, c1):
+                    x = abs(np.float64(X[b, i, c]))
+                    if x > total or x != x:  # a NaN, once seen, stays
+                        total = x
+                    zero += x * 0.0
+            else:
+                for c in range(c0, c1):
+                    x = np.float64(X[b, i, c])
+                    total += abs(x) ** q
+                    zero += x * 0.0
+            partial[b, t, i] = total
+            probe[b, t, i] = zero
+
+
+def _norms(X, q):
+    """(q-norms (B, n) float64, finite rows (B, n) bool)."""
+    B, n, d = X.shape
+    tiles = _tiles(d, _config.COL_TILE)
+    partial, probe = np.empty((B, tiles, n)), np.empty((B, tiles, n))
+    _norm_partials(X, q, _config.COL_TILE, partial, probe)
+    if q == np.inf:
+        norms = partial.max(axis=1)
+    else:
+        total = partial.sum(axis=1)
+        norms = total if q == 1.0 else np.sqrt(total) if q == 2.0 else total ** (1.0 / q)
+    return norms, ~np.isnan(probe.sum(axis=1))
+
+
+def row_norms(X, q):
+    norms, finite = _norms(X, float(q))
+    norms[~finite] = np.inf
+    return norms
+
+
+@numba.njit(**_KERNEL)
+def _scale_rows(X, scale, tile, out):
+    B, n, d = X.shape
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(B * tiles):
+        b, c0 = job // tiles, (job % tiles) * tile
+        c1 = min(d, c0 + tile)
+        for i in range(n):
+            s = scale[b, i]
+            for c in range(c0, c1):
+                out[b, i, c] = np.float64(X[b, i, c]) * s
+
+
+def _clip_scale(norms, tau):
+    return np.minimum(1.0, tau / np.where(norms > 0, norms, 1.0))
+
+
+def clip(X, tau):
+    norms, finite = _norms(X, 2.0)
+    scale = np.where(finite, _clip_scale(np.where(finite, norms, 1.0), tau), 1.0)
+    out = np.empty_like(X)
+    _scale_rows(X, scale, _config.COL_TILE, out)
+    return out
+
+
+# ---- iterative rules: geometric median, centered clipping -----------------------------------
+
+@numba.njit(inline="always")
+def _row_sqdist(X, b, i, v, c0, c1):
+    """sum over columns c0:c1 of (x_i - v)^2 in float64."""
+    total = 0.0
+    for c in range(c0, c1):
+        diff = np.float64(X[b, i, c]) - v[b, c]
+        total += diff * diff
+    return total
+
+
+@numba.njit(**_SUM_KERNEL)
+def _sqdist_to_center(X, v, tile, sq, probe):
+    """sq[b, t, i]: squared distance from row i to v[b] over tile t; probe as in _norm_partials."""
+    B, n, d = X.shape
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(B * tiles):
+        b, t = job // tiles, job % tiles
+        c0 = t * tile
+        c1 = min(d, c0 + tile)
+        for i in range(n):
+            zero = 0.0
+            for c in range(c0, c1):
+                zero += np.float64(X[b, i, c]) * 0.0
+            probe[b, t, i] = zero
+            sq[b, t, i] = _row_sqdist(X, b, i, v, c0, c1)
+
+
+@numba.njit(**_SUM_KERNEL)
+def _update_center(X, coef, divisor, centered, rows, items, v, tile, block, sq):
+    """One step of a reweighted center, then the new distances, in one read of X:
+    v <- sum_i coef_i x_i / divisor (Weiszfeld), or with ``centered``
+    v <- v + sum_i coef_i (x_i - v) / divisor (centered clipping); only ``rows`` enter a sum.
+    sq[b, t, i] gets row i's squared distance to the new v over tile t (items not in
+    ``items`` are left alone)."""
+    B, n, d = X.shape
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(B * tiles):
+        b, t = job // tiles, job % tiles
+        if not items[b]:
+            continue
+        c0 = t * tile
+        c1 = min(d, c0 + tile)
+        acc = np.empty(block)
+        for s0 in range(c0, c1, block):
+            s1 = min(c1, s0 + block)
+            acc[:] = 0.0
+            for i in range(n):
+                if rows[b, i]:
+                    a = coef[b, i]
+                    if centered:
+                        for c in range(s0, s1):
+                            acc[c - s0] += a * (np.float64(X[b, i, c]) - v[b, c])
+                    else:
+                        for c in range(s0, s1):
+                            acc[c - s0] += a * np.float64(X[b, i, c])
+            for c in range(s0, s1):
+                v[b, c] = v[b, c] + acc[c - s0] / divisor[b] if centered else acc[c - s0] / divisor[b]
+            for i in range(n):
+                if rows[b, i]:
+                    sq[b, t, i] += _row_sqdist(X, b, i, v, s0, s1)
+
+
+def _distances(X, v):
+    """(distances (B, n) from each row to v[b], finite rows (B, n)) in one read of X."""
+    B, n, d = X.shape
+    tile = _config.COL_TILE
+    sq, probe = np.empty((B, _tiles(d, tile), n)), np.empty((B, _tiles(d, tile), n))
+    _sqdist_to_center(X, v, tile, sq, probe)
+    finite = ~np.isnan(probe.sum(axis=1))
+    return np.where(finite, np.sqrt(sq.sum(axis=1)), 0.0), finite
+
+
+def _step(X, v, coef, divisor, *, centered, rows, items):
+    """Update v in place (see _update_center); the rows' new distances (B, n), 0 where unused."""
+    B, n, d = X.shape
+    tile = _config.COL_TILE
+    sq = np.zeros((B, _tiles(d, tile), n))
+    _update_center(X, coef, divisor, centered, rows, items, v, tile, _block(n, tile), sq)
+    return np.sqrt(sq.sum(axis=1))
+
+
+def geomed(X, weights, init, maxiter, eps, nu):
+    B, n, d = X.shape
+    v = np.zeros((B, d)) if isinstance(init, str) else init.astype(np.float64)
+    dist, finite = _distances(X, v)
+    w = np.where(finite, weights, 0.0)
+    used = w > 0
+    everything = np.ones(B, dtype=np.bool_)
+    if isinstance(init, str) and init == "mean":
+        dist = _step(X, v, w, w.sum(axis=1), centered=False, rows=used, items=everything)
+    obj = (w * dist).sum(axis=1)
+    iters = np.zeros(B, np.int64)
+    active = everything.copy()
+    for t in range(1, maxiter + 1):
+        beta = np.zeros((B, n))
+        np.divide(w, np.maximum(nu, dist), out=beta, where=used & active[:, None])
+        dist = _step(X, v, beta, beta.sum(axis=1), centered=False, rows=used & active[:, None],
+                     items=active)
+        new_obj = (w * dist).sum(axis=1)
+        iters[active] = t
+        converged = np.abs(obj - new_obj) < eps * new_obj  # RFA's relative stopping rule
+        obj = np.where(active, new_obj, obj)
+        active &= ~converged
+        if not active.any():
+            break
+    return v.astype(X.dtype), iters, obj
+
+
+def cclip(X, tau, iters, v0):
+    B, n, d = X.shape
+    v = v0.astype(np.float64)
+    dist, finite = _distances(X, v)
+    divisor = np.full(B, float(n))  # non-finite rows count in n but add 0
+    everything = np.ones(B, dtype=np.bool_)
+    for _ in range(iters):
+        scale = np.where(finite, _clip_scale(dist, tau), 0.0)
+        dist = _step(X, v, scale, divisor, centered=True, rows=finite, items=everything)
+    return v.astype(X.dtype)
+
+
+# ---- compressors and attacks (SPEC §4, §5) ---------------------------------------------------
+# The algorithms of csrc/compress.cpp; every bit equals backends/reference.py (gaussian: up to the
+# math library's log1p/cos/sin). Philox words are built from uint64 arithmetic masked to 32 bits.
+
+
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_LO = np.uint64(0xFFFFFFFF)
+_U32, _U11, _U1 = np.uint64(32), np.uint64(11), np.uint64(1)
+_RANDK, _QSGD, _NATURAL, _GAUSSIAN = (np.uint64(_random.STREAMS[name]) for name in ("randk", "qsgd", "natural", "gaussian"))
+_SUM_CHUNK = 65536  # reference.SUM_CHUNK: it fixes the bits of norms and scales
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _philox(seed, block, row, stream, w):
+    """The four words of Philox block ``block`` of (seed, row, stream) into w[0..3] (uint64)."""
+    k0, k1 = seed & _LO, seed >> _U32
+    c0, c1, c2, c3 = block & _LO, block >> _U32, row & _LO, stream
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        c0, c1, c2, c3 = (p1 >> _U32) ^ c1 ^ k0, p1 & _LO, (p0 >> _U32) ^ c3 ^ k1, p0 & _LO
+        k0 = (k0 + _W0) & _LO
+        k1 = (k1 + _W1) & _LO
+    w[0], w[1], w[2], w[3] = c0, c1, c2, c3
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _uniform53(hi, lo):
+    return np.float64(((hi << _U32) | lo) >> _U11) * 2.0**-53
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _below(u, bound):
+    t = np.int64(u * np.float64(bound))
+    return t if t < bound - 1 else bound - 1
+
+
+def _row_bytes(d, width):
+    return (d * width + 7) // 8
+
+
+def _code_tile():
+    return max(8, (_config.COL_TILE + 7) // 8 * 8)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _pack(codes, m, width, out, pos):
+    """Codes[0..m) of ``width`` bits into out[pos..], little-endian bit stream; the last byte is
+    written even when partly filled (the row's zero padding)."""
+    acc, used = np.uint64(0), 0
+    for j in range(m):
+        acc |= np.uint64(codes[j]) << np.uint64(used)
+        used += width
+        while used >= 8:
+            out[pos] = np.uint8(acc & np.uint64(0xFF))
+            acc >>= np.uint64(8)
+            used -= 8
+            pos += 1
+    if used > 0:
+        out[pos] = np.uint8(acc)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _unpack(src, pos, m, width, codes):
+    mask = (np.uint64(1) << np.uint64(width)) - _U1
+    acc, have = np.uint64(0), 0
+    for j in range(m):
+        while have < width:
+            acc |= np.uint64(src[pos]) << np.uint64(have)
+            pos += 1
+            have += 8
+        codes[j] = np.uint32(acc & mask)
+        acc >>= np.uint64(width)
+        have -= width
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _ordered_row_sums(X, square, out):
+    n, d = X.shape
+    chunks = (d + _SUM_CHUNK - 1) // _SUM_CHUNK
+    partial = np.empty(n * chunks)
+    for job in numba.prange(n * chunks):
+        row, c0 = job // chunks, (job % chunks) * _SUM_CHUNK
+        c1 = min(d, c0 + _SUM_CHUNK)
+        lane = np.zeros(8)
+        for i in range(c0, c1):
+            v = np.float64(X[row, i])
+            lane[(i - c0) % 8] += v * v if square else abs(v)
+        partial[job] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
+    for row in range(n):
+        total = partial[row * chunks]
+        for c in range(1, chunks):
+            total += partial[row * chunks + c]
+        out[row] = total
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _topk(X, k, keys, shift, buckets, values, indices):
+    n, d = X.shape
+    for row in numba.prange(n):
+        key = keys[row]
+        hist = np.zeros(buckets, np.int64)
+        for i in range(d):
+            hist[key[i] >> shift] += 1
+        edge, above = buckets - 1, 0
+        while above + hist[edge] < k:
+            above += hist[edge]
+            edge -= 1
+        need = k - above
+        ties = np.empty(hist[edge], np.int64)
+        sure = np.empty(above, np.int64)
+        s = t = 0
+        for i in range(d):
+            bucket = key[i] >> shift
+            if bucket > edge:
+                sure[s] = i
+                s += 1
+            elif bucket == edge:
+                ties[t] = i
+                t += 1
+        # larger key first, then lower index: a stable sort of -key keeps index order on ties
+        order = np.argsort(-key[ties], kind="mergesort")
+        chosen = np.sort(ties[order[:need]])
+        s = t = 0
+        for j in range(k):
+            if t == need or (s < above and sure[s] < chosen[t]):
+                indices[row, j] = sure[s]
+                s += 1
+            else:
+                indices[row, j] = chosen[t]
+                t += 1
+            values[row, j] = X[row, indices[row, j]]
+
+
+def topk(X, k):
+    n = X.shape[0]
+    uint, ebits = (np.uint32, 8) if X.dtype == np.float32 else (np.uint64, 11)
+    # magnitude keys: the float bits without the sign; NaN above Inf, as the reference orders
+    keys = (X.view(uint) & uint(np.iinfo(uint).max >> 1)).astype(np.int64)
+    shift = np.iinfo(uint).bits - 1 - (ebits + 3)
+    values, indices = np.empty((n, k), X.dtype), np.empty((n, k), np.int64)
+    _topk(X, k, keys, shift, 1 << (ebits + 3), values, indices)
+    return values, indices
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _randk(X, k, seed, values, indices):
+    n, d = X.shape
+    scale = np.float64(d) / np.float64(k)
+    for row in numba.prange(n):
+        chosen = np.zeros(d, np.bool_)
+        w = np.empty(4, np.uint64)
+        for s in range(k):
+            if s % 2 == 0:
+                _philox(seed, np.uint64(s // 2), np.uint64(row), _RANDK, w)
+            o = (s % 2) * 2
+            j = d - k + s
+            t = _below(_uniform53(w[o], w[o + 1]), j + 1)
+            if chosen[t]:
+                chosen[j] = True
+            else:
+                chosen[t] = True
+        out = 0
+        for i in range(d):
+            if chosen[i]:
+                indices[row, out] = i
+                values[row, out] = np.float64(X[row, i]) * scale
+                out += 1
+
+
+def randk(X, k, seed):
+    values, indices = np.empty((X.shape[0], k), X.dtype), np.empty((X.shape[0], k), np.int64)
+    _randk(X, k, np.uint64(seed), values, indices)
+    return values, indices
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _qsgd(X, levels, seed, scale, tile, width, codes):
+    n, d = X.shape
+    tiles = (d + tile - 1) // tile
+    sign_bit = np.uint32(1) << np.uint32(width - 1)
+    top = np.float64(levels)
+    for job in numba.prange(n * tiles):
+        row, e0 = job // tiles, (job % tiles) * tile
+        e1 = min(d, e0 + tile)
+        c = np.empty(e1 - e0, np.uint32)
+        w = np.empty(4, np.uint64)
+        s = scale[row]
+        for e in range(e0, e1):
+            if e % 4 == 0 or e == e0:
+                _philox(seed, np.uint64(e // 4), np.uint64(row), _QSGD, w)
+            x = np.float64(X[row, e])
+            r = 0.0 if s == 0.0 else abs(x) * s
+            low = math.floor(r)
+            up = 1.0 if np.float64(w[e % 4]) < (r - low) * 4294967296.0 else 0.0
+            level = min(low + up, top)
+            c[e - e0] = (sign_bit if x < 0 else np.uint32(0)) | np.uint32(level)
+        _pack(c, e1 - e0, width, codes[row], e0 // 8 * width)
+
+
+def qsgd(X, levels, seed):
+    n, d = X.shape
+    sums = np.empty(n)
+    _ordered_row_sums(X, True, sums)
+    norms = np.sqrt(sums).astype(X.dtype)
+    norm64 = norms.astype(np.float64)
+    ok = np.isfinite(norm64) & (norm64 > 0)
+    scale = np.where(ok, levels / np.where(ok, norm64, 1.0), 0.0)
+    width = int(levels).bit_length() + 1
+    codes = np.empty((n, _row_bytes(d, width)), np.uint8)
+    _qsgd(X, levels, np.uint64(seed), scale, _code_tile(), width, codes)
+    return norms, codes
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _natural(bits, negative, nan, seed, tile, ebits, pbits, codes):
+    n, d = bits.shape
+    tiles = (d + tile - 1) // tile
+    wide = pbits > 32  # float64: 64 random bits (two words) per entry
+    emask = (np.uint64(1) << np.uint64(ebits)) - _U1
+    mmask = (np.uint64(1) << np.uint64(pbits)) - _U1
+    for job in numba.prange(n * tiles):
+        row, e0 = job // tiles, (job % tiles) * tile
+        e1 = min(d, e0 + tile)
+        c = np.empty(e1 - e0, np.uint32)
+        w = np.empty(4, np.uint64)
+        for e in range(e0, e1):
+            word = 2 * e if wide else e
+            if word % 4 == 0 or e == e0:
+                _philox(seed, np.uint64(word // 4), np.uint64(row), _NATURAL, w)
+            if wide:
+                u = ((w[word % 4] << _U32) | w[word % 4 + 1]) >> np.uint64(64 - pbits)
+            else:
+                u = w[word % 4] >> np.uint64(32 - pbits)
+            b = np.uint64(bits[row, e])
+            mantissa = b & mmask
+            exponent = (b >> np.uint64(pbits)) & emask
+            if exponent != emask and u < mantissa:
+                exponent += _U1
+            if nan[row, e]:
+                c[e - e0] = np.uint32(1) << np.uint32(ebits)
+            else:
+                sign = np.uint32(1) if negative[row, e] and exponent != 0 else np.uint32(0)
+                c[e - e0] = (sign << np.uint32(ebits)) | np.uint32(exponent)
+        _pack(c, e1 - e0, ebits + 1, codes[row], e0 // 8 * (ebits + 1))
+
+
+_FLOAT_BITS = {np.dtype(np.float32): (np.uint32, 8, 23), np.dtype(np.float64): (np.uint64, 11, 52)}
+
+
+def natural(X, seed):
+    n, d = X.shape
+    uint, ebits, pbits = _FLOAT_BITS[X.dtype]
+    codes = np.empty((n, _row_bytes(d, ebits + 1)), np.uint8)
+    _natural(X.view(uint), X < 0, np.isnan(X), np.uint64(seed), _code_tile(), ebits, pbits, codes)
+    return codes
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _sign(X, tile, codes):
+    n, d = X.shape
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(n * tiles):
+        row, e0 = job // tiles, (job % tiles) * tile
+        e1 = min(d, e0 + tile)
+        c = np.empty(e1 - e0, np.uint32)
+        for e in range(e0, e1):
+            c[e - e0] = 1 if X[row, e] < 0 else 0  # sign(0) = +1, NaN positive
+        _pack(c, e1 - e0, 1, codes[row], e0 // 8)
+
+
+def sign(X):
+    codes = np.empty((X.shape[0], _row_bytes(X.shape[1], 1)), np.uint8)
+    _sign(X, _code_tile(), codes)
+    return codes
+
+
+def scaled_sign(X):
+    sums = np.empty(X.shape[0])
+    _ordered_row_sums(X, False, sums)
+    return (sums / np.float64(X.shape[1])).astype(X.dtype), sign(X)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _scatter_rows(values, indices, out):
+    n, k = values.shape
+    for row in numba.prange(n):
+        out[row, :] = 0
+        for j in range(k):
+            out[row, indices[row, j]] = values[row, j]
+
+
+def scatter_rows(values, indices, d):
+    out = np.empty((values.shape[0], d), values.dtype)
+    _scatter_rows(values, indices, out)
+    return out
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _decode_table(codes, table, width, tile, out):
+    """out[r, e] = table[r, code] for the codes of ``width`` bits (sign, qsgd, natural)."""
+    n, d = out.shape
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(n * tiles):
+        row, e0 = job // tiles, (job % tiles) * tile
+        e1 = min(d, e0 + tile)
+        c = np.empty(e1 - e0, np.uint32)
+        _unpack(codes[row], e0 // 8 * width, e1 - e0, width, c)
+        for e in range(e0, e1):
+            out[row, e] = table[row, c[e - e0]]
+
+
+def _decode(codes, table, width, d):
+    out = np.empty((table.shape[0], d), table.dtype)
+    _decode_table(codes, table, width, _code_tile(), out)
+    return out
+
+
+def qsgd_decompress(norms, codes, levels, d):
+    width = int(levels).bit_length() + 1
+    # every code's value per row: magnitudes (T)(norm * (l / s)), negated under the sign bit
+    level = np.arange(levels + 1, dtype=np.float64) / np.float64(levels)
+    with np.errstate(invalid="ignore"):  # a non-finite norm times level 0 decodes to NaN
+        magnitude = (norms.astype(np.float64)[:, None] * level).astype(norms.dtype)
+    table = np.zeros((norms.shape[0], 1 << width), norms.dtype)
+    table[:, : levels + 1] = magnitude
+    table[:, 1 << (width - 1):][:, : levels + 1] = -magnitude
+    return _decode(codes, table, width, d)
+
+
+def natural_decompress(codes, d, dtype):
+    uint, ebits, pbits = _FLOAT_BITS[np.dtype(dtype)]
+    code = np.arange(1 << (ebits + 1), dtype=np.uint64)
+    values = (((code >> np.uint64(ebits)) << np.uint64(ebits + pbits))
+              | ((code & np.uint64((1 << ebits) - 1)) << np.uint64(pbits))).astype(uint).view(dtype)
+    values[1 << ebits] = np.nan
+    return _decode(codes, values[None, :].repeat(codes.shape[0], axis=0), ebits + 1, d)
+
+
+def sign_decompress(codes, scales, d):
+    return _decode(codes, np.stack([scales, -scales], axis=1), 1, d)
+
+
+@numba.njit(nogil=True, cache=True)
+def _indices_ok(indices, d):
+    n, k = indices.shape
+    for row in range(n):
+        if np.uint64(indices[row, k - 1]) >= d:
+            return False
+        for j in range(1, k):
+            if indices[row, j] <= indices[row, j - 1]:
+                return False
+    return True
+
+
+def indices_ok(indices, d):
+    return bool(_indices_ok(indices, np.uint64(d)))
+
+
+@numba.njit(nogil=True, cache=True)
+def _max_level(codes, width, d):
+    mask = np.uint32((1 << (width - 1)) - 1)
+    c = np.empty(d, np.uint32)
+    worst = np.uint32(0)
+    for row in range(codes.shape[0]):
+        _unpack(codes[row], 0, d, width, c)
+        for e in range(d):
+            worst = max(worst, c[e] & mask)
+    return worst
+
+
+def qsgd_levels_ok(codes, levels, d):
+    return int(_max_level(codes, int(levels).bit_length() + 1, d)) <= levels
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _mean_std(X, ddof, tile, mean, std):
+    B, h, d = X.shape
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(B * tiles):
+        b, c0 = job // tiles, (job % tiles) * tile
+        w = min(tile, d - c0)
+        mu = np.zeros(w)
+        ss = np.zeros(w)
+        for i in range(h):
+            for j in range(w):
+                mu[j] += X[b, i, c0 + j]
+        for j in range(w):
+            mu[j] /= h
+        for i in range(h):  # two-pass variance over the tile while it is in cache
+            for j in range(w):
+                dev = X[b, i, c0 + j] - mu[j]
+                ss[j] += dev * dev
+        for j in range(w):
+            mean[b, c0 + j] = mu[j]
+            std[b, c0 + j] = math.sqrt(ss[j] / (h - ddof))
+
+
+def mean_std(X, ddof):
+    mean, std = np.empty((X.shape[0], X.shape[2]), X.dtype), np.empty((X.shape[0], X.shape[2]), X.dtype)
+    _mean_std(X, ddof, _config.COL_TILE, mean, std)
+    return mean, std
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _gaussian(own, std, seed, out):
+    rows, d = own.shape
+    two_pi = 2.0 * np.pi
+    for row in numba.prange(rows):
+        w = np.empty(4, np.uint64)
+        for m in range((d + 1) // 2):
+            # Box-Muller: block m of the row gives u1 (words 0, 1) and u2 (words 2, 3)
+            _philox(seed, np.uint64(m), np.uint64(row), _GAUSSIAN, w)
+            radius = math.sqrt(-2.0 * math.log1p(-_uniform53(w[0], w[1])))
+            angle = two_pi * _uniform53(w[2], w[3])
+            out[row, 2 * m] = np.float64(own[row, 2 * m]) + std * (radius * math.cos(angle))
+            if 2 * m + 1 < d:
+                out[row, 2 * m + 1] = np.float64(own[row, 2 * m + 1]) + std * (radius * math.sin(angle))
+
+
+def gaussian(own, std, seed):
+    B, f, d = own.shape
+    out = np.empty((B * f, d), own.dtype)
+    _gaussian(own.reshape(B * f, d), std, np.uint64(seed), out)
+    return out.reshape(B, f, d)

@@ -122,3 +122,233 @@ def cclip(X, tau, iters, v0):
             v = v + (scale[:, None] * diff).sum(axis=0) / n  # non-finite rows count as adding 0
         out[b] = v
     return out.astype(X.dtype)
+
+
+# ---- compressors and attacks (SPEC §4, §5) ---------------------------------------------------
+# Wire formats and random draws are fixed here, bit for bit; the fast backends must match them.
+from .. import _random  # noqa: E402
+
+#: entries per chunk of ``ordered_row_sums``; part of the definition of a compressor's scale
+SUM_CHUNK = 65536
+_LANES = 8
+
+
+def ordered_row_sums(V):
+    """Row sums of float64 ``V`` (n, d) in one fixed order that every backend reproduces.
+
+    Within each chunk of SUM_CHUNK entries, lane j (0..7) adds the entries i = j (mod 8) in
+    increasing i; the lanes combine as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); chunk sums are added
+    in order. Scales and norms on the wire are therefore identical on every backend.
+    """
+    n, d = V.shape
+    rows = -(-d // _LANES)
+    P = np.zeros((n, rows * _LANES))
+    P[:, :d] = V
+    P = P.reshape(n, rows, _LANES)
+    per_chunk = SUM_CHUNK // _LANES
+    total = None
+    for r0 in range(0, rows, per_chunk):
+        lane = np.cumsum(P[:, r0:r0 + per_chunk], axis=1)[:, -1]  # cumsum adds in order
+        chunk = ((lane[:, 0] + lane[:, 1]) + (lane[:, 2] + lane[:, 3])) + \
+                ((lane[:, 4] + lane[:, 5]) + (lane[:, 6] + lane[:, 7]))
+        total = chunk if total is None else total + chunk
+    return total
+
+
+def row_words(seed, stream, n, count):
+    """Philox words (n, count) uint32: row i is ``_random.words(seed, stream, i, count)``."""
+    blocks = -(-count // 4)
+    rows = np.repeat(np.arange(n, dtype=np.uint64), blocks)
+    i = np.tile(np.arange(blocks, dtype=np.uint64), n)
+    counter = (i & np.uint64(0xFFFFFFFF), i >> np.uint64(32), rows & np.uint64(0xFFFFFFFF),
+               np.full(n * blocks, _random.STREAMS[stream], np.uint64))
+    out = _random.philox4x32(counter, (seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF))
+    return out.T.reshape(n, blocks * 4)[:, :count]
+
+
+def pack_codes(codes, width):
+    """Codes (n, d) < 2**width -> (n, ceil(d*width/8)) uint8: code i fills bits [i*w, (i+1)*w)
+    of its row's little-endian bit stream (bit j of a row is bit j % 8 of byte j // 8)."""
+    n, d = codes.shape
+    bits = (codes.astype(np.uint32)[:, :, None] >> np.arange(width, dtype=np.uint32)) & 1
+    return np.packbits(bits.reshape(n, d * width).astype(np.uint8), axis=1, bitorder="little")
+
+
+def unpack_codes(packed, width, d):
+    """Inverse of ``pack_codes``: (n, nbytes) uint8 -> (n, d) uint32."""
+    n = packed.shape[0]
+    bits = np.unpackbits(packed, axis=1, bitorder="little")[:, : d * width]
+    weights = np.uint32(1) << np.arange(width, dtype=np.uint32)
+    return (bits.reshape(n, d, width).astype(np.uint32) * weights).sum(axis=2, dtype=np.uint32)
+
+
+def packed_tail_is_zero(packed, width, d):
+    """True when the padding bits after the last code of every row are zero."""
+    used = (d * width) % 8
+    return used == 0 or not bool((packed[:, -1] >> np.uint8(used)).any())
+
+
+def _magnitude_order(X):
+    """Per row, the entries by decreasing |x| (NaN above Inf), ties by increasing index."""
+    mag = np.abs(X.astype(F64))
+    nan = np.isnan(mag)
+    idx = np.broadcast_to(np.arange(X.shape[1]), X.shape)
+    return np.stack([np.lexsort((idx[r], -np.where(nan[r], 0.0, mag[r]), ~nan[r]))
+                     for r in range(X.shape[0])])
+
+
+def topk(X, k):
+    idx = np.sort(_magnitude_order(X)[:, :k], axis=1)
+    return np.take_along_axis(X, idx, axis=1), idx
+
+
+def floyd_sample(u, d, k):
+    """Floyd's algorithm: k distinct indices of range(d), uniform over k-subsets, from k
+    uniforms u; returned ascending."""
+    chosen = set()
+    for step, j in enumerate(range(d - k, d)):
+        t = int(_random.below(u[step], j + 1))
+        chosen.add(j if t in chosen else t)
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def randk(X, k, seed):
+    n, d = X.shape
+    idx = np.stack([floyd_sample(_random.uniforms(seed, "randk", r, k), d, k) for r in range(n)])
+    scale = F64(d) / F64(k)
+    return (np.take_along_axis(X, idx, axis=1).astype(F64) * scale).astype(X.dtype), idx
+
+
+def _negative(X):
+    # sign(0) = +1 and NaN counts as positive: the sign bit is set only for x < 0
+    return X < 0
+
+
+def qsgd_width(levels):
+    return int(levels).bit_length() + 1
+
+
+def qsgd(X, levels, seed):
+    n, d = X.shape
+    X64 = X.astype(F64)
+    norms = np.sqrt(ordered_row_sums(X64 * X64)).astype(X.dtype)
+    norm64 = norms.astype(F64)
+    finite = np.isfinite(norm64) & (norm64 > 0)
+    scale = np.where(finite, F64(levels) / np.where(finite, norm64, 1.0), 0.0)
+    with np.errstate(invalid="ignore"):
+        r = np.abs(X64) * scale[:, None]
+    r[~finite] = 0.0
+    low = np.floor(r)
+    u = row_words(seed, "qsgd", n, d).astype(F64)
+    up = u < (r - low) * 4294967296.0
+    level = np.minimum(low + up, levels).astype(np.uint32)  # rounding may push r past s by an ulp
+    codes = (_negative(X).astype(np.uint32) << np.uint32(qsgd_width(levels) - 1)) | level
+    return norms, pack_codes(codes, qsgd_width(levels))
+
+
+def qsgd_decompress(norms, packed, levels, d):
+    width = qsgd_width(levels)
+    codes = unpack_codes(packed, width, d)
+    level = codes & np.uint32((1 << (width - 1)) - 1)
+    with np.errstate(invalid="ignore"):  # a non-finite norm times level 0 decodes to NaN
+        magnitude = (norms.astype(F64)[:, None] * (level.astype(F64) / F64(levels))).astype(norms.dtype)
+    return np.where(codes >> np.uint32(width - 1) == 1, -magnitude, magnitude)
+
+
+def qsgd_levels_ok(packed, levels, d):
+    width = qsgd_width(levels)
+    level = unpack_codes(packed, width, d) & np.uint32((1 << (width - 1)) - 1)
+    return bool((level <= levels).all())
+
+
+#: (unsigned integer view, exponent bits, mantissa bits) of the natively computed dtypes
+_FLOAT_BITS = {np.dtype(np.float32): (np.uint32, 8, 23), np.dtype(np.float64): (np.uint64, 11, 52)}
+
+
+def natural_width(dtype):
+    return 1 + _FLOAT_BITS[np.dtype(dtype)][1]
+
+
+def natural(X, seed):
+    """Code = sign << e | biased exponent of the chosen power of two (e exponent bits).
+
+    |x| = (1 + m/2^p) 2^E rounds up to 2^(E+1) with probability m/2^p, decided on integers:
+    up iff (uniform >> (bits - p)) < m, with a 32-bit uniform for float32 and 64 bits (two
+    words) for float64. Subnormals (biased exponent 0) round between 0 and the smallest normal
+    power with the same rule, so the rounding is exactly unbiased; the largest finite values
+    may round up to Inf. Zero has code 0; NaN has code sign=1, exponent 0.
+    """
+    n, d = X.shape
+    uint, ebits, pbits = _FLOAT_BITS[X.dtype]
+    bits = X.view(uint)
+    mantissa = bits & uint((1 << pbits) - 1)
+    exponent = (bits >> uint(pbits)) & uint((1 << ebits) - 1)
+    if X.dtype == np.float32:
+        u = row_words(seed, "natural", n, d) >> np.uint32(32 - pbits)
+    else:
+        w = row_words(seed, "natural", n, 2 * d).astype(np.uint64)
+        u = ((w[:, 0::2] << np.uint64(32)) | w[:, 1::2]) >> np.uint64(64 - pbits)
+    finite = exponent != (1 << ebits) - 1
+    exponent = exponent + (finite & (u < mantissa)).astype(uint)
+    # a value rounded to zero keeps sign 0: sign 1 with exponent 0 is the NaN code
+    codes = ((_negative(X) & (exponent != 0)).astype(uint) << uint(ebits)) | exponent
+    codes[np.isnan(X)] = uint(1) << uint(ebits)
+    return pack_codes(codes, ebits + 1)
+
+
+def natural_decompress(packed, d, dtype):
+    uint, ebits, pbits = _FLOAT_BITS[np.dtype(dtype)]
+    codes = unpack_codes(packed, ebits + 1, d).astype(uint)
+    out = (((codes >> uint(ebits)) << uint(ebits + pbits)) | ((codes & uint((1 << ebits) - 1)) << uint(pbits)))
+    out = out.view(dtype)
+    out[codes == uint(1) << uint(ebits)] = np.nan
+    return out
+
+
+def sign(X):
+    return pack_codes(_negative(X), 1)
+
+
+def scaled_sign(X):
+    d = X.shape[1]
+    scales = (ordered_row_sums(np.abs(X.astype(F64))) / F64(d)).astype(X.dtype)
+    return scales, pack_codes(_negative(X), 1)
+
+
+def sign_decompress(packed, scales, d):
+    negative = unpack_codes(packed, 1, d).astype(bool)
+    return np.where(negative, -scales[:, None], scales[:, None])
+
+
+def scatter_rows(values, indices, d):
+    out = np.zeros((values.shape[0], d), values.dtype)
+    np.put_along_axis(out, indices, values, axis=1)
+    return out
+
+
+def indices_ok(indices, d):
+    """Every row strictly increasing and below d (what topk and randk produce)."""
+    return bool((indices[:, 1:] > indices[:, :-1]).all() and (indices[:, -1] < d).all())
+
+
+def mean_std(X, ddof):
+    X64 = X.astype(F64)
+    mu = X64.mean(axis=1)
+    var = ((X64 - mu[:, None, :]) ** 2).sum(axis=1) / (X.shape[1] - ddof)
+    return mu.astype(X.dtype), np.sqrt(var).astype(X.dtype)
+
+
+def standard_normals(seed, row, d):
+    """Box-Muller on Philox: entries (2m, 2m+1) of a row come from the uniforms (u1, u2) made of
+    words 4m..4m+3: sqrt(-2 ln(1 - u1)) (cos, sin)(2 pi u2)."""
+    pairs = -(-d // 2)
+    u = _random.uniforms(seed, "gaussian", row, 2 * pairs).reshape(pairs, 2)
+    radius = np.sqrt(-2.0 * np.log1p(-u[:, 0]))
+    angle = 2.0 * np.pi * u[:, 1]
+    return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).reshape(-1)[:d]
+
+
+def gaussian(own, std, seed):
+    B, f, d = own.shape
+    z = np.stack([standard_normals(seed, r, d) for r in range(B * f)]).reshape(B, f, d)
+    return (own.astype(F64) + std * z).astype(own.dtype)

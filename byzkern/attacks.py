@@ -1,0 +1,241 @@
+"""Attacks (SPEC §5): from the honest rows H (h, d) -> the f Byzantine rows (f, d); batched
+(B, h, d) -> (B, f, d).
+
+Every attack takes the honest rows first and keyword-only options, ``f`` (the number of
+Byzantine rows to produce) always among them; called without data it returns a reusable rule.
+Results come back in H's array library, device and dtype. Statistics of H (mean, std) are
+computed in float64. Data attacks (label flipping, sample duplication) live in the simulation.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+
+from . import _checks, _dispatch
+from ._arrays import Adapted, adapt, xp_of
+from .pipeline import rule
+
+
+def _honest(H):
+    return adapt(H, name="H", ndims=(2, 3))
+
+
+def _count(f):
+    return _checks.integer(f, "f", low=1)
+
+
+def _mean(A, backend):
+    return _dispatch.kernel("mean", A.device, backend)(A.data)
+
+
+def _rows(A, row, f):
+    """``row`` (B, d) repeated as f Byzantine rows, in the user's form."""
+    B, _, d = A.data.shape
+    return A.restore(A.xp.broadcast_to(row[:, None, :], (B, f, d)).copy())
+
+
+def _own(A, own, f):
+    return A.aux(own, "own", (f, A.data.shape[2]))
+
+
+@rule
+def sign_flip(H, *, f, scale=-1.0, own=None, backend=None):
+    """Sign flipping. With ``own`` (the Byzantine workers' true messages, (f, d) or (B, f, d)):
+    ``scale * own`` (seeds 000 and 002: -1, bit flipping; seed 003: c = -5). Without it:
+    ``-|scale| * mean(H)`` (seed 004). Cost: one read of H (or of own)."""
+    A = _honest(H)
+    f = _count(f)
+    scale = _checks.real(scale, "scale")
+    if own is not None:
+        return A.restore((scale * _own(A, own, f).astype(np.float64)).astype(A.dtype))
+    return _rows(A, (-abs(scale) * _mean(A, backend).astype(np.float64)).astype(A.dtype), f)
+
+
+@rule
+def ipm(H, *, f, eps=0.1, backend=None):
+    """Inner product manipulation (Xie, Koyejo, Gupta 2020; seeds 000, 002): every Byzantine
+    row is ``-eps * mean(H)``. Cost: one read of H."""
+    A = _honest(H)
+    f = _count(f)
+    eps = _checks.real(eps, "eps")
+    return _rows(A, (-eps * _mean(A, backend).astype(np.float64)).astype(A.dtype), f)
+
+
+@rule
+def foe(H, *, f, eta, backend=None):
+    """Fall of empires (seed 004): every Byzantine row is ``(1 - eta) * mean(H)``, so
+    ``foe(eta) == ipm(eps=eta - 1)``. Cost: one read of H."""
+    A = _honest(H)
+    f = _count(f)
+    eta = _checks.real(eta, "eta")
+    return _rows(A, ((1.0 - eta) * _mean(A, backend).astype(np.float64)).astype(A.dtype), f)
+
+
+def alie_z(n, f):
+    """Baruch et al. 2019's default: s = floor(n/2 + 1) - f, z = Phi^-1((n - s) / n), n = h + f."""
+    s = math.floor(n / 2 + 1) - f
+    if s <= 0:
+        raise ValueError(f"ALIE's default z needs f < n/2 + 1 (s = floor(n/2 + 1) - f > 0); got n={n}, f={f}")
+    return statistics.NormalDist().inv_cdf((n - s) / n)
+
+
+@rule
+def alie(H, *, f, z=None, ddof=1, backend=None):
+    """A little is enough (Baruch, Baruch, Goldberg 2019; seeds 000, 002): every Byzantine row is
+    ``mean(H) - z * std(H)`` per coordinate, std with ``ddof`` (needs h > ddof). Default z:
+    ``alie_z(h + f, f)``. Seed 004's optimized ALIE searches mean + eta * std instead (see
+    ``optimized``). Cost: two reads of H."""
+    A = _honest(H)
+    h = A.data.shape[1]
+    f = _count(f)
+    ddof = _checks.integer(ddof, "ddof", low=0, high=h - 1, high_text=f"h - 1 = {h - 1}")
+    z = alie_z(h + f, f) if z is None else _checks.real(z, "z")
+    mu, std = _dispatch.kernel("mean_std", A.device, backend)(A.data, ddof)
+    return _rows(A, (mu.astype(np.float64) - z * std.astype(np.float64)).astype(A.dtype), f)
+
+
+@rule
+def gaussian(H, *, f, std, own=None, seed=None, rng=None, backend=None):
+    """Gaussian attack: rows of i.i.d. N(0, std^2) entries (seed 003: std = 100); with ``own``
+    the noise is added to the Byzantine workers' own messages (seed 001: N(0, 10 I), i.e.
+    std = sqrt(10)). H gives only the shape, device and dtype. Normals: Box-Muller on Philox
+    keyed by (seed, batch item * f + row). Cost: one write of the (f, d) result."""
+    A = _honest(H)
+    B, _, d = A.data.shape
+    f = _count(f)
+    std = _checks.real(std, "std", nonnegative=True)
+    seed = _checks.seed(seed, rng)
+    base = A.xp.zeros((B, f, d), A.dtype) if own is None else _own(A, own, f)
+    return A.restore(_dispatch.kernel("gaussian", A.device, backend)(base, std, seed))
+
+
+@rule
+def mimic(H, *, f, target):
+    """Mimic (Karimireddy, He, Jaggi 2022): every Byzantine row copies honest row ``target``.
+    See :class:`Mimic` for the heuristic that chooses the target. Cost: one read of that row."""
+    A = _honest(H)
+    f = _count(f)
+    target = _checks.integer(target, "target", low=0, high=A.data.shape[1] - 1,
+                             high_text=f"h - 1 = {A.data.shape[1] - 1}")
+    return _rows(A, A.data[:, target], f)
+
+
+class Mimic:
+    """Mimic with the target heuristic of Karimireddy, He, Jaggi 2022 (ICLR; "Byzantine-robust
+    learning on heterogeneous datasets via bucketing"), stateful across steps.
+
+    During the first ``warmup`` steps it tracks the honest mean mu_t (running average) and a
+    unit direction z of largest honest variance (one power-iteration step per round, averaged
+    over rounds: ``z <- t/(t+1) z + u/((t+1) ||u||)``, ``u = sum_i <x_i - mu, z> (x_i - mu)``,
+    then normalized; z starts from one power step on a Philox Gaussian vector), and copies the
+    honest row with the largest ``<x_i, z>``. From step ``warmup`` on, it keeps copying that
+    worker. One state per batch item; call ``attacker(H, f=...)`` once per step. Cost per warmup
+    step: three reads of H; afterwards one read of the target row.
+    """
+
+    def __init__(self, *, warmup=1, seed=0):
+        self.warmup = _checks.integer(warmup, "warmup", low=1)
+        self.seed = _checks.seed(seed, None)
+        self.reset()
+
+    def reset(self):
+        self.step, self.mu, self.z, self.target = 0, None, None, None
+
+    def __repr__(self):
+        return f"Mimic(warmup={self.warmup}, seed={self.seed})"
+
+    def __call__(self, H, *, f, backend=None):
+        A = _honest(H)
+        f = _count(f)
+        xp, (B, h, d) = A.xp, A.data.shape
+        if self.target is not None and self.target.shape[0] != B:
+            raise ValueError(f"H has {B} batch items but this Mimic tracks {self.target.shape[0]}")
+        if self.step < self.warmup:
+            self._learn(A, backend)
+            self.target = xp.argmax(xp.einsum("bhd,bd->bh", A.data.astype(np.float64), self.z), axis=1)
+        self.step += 1
+        return _rows(A, A.data[xp.arange(B), self.target], f)
+
+    def _learn(self, A, backend):
+        xp, (B, h, d) = A.xp, A.data.shape
+        X = A.data.astype(np.float64)
+        mean = _mean(A, backend).astype(np.float64)
+        t = self.step
+        if t == 0:
+            self.mu = mean
+            z = _dispatch.kernel("gaussian", A.device, backend)(xp.zeros((B, 1, d)), 1.0, self.seed)[:, 0]
+            self.z = _unit(_power_step(X, self.mu, z), z)
+            return
+        self.mu = t / (t + 1) * self.mu + mean / (t + 1)
+        self.z = _unit(t / (t + 1) * self.z + _unit(_power_step(X, self.mu, self.z), self.z) / (t + 1), self.z)
+
+
+def _power_step(X, mu, z):
+    centred = X - mu[:, None, :]
+    return (centred * (centred @ z[:, :, None])).sum(axis=1)
+
+
+def _unit(v, fallback):
+    """v / ||v|| per batch item; a zero v (no honest variance) keeps the previous direction."""
+    xp = xp_of(v)
+    norm = xp.sqrt((v * v).sum(axis=1, keepdims=True))
+    return xp.where(norm > 0, v / xp.where(norm > 0, norm, 1.0), fallback)
+
+
+#: seed 004 gives no grid; SPEC §5: eta = 0 and 16 geometric values from 0.1 to 10
+DEFAULT_ETAS = np.concatenate([[0.0], np.geomspace(0.1, 10.0, 16)])
+_DIRECTIONS = ("alie", "foe")
+
+
+@rule
+def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend=None):
+    """Optimized ALIE / FOE (seed 004, Appendix 14.3): for each candidate strength eta the f
+    Byzantine rows are ``mean(H) + eta * a`` (``attack="alie"``: a = +std(H), ddof 1;
+    ``"foe"``: a = -mean(H)); the eta kept is the one maximizing ``||aggregator(rows) -
+    mean(H)||`` (first one on ties), with the honest rows first and the Byzantine rows last.
+
+    All candidates go to the aggregator in ONE call on a (B * len(etas), h + f, d) array (any
+    callable taking a batch, e.g. ``cwtm(f=4)`` or a ``Pipeline``). ``etas`` defaults to
+    ``DEFAULT_ETAS`` (0 and 16 geometric values 0.1..10). ``attack`` is "alie", "foe" or the
+    function ``alie`` / ``foe``. With ``return_info=True`` returns ``(rows, {"eta": ...,
+    "etas": ..., "deviation": ...})``. Cost: one aggregator call on len(etas) times the data,
+    plus building that array (one write of it).
+    """
+    A = _honest(H)
+    B, h, d = A.data.shape
+    f = _count(f)
+    if callable(attack) and getattr(attack, "__name__", None) in _DIRECTIONS:
+        attack = attack.__name__
+    attack = _checks.choice(attack, "attack", _DIRECTIONS)
+    if not callable(aggregator):
+        raise TypeError(f"aggregator must be callable (e.g. cwtm(f=4)); got {type(aggregator).__name__}")
+    etas = DEFAULT_ETAS if etas is None else np.asarray(etas, dtype=np.float64).reshape(-1)
+    if etas.size == 0 or not np.isfinite(etas).all():
+        raise ValueError(f"etas must be a non-empty sequence of finite numbers; got {etas!r}")
+    xp = A.xp
+    if attack == "alie":
+        mu, std = _dispatch.kernel("mean_std", A.device, backend)(A.data, 1)
+        mu, direction = mu.astype(np.float64), std.astype(np.float64)
+    else:
+        mu = _mean(A, backend).astype(np.float64)
+        direction = -mu
+    E = etas.size
+    eta = xp.asarray(etas)
+    candidates = xp.empty((B, E, h + f, d), A.dtype)
+    candidates[:, :, :h] = A.data[:, None]
+    candidates[:, :, h:] = (mu[:, None, None, :] + eta[None, :, None, None] * direction[:, None, None, :]).astype(A.dtype)
+    batch = Adapted(None, A.lib, A.device, A.user_dtype, A.torch_device, 0)
+    aggregated = aggregator(batch.restore(candidates.reshape(B * E, h + f, d)))
+    aggregated = adapt(aggregated, name="aggregator output", ndims=(2,)).data
+    if tuple(aggregated.shape) != (B * E, d):
+        raise ValueError(f"aggregator returned shape {tuple(aggregated.shape)}; expected {(B * E, d)}")
+    deviation = xp.sqrt(((aggregated.reshape(B, E, d).astype(np.float64) - mu[:, None, :]) ** 2).sum(axis=2))
+    best = xp.argmax(deviation, axis=1)
+    rows = A.restore(xp.ascontiguousarray(candidates[xp.arange(B), best, h:]))
+    if not return_info:
+        return rows
+    if A.folded:
+        return rows, {"eta": float(etas[int(best[0])]), "etas": etas, "deviation": deviation[0]}
+    return rows, {"eta": etas[best.get() if hasattr(best, "get") else best], "etas": etas, "deviation": deviation}

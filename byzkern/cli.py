@@ -1,0 +1,104 @@
+"""The ``byzkern`` command: ``demo``, ``bench``, ``info``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+import byzkern as bk
+
+
+def demo(args):
+    """A real aggregation under attack: which rule stays near the honest mean?"""
+    n, f, d = args.n, args.f, args.d
+    rng = np.random.default_rng(args.seed)
+    true_gradient = rng.standard_normal(d).astype(np.float32)
+    honest = true_gradient + 0.5 * rng.standard_normal((n - f, d)).astype(np.float32)
+    mu, sigma = honest.mean(axis=0), honest.std(axis=0, ddof=1)
+    # "A little is enough" (Baruch et al. 2019): every Byzantine worker sends mean - z * std,
+    # small enough per coordinate to hide among honest values.
+    attacks = {
+        "a little is enough (z=1.5)": np.tile(mu - 1.5 * sigma, (f, 1)),
+        "sign flip x100": np.tile(-100.0 * mu, (f, 1)),
+        "NaN rows": np.full((f, d), np.nan, dtype=np.float32),
+    }
+    rules = [bk.mean(), bk.cwmed(), bk.cwtm(f=f), bk.meamed(f=f), bk.geomed(maxiter=8, eps=0.0),
+             bk.krum(f=f), bk.multikrum(f=f), bk.cclip(tau=1.0, iters=3), bk.norm_filter(f=f),
+             bk.Pipeline(bk.nnm(f=f), bk.cwtm(f=f)),
+             bk.Pipeline(bk.bucketing(s=2, seed=args.seed), bk.cwmed())]
+    print(f"byzkern {bk.__version__} demo: n={n} workers, f={f} Byzantine, d={d}")
+    print(f"honest mean norm {np.linalg.norm(mu):.3f}; table: ||rule(X) - honest mean||")
+    width = max(len(repr(r)) for r in rules)
+    print(f"{'rule':<{width}}  " + "  ".join(f"{name:>26}" for name in attacks))
+    for r in rules:
+        cells = []
+        for byzantine in attacks.values():
+            X = np.vstack([honest, byzantine])
+            with np.errstate(invalid="ignore", over="ignore"):
+                err = float(np.linalg.norm(np.asarray(r(X), dtype=np.float64) - mu))
+            cells.append(f"{err:>26.4g}")
+        print(f"{r!r:<{width}}  " + "  ".join(cells))
+    print("first 5 coordinates under the ALIE attack:")
+    X = np.vstack([honest, attacks["a little is enough (z=1.5)"]])
+    print(f"{'honest mean':<{width}}  {np.array2string(mu[:5], precision=3)}")
+    for r in rules:
+        print(f"{r!r:<{width}}  {np.array2string(np.asarray(r(X))[:5], precision=3)}")
+    return 0
+
+
+def bench(args):
+    from . import bench as benchmarks
+
+    shapes = [tuple(int(float(v)) for v in s.split("x")) for s in args.shapes]
+    ops = args.ops or list(benchmarks.OPS)
+    unknown = sorted(set(ops) - set(benchmarks.OPS))
+    if unknown:
+        raise SystemExit(f"unknown op(s) {unknown}; choose from {sorted(benchmarks.OPS)}")
+    backends = args.backend or [b for b in ("cpu", "numba") if bk.info()["backends"][b]["available"]]
+    rows = benchmarks.run(shapes, ops, backends, repeat=args.repeat,
+                          dtype=np.dtype(args.dtype), baselines=not args.no_baselines)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0
+
+
+def info(args):
+    print(json.dumps(bk.info(), indent=2))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="byzkern", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="aggregate a round under attack with every rule")
+    p.add_argument("--n", type=int, default=20)
+    p.add_argument("--f", type=int, default=4)
+    p.add_argument("--d", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=demo)
+
+    p = sub.add_parser("bench", help="time the kernels against the memory-read floor")
+    p.add_argument("--shapes", nargs="+", default=["20x1e6", "64x1e6", "17x1e7", "256x1e5"],
+                   help="n x d shapes, e.g. 20x1e6")
+    p.add_argument("--ops", nargs="+", help="ops to time (default: all)")
+    p.add_argument("--backend", nargs="+", choices=["cpu", "numba", "reference"],
+                   help="backends to time (default: the available fast ones)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--no-baselines", action="store_true", help="skip the NumPy/PyTorch way")
+    p.add_argument("--json", help="also write the rows to this file")
+    p.set_defaults(run=bench)
+
+    p = sub.add_parser("info", help="which backends are available, and why not")
+    p.set_defaults(run=info)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,473 @@
+// Compressors and attacks on row-major buffers. The oracle is byzkern/backends/reference.py: the
+// wire bits (codes, indices, scales) and the Philox draws are the same, whatever the thread count.
+// Vectorization is left to the compiler on the portable baseline (no -march=native): the Philox
+// rounds run over independent lanes and the fixed-order sums over 8 independent accumulators.
+#include "compress.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "philox.hpp"
+
+namespace byzkern {
+namespace {
+
+// IEEE layout of the natively computed dtypes: natural compression works on these bits.
+template <class T>
+struct FloatBits;
+template <>
+struct FloatBits<float> {
+  using U = std::uint32_t;
+  static constexpr int exponent_bits = 8, mantissa_bits = 23;
+};
+template <>
+struct FloatBits<double> {
+  using U = std::uint64_t;
+  static constexpr int exponent_bits = 11, mantissa_bits = 52;
+};
+
+template <class T>
+typename FloatBits<T>::U bits_of(T x) {
+  typename FloatBits<T>::U u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+inline int bit_length(unsigned v) { return 32 - __builtin_clz(v); }  // v >= 1
+
+inline index_t row_bytes(index_t d, int width) { return (d * width + 7) / 8; }
+
+// Entries per work item of the encoders: a multiple of 8, so every item starts on a byte.
+inline index_t code_tile(index_t tile) { return std::max<index_t>(8, (tile + 7) / 8 * 8); }
+
+// Codes of `width` <= 16 bits into a little-endian bit stream: 8 codes fill exactly `width` bytes.
+void pack(const std::uint32_t* codes, index_t count, int width, std::uint8_t* out) {
+  index_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    unsigned __int128 acc = 0;
+    for (int j = 0; j < 8; ++j) acc |= static_cast<unsigned __int128>(codes[i + j]) << (width * j);
+    std::memcpy(out, &acc, static_cast<std::size_t>(width));
+    out += width;
+  }
+  if (i < count) {
+    unsigned __int128 acc = 0;
+    for (index_t j = 0; i + j < count; ++j) acc |= static_cast<unsigned __int128>(codes[i + j]) << (width * j);
+    std::memcpy(out, &acc, static_cast<std::size_t>(row_bytes(count - i, width)));
+  }
+}
+
+void unpack(const std::uint8_t* in, index_t count, int width, std::uint32_t* codes) {
+  const std::uint32_t mask = (1u << width) - 1u;
+  for (index_t i = 0; i < count; i += 8) {
+    const index_t m = std::min<index_t>(8, count - i);
+    unsigned __int128 acc = 0;
+    std::memcpy(&acc, in, static_cast<std::size_t>(row_bytes(m, width)));
+    in += width;
+    for (index_t j = 0; j < m; ++j) codes[i + j] = static_cast<std::uint32_t>(acc >> (width * j)) & mask;
+  }
+}
+
+// Runs encode(row, first entry, count, codes) on every (row, tile) and packs the codes.
+// Batches of 64 entries: 16 Philox blocks and a few codes at a time stay in registers/L1.
+constexpr index_t BATCH = 64;
+
+template <class Encode>
+void encode_rows(index_t n, index_t d, index_t tile, int width, std::uint8_t* out, Encode encode) {
+  tile = code_tile(tile);
+  const index_t tiles = num_tiles(d, tile), stride = row_bytes(d, width);
+#pragma omp parallel for schedule(static)
+  for (index_t job = 0; job < n * tiles; ++job) {
+    const index_t row = job / tiles, e0 = (job % tiles) * tile, e1 = std::min(d, e0 + tile);
+    std::uint32_t codes[BATCH];
+    std::uint8_t* dst = out + row * stride + e0 / 8 * width;
+    for (index_t e = e0; e < e1; e += BATCH) {
+      const index_t m = std::min(BATCH, e1 - e);
+      encode(row, e, m, codes);
+      pack(codes, m, width, dst);
+      dst += BATCH / 8 * width;
+    }
+  }
+}
+
+template <class Decode>
+void decode_rows(const std::uint8_t* in, index_t n, index_t d, index_t tile, int width, Decode decode) {
+  tile = code_tile(tile);
+  const index_t tiles = num_tiles(d, tile), stride = row_bytes(d, width);
+#pragma omp parallel for schedule(static)
+  for (index_t job = 0; job < n * tiles; ++job) {
+    const index_t row = job / tiles, e0 = (job % tiles) * tile, e1 = std::min(d, e0 + tile);
+    std::uint32_t codes[BATCH];
+    const std::uint8_t* src = in + row * stride + e0 / 8 * width;
+    for (index_t e = e0; e < e1; e += BATCH) {
+      const index_t m = std::min(BATCH, e1 - e);
+      unpack(src, m, width, codes);
+      decode(row, e, m, codes);
+      src += BATCH / 8 * width;
+    }
+  }
+}
+
+// reference.ordered_row_sums of term(x): 8 lanes per chunk, lanes combined as a fixed tree,
+// chunks added in order. Chunks run in parallel; the order of every addition is fixed.
+template <class T, class Term>
+void ordered_row_sums(const T* X, index_t n, index_t d, Term term, double* out) {
+  const index_t chunks = num_tiles(d, SUM_CHUNK);
+  std::vector<double> partial(static_cast<std::size_t>(n * chunks));
+#pragma omp parallel for schedule(static)
+  for (index_t job = 0; job < n * chunks; ++job) {
+    const index_t row = job / chunks, c0 = (job % chunks) * SUM_CHUNK;
+    const index_t c1 = std::min(d, c0 + SUM_CHUNK);
+    const T* x = X + row * d;
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    index_t i = c0;
+    for (; i + 8 <= c1; i += 8) {
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) lane[j] += term(x[i + j]);
+    }
+    for (int j = 0; i + j < c1; ++j) lane[j] += term(x[i + j]);
+    partial[static_cast<std::size_t>(job)] =
+        ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  }
+  for (index_t row = 0; row < n; ++row) {
+    double total = partial[static_cast<std::size_t>(row * chunks)];
+    for (index_t c = 1; c < chunks; ++c) total += partial[static_cast<std::size_t>(row * chunks + c)];
+    out[row] = total;
+  }
+}
+
+// Magnitude key: the float's bits without the sign. Its unsigned order is |x| with NaN above
+// Inf, exactly the topk order; buckets are the exponent plus 3 mantissa bits.
+template <class T>
+struct TopkKey {
+  using U = typename FloatBits<T>::U;
+  static constexpr int bucket_bits = FloatBits<T>::exponent_bits + 3;
+  static constexpr int shift = static_cast<int>(sizeof(U) * 8) - 1 - bucket_bits;
+  static U key(T x) { return bits_of(x) & (~U{0} >> 1); }
+};
+
+}  // namespace
+
+template <class T>
+void topk(const T* X, index_t n, index_t d, index_t k, T* values, std::int64_t* indices) {
+  using K = TopkKey<T>;
+  using U = typename K::U;
+  const index_t buckets = index_t{1} << K::bucket_bits;
+#pragma omp parallel
+  {
+    std::vector<index_t> hist(static_cast<std::size_t>(buckets));
+    std::vector<std::int64_t> sure;
+    std::vector<std::pair<U, std::int64_t>> ties;
+#pragma omp for schedule(dynamic)
+    for (index_t row = 0; row < n; ++row) {
+      const T* x = X + row * d;
+      std::fill(hist.begin(), hist.end(), 0);
+      for (index_t i = 0; i < d; ++i) ++hist[static_cast<std::size_t>(K::key(x[i]) >> K::shift)];
+      // the bucket holding the k-th largest key, and how many keys lie strictly above it
+      index_t edge = buckets - 1, above = 0;
+      while (above + hist[static_cast<std::size_t>(edge)] < k) above += hist[static_cast<std::size_t>(edge--)];
+      sure.clear();
+      ties.clear();
+      for (index_t i = 0; i < d; ++i) {
+        const U key = K::key(x[i]);
+        const index_t bucket = static_cast<index_t>(key >> K::shift);
+        if (bucket > edge) sure.push_back(i);
+        else if (bucket == edge) ties.emplace_back(key, i);
+      }
+      // in the edge bucket: larger key first, then lower index (the tie rule)
+      const auto need = static_cast<std::ptrdiff_t>(k - above);
+      auto larger = [](const std::pair<U, std::int64_t>& a, const std::pair<U, std::int64_t>& b) {
+        return a.first != b.first ? a.first > b.first : a.second < b.second;
+      };
+      std::nth_element(ties.begin(), ties.begin() + (need - 1), ties.end(), larger);
+      std::sort(ties.begin(), ties.begin() + need,
+                [](const auto& a, const auto& b) { return a.second < b.second; });
+      std::int64_t* idx = indices + row * k;
+      T* val = values + row * k;
+      index_t s = 0, t = 0;
+      for (index_t j = 0; j < k; ++j) {
+        const bool from_sure = t == need || (s < above && sure[static_cast<std::size_t>(s)] < ties[static_cast<std::size_t>(t)].second);
+        idx[j] = from_sure ? sure[static_cast<std::size_t>(s++)] : ties[static_cast<std::size_t>(t++)].second;
+        val[j] = x[idx[j]];
+      }
+    }
+  }
+}
+
+template <class T>
+void randk(const T* X, index_t n, index_t d, index_t k, std::uint64_t seed, T* values,
+           std::int64_t* indices) {
+  const PhiloxKey key(seed);
+  const double scale = static_cast<double>(d) / static_cast<double>(k);
+#pragma omp parallel
+  {
+    std::vector<std::uint64_t> chosen(static_cast<std::size_t>((d + 63) / 64));
+#pragma omp for schedule(dynamic)
+    for (index_t row = 0; row < n; ++row) {
+      std::fill(chosen.begin(), chosen.end(), 0);
+      auto has = [&](index_t i) { return (chosen[static_cast<std::size_t>(i >> 6)] >> (i & 63)) & 1u; };
+      auto put = [&](index_t i) { chosen[static_cast<std::size_t>(i >> 6)] |= std::uint64_t{1} << (i & 63); };
+      std::uint32_t w[4];
+      // Floyd's algorithm: step s (j = d - k + s) draws t in [0, j]; two steps per Philox block
+      for (index_t s = 0; s < k; ++s) {
+        if (s % 2 == 0) philox_block(key, static_cast<std::uint64_t>(s / 2), static_cast<std::uint32_t>(row), STREAM_RANDK, w);
+        const int o = static_cast<int>(s % 2) * 2;
+        const index_t j = d - k + s;
+        const index_t t = below(uniform53(w[o], w[o + 1]), j + 1);
+        put(has(t) ? j : t);
+      }
+      std::int64_t* idx = indices + row * k;
+      T* val = values + row * k;
+      const T* x = X + row * d;
+      index_t out = 0;
+      for (std::size_t word = 0; word < chosen.size(); ++word) {
+        for (std::uint64_t bitsleft = chosen[word]; bitsleft; bitsleft &= bitsleft - 1) {
+          const index_t i = static_cast<index_t>(word * 64 + static_cast<std::size_t>(__builtin_ctzll(bitsleft)));
+          idx[out] = i;
+          val[out++] = static_cast<T>(static_cast<double>(x[i]) * scale);
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void qsgd(const T* X, index_t n, index_t d, int levels, std::uint64_t seed, index_t tile, T* norms,
+          std::uint8_t* codes) {
+  std::vector<double> sums(static_cast<std::size_t>(n));
+  ordered_row_sums(X, n, d, [](T v) { const double a = v; return a * a; }, sums.data());
+  std::vector<double> scale(static_cast<std::size_t>(n));
+  for (index_t row = 0; row < n; ++row) {
+    norms[row] = static_cast<T>(std::sqrt(sums[static_cast<std::size_t>(row)]));
+    const double norm = norms[row];
+    // a zero or non-finite norm sends level 0 everywhere (a non-finite one decodes to NaN)
+    scale[static_cast<std::size_t>(row)] = std::isfinite(norm) && norm > 0 ? levels / norm : 0.0;
+  }
+  const PhiloxKey key(seed);
+  const int width = bit_length(static_cast<unsigned>(levels)) + 1;
+  const std::uint32_t sign_bit = 1u << (width - 1);
+  const double top = levels;
+  encode_rows(n, d, tile, width, codes, [&](index_t row, index_t e, index_t m, std::uint32_t* c) {
+    std::uint32_t w[BATCH];
+    philox_words<BATCH / 4>(key, static_cast<std::uint64_t>(e / 4), static_cast<std::uint32_t>(row), STREAM_QSGD, w);
+    const T* x = X + row * d + e;
+    const double s = scale[static_cast<std::size_t>(row)];
+    for (index_t j = 0; j < m; ++j) {
+      const double r = s == 0.0 ? 0.0 : std::fabs(static_cast<double>(x[j])) * s;
+      const double low = std::floor(r);
+      const double level = std::min(low + (static_cast<double>(w[j]) < (r - low) * 4294967296.0 ? 1.0 : 0.0), top);
+      c[j] = (x[j] < 0 ? sign_bit : 0u) | static_cast<std::uint32_t>(level);
+    }
+  });
+}
+
+template <class T>
+void natural(const T* X, index_t n, index_t d, std::uint64_t seed, index_t tile, std::uint8_t* codes) {
+  using U = typename FloatBits<T>::U;
+  constexpr int E = FloatBits<T>::exponent_bits, P = FloatBits<T>::mantissa_bits;
+  constexpr U exponent_mask = (U{1} << E) - 1, mantissa_mask = (U{1} << P) - 1;
+  // one 32-bit word per float32 entry, two per float64 entry (P + 1 > 32 random bits needed)
+  constexpr index_t words_per_entry = std::is_same_v<T, float> ? 1 : 2;
+  const PhiloxKey key(seed);
+  encode_rows(n, d, tile, E + 1, codes, [&](index_t row, index_t e, index_t m, std::uint32_t* c) {
+    std::uint32_t w[BATCH * words_per_entry];
+    philox_words<BATCH * words_per_entry / 4>(key, static_cast<std::uint64_t>(e * words_per_entry / 4),
+                                              static_cast<std::uint32_t>(row), STREAM_NATURAL, w);
+    const T* x = X + row * d + e;
+    for (index_t j = 0; j < m; ++j) {
+      const U u = bits_of(x[j]);
+      const U mantissa = u & mantissa_mask;
+      U exponent = (u >> P) & exponent_mask;
+      U uniform;
+      if constexpr (words_per_entry == 1) {
+        uniform = w[j] >> (32 - P);
+      } else {
+        uniform = ((static_cast<std::uint64_t>(w[2 * j]) << 32) | w[2 * j + 1]) >> (64 - P);
+      }
+      // round |x| = (1 + m / 2^P) 2^e up with probability m / 2^P, decided on integers
+      if (exponent != exponent_mask) exponent += uniform < mantissa ? 1 : 0;
+      const bool negative = x[j] < 0 && exponent != 0;  // sign 1 with exponent 0 means NaN
+      c[j] = std::isnan(x[j]) ? (1u << E) : (static_cast<std::uint32_t>(negative) << E) | static_cast<std::uint32_t>(exponent);
+    }
+  });
+}
+
+template <class T>
+void sign(const T* X, index_t n, index_t d, index_t tile, std::uint8_t* codes) {
+  encode_rows(n, d, tile, 1, codes, [&](index_t row, index_t e, index_t m, std::uint32_t* c) {
+    const T* x = X + row * d + e;
+    for (index_t j = 0; j < m; ++j) c[j] = x[j] < 0 ? 1u : 0u;  // sign(0) = +1, NaN positive
+  });
+}
+
+template <class T>
+void scaled_sign(const T* X, index_t n, index_t d, index_t tile, T* scales, std::uint8_t* codes) {
+  std::vector<double> sums(static_cast<std::size_t>(n));
+  ordered_row_sums(X, n, d, [](T v) { return std::fabs(static_cast<double>(v)); }, sums.data());
+  for (index_t row = 0; row < n; ++row) scales[row] = static_cast<T>(sums[static_cast<std::size_t>(row)] / static_cast<double>(d));
+  sign(X, n, d, tile, codes);
+}
+
+template <class T>
+void scatter_rows(const T* values, const std::int64_t* indices, index_t n, index_t k, index_t d, T* out) {
+#pragma omp parallel for schedule(static)
+  for (index_t row = 0; row < n; ++row) {
+    T* o = out + row * d;
+    std::fill(o, o + d, T{0});
+    for (index_t j = 0; j < k; ++j) o[indices[row * k + j]] = values[row * k + j];
+  }
+}
+
+template <class T>
+void qsgd_decompress(const T* norms, const std::uint8_t* codes, index_t n, index_t d, int levels,
+                     index_t tile, T* out) {
+  const int width = bit_length(static_cast<unsigned>(levels)) + 1;
+  // magnitude of level l in row r: (T)(norm_r * (l / s)), as the reference rounds it
+  std::vector<T> table(static_cast<std::size_t>(n * (levels + 1)));
+  for (index_t row = 0; row < n; ++row)
+    for (int l = 0; l <= levels; ++l)
+      table[static_cast<std::size_t>(row * (levels + 1) + l)] =
+          static_cast<T>(static_cast<double>(norms[row]) * (static_cast<double>(l) / static_cast<double>(levels)));
+  const std::uint32_t level_mask = (1u << (width - 1)) - 1u;
+  decode_rows(codes, n, d, tile, width, [&](index_t row, index_t e, index_t m, const std::uint32_t* c) {
+    const T* t = table.data() + row * (levels + 1);
+    T* o = out + row * d + e;
+    for (index_t j = 0; j < m; ++j) {
+      const T v = t[c[j] & level_mask];
+      o[j] = (c[j] >> (width - 1)) ? -v : v;
+    }
+  });
+}
+
+template <class T>
+void natural_decompress(const std::uint8_t* codes, index_t n, index_t d, index_t tile, T* out) {
+  using U = typename FloatBits<T>::U;
+  constexpr int E = FloatBits<T>::exponent_bits, P = FloatBits<T>::mantissa_bits;
+  decode_rows(codes, n, d, tile, E + 1, [&](index_t row, index_t e, index_t m, const std::uint32_t* c) {
+    T* o = out + row * d + e;
+    for (index_t j = 0; j < m; ++j) {
+      const U u = (static_cast<U>(c[j] >> E) << (E + P)) | (static_cast<U>(c[j] & ((1u << E) - 1u)) << P);
+      T v;
+      std::memcpy(&v, &u, sizeof v);
+      o[j] = c[j] == (1u << E) ? std::numeric_limits<T>::quiet_NaN() : v;
+    }
+  });
+}
+
+template <class T>
+void sign_decompress(const std::uint8_t* codes, const T* scales, index_t n, index_t d, index_t tile, T* out) {
+  decode_rows(codes, n, d, tile, 1, [&](index_t row, index_t e, index_t m, const std::uint32_t* c) {
+    T* o = out + row * d + e;
+    for (index_t j = 0; j < m; ++j) o[j] = c[j] ? -scales[row] : scales[row];
+  });
+}
+
+template <class I>
+bool indices_ok(const I* indices, index_t n, index_t k, std::uint64_t d) {
+  bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok)
+  for (index_t row = 0; row < n; ++row) {
+    const I* idx = indices + row * k;
+    bool row_ok = static_cast<std::uint64_t>(idx[k - 1]) < d;
+    for (index_t j = 1; j < k; ++j) row_ok &= idx[j] > idx[j - 1];
+    ok = ok && row_ok;
+  }
+  return ok;
+}
+
+bool qsgd_levels_ok(const std::uint8_t* codes, index_t n, index_t d, int levels) {
+  const int width = bit_length(static_cast<unsigned>(levels)) + 1;
+  const std::uint32_t level_mask = (1u << (width - 1)) - 1u;
+  const index_t stride = row_bytes(d, width);
+  bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok)
+  for (index_t row = 0; row < n; ++row) {
+    std::uint32_t c[BATCH];
+    std::uint32_t worst = 0;
+    for (index_t e = 0; e < d; e += BATCH) {
+      const index_t m = std::min(BATCH, d - e);
+      unpack(codes + row * stride + e / 8 * width, m, width, c);
+      for (index_t j = 0; j < m; ++j) worst = std::max(worst, c[j] & level_mask);
+    }
+    ok = ok && worst <= static_cast<std::uint32_t>(levels);
+  }
+  return ok;
+}
+
+template <class T>
+void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t tile, T* mean, T* std) {
+  const index_t tiles = num_tiles(d, tile);
+#pragma omp parallel
+  {
+    std::vector<double> mu(static_cast<std::size_t>(tile)), ss(static_cast<std::size_t>(tile));
+#pragma omp for schedule(static)
+    for (index_t job = 0; job < B * tiles; ++job) {
+      const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
+      const T* base = X + b * h * d + c0;
+      std::fill(mu.begin(), mu.begin() + w, 0.0);
+      std::fill(ss.begin(), ss.begin() + w, 0.0);
+      for (index_t i = 0; i < h; ++i)
+        for (index_t j = 0; j < w; ++j) mu[static_cast<std::size_t>(j)] += base[i * d + j];
+      for (index_t j = 0; j < w; ++j) mu[static_cast<std::size_t>(j)] /= static_cast<double>(h);
+      // second pass over the tile while it is still in cache: two-pass variance, no cancellation
+      for (index_t i = 0; i < h; ++i)
+        for (index_t j = 0; j < w; ++j) {
+          const double dev = base[i * d + j] - mu[static_cast<std::size_t>(j)];
+          ss[static_cast<std::size_t>(j)] += dev * dev;
+        }
+      for (index_t j = 0; j < w; ++j) {
+        mean[b * d + c0 + j] = static_cast<T>(mu[static_cast<std::size_t>(j)]);
+        std[b * d + c0 + j] = static_cast<T>(std::sqrt(ss[static_cast<std::size_t>(j)] / static_cast<double>(h - ddof)));
+      }
+    }
+  }
+}
+
+template <class T>
+void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, T* out) {
+  const PhiloxKey key(seed);
+  const double two_pi = 2.0 * M_PI;
+  const index_t pairs = (d + 1) / 2;
+#pragma omp parallel for schedule(static)
+  for (index_t row = 0; row < B * f; ++row) {
+    const T* o = own + row * d;
+    T* r = out + row * d;
+    for (index_t m = 0; m < pairs; ++m) {
+      // Box-Muller: the block m of the row gives u1 (words 0, 1) and u2 (words 2, 3)
+      std::uint32_t w[4];
+      philox_block(key, static_cast<std::uint64_t>(m), static_cast<std::uint32_t>(row), STREAM_GAUSSIAN, w);
+      const double radius = std::sqrt(-2.0 * std::log1p(-uniform53(w[0], w[1])));
+      const double angle = two_pi * uniform53(w[2], w[3]);
+      r[2 * m] = static_cast<T>(static_cast<double>(o[2 * m]) + std * (radius * std::cos(angle)));
+      if (2 * m + 1 < d) r[2 * m + 1] = static_cast<T>(static_cast<double>(o[2 * m + 1]) + std * (radius * std::sin(angle)));
+    }
+  }
+}
+
+#define BYZKERN_COMPRESS_INSTANTIATE(T)                                                                   \
+  template void topk<T>(const T*, index_t, index_t, index_t, T*, std::int64_t*);                           \
+  template void randk<T>(const T*, index_t, index_t, index_t, std::uint64_t, T*, std::int64_t*);           \
+  template void qsgd<T>(const T*, index_t, index_t, int, std::uint64_t, index_t, T*, std::uint8_t*);       \
+  template void natural<T>(const T*, index_t, index_t, std::uint64_t, index_t, std::uint8_t*);             \
+  template void sign<T>(const T*, index_t, index_t, index_t, std::uint8_t*);                               \
+  template void scaled_sign<T>(const T*, index_t, index_t, index_t, T*, std::uint8_t*);                    \
+  template void scatter_rows<T>(const T*, const std::int64_t*, index_t, index_t, index_t, T*);             \
+  template void qsgd_decompress<T>(const T*, const std::uint8_t*, index_t, index_t, int, index_t, T*);     \
+  template void natural_decompress<T>(const std::uint8_t*, index_t, index_t, index_t, T*);                 \
+  template void sign_decompress<T>(const std::uint8_t*, const T*, index_t, index_t, index_t, T*);          \
+  template void mean_std<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*, T*);                \
+  template void gaussian<T>(const T*, index_t, index_t, index_t, double, std::uint64_t, T*);
+
+BYZKERN_COMPRESS_INSTANTIATE(float)
+BYZKERN_COMPRESS_INSTANTIATE(double)
+template bool indices_ok<std::uint16_t>(const std::uint16_t*, index_t, index_t, std::uint64_t);
+template bool indices_ok<std::uint32_t>(const std::uint32_t*, index_t, index_t, std::uint64_t);
+template bool indices_ok<std::uint64_t>(const std::uint64_t*, index_t, index_t, std::uint64_t);
+
+}  // namespace byzkern

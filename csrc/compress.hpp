@@ -1,0 +1,48 @@
+// Compressor and attack kernels (SPEC §4, §5). Row-major (n, d) input; results bit-identical to
+// byzkern/backends/reference.py (wire formats, Philox draws and summation order included),
+// except gaussian, whose log1p/cos/sin come from the C library.
+#pragma once
+#include <cstdint>
+
+#include "common.hpp"
+
+namespace byzkern {
+
+// Entries per chunk of the fixed-order row sums (reference.SUM_CHUNK): it defines the bits of
+// QSGD norms and scaled-sign scales, so it is a constant, not a tile size.
+constexpr index_t SUM_CHUNK = 65536;
+
+template <class T>
+void topk(const T* X, index_t n, index_t d, index_t k, T* values, std::int64_t* indices);
+template <class T>
+void randk(const T* X, index_t n, index_t d, index_t k, std::uint64_t seed, T* values,
+           std::int64_t* indices);
+template <class T>
+void qsgd(const T* X, index_t n, index_t d, int levels, std::uint64_t seed, index_t tile, T* norms,
+          std::uint8_t* codes);
+template <class T>
+void natural(const T* X, index_t n, index_t d, std::uint64_t seed, index_t tile, std::uint8_t* codes);
+template <class T>
+void sign(const T* X, index_t n, index_t d, index_t tile, std::uint8_t* codes);
+template <class T>
+void scaled_sign(const T* X, index_t n, index_t d, index_t tile, T* scales, std::uint8_t* codes);
+
+template <class T>
+void scatter_rows(const T* values, const std::int64_t* indices, index_t n, index_t k, index_t d, T* out);
+template <class T>
+void qsgd_decompress(const T* norms, const std::uint8_t* codes, index_t n, index_t d, int levels,
+                     index_t tile, T* out);
+template <class T>
+void natural_decompress(const std::uint8_t* codes, index_t n, index_t d, index_t tile, T* out);
+template <class T>
+void sign_decompress(const std::uint8_t* codes, const T* scales, index_t n, index_t d, index_t tile, T* out);
+template <class I>
+bool indices_ok(const I* indices, index_t n, index_t k, std::uint64_t d);
+bool qsgd_levels_ok(const std::uint8_t* codes, index_t n, index_t d, int levels);
+
+template <class T>
+void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t tile, T* mean, T* std);
+template <class T>
+void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, T* out);
+
+}  // namespace byzkern

@@ -1,0 +1,48 @@
+"""Shared fixtures: the backends under test, dtypes, and small tile sizes.
+
+Tile sizes are shrunk for the whole session so that the small inputs of the tests cover the
+multi-tile and tail paths of the fast kernels.
+"""
+import numpy as np
+import pytest
+
+import byzkern
+from byzkern import _config, _dispatch
+
+_config.COL_TILE = 8
+_config.CUDA_THREADS = 32
+
+FAST_CPU_BACKENDS = ("cpu", "numba")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=FAST_CPU_BACKENDS)
+def fast_backend(request):
+    """Each fast CPU backend, skipped with the reason when it is not available here."""
+    module, reason = _dispatch.load(request.param)
+    if module is None:
+        pytest.skip(f"backend {request.param} unavailable: {reason}")
+    return request.param
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+def pytest_report_header(config):
+    rows = byzkern.info()["backends"]
+    return "byzkern backends: " + ", ".join(
+        f"{k}={'yes' if v['available'] else 'no'}" for k, v in rows.items())

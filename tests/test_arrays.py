@@ -1,0 +1,100 @@
+"""Input kinds, dtypes, layouts and the round trip back to the user's library."""
+import numpy as np
+import pytest
+
+import byzkern as bk
+from byzkern._arrays import adapt
+
+torch = pytest.importorskip("torch")
+
+X64 = np.random.default_rng(0).standard_normal((7, 5))
+
+
+def test_numpy_in_numpy_out():
+    for dtype in (np.float32, np.float64):
+        out = bk.cwtm(X64.astype(dtype), f=2)
+        assert isinstance(out, np.ndarray) and out.dtype == dtype and out.shape == (5,)
+
+
+def test_float16_is_accumulated_in_float32_and_returned_as_float16():
+    X = X64.astype(np.float16)
+    out = bk.mean(X)
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out, X.astype(np.float32).mean(axis=0).astype(np.float16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_torch_in_torch_out(dtype):
+    t = torch.tensor(X64, dtype=dtype)
+    out = bk.cwmed(t)
+    assert isinstance(out, torch.Tensor) and out.dtype == dtype and out.device == t.device
+    expected = np.median(t.float().numpy() if dtype in (torch.float16, torch.bfloat16) else t.numpy(), axis=0)
+    np.testing.assert_allclose(out.double().numpy(), expected, rtol=1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-6)
+
+
+def test_torch_cpu_is_viewed_without_a_copy():
+    t = torch.tensor(X64)
+    assert np.shares_memory(adapt(t).data, t.numpy())
+
+
+def test_torch_requires_grad_is_fine():
+    t = torch.tensor(X64, requires_grad=True)
+    assert isinstance(bk.cwtm(t, f=1), torch.Tensor)
+
+
+def test_list_of_rows():
+    rows = [X64[i] for i in range(7)]
+    np.testing.assert_array_equal(bk.cwmed(rows), bk.cwmed(X64))
+    out = bk.cwmed([torch.tensor(r) for r in rows])
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_array_equal(out.numpy(), bk.cwmed(X64))
+
+
+def test_non_contiguous_views_and_negative_strides():
+    wide = np.random.default_rng(1).standard_normal((7, 10))
+    for view in (wide[:, ::2], wide[::-1], wide.T.copy().T, wide[:, ::-3]):
+        np.testing.assert_array_equal(bk.cwmed(view), np.median(view, axis=0))
+    t = torch.tensor(wide).t().contiguous().t()[:, 1::2]
+    np.testing.assert_allclose(bk.cwmed(t).numpy(), np.median(t.numpy(), axis=0))
+
+
+def test_input_is_not_modified():
+    X = X64.copy()
+    X[0] = np.nan
+    before = X.copy()
+    for rule in (bk.cwmed(), bk.cwtm(f=2), bk.geomed(), bk.krum(f=2), bk.nnm(f=2), bk.clip(tau=0.1)):
+        rule(X)
+    np.testing.assert_array_equal(X, before)
+
+
+def test_batched_shapes():
+    B = np.stack([X64, X64 + 1, X64 * 2])
+    assert bk.cwtm(B, f=2).shape == (3, 5)
+    assert bk.nnm(B, f=2).shape == (3, 7, 5)
+    assert bk.bucketing(B, s=2, seed=0).shape == (3, 4, 5)
+    assert bk.pairwise_sqdist(B).shape == (3, 7, 7)
+    np.testing.assert_allclose(bk.cwtm(B, f=2)[2], bk.cwtm(X64 * 2, f=2))
+
+
+@pytest.mark.parametrize("bad", [np.arange(12).reshape(3, 4), np.ones((3, 4), dtype=np.complex64),
+                                 np.ones((3, 4), dtype=bool), torch.ones(3, 4, dtype=torch.int64)])
+def test_integer_complex_bool_are_type_errors_naming_the_dtype(bad):
+    with pytest.raises(TypeError, match="dtype"):
+        bk.cwmed(bad)
+
+
+def test_flatten_unflatten_roundtrip():
+    layers = [np.ones((2, 3)), np.arange(4.0), np.zeros((1, 1, 2))]
+    v, spec = bk.flatten(layers)
+    assert v.shape == (12,)
+    back = bk.unflatten(v, spec)
+    for a, b in zip(layers, back):
+        np.testing.assert_array_equal(a, b)
+    tl = [torch.ones(2, 2, requires_grad=True), torch.arange(3.0)]
+    tv, tspec = bk.flatten(tl)
+    assert isinstance(tv, torch.Tensor) and tv.shape == (7,)
+    assert [p.shape for p in bk.unflatten(tv, tspec)] == [(2, 2), (3,)]
+    with pytest.raises(ValueError, match="shape"):
+        bk.unflatten(np.ones(5), spec)
+    with pytest.raises(TypeError):
+        bk.flatten([np.ones(2), torch.ones(2)])

@@ -1,0 +1,189 @@
+"""Attacks (SPEC §5): hand-computed values, batching, libraries, Mimic, optimized."""
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+import byzkern as bk
+from byzkern.attacks import DEFAULT_ETAS, alie_z
+
+H = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])  # mean (3, 2); std ddof=1 (2, 2)
+OWN = np.array([[1.0, -1.0], [0.5, 2.0]])
+
+CASES = [
+    # (attack, options, expected rows)
+    (bk.sign_flip, dict(f=2), [[-3.0, -2.0], [-3.0, -2.0]]),
+    (bk.sign_flip, dict(f=1, scale=2.0), [[-6.0, -4.0]]),
+    (bk.sign_flip, dict(f=2, own=OWN), [[-1.0, 1.0], [-0.5, -2.0]]),
+    (bk.sign_flip, dict(f=2, scale=-5.0, own=OWN), [[-5.0, 5.0], [-2.5, -10.0]]),
+    (bk.ipm, dict(f=1), [[-0.3, -0.2]]),
+    (bk.ipm, dict(f=2, eps=2.0), [[-6.0, -4.0], [-6.0, -4.0]]),
+    (bk.foe, dict(f=1, eta=3.0), [[-6.0, -4.0]]),
+    (bk.alie, dict(f=2, z=1.0), [[1.0, 0.0], [1.0, 0.0]]),
+    (bk.alie, dict(f=1, z=0.5, ddof=0), [[3.0 - 0.5 * math.sqrt(8 / 3), 2.0 - 0.5 * math.sqrt(8 / 3)]]),
+    (bk.mimic, dict(f=3, target=2), [[5.0, 0.0]] * 3),
+    (bk.gaussian, dict(f=2, std=0.0, own=OWN, seed=1), OWN),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("attack, options, expected", CASES)
+def test_hand_computed(attack, options, expected, dtype):
+    options = {k: v.astype(dtype) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+    out = attack(H.astype(dtype), **options)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, np.array(expected, dtype), rtol=1e-6)
+
+
+def test_foe_is_ipm_with_eps_eta_minus_one():
+    X = np.random.default_rng(0).standard_normal((5, 7))
+    np.testing.assert_allclose(bk.foe(X, f=2, eta=4.5), bk.ipm(X, f=2, eps=3.5), rtol=1e-14)
+
+
+def test_alie_default_z_is_baruch():
+    # h = 3, f = 2: n = 5, s = floor(5/2 + 1) - 2 = 1, z = Phi^-1(4/5)
+    z = statistics.NormalDist().inv_cdf(0.8)
+    assert alie_z(5, 2) == z
+    np.testing.assert_allclose(bk.alie(H, f=2), [[3 - 2 * z, 2 - 2 * z]] * 2, rtol=1e-14)
+    # seed 004's setting n = 17, f = 4: s = 5, z = Phi^-1(12/17)
+    assert math.isclose(alie_z(17, 4), statistics.NormalDist().inv_cdf(12 / 17))
+
+
+def test_batched_equals_each_item():
+    rng = np.random.default_rng(1)
+    HB = rng.standard_normal((3, 6, 4))
+    own = rng.standard_normal((3, 2, 4))
+    for attack, options in [(bk.sign_flip, {}), (bk.sign_flip, dict(own=own)), (bk.ipm, {}),
+                            (bk.foe, dict(eta=2.0)), (bk.alie, {}), (bk.mimic, dict(target=4))]:
+        out = attack(HB, f=2, **options)
+        assert out.shape == (3, 2, 4)
+        for b in range(3):
+            item = {k: (v[b] if isinstance(v, np.ndarray) else v) for k, v in options.items()}
+            np.testing.assert_allclose(out[b], attack(HB[b], f=2, **item), rtol=1e-14)
+
+
+def test_torch_input_gives_torch_output():
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(H, dtype=torch.bfloat16)
+    for attack, options in [(bk.sign_flip, {}), (bk.alie, {}), (bk.gaussian, dict(std=1.0, seed=0)),
+                            (bk.mimic, dict(target=0))]:
+        out = attack(t, f=2, **options)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16 and out.shape == (2, 2)
+    np.testing.assert_allclose(bk.ipm(torch.tensor(H), f=1).numpy(), [[-0.3, -0.2]], rtol=1e-14)
+
+
+def test_gaussian_statistics_and_determinism():
+    Hbig = np.zeros((3, 20000))
+    out = bk.gaussian(Hbig, f=2, std=3.0, seed=4)
+    assert out.shape == (2, 20000)
+    N = out.size
+    assert abs(out.mean()) <= 6 * 3.0 / math.sqrt(N)
+    assert abs(out.std() / 3.0 - 1) <= 6 / math.sqrt(2 * N)
+    assert abs(np.corrcoef(out[0], out[1])[0, 1]) <= 6 / math.sqrt(20000)
+    np.testing.assert_array_equal(out, bk.gaussian(Hbig, f=2, std=3.0, seed=4))
+    assert not np.array_equal(out, bk.gaussian(Hbig, f=2, std=3.0, seed=5))
+    np.testing.assert_allclose(bk.gaussian(Hbig, f=2, std=3.0, seed=4, own=np.ones((2, 20000))), out + 1, rtol=1e-15)
+
+
+def test_mimic_learns_the_direction_of_largest_variance():
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal(30)
+    v /= np.linalg.norm(v)
+    spread = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
+    attacker = bk.Mimic(warmup=3, seed=1)
+    targets = []
+    for step in range(3):
+        Ht = 0.5 + spread[:, None] * v + 1e-3 * rng.standard_normal((5, 30))
+        out = attacker(Ht, f=2)
+        assert abs(attacker.z[0] @ v) > 0.999
+        target = int(np.argmax(Ht @ attacker.z[0]))
+        assert target in (0, 4)  # the extreme honest worker along v, on either side
+        np.testing.assert_array_equal(out, [Ht[target]] * 2)
+        targets.append(target)
+    assert len(set(targets)) == 1
+    later = rng.standard_normal((5, 30))  # after warmup the target is kept whatever H is
+    np.testing.assert_array_equal(attacker(later, f=1), [later[targets[0]]])
+
+
+def test_mimic_keeps_one_target_per_batch_item_and_checks_the_batch():
+    attacker = bk.Mimic(warmup=1)
+    HB = np.random.default_rng(3).standard_normal((2, 4, 6))
+    out = attacker(HB, f=1)
+    assert out.shape == (2, 1, 6)
+    with pytest.raises(ValueError, match="batch items"):
+        attacker(HB[0], f=1)
+
+
+class CountingAggregator:
+    """A wrapper that counts the aggregator calls and records their input shapes."""
+
+    def __init__(self, rule):
+        self.rule, self.shapes = rule, []
+
+    def __call__(self, X):
+        self.shapes.append(tuple(X.shape))
+        return self.rule(X)
+
+
+@pytest.mark.parametrize("attack", ["alie", "foe", bk.alie, bk.foe])
+def test_optimized_makes_one_call_and_picks_the_argmax(attack):
+    rng = np.random.default_rng(4)
+    Hh = rng.standard_normal((7, 5)) + 1.0
+    aggregator = CountingAggregator(bk.cwtm(f=2))
+    rows, info = bk.optimized(Hh, f=3, attack=attack, aggregator=aggregator, return_info=True)
+    assert aggregator.shapes == [(len(DEFAULT_ETAS), 10, 5)]
+    name = attack if isinstance(attack, str) else attack.__name__
+    mu = Hh.mean(axis=0)
+    a = Hh.std(axis=0, ddof=1) if name == "alie" else -mu
+    deviations = []
+    for eta in DEFAULT_ETAS:  # one aggregation per candidate, independently of the batched call
+        candidate = np.vstack([Hh, np.tile(mu + eta * a, (3, 1))])
+        deviations.append(np.linalg.norm(bk.cwtm(candidate, f=2) - mu))
+    best = int(np.argmax(deviations))
+    assert info["eta"] == DEFAULT_ETAS[best]
+    np.testing.assert_allclose(info["deviation"], deviations, rtol=1e-12)
+    np.testing.assert_allclose(rows, np.tile(mu + DEFAULT_ETAS[best] * a, (3, 1)), rtol=1e-12)
+
+
+def test_optimized_batched_and_custom_etas():
+    rng = np.random.default_rng(5)
+    HB = rng.standard_normal((2, 6, 3))
+    aggregator = CountingAggregator(bk.mean)
+    rows, info = bk.optimized(HB, f=2, attack="foe", aggregator=aggregator, etas=[0.5, 4.0, 2.0], return_info=True)
+    assert aggregator.shapes == [(6, 8, 3)] and rows.shape == (2, 2, 3)
+    # against the mean, the largest |eta| moves the aggregate most
+    np.testing.assert_array_equal(info["eta"], [4.0, 4.0])
+    np.testing.assert_allclose(rows, bk.foe(HB, f=2, eta=4.0), rtol=1e-12)
+
+
+def test_optimized_default_grid():
+    assert len(DEFAULT_ETAS) == 17 and DEFAULT_ETAS[0] == 0.0
+    np.testing.assert_allclose(DEFAULT_ETAS[1:], np.geomspace(0.1, 10, 16))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: bk.ipm(H, f=0), ValueError, "f must be >= 1"),
+    (lambda: bk.ipm(H), TypeError, "f"),
+    (lambda: bk.ipm(H[0], f=1), ValueError, "must have shape"),
+    (lambda: bk.alie(H, f=1, ddof=3), ValueError, "ddof must be <= h - 1 = 2"),
+    (lambda: bk.alie(H, f=4), ValueError, "ALIE's default z"),
+    (lambda: bk.sign_flip(H, f=3, own=OWN), ValueError, "own must have shape"),
+    (lambda: bk.gaussian(H, f=1, std=-1.0, seed=0), ValueError, "std must be >= 0"),
+    (lambda: bk.gaussian(H, f=1, std=1.0), ValueError, "seed="),
+    (lambda: bk.mimic(H, f=1, target=3), ValueError, "target must be <= h - 1 = 2"),
+    (lambda: bk.Mimic(warmup=0), ValueError, "warmup must be >= 1"),
+    (lambda: bk.optimized(H, f=1, attack="sign_flip", aggregator=bk.mean), ValueError, "attack must be one of"),
+    (lambda: bk.optimized(H, f=1, attack="foe", aggregator=3), TypeError, "aggregator must be callable"),
+    (lambda: bk.optimized(H, f=1, attack="foe", aggregator=bk.mean, etas=[]), ValueError, "etas"),
+    (lambda: bk.foe(H, f=1, eta=np.nan), ValueError, "eta must be finite"),
+])
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_rule_form():
+    r = bk.alie(f=2, z=1.0)
+    assert repr(r) == "alie(f=2, z=1.0)"
+    np.testing.assert_array_equal(r(H), bk.alie(H, f=2, z=1.0))

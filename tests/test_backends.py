@@ -1,0 +1,98 @@
+"""Every fast CPU backend against the reference, for every aggregation op.
+
+Parametrized over op x backend x dtype x input kind x layout (contiguous, strided, batched).
+Order statistics must match exactly; sums within the tolerance in _harness.RTOL.
+"""
+import numpy as np
+import pytest
+
+import byzkern as bk
+from _harness import (assert_backend_matches_reference, byzantine_rows, duplicated_rows, gaussian,
+                      non_contiguous, offset_rows, with_ties)
+
+
+def robust_f(n):
+    return max(0, min((n - 1) // 2, n - 3))
+
+
+# name -> (call(X, n, **backend_kw), exact). ``exact``: an order statistic or a selection, so
+# every backend must give the same bits.
+OPS = {
+    "mean": (lambda X, n, **kw: bk.mean(X, **kw), False),
+    "cwmed": (lambda X, n, **kw: bk.cwmed(X, **kw), True),
+    "cwtm": (lambda X, n, **kw: bk.cwtm(X, f=robust_f(n), **kw), False),
+    "meamed": (lambda X, n, **kw: bk.meamed(X, f=robust_f(n), **kw), False),
+    "geomed": (lambda X, n, **kw: bk.geomed(X, maxiter=8, eps=0.0, **kw), False),
+    "krum": (lambda X, n, **kw: bk.krum(X, f=robust_f(n), **kw), True),
+    "multikrum": (lambda X, n, **kw: bk.multikrum(X, f=robust_f(n), **kw), False),
+    "cclip": (lambda X, n, **kw: bk.cclip(X, tau=0.5, iters=2, **kw), False),
+    "norm_filter": (lambda X, n, **kw: bk.norm_filter(X, f=robust_f(n), **kw), False),
+    "nnm": (lambda X, n, **kw: bk.nnm(X, f=robust_f(n), **kw), False),
+    "bucketing": (lambda X, n, **kw: bk.bucketing(X, s=2, seed=7, **kw), False),
+    "resampling": (lambda X, n, **kw: bk.resampling(X, s=2, seed=7, **kw), False),
+    "clip": (lambda X, n, **kw: bk.clip(X, tau=0.5, **kw), False),
+    "pairwise_sqdist": (lambda X, n, **kw: bk.pairwise_sqdist(X, **kw), False),
+}
+
+SHAPES = [(3, 1), (5, 37), (7, 64), (20, 33), (41, 9)]  # d = 1, n = 2f+1, odd d, large n
+INPUTS = {"gaussian": gaussian, "ties": with_ties, "duplicates": duplicated_rows, "offset": offset_rows}
+
+
+def check(op, X, backend):
+    call, exact = OPS[op]
+    n = X.shape[-2]
+    assert_backend_matches_reference(lambda Y, **kw: call(Y, n, **kw), X, backend, exact=exact)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kind", INPUTS)
+def test_matches_reference(op, shape, kind, fast_backend, dtype):
+    X = INPUTS[kind](np.random.default_rng(hash((op, shape, kind)) % 2**32), shape, dtype)
+    check(op, X, fast_backend)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("layout", ["strided", "batched", "batched_strided"])
+def test_layouts(op, layout, fast_backend, dtype):
+    rng = np.random.default_rng(1)
+    shape = (3, 9, 21) if layout.startswith("batched") else (9, 21)
+    X = gaussian(rng, shape, dtype)
+    if layout.endswith("strided"):
+        X = non_contiguous(X)
+    check(op, X, fast_backend)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("shape", [(5, 13), (9, 8), (3, 4, 17)], ids=str)
+def test_nonfinite_rows(op, shape, fast_backend, dtype):
+    """NaN / +-Inf / 1e38 rows (up to f) are outliers: every backend agrees with the reference."""
+    n = shape[-2]
+    X = byzantine_rows(np.random.default_rng(2), shape, dtype, robust_f(n))
+    with np.errstate(over="ignore", invalid="ignore"):
+        check(op, X, fast_backend)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_thread_count_does_not_change_results(op, fast_backend, dtype):
+    """One thread and two threads give the same bits (OpenMP/prange split by tiles only)."""
+    import numba
+
+    X = gaussian(np.random.default_rng(3), (2, 11, 101), dtype)
+    call, _ = OPS[op]
+    results = []
+    for threads in (1, 2):
+        if fast_backend == "numba":
+            numba.set_num_threads(threads)
+        else:
+            from byzkern.backends import cpu as cpu_backend
+            cpu_backend.set_threads(threads)
+        try:
+            results.append(np.asarray(call(X, 11, backend=fast_backend)))
+        except NotImplementedError as exc:
+            pytest.skip(str(exc))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+            if fast_backend == "cpu":
+                cpu_backend.set_threads(0)  # back to the default
+    np.testing.assert_array_equal(results[0], results[1])

@@ -1,0 +1,40 @@
+"""The benchmark tools stay runnable: the asv suite (smoke shapes) and `byzkern bench`."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from byzkern.cli import main
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.skipif(shutil.which("asv") is None, reason="asv is not installed")
+def test_asv_suite_runs(tmp_path):
+    env = dict(os.environ, BYZKERN_ASV_SMOKE="1", HOME=str(tmp_path))  # a private asv machine file
+    subprocess.run(["asv", "machine", "--yes"], cwd=BENCH_DIR, env=env, check=True,
+                   capture_output=True)
+    run = subprocess.run(
+        ["asv", "run", "--python=same", "--quick", "--show-stderr", "--dry-run"],
+        cwd=BENCH_DIR, env=env, capture_output=True, text=True, timeout=600)
+    # asv exits 2 when any benchmark failed
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "ok" in run.stdout and "failed" not in run.stdout.lower(), run.stdout[-4000:]
+
+
+def test_byzkern_bench_prints_ratios(capsys):
+    assert main(["bench", "--shapes", "9x300", "--ops", "mean", "cwmed", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "read floor" in out and "x floor" in out
+    assert out.count("mean ") >= 1 and "cwmed" in out
+
+
+def test_demo_runs_and_robust_rules_beat_the_mean(capsys):
+    assert main(["demo", "--d", "200"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[-3:] for line in out.splitlines() if line.startswith(("mean()", "cwtm(f=4)"))}
+    # under the x100 sign flip the mean is far off and the trimmed mean is not
+    assert float(rows["mean()"][1]) > 10 * float(rows["cwtm(f=4)"][1])

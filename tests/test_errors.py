@@ -1,0 +1,89 @@
+"""Every bad call raises a clear ValueError/TypeError naming the argument, before any kernel."""
+import numpy as np
+import pytest
+
+import byzkern as bk
+from byzkern import _dispatch
+
+X = np.random.default_rng(0).standard_normal((5, 4))
+
+
+@pytest.fixture
+def no_kernel_may_run(monkeypatch):
+    """Fail the test if validation lets a call reach a kernel."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a kernel was reached before validation failed")
+    monkeypatch.setattr(_dispatch, "kernel", forbidden)
+
+
+BAD_CALLS = [
+    ("rank 1", lambda: bk.cwmed(np.ones(4)), ValueError, "shape"),
+    ("rank 4", lambda: bk.cwmed(np.ones((2, 2, 2, 2))), ValueError, "shape"),
+    ("empty rows", lambda: bk.mean(np.ones((0, 3))), ValueError, "empty"),
+    ("empty cols", lambda: bk.mean(np.ones((3, 0))), ValueError, "empty"),
+    ("empty list", lambda: bk.mean([]), ValueError, "empty"),
+    ("ragged list", lambda: bk.mean([np.ones(3), np.ones(4)]), ValueError, "lengths"),
+    ("not an array", lambda: bk.mean("abc"), TypeError, "numpy"),
+    ("int dtype", lambda: bk.mean(np.ones((3, 3), dtype=int)), TypeError, "dtype int64"),
+    ("f < 0", lambda: bk.cwtm(X, f=-1), ValueError, "f must be >= 0"),
+    ("n <= 2f", lambda: bk.cwtm(X, f=3), ValueError, "n > 2f"),
+    ("n <= 2f meamed", lambda: bk.meamed(X, f=3), ValueError, "n > 2f"),
+    ("n <= 2f krum", lambda: bk.krum(X, f=3), ValueError, "n > 2f"),
+    ("n <= 2f nnm", lambda: bk.nnm(X, f=3), ValueError, "n > 2f"),
+    ("n <= f norm_filter", lambda: bk.norm_filter(X, f=5), ValueError, "n > f"),
+    ("f not int", lambda: bk.cwtm(X, f=1.5), TypeError, "f must be an int"),
+    ("f bool", lambda: bk.cwtm(X, f=True), TypeError, "f must be an int"),
+    ("krum k too large", lambda: bk.krum(X, f=1, k=5), ValueError, "k must be <="),
+    ("krum default k < 1", lambda: bk.krum(X[:3], f=1), ValueError, "n >= f \\+ 3"),
+    ("multikrum m too large", lambda: bk.multikrum(X, f=1, m=6), ValueError, "m must be <="),
+    ("bucketing s > n", lambda: bk.bucketing(X, s=6, seed=0), ValueError, "s must be <="),
+    ("bucketing no seed", lambda: bk.bucketing(X, s=2), ValueError, "seed="),
+    ("seed and rng", lambda: bk.bucketing(X, s=2, seed=1, rng=np.random.default_rng()), ValueError, "not both"),
+    ("negative seed", lambda: bk.resampling(X, s=2, seed=-1), ValueError, "seed"),
+    ("tau <= 0", lambda: bk.clip(X, tau=0.0), ValueError, "tau must be > 0"),
+    ("tau nan", lambda: bk.cclip(X, tau=float("nan")), ValueError, "tau must be finite"),
+    ("geomed maxiter", lambda: bk.geomed(X, maxiter=-1), ValueError, "maxiter"),
+    ("geomed eps", lambda: bk.geomed(X, eps=-1.0), ValueError, "eps"),
+    ("geomed init word", lambda: bk.geomed(X, init="median"), ValueError, "init"),
+    ("geomed init shape", lambda: bk.geomed(X, init=np.ones(3)), ValueError, "init must have shape"),
+    ("geomed weights shape", lambda: bk.geomed(X, weights=np.ones(4)), ValueError, "weights must have shape"),
+    ("geomed weights negative", lambda: bk.geomed(X, weights=-np.ones(5)), ValueError, "non-negative"),
+    ("norms shape", lambda: bk.norm_filter(X, f=1, norms=np.ones(3)), ValueError, "norms must have shape"),
+    ("q < 1", lambda: bk.norm_filter(X, f=1, q=0.5), ValueError, "q must be >= 1"),
+    ("nan_policy", lambda: bk.cwmed(X, nan_policy="ignore"), ValueError, "nan_policy"),
+]
+
+
+@pytest.mark.parametrize("name,call,exc,match", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_call(name, call, exc, match, no_kernel_may_run):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        bk.cwmed(X, backend="gpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        with bk.use_backend("fast"):
+            pass
+
+
+def test_host_data_on_the_cuda_backend_is_refused():
+    with pytest.raises(ValueError, match="never copies"):
+        bk.cwmed(X, backend="cuda")
+
+
+def test_mixed_libraries_and_devices():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="one array library"):
+        bk.cwmed([np.ones(3), torch.ones(3, dtype=torch.float64)])
+    with pytest.raises(ValueError, match="device"):
+        bk.cwmed(torch.ones(3, 4, device="meta"))
+
+
+def test_raise_policy_refuses_nonfinite_before_the_kernel():
+    Y = X.copy()
+    Y[1, 2] = np.inf
+    with pytest.raises(ValueError, match="nan_policy='raise'"):
+        bk.cwtm(Y, f=1, nan_policy="raise")
+    np.testing.assert_array_equal(bk.cwtm(X, f=1, nan_policy="raise"), bk.cwtm(X, f=1))

@@ -1,0 +1,88 @@
+"""NaN/Inf rows under each nan_policy (SPEC §8)."""
+import numpy as np
+import pytest
+
+import byzkern as bk
+
+rng = np.random.default_rng(0)
+HONEST = rng.standard_normal((7, 6))
+F = 3
+
+
+def poisoned(values=(np.nan, np.inf, -np.inf)):
+    X = np.vstack([HONEST, np.zeros((F, 6))])
+    for i, v in enumerate(values):
+        X[7 + i] = v
+    X[7, 0] = 5.0  # partly non-finite row
+    return X
+
+
+ROBUST = {
+    "cwmed": bk.cwmed(), "cwtm": bk.cwtm(f=F), "meamed": bk.meamed(f=F),
+    "geomed": bk.geomed(maxiter=50), "krum": bk.krum(f=F), "multikrum": bk.multikrum(f=F),
+    "cclip": bk.cclip(tau=1.0, iters=3), "norm_filter": bk.norm_filter(f=F),
+    "nnm+cwtm": bk.Pipeline(bk.nnm(f=F), bk.cwtm(f=F)),
+    "bucketing+cwmed": bk.Pipeline(bk.bucketing(s=1, seed=0), bk.cwmed()),
+    "clip+cwtm": bk.Pipeline(bk.clip(tau=1.0), bk.cwtm(f=F)),
+}
+
+
+@pytest.mark.parametrize("name", ROBUST)
+def test_outlier_policy_keeps_robust_rules_finite(name):
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = ROBUST[name](poisoned())
+    assert np.all(np.isfinite(out)), out
+
+
+@pytest.mark.parametrize("name", ["cwmed", "cwtm", "meamed"])
+def test_outlier_policy_ignores_position(name):
+    X = poisoned()
+    perm = np.random.default_rng(1).permutation(len(X))
+    np.testing.assert_allclose(ROBUST[name](X), ROBUST[name](X[perm]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ROBUST)
+def test_raise_policy(name):
+    with pytest.raises(ValueError, match="nan_policy='raise'"):
+        ROBUST[name](poisoned(), nan_policy="raise")
+
+
+def test_propagate_policy_coordinatewise_marks_nan_columns_only():
+    X = HONEST.copy()
+    X[2, 1] = np.nan
+    X[3, 4] = np.inf
+    for rule in (bk.cwmed(), bk.cwtm(f=2), bk.meamed(f=2)):
+        out = rule(X, nan_policy="propagate")
+        assert np.isnan(out[1]) and np.isfinite(np.delete(out, 1)).all()
+        np.testing.assert_array_equal(np.delete(out, 1), np.delete(rule(X), 1))
+    assert np.isnan(np.median(X, axis=0)[1])  # the convention followed: numpy's
+
+
+@pytest.mark.parametrize("rule", [bk.krum(f=2), bk.multikrum(f=2), bk.geomed(), bk.cclip(tau=1.0),
+                                  bk.norm_filter(f=2), bk.nnm(f=2), bk.pairwise_sqdist()])
+def test_propagate_policy_row_rules_give_nan(rule):
+    X = HONEST.copy()
+    X[2, 1] = np.inf
+    with np.errstate(invalid="ignore"):
+        out = rule(X, nan_policy="propagate")
+    assert np.isnan(out).all()
+    assert not np.isnan(rule(HONEST, nan_policy="propagate")).any()
+
+
+def test_propagate_policy_batched_marks_only_the_bad_item():
+    batch = np.stack([HONEST, HONEST.copy()])
+    batch[1, 0, 0] = np.nan
+    out = bk.krum(batch, f=2, nan_policy="propagate")
+    assert np.isfinite(out[0]).all() and np.isnan(out[1]).all()
+
+
+def test_propagate_clip_marks_rows():
+    X = HONEST.copy()
+    X[2, 1] = np.inf
+    out = bk.clip(X, tau=0.5, nan_policy="propagate")
+    assert np.isnan(out[2]).all() and np.isfinite(np.delete(out, 2, axis=0)).all()
+    assert np.array_equal(bk.clip(X, tau=0.5)[2], X[2])  # "outlier" passes it through
+
+
+def test_mean_is_not_robust_under_any_policy():
+    assert np.isnan(bk.mean(poisoned())).any()

@@ -1,0 +1,167 @@
+"""Numba kernels on what tests/test_backends.py does not reach through the public ops: kernel
+options the public calls leave at their defaults, the selection paths of every n, accuracy of
+nearly equal rows, untouched inputs, and the on-disk compile cache.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from _harness import assert_close, byzantine_rows, gaussian
+
+nb = pytest.importorskip("byzkern.backends.numba", reason="numba is not installed")
+from byzkern.backends import reference as ref  # noqa: E402
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+def outliers(rng, shape, dtype):
+    """Gaussian columns with ties, NaN, +-Inf scattered over single entries (not whole rows)."""
+    X = np.round(gaussian(rng, shape, dtype), 1)
+    mask = rng.random(shape)
+    X[mask < 0.05] = np.nan
+    X[(mask >= 0.05) & (mask < 0.08)] = np.inf
+    X[(mask >= 0.08) & (mask < 0.1)] = -np.inf
+    return X
+
+
+@pytest.mark.parametrize("n", list(range(1, 34)) + [40, 64, 97])
+def test_coordinatewise_every_n(n, dtype):
+    """Every n, so that each selection path and its boundaries meet the reference, with ties
+    and non-finite values in the columns."""
+    X = outliers(np.random.default_rng(n), (2, n, 19), dtype)
+    with np.errstate(invalid="ignore"):
+        assert_close(nb.cwmed(X), ref.cwmed(X), exact=True)
+        for f in sorted({0, (n - 1) // 4, (n - 1) // 2}):
+            assert_close(nb.cwtm(X, f), ref.cwtm(X, f))
+            assert_close(nb.meamed(X, f), ref.meamed(X, f))
+
+
+def test_nearly_equal_rows_keep_their_distance(dtype):
+    """Rows that differ by 1e-4 in one coordinate out of 1e6, on a common offset of 1e3: the
+    distance is that one squared difference, to float64 rounding (the Gram trick loses it)."""
+    d = 10**6
+    rng = np.random.default_rng(5)
+    X = (1e3 + rng.standard_normal((1, 2, d))).astype(dtype)
+    X[0, 1] = X[0, 0]
+    X[0, 1, d // 3] += dtype(1e-4)
+    gap = np.float64(X[0, 1, d // 3]) - np.float64(X[0, 0, d // 3])
+    assert gap != 0 and abs(gap - 1e-4) < 1e-4  # float32 rounds the 1e-4 step at 1e3
+    D = nb.pairwise_sqdist(X)
+    np.testing.assert_allclose(D[0], [[0.0, gap**2], [gap**2, 0.0]], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("n, d", [(1, 5), (4, 1)])
+def test_pairwise_degenerate_shapes(n, d, dtype):
+    X = gaussian(np.random.default_rng(6), (2, n, d), dtype)
+    assert_close(nb.pairwise_sqdist(X), ref.pairwise_sqdist(X))
+
+
+@pytest.mark.parametrize("q", [1.0, 2.0, 3.0, np.inf])
+def test_row_norms_every_q(q, dtype):
+    X = byzantine_rows(np.random.default_rng(7), (2, 9, 23), dtype, 3)
+    assert_close(nb.row_norms(X, q), ref.row_norms(X, q))
+
+
+def test_clip_of_rows_whose_norm_overflows():
+    """A finite row whose norm overflows is clipped to zero (as the reference does), while a
+    row with an Inf entry passes through unchanged: the kernel tells the two apart."""
+    X = gaussian(np.random.default_rng(8), (1, 4, 10), np.float64)
+    X[0, 1] = 1e200
+    X[0, 2, 3] = np.inf
+    with np.errstate(over="ignore"):
+        expected = ref.clip(X, 0.5)
+    assert (expected[0, 1] == 0).all() and (expected[0, 2] == X[0, 2]).all()
+    assert_close(nb.clip(X, 0.5), expected)
+
+
+def geomed_inputs(rng, dtype, init):
+    """Three batch items that stop at different iterations, a zero weight, a non-finite row."""
+    B, n, d = 3, 8, 29
+    X = gaussian(rng, (B, n, d), dtype)
+    X[1] *= 100.0
+    X[2, 5, 7] = np.nan
+    weights = rng.uniform(0.5, 2.0, (B, n))
+    weights[0, 3] = 0.0
+    if init == "array":
+        init = gaussian(rng, (B, d), dtype)
+    return X, weights, init
+
+
+@pytest.mark.parametrize("init", ["mean", "zero", "array"])
+@pytest.mark.parametrize("maxiter, eps", [(0, 0.0), (3, 0.0), (100, 1e-6)])
+def test_geomed_options(init, maxiter, eps, dtype):
+    X, weights, init = geomed_inputs(np.random.default_rng(9), dtype, init)
+    z, iters, obj = nb.geomed(X, weights, init, maxiter, eps, 1e-6)
+    z_ref, iters_ref, obj_ref = ref.geomed(X, weights, init, maxiter, eps, 1e-6)
+    if eps > 0:
+        assert len(set(iters_ref)) > 1, "items stop together: the batching of stops is untested"
+    np.testing.assert_array_equal(iters, iters_ref)
+    assert_close(z, z_ref)
+    np.testing.assert_allclose(obj, obj_ref, rtol=1e-10)
+
+
+@pytest.mark.parametrize("iters", [0, 1, 3])
+def test_cclip_iterations(iters, dtype):
+    rng = np.random.default_rng(10)
+    X = byzantine_rows(rng, (2, 9, 31), dtype, 2)
+    v0 = gaussian(rng, (2, 31), dtype)
+    assert_close(nb.cclip(X, 0.7, iters, v0), ref.cclip(X, 0.7, iters, v0))
+
+
+def every_kernel_call(X):
+    B, n, d = X.shape
+    idx = np.tile(np.array([[0, 2, -1], [1, 1, 3]], dtype=np.int64), (B, 1, 1))
+    v = np.full((B, d), 0.25, X.dtype)
+    weights = np.linspace(1.0, 2.0, B * n).reshape(B, n)
+    return {
+        "mean": lambda: nb.mean(X), "cwmed": lambda: nb.cwmed(X), "cwtm": lambda: nb.cwtm(X, 1),
+        "meamed": lambda: nb.meamed(X, 1), "pairwise_sqdist": lambda: nb.pairwise_sqdist(X),
+        "mix_rows": lambda: nb.mix_rows(X, idx), "row_norms": lambda: nb.row_norms(X, 2.0),
+        "clip": lambda: nb.clip(X, 0.5), "geomed": lambda: nb.geomed(X, weights, v, 3, 0.0, 1e-6),
+        "cclip": lambda: nb.cclip(X, 0.5, 2, v),
+    }, (X, idx, v, weights)
+
+
+def test_inputs_are_left_unchanged(dtype):
+    X = byzantine_rows(np.random.default_rng(11), (2, 5, 17), dtype, 2)
+    calls, inputs = every_kernel_call(X)
+    before = [a.copy() for a in inputs]
+    for call in calls.values():
+        call()
+    for a, b in zip(inputs, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_compiled_kernels_load_from_the_disk_cache_in_a_fresh_process():
+    """cache=True: once this process has compiled the kernels, a new interpreter finds every
+    kernel it runs in the on-disk cache and compiles nothing."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from byzkern.backends import numba as nb
+        import test_numba_kernels as t
+        t.run_every_kernel()
+        kernels = [k for k in vars(nb).values() if hasattr(k, "stats")]
+        print(sum(sum(k.stats.cache_misses.values()) for k in kernels),
+              sum(sum(k.stats.cache_hits.values()) for k in kernels))
+    """)
+    run_every_kernel()
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), here]))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True)
+    misses, hits = map(int, run.stdout.split())
+    assert misses == 0 and hits > 0, run.stdout + run.stderr
+
+
+def run_every_kernel():
+    for dtype in (np.float32, np.float64):
+        calls, _ = every_kernel_call(np.ones((2, 5, 17), dtype))
+        for call in calls.values():
+            call()
