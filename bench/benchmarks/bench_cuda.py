@@ -6,10 +6,19 @@ A kernel that reads X once moves half the bytes of the copy (which reads and wri
 ``track_torch_ratio`` is torch's time over byzkern's (above 1: byzkern is faster). Skipped
 without a usable CUDA device; the torch columns also need torch with CUDA.
 """
+import os
+
 import numpy as np
 from asv_runner.benchmarks.mark import SkipNotImplemented
 
 from byzkern.backends import cuda
+
+from .common import require_backend
+
+#: (B, n, d); BYZKERN_ASV_SMOKE=1 (CI) swaps in tiny ones that only prove the benchmarks run
+SHAPES = ["1x16x4194304", "1x64x1048576", "17x16x262144"]
+if os.environ.get("BYZKERN_ASV_SMOKE") == "1":
+    SHAPES = ["1x9x257", "2x20x1000"]
 
 F, TAU, NU, STEPS = 4, 1.0, 1e-6, 8
 
@@ -70,16 +79,14 @@ def _torch_way(torch, op, X, idx):
 class CudaKernels:
     params = [
         ["mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows", "row_norms", "clip", "geomed", "cclip"],
-        ["1x16x4194304", "1x64x1048576", "17x16x262144"],
+        SHAPES,
         ["float32", "float64"],
     ]
     param_names = ["kernel", "B x n x d", "dtype"]
     timeout = 300
 
     def setup(self, op, shape, dtype):
-        reason = cuda.unavailable_reason()
-        if reason is not None:
-            raise SkipNotImplemented(f"cuda backend unavailable: {reason}")
+        require_backend("cuda")
         import cupy
         from cupyx.profiler import benchmark
 
