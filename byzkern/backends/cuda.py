@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _config
+from .. import _config, _random
 
 try:
     import cupy
@@ -70,6 +70,7 @@ NAME_EXPRESSIONS = {
         _per_type("row_reduce<{t}, byzkern::SumSquares>", "weiszfeld_update<{t}>", "cclip_update<{t}>")
         + ["clip_scale", "weiszfeld_weights"]
     ),
+    "attacks": _per_type("mean_std<{t}>", "gaussian<{t}>"),
 }
 
 
@@ -321,3 +322,20 @@ def cclip(X, tau, iters, v0):
         _launch("weiszfeld", "clip_scale", B * n, (partial, chunks, B * n, nonfinite_row, float(tau), 0.0, scale))
         _launch("weiszfeld", f"cclip_update<{CTYPE[X.dtype]}>", B * d, (X, B, n, d, scale, nonfinite_row, v))
     return v.astype(X.dtype)
+
+
+def mean_std(X, ddof):
+    B, h, d = X.shape
+    mean, std = cupy.empty((B, d), X.dtype), cupy.empty((B, d), X.dtype)
+    _launch("attacks", f"mean_std<{CTYPE[X.dtype]}>", B * d, (X, B, h, d, ddof, mean, std))
+    return mean, std
+
+
+def gaussian(own, std, seed):
+    B, f, d = own.shape
+    own = cupy.ascontiguousarray(own)
+    out = cupy.empty_like(own)
+    # seed and stream are unsigned 64-bit kernel parameters; CuPy would pass a Python int as signed
+    _launch("attacks", f"gaussian<{CTYPE[own.dtype]}>", B * f * -(-d // 2),
+            (own, B * f, d, float(std), np.uint64(seed), np.uint64(_random.STREAMS["gaussian"]), out))
+    return out
