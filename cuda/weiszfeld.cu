@@ -5,7 +5,7 @@
 // convergence now and then.
 #include "rows.cuh"
 
-// Weiszfeld bookkeeping for one batch item per thread, after the distance pass of `step`:
+// Weiszfeld bookkeeping, one block per batch item, after the distance pass of `step`:
 // objective F = sum_i w_i ||z - x_i|| over the rows of positive weight, the iteration count and
 // RFA's stopping rule |F_prev - F| < eps F, and the next step's b_i = w_i / max(nu, ||z - x_i||).
 // `weights` already holds 0 for rows with a non-finite entry; such rows never enter a sum.
@@ -13,10 +13,10 @@ __global__ void weiszfeld_weights(const double* partial, index_t chunks, index_t
                                   const double* weights, double nu, double eps, index_t step,
                                   int* active, double* objective, long long* iterations,
                                   double* beta, double* beta_sum) {
-  for (index_t b = byzkern::global_thread(); b < B; b += byzkern::global_stride()) {
+  for (index_t b = blockIdx.x; b < B; b += gridDim.x) {
     if (!active[b]) continue;
     double obj = 0.0, total = 0.0;
-    for (index_t i = 0; i < n; ++i) {
+    for (index_t i = threadIdx.x; i < n; i += blockDim.x) {
       const index_t r = b * n + i;
       const double w = weights[r];
       double next = 0.0;
@@ -28,12 +28,18 @@ __global__ void weiszfeld_weights(const double* partial, index_t chunks, index_t
       beta[r] = next;
       total += next;
     }
-    beta_sum[b] = total;
-    if (step > 0) {
-      iterations[b] = step;
-      if (fabs(objective[b] - obj) < eps * obj) active[b] = 0;
+    obj = byzkern::block_reduce<false>(obj);
+    __syncthreads();  // both sums share the shared warp partials
+    total = byzkern::block_reduce<false>(total);
+    if (threadIdx.x == 0) {
+      beta_sum[b] = total;
+      if (step > 0) {
+        iterations[b] = step;
+        if (fabs(objective[b] - obj) < eps * obj) active[b] = 0;
+      }
+      objective[b] = obj;
     }
-    objective[b] = obj;
+    __syncthreads();
   }
 }
 

@@ -296,8 +296,9 @@ def geomed(X, weights, init, maxiter, eps, nu):
     beta_sum = cupy.empty(B, np.float64)
 
     def bookkeeping(step):
-        _launch("weiszfeld", "weiszfeld_weights", B,
-                (partial, chunks, B, n, w, float(nu), float(eps), step, active, objective, iterations, beta, beta_sum))
+        _launch("weiszfeld", "weiszfeld_weights", 0,
+                (partial, chunks, B, n, w, float(nu), float(eps), step, active, objective, iterations, beta, beta_sum),
+                blocks=B)
 
     bookkeeping(0)
     for step in range(1, maxiter + 1):
