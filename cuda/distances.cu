@@ -1,12 +1,13 @@
-// Pairwise squared distances between the rows of (B, n, d), and the row mixing that Krum,
-// Multi-Krum, NNM, bucketing and resampling apply to the rows they choose.
+// Row-wise kernels over (B, n, d), as csrc/distances.cpp: pairwise squared distances, the row
+// mixing that Krum, Multi-Krum, NNM, bucketing and resampling apply to the rows they choose,
+// row norms and static norm clipping (the row reductions live in rows.cuh).
 //
 // pairwise_sqdist is exact-difference, not Gram-based: (x_ic - x_jc)^2 is accumulated in double
 // (float32 input too), so rows sharing a large common component (w + small deltas) keep their
 // distances. Blocks cover 16 x 16 row pairs of the upper triangle over one chunk of columns and
 // write their partial sums; the finish kernel adds the chunks in a fixed order, so the result is
 // the same on every run, symmetric by construction and never negative.
-#include "common.cuh"
+#include "rows.cuh"
 
 using byzkern::index_t;
 
@@ -93,5 +94,23 @@ __global__ void mix_rows(const T* X, index_t B, index_t n, index_t d, const long
       }
     }
     out[g] = static_cast<T>(sum / static_cast<double>(count));
+  }
+}
+
+// out[r] = the q-norm of row r from the chunk partials of Op; +Inf for rows with a non-finite entry.
+template <class Op>
+__global__ void row_norms_finish(const double* partial, index_t chunks, index_t rows, double q,
+                                 const int* nonfinite_row, double* out) {
+  for (index_t r = byzkern::global_thread(); r < rows; r += byzkern::global_stride()) {
+    const double total = byzkern::combine_chunks<Op>(partial, chunks, rows, r);
+    out[r] = nonfinite_row[r] ? byzkern::positive_infinity() : Op::root(total, q);
+  }
+}
+
+// out[r, c] = X[r, c] * scale[r], the product in double and rounded once.
+template <class T>
+__global__ void scale_rows(const T* X, index_t rows, index_t d, const double* scale, T* out) {
+  for (index_t g = byzkern::global_thread(); g < rows * d; g += byzkern::global_stride()) {
+    out[g] = static_cast<T>(static_cast<double>(X[g]) * scale[g / d]);
   }
 }

@@ -1,6 +1,6 @@
 // Row reductions over (B, n, d): one block per (row, column chunk), a deterministic block sum,
 // partials written per chunk and combined in a fixed order by a finish kernel. Shared by
-// norms.cu (row_norms, clip) and weiszfeld.cu (geomed, cclip), which compile separately.
+// distances.cu (row_norms, clip) and weiszfeld.cu (geomed, cclip), which compile separately.
 #pragma once
 #include "common.cuh"
 

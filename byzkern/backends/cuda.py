@@ -60,17 +60,17 @@ NAME_EXPRESSIONS = {
         + [f"{rule}_registers<{t}, {N}>" for rule in _RULES for t, tiers in REGISTER_TIERS.items() for N in tiers]
         + [f"{rule}_blocks<{t}>" for rule in _RULES for t in CTYPE.values()]
     ),
-    "distances": _per_type("sqdist_partial<{t}>", "mix_rows<{t}>") + ["sqdist_finish"],
-    "norms": (
-        [f"row_reduce<{t}, byzkern::{op}>" for t in CTYPE.values() for op in _ROW_OPS]
+    "distances": (
+        _per_type("sqdist_partial<{t}>", "mix_rows<{t}>", "scale_rows<{t}>")
+        + [f"row_reduce<{t}, byzkern::{op}>" for t in CTYPE.values() for op in _ROW_OPS]
         + [f"row_norms_finish<byzkern::{op}>" for op in _ROW_OPS]
-        + _per_type("scale_rows<{t}>") + ["clip_scale"]
+        + ["sqdist_finish", "clip_scale"]
     ),
     "weiszfeld": (
         _per_type("row_reduce<{t}, byzkern::SumSquares>", "weiszfeld_update<{t}>", "cclip_update<{t}>")
         + ["clip_scale", "weiszfeld_weights"]
     ),
-    "attacks": _per_type("mean_std<{t}>", "gaussian<{t}>"),
+    "compress": _per_type("mean_std<{t}>", "gaussian<{t}>"),
 }
 
 
@@ -257,20 +257,20 @@ def _row_reduce(family, X, op, *, center=None, q=2.0, active=None, partial=None,
 def row_norms(X, q):
     B, n, _ = X.shape
     op = "SumAbs" if q == 1 else "SumSquares" if q == 2 else "MaxAbs" if math.isinf(q) else "SumPower"
-    partial, nonfinite_row, chunks = _row_reduce("norms", X, op, q=q)
+    partial, nonfinite_row, chunks = _row_reduce("distances", X, op, q=q)
     out = cupy.empty((B, n), np.float64)
-    _launch("norms", f"row_norms_finish<byzkern::{op}>", B * n, (partial, chunks, B * n, float(q), nonfinite_row, out))
+    _launch("distances", f"row_norms_finish<byzkern::{op}>", B * n, (partial, chunks, B * n, float(q), nonfinite_row, out))
     return out
 
 
 def clip(X, tau):
     B, n, d = X.shape
-    partial, nonfinite_row, chunks = _row_reduce("norms", X, "SumSquares")
+    partial, nonfinite_row, chunks = _row_reduce("distances", X, "SumSquares")
     scale = cupy.empty(B * n, np.float64)
     # A row with a non-finite entry keeps factor 1: it passes unchanged, for the aggregator to reject.
-    _launch("norms", "clip_scale", B * n, (partial, chunks, B * n, nonfinite_row, float(tau), 1.0, scale))
+    _launch("distances", "clip_scale", B * n, (partial, chunks, B * n, nonfinite_row, float(tau), 1.0, scale))
     out = cupy.empty_like(X)
-    _launch("norms", f"scale_rows<{CTYPE[X.dtype]}>", B * n * d, (X, B * n, d, scale, out))
+    _launch("distances", f"scale_rows<{CTYPE[X.dtype]}>", B * n * d, (X, B * n, d, scale, out))
     return out
 
 
@@ -328,7 +328,7 @@ def cclip(X, tau, iters, v0):
 def mean_std(X, ddof):
     B, h, d = X.shape
     mean, std = cupy.empty((B, d), X.dtype), cupy.empty((B, d), X.dtype)
-    _launch("attacks", f"mean_std<{CTYPE[X.dtype]}>", B * d, (X, B, h, d, ddof, mean, std))
+    _launch("compress", f"mean_std<{CTYPE[X.dtype]}>", B * d, (X, B, h, d, ddof, mean, std))
     return mean, std
 
 
@@ -337,6 +337,6 @@ def gaussian(own, std, seed):
     own = cupy.ascontiguousarray(own)
     out = cupy.empty_like(own)
     # seed and stream are unsigned 64-bit kernel parameters; CuPy would pass a Python int as signed
-    _launch("attacks", f"gaussian<{CTYPE[own.dtype]}>", B * f * -(-d // 2),
+    _launch("compress", f"gaussian<{CTYPE[own.dtype]}>", B * f * -(-d // 2),
             (own, B * f, d, float(std), np.uint64(seed), np.uint64(_random.STREAMS["gaussian"]), out))
     return out

@@ -1,4 +1,5 @@
-// Attack kernels over the honest rows (B, h, d) or the Byzantine rows (B, f, d).
+// Compressor and attack kernels, as csrc/compress.cpp. So far the attacks' mean_std over the
+// honest rows (B, h, d) and gaussian over the Byzantine rows (B, f, d).
 //
 // Products and sums use __dmul_rn / __dadd_rn: the compiler would otherwise fuse them into FMAs,
 // and these results must equal backends/reference.py bit for bit (gaussian up to the ulp its
