@@ -8,6 +8,12 @@ and cover the whole batch (B, n, d) in one launch; threads per block come from
 
 Numerics, as in ``backends/reference.py``: sums in float64 for float32 input too; NaN orders
 above +Inf; ``pairwise_sqdist`` is exact-difference (not Gram-based) in float64.
+
+Families (one ``.cu`` each, mirroring ``csrc/``): coordinatewise, distances (with row_norms,
+mix_rows, clip), weiszfeld (geomed, cclip), compress (so far the attacks' mean_std and
+gaussian; compressed messages still live on the host). The first call into a family compiles
+all of its kernels (tens of seconds for coordinatewise, whose sorting networks are unrolled);
+CuPy caches the binaries on disk, so later processes load them at once.
 """
 from __future__ import annotations
 
@@ -180,8 +186,7 @@ def _coordinatewise(rule, X, f):
     columns = min(32, SHARED_COLUMN_BYTES // (n_pad * X.itemsize))
     if columns >= 1:
         scratch, shared_mem = None, columns * n_pad * X.itemsize
-        groups = B * -(-d // columns)
-        blocks = groups
+        blocks = B * -(-d // columns)
     else:
         # One column per block in a global scratch slice; the grid is capped so the scratch
         # (blocks * n_pad values) stays small next to X.
