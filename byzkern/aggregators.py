@@ -82,7 +82,7 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     eps = _checks.real(eps, "eps", nonnegative=True)
     nu = _checks.real(nu, "nu", nonnegative=True)
     if weights is None:
-        w = np.ones((B, n))
+        w = A.xp.ones((B, n))
     else:
         w = A.aux(weights, "weights", (n,)).astype(np.float64)
         if not bool(A.xp.isfinite(w).all()) or bool((w < 0).any()) or bool((w.sum(axis=1) <= 0).any()):
