@@ -13,11 +13,27 @@ RTOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-12}
 
 
 def run_or_skip(fn, X, backend, **options):
-    """Call ``fn`` on ``backend``; a kernel the backend does not have yet is a visible skip."""
+    """Call ``fn`` on ``backend``; a kernel the backend does not have yet is a visible skip.
+
+    The ``cuda`` backend gets the same NumPy case moved to the device, and its result comes
+    back to the host for the comparison.
+    """
+    if backend == "cuda":
+        import cupy
+
+        X = cupy.asarray(X)
+        options = {k: cupy.asarray(v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
     try:
-        return fn(X, backend=backend, **options)
+        out = fn(X, backend=backend, **options)
     except NotImplementedError as exc:
         pytest.skip(str(exc))
+    return _to_host(out) if backend == "cuda" else out
+
+
+def _to_host(out):
+    if isinstance(out, tuple):
+        return tuple(_to_host(item) for item in out)
+    return out.get() if hasattr(out, "get") else out
 
 
 def assert_close(actual, expected, *, exact=False):

@@ -78,6 +78,8 @@ def test_thread_count_does_not_change_results(op, fast_backend, dtype):
     """One thread and two threads give the same bits (OpenMP/prange split by tiles only)."""
     import numba
 
+    if fast_backend == "cuda":
+        pytest.skip("host threads do not enter the cuda backend's results")
     X = gaussian(np.random.default_rng(3), (2, 11, 101), dtype)
     call, _ = OPS[op]
     results = []

@@ -8,7 +8,7 @@ from cases import CASES
 from byzkern import _dispatch
 
 
-@pytest.fixture(params=["reference", "cpu", "numba"])
+@pytest.fixture(params=["reference", "cpu", "numba", "cuda"])
 def backend(request):
     module, reason = _dispatch.load(request.param)
     if module is None:
