@@ -77,23 +77,28 @@ __global__ void sqdist_finish(const double* partial, index_t chunks, index_t B, 
   }
 }
 
-// out[b, j] = mean of X[b, idx[b, j, t]] over the t with idx >= 0; one thread per output entry.
+// out[b, j] = mean of X[b, idx[b, j, t]] over the t with idx >= 0. One thread per column of a
+// batch item makes every output row of it: each element of X comes from DRAM once and its
+// repeats (a row chosen by several outputs) from the cache, and a warp's writes are contiguous.
 template <class T>
 __global__ void mix_rows(const T* X, index_t B, index_t n, index_t d, const long long* idx, index_t m,
                          index_t k, T* out) {
-  for (index_t g = byzkern::global_thread(); g < B * m * d; g += byzkern::global_stride()) {
-    const index_t bj = g / d, c = g - bj * d, b = bj / m;
-    const long long* chosen = idx + bj * k;
-    double sum = 0.0;
-    index_t count = 0;
-    for (index_t t = 0; t < k; ++t) {
-      const long long r = chosen[t];
-      if (r >= 0) {
-        sum += static_cast<double>(X[(b * n + r) * d + c]);
-        ++count;
+  for (index_t g = byzkern::global_thread(); g < B * d; g += byzkern::global_stride()) {
+    const index_t b = g / d, c = g - b * d;
+    const T* column = X + b * n * d + c;
+    for (index_t j = 0; j < m; ++j) {
+      const long long* chosen = idx + (b * m + j) * k;
+      double sum = 0.0;
+      index_t count = 0;
+      for (index_t t = 0; t < k; ++t) {
+        const long long r = chosen[t];
+        if (r >= 0) {
+          sum += static_cast<double>(__ldg(column + r * d));
+          ++count;
+        }
       }
+      out[(b * m + j) * d + c] = static_cast<T>(sum / static_cast<double>(count));
     }
-    out[g] = static_cast<T>(sum / static_cast<double>(count));
   }
 }
 

@@ -153,7 +153,8 @@ def test_nan_orders_above_infinity(cp, sort_path, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["random", "nonfinite"])
-@pytest.mark.parametrize("shape", [(1, 1, 5), (1, 2, 1), (2, 5, 37), (1, 16, 100), (3, 17, 16), (1, 40, 1000)],
+@pytest.mark.parametrize("shape", [(1, 1, 5), (1, 2, 1), (2, 5, 37), (1, 16, 100), (3, 17, 16), (1, 40, 1000),
+                                   (2, 64, 70), (1, 65, 40)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_pairwise_sqdist(cp, monkeypatch, shape, kind, dtype):
     monkeypatch.setattr(_config, "CUDA_THREADS", 64)

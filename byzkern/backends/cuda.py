@@ -234,7 +234,7 @@ def mix_rows(X, idx):
     idx = cupy.ascontiguousarray(idx, dtype=np.int64)
     m, k = idx.shape[1], idx.shape[2]
     out = cupy.empty((B, m, d), X.dtype)
-    _launch("distances", f"mix_rows<{CTYPE[X.dtype]}>", B * m * d, (X, B, n, d, idx, m, k, out))
+    _launch("distances", f"mix_rows<{CTYPE[X.dtype]}>", B * d, (X, B, n, d, idx, m, k, out))
     return out
 
 
