@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from byzkern.cli import main
@@ -35,6 +36,11 @@ def test_byzkern_bench_prints_ratios(capsys):
 def test_demo_runs_and_robust_rules_beat_the_mean(capsys):
     assert main(["demo", "--d", "200"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[-3:] for line in out.splitlines() if line.startswith(("mean()", "cwtm(f=4)"))}
+    table = out.split("first 5 coordinates")[0]
+    # the distance table's columns: ALIE, IPM, sign flip x100, NaN rows
+    rows = {line.split()[0]: [float(v) for v in line.split()[-4:]] for line in table.splitlines()
+            if line.startswith(("mean()", "cwtm(f=4)", "multikrum(f=4)"))}
     # under the x100 sign flip the mean is far off and the trimmed mean is not
-    assert float(rows["mean()"][1]) > 10 * float(rows["cwtm(f=4)"][1])
+    assert rows["mean()"][2] > 10 * rows["cwtm(f=4)"][2]
+    # NaN rows make the mean NaN; Multi-Krum drops them and keeps the honest mean
+    assert np.isnan(rows["mean()"][3]) and rows["multikrum(f=4)"][3] < 1e-3
