@@ -10,3 +10,6 @@ CUDA_THREADS = 256
 #: column reductions (distances, norms) of the C++ kernels are summed in this many slabs of
 #: tiles, then the slabs in order: the split never depends on the thread count
 REDUCTION_SLABS = 32
+#: inputs with fewer elements run the CPU kernels on one thread (see
+#: backends.serial_when_small); tests set 0 so that small inputs cover the threaded paths
+PARALLEL_MIN_ELEMENTS = 1 << 16

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import byzkern as bk
+from byzkern import _config
 from _harness import (assert_backend_matches_reference, byzantine_rows, duplicated_rows, gaussian,
                       non_contiguous, offset_rows, with_ties)
 
@@ -74,10 +75,11 @@ def test_nonfinite_rows(op, shape, fast_backend, dtype):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_thread_count_does_not_change_results(op, fast_backend, dtype):
+def test_thread_count_does_not_change_results(op, fast_backend, dtype, monkeypatch):
     """One thread and two threads give the same bits (OpenMP/prange split by tiles only)."""
     import numba
 
+    monkeypatch.setattr(_config, "PARALLEL_MIN_ELEMENTS", 0)  # threads even for this small input
     if fast_backend == "cuda":
         pytest.skip("host threads do not enter the cuda backend's results")
     X = gaussian(np.random.default_rng(3), (2, 11, 101), dtype)
@@ -98,3 +100,33 @@ def test_thread_count_does_not_change_results(op, fast_backend, dtype):
             if fast_backend == "cpu":
                 cpu_backend.set_threads(0)  # back to the default
     np.testing.assert_array_equal(results[0], results[1])
+
+
+
+def test_small_inputs_run_on_one_thread_and_restore_the_setting():
+    """Below PARALLEL_MIN_ELEMENTS a kernel runs on one thread; the caller's setting survives,
+    also when the kernel raises."""
+    import numba
+
+    from byzkern.backends import serial_when_small
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two threads")
+
+    def spy(X):
+        seen.append(numba.get_num_threads())
+        if X.size == 1:
+            raise ValueError("inside the kernel")
+        return X.sum()
+
+    seen, kernels = [], {"mean": spy}
+    serial_when_small(kernels, numba.get_num_threads, numba.set_num_threads)
+    numba.set_num_threads(2)
+    try:
+        kernels["mean"](np.ones(10))
+        kernels["mean"](np.ones(_config.PARALLEL_MIN_ELEMENTS))
+        with pytest.raises(ValueError, match="inside the kernel"):
+            kernels["mean"](np.ones(1))
+        assert seen == [1, 2, 1] and numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

@@ -47,9 +47,44 @@ Each module may define ``unavailable_reason() -> str | None`` and ``details() ->
 selection then falls through to the next backend for the device (cpu -> numba -> reference).
 """
 
+import functools
+
 #: every kernel name a backend may implement (byzkern.info() lists which ones each has)
 KERNEL_NAMES = ("mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows", "row_norms",
                 "clip", "geomed", "cclip")
 KERNEL_NAMES += ("topk", "randk", "qsgd", "natural", "sign", "scaled_sign", "scatter_rows",
                  "qsgd_decompress", "natural_decompress", "sign_decompress", "indices_ok",
                  "qsgd_levels_ok", "mean_std", "gaussian")
+
+#: kernels that read their first argument whole, so its size says whether threads pay off
+SIZED_BY_FIRST_ARGUMENT = tuple(name for name in KERNEL_NAMES if name not in (
+    "scatter_rows", "qsgd_decompress", "natural_decompress", "sign_decompress", "indices_ok",
+    "qsgd_levels_ok"))
+
+
+def serial_when_small(namespace, get_threads, set_threads):
+    """Make the kernels in ``namespace`` run on one thread when their input has fewer than
+    ``_config.PARALLEL_MIN_ELEMENTS`` elements.
+
+    Waking a thread team costs microseconds on an idle machine and up to a scheduler time slice
+    (milliseconds) on a busy one: more than a small input takes, and iterative callers
+    (Weiszfeld steps, simulations, fuzzers) make thousands of such calls.
+    """
+    from .. import _config
+
+    def wrap(kernel):
+        @functools.wraps(kernel)
+        def call(X, *args, **kwargs):
+            if X.size >= _config.PARALLEL_MIN_ELEMENTS:
+                return kernel(X, *args, **kwargs)
+            threads = get_threads()
+            set_threads(1)
+            try:
+                return kernel(X, *args, **kwargs)
+            finally:
+                set_threads(threads)
+        return call
+
+    for name in SIZED_BY_FIRST_ARGUMENT:
+        if name in namespace:
+            namespace[name] = wrap(namespace[name])

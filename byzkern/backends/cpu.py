@@ -12,6 +12,7 @@ import json
 from importlib import resources
 
 from .. import _config
+from . import serial_when_small
 
 try:
     from .. import _cpu
@@ -128,3 +129,6 @@ def mean_std(X, ddof):
 
 def gaussian(own, std, seed):
     return _cpu.gaussian(own, std, seed)
+
+
+serial_when_small(globals(), _cpu.max_threads, _cpu.set_threads)

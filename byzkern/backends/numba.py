@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from .. import _config, _random
+from . import serial_when_small
 
 #: ``error_model="numpy"``: a float division by zero gives Inf/NaN as in the reference, not an
 #: exception.
@@ -842,3 +843,6 @@ def gaussian(own, std, seed):
     out = np.empty((B * f, d), own.dtype)
     _gaussian(own.reshape(B * f, d), std, np.uint64(seed), out)
     return out.reshape(B, f, d)
+
+
+serial_when_small(globals(), numba.get_num_threads, numba.set_num_threads)
