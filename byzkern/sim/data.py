@@ -14,8 +14,8 @@ import numpy as np
 LIBSVM_FEATURES = {"a9a": 123, "w8a": 300}
 
 
-def _open(name):
-    return gzip.open(resources.files("byzkern.data").joinpath(name).open("rb"))
+def _read(name):
+    return gzip.decompress(resources.files("byzkern.data").joinpath(name).read_bytes())
 
 
 @functools.lru_cache(maxsize=None)
@@ -23,8 +23,7 @@ def libsvm(name):
     """LIBSVM binary data set ``name`` ("a9a" or "w8a") -> (A (N, p) float64, y (N,) in {-1, +1})."""
     if name not in LIBSVM_FEATURES:
         raise ValueError(f"unknown LIBSVM data set {name!r}; choose from {sorted(LIBSVM_FEATURES)}")
-    with _open(f"{name}.gz") as fh:
-        lines = fh.read().decode().splitlines()
+    lines = _read(f"{name}.gz").decode().splitlines()
     A = np.zeros((len(lines), LIBSVM_FEATURES[name]))
     y = np.empty(len(lines))
     for row, line in enumerate(lines):
@@ -37,8 +36,7 @@ def libsvm(name):
 
 
 def _idx(name, magic):
-    with _open(name) as fh:
-        raw = fh.read()
+    raw = _read(name)
     if int.from_bytes(raw[:4], "big") != magic:
         raise ValueError(f"{name}: not an IDX file with magic {magic}")
     ndim = raw[3]
