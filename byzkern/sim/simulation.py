@@ -69,16 +69,9 @@ class Simulation:
         return labels
 
     def sample(self, batch_size):
-        """Each worker draws ``batch_size`` of its samples uniformly without replacement (with
-        replacement when its shard is smaller)."""
-        keys = self.rng.random(self.padded.shape)
-        keys[np.arange(self.padded.shape[1])[None, :] >= self.sizes[:, None]] = np.inf
-        width = self.padded.shape[1]
-        positions = np.argsort(keys, axis=1)[:, :batch_size] if batch_size <= width else None
-        small = self.sizes < batch_size
-        if small.any():
-            drawn = self.rng.integers(0, self.sizes[:, None], size=(self.n, batch_size))
-            positions = drawn if positions is None else np.where(small[:, None], drawn, positions)
+        """Each worker draws ``batch_size`` of its samples, i.i.d. uniform (with replacement: the
+        sampling SGD's analyses assume, and O(n b) per round however large the shards)."""
+        positions = self.rng.integers(0, self.sizes[:, None], size=(self.n, batch_size))
         if self.data_attack == "duplicate" and self.f:
             positions[self.h:] = positions[self.duplicate_target]
         idx = np.take_along_axis(self.padded, positions, axis=1)
