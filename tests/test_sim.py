@@ -209,7 +209,7 @@ def test_history_round_trip_and_plot(tmp_path):
     back = sim.History.from_json(tmp_path / "h.json")
     assert back.meta["case"] == "tiny" and json.dumps(back.rows) == json.dumps(history.rows, default=float)
     history.to_csv(tmp_path / "h.csv")
-    assert (tmp_path / "h.csv").read_text().splitlines()[0].startswith("step,loss,grad_norm,accuracy")
+    assert (tmp_path / "h.csv").read_text().splitlines()[0].startswith("step,loss,grad_norm,accuracy,distance")
     sim.plot({"panel": {"sgd": history}}, tmp_path / "h.png", metric="loss", logy=True)
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
 

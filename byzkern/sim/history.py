@@ -1,7 +1,7 @@
 """Running a method on a simulation and keeping what happened, step by step.
 
-A :class:`History` is a list of rows ``{"step", "loss", "grad_norm", "accuracy", "bytes_per_worker",
-"aggregation_seconds", "seconds"}`` (metrics NaN between evaluations) plus free-form ``meta``;
+A :class:`History` is a list of rows ``{"step", "loss", "grad_norm", "accuracy", "distance",
+"bytes_per_worker", "aggregation_seconds", "seconds"}`` (metrics NaN between evaluations) plus free-form ``meta``;
 it saves as JSON and CSV and plots to PNG with matplotlib.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-COLUMNS = ("step", "loss", "grad_norm", "accuracy", "bytes_per_worker", "aggregation_seconds", "seconds")
+COLUMNS = ("step", "loss", "grad_norm", "accuracy", "distance", "bytes_per_worker", "aggregation_seconds", "seconds")
 METRICS = ("loss", "grad_norm", "accuracy")
 
 
@@ -83,12 +83,12 @@ def plot(panels, path, *, metric="loss", logy=False, transform=None, ylabel=None
     plt.close(fig)
 
 
-def run(method, sim, steps, *, eval_every=1, metrics=METRICS, x0=None, progress=None, meta=None):
+def run(method, sim, steps, *, eval_every=1, metrics=METRICS, x0=None, x_star=None, progress=None, meta=None):
     """Run ``method`` for ``steps`` rounds on ``sim`` and return its :class:`History`.
 
     Row 0 is the start; metrics ("loss": honest objective, "grad_norm": norm of its gradient,
-    "accuracy": test accuracy) are evaluated at the method's current iterate every
-    ``eval_every`` steps and at the last. ``progress``: a tqdm-like object to ``update(1)``.
+    "accuracy": test accuracy; "distance": ||x - x_star|| when ``x_star`` is given) are
+    evaluated at the method's current iterate every ``eval_every`` steps and at the last. ``progress``: a tqdm-like object to ``update(1)``.
     """
     x0 = sim.problem.init() if x0 is None else x0
     history = History(meta={"method": repr(method), "steps": steps, **(meta or {})})
@@ -106,6 +106,8 @@ def run(method, sim, steps, *, eval_every=1, metrics=METRICS, x0=None, progress=
                 row["grad_norm"] = float(np.linalg.norm(sim.honest_gradient(x)))
             if "accuracy" in metrics:
                 row["accuracy"] = sim.problem.accuracy(x)
+            if x_star is not None:
+                row["distance"] = float(np.linalg.norm(x - x_star))
         history.append(**row)
 
     record(0)
