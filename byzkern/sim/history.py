@@ -75,9 +75,9 @@ def plot(panels, path, *, metric="loss", logy=False, transform=None, ylabel=None
         if logy:
             ax.set_yscale("log")
         ax.tick_params(labelsize=6)
+        ax.legend(fontsize=5)
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
-    axes.ravel()[0].legend(fontsize=5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
