@@ -2,7 +2,8 @@
 
 Setup as in Section IV: data shuffled and split evenly over the 20 workers, lambda = 1/m_local;
 batch 1; Byz-EF21-SGDM with Top-1 (eta = 0.01) against BR-CSGD, BR-DIANA (beta = 0.01) and
-Byz-VR-MARINA (p = 1/m_local), all three with Rand-1; NNM + {RFA, CWMed, CWTM}; attacks SF,
+Byz-VR-MARINA (p = 1/m_local), all three with Rand-1; NNM + {RFA, CWMed, CWTM} (RFA: 8 smoothed
+Weiszfeld steps from zero, nu = 0.1, as the seeds' code); attacks SF,
 IPM(0.1), LF, ALIE; step size tuned over {0.1, 0.01, 0.001}; metric f(x) - f* on the honest
 data. Claims: Byz-EF21-SGDM and Byz-VR-MARINA are more robust than BR-CSGD and BR-DIANA, and
 Byz-EF21-SGDM is faster than Byz-VR-MARINA.
@@ -31,7 +32,7 @@ def _attack(name):
 
 
 def _aggregator(name):
-    rule = {"RFA": bk.geomed(maxiter=8, eps=0.0), "CWMed": bk.cwmed(), "CWTM": bk.cwtm(f=BYZANTINE)}[name]
+    rule = {"RFA": bk.geomed(maxiter=8, eps=0.0, init="zero", nu=0.1), "CWMed": bk.cwmed(), "CWTM": bk.cwtm(f=BYZANTINE)}[name]
     return bk.Pipeline(bk.nnm(f=BYZANTINE), rule)
 
 
