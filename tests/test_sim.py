@@ -124,7 +124,7 @@ def test_dirichlet_partition_class_proportions():
     assert _is_partition(skewed, 5000)
     rng = np.random.default_rng(0)  # the same draws, by hand: each class cut by its Dirichlet shares
     for c in range(10):
-        members = rng.permutation(np.flatnonzero(labels == c))
+        rng.permutation(np.flatnonzero(labels == c))  # the shuffle of the class, drawn first
         cuts = (np.cumsum(rng.dirichlet(np.full(17, 0.1)))[:-1] * 500).astype(int)
         expected = np.diff(np.concatenate([[0], cuts, [500]]))
         np.testing.assert_array_equal([np.sum(labels[s] == c) for s in skewed], expected)
