@@ -3,9 +3,9 @@
 Setup as in the paper (Section 3, Appendix B): lambda = 0.01, data shuffled and split
 sequentially over the 15 good workers; attacks NA, LF, BF, ALIE, IPM(0.1); aggregators AVG, CM
 and RFA (8 smoothed Weiszfeld steps from zero, nu = 0.1, as the seeds' code) with bucketing
-s = 2; SGD, BR-SGDm (beta 0.9) and Byz-VR-MARINA (no compression, p = b/m); batch 32; step size tuned over {0.5, 0.05, 0.005}; metric
-f(x^k) - f*. Claim (line 258): VR-MARINA is best in hindsight under NA, ALIE and IPM, BR-SGDm
-under LF and BF, and both beat SGD.
+s = 2; SGD, BR-SGDm (beta 0.9) and Byz-VR-MARINA (no compression, p = b/m); batch 32; step
+size tuned over {0.5, 0.05, 0.005}; metric f(x^k) - f*. Claim (line 258): VR-MARINA is best in
+hindsight under NA, ALIE and IPM, BR-SGDm under LF and BF, and both beat SGD.
 """
 from __future__ import annotations
 
