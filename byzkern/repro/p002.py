@@ -53,7 +53,7 @@ def reproduce(ctx):
     steps = ctx.steps(20, 3000, 40 * m_local)
     lrs = ctx.pick([0.1], [0.1, 0.01, 0.001], [0.1, 0.01, 0.001])
     seed = 0
-    eval_every = max(1, steps // 40)
+    eval_every = max(1, steps // ctx.pick(2, 40, 40))  # a smoke run evaluates twice
     ctx.note(f"{steps} steps per run = {steps / m_local:.1f} epochs of batch 1 (paper: 40 epochs); one seed; "
              f"step sizes {lrs}; f* by Newton's method on the honest workers' data")
     problem = sim.LogisticRegression(A, y, lam=1.0 / m_local)
