@@ -41,6 +41,8 @@ def _method(name, seed):
 
 def reproduce(ctx):
     images, labels, test_images, test_labels = sim.data.mnist()
+    kept = ctx.pick(1500, len(labels), len(labels))  # a smoke run trains on 1,500 images: small SAGA tables
+    images, labels = images[:kept], labels[:kept]
     problem = sim.SoftmaxRegression(images, labels, test=(test_images, test_labels))
     shards = sim.partition.by_class(labels, WORKERS, PER_CLASS)  # workers 24..29, the Byzantine ones: classes 8, 9
     steps = ctx.steps(5, 600, 3000)

@@ -51,8 +51,9 @@ def reproduce(ctx):
     torch.set_num_threads(1)
     images, labels, test_images, test_labels = sim.data.mnist()
     normalize = lambda x: (x - 0.1307) / 0.3081  # noqa: E731  (004 Appendix 14.2)
+    tested = ctx.pick(200, len(test_labels), len(test_labels))  # a smoke run tests on 200 images
     problem = sim.TorchNet(sim.cnn(), normalize(images), labels, lam=0.5e-4,  # gradient term 1e-4 theta
-                           test=(normalize(test_images), test_labels))
+                           test=(normalize(test_images[:tested]), test_labels[:tested]))
     steps = ctx.steps(2, 100, 800)
     rules = ctx.pick(("CWTM",), ("CWTM",), RULES)
     pres = ctx.pick(("vanilla", "NNM"), PREAGGREGATION, PREAGGREGATION)
