@@ -169,6 +169,7 @@ def test_vanilla_compressed_gd_is_the_mean(setup):
     method.start(s, x0)
     method.step(s)
     np.testing.assert_allclose(method.x, x0 - 0.1 * scaled_sign_by_hand(grads(x0, shards)).mean(axis=0), rtol=1e-12)
+    assert method.output is method.x  # seed 001 measures the last iterate
 
 
 def test_error_feedback_gd(setup):

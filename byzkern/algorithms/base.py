@@ -16,9 +16,12 @@ class Method:
     ``start(sim, x0)`` sets the state (and may run the paper's initial round); ``step(sim)`` runs
     one round; ``x`` is the current iterate and ``output`` the paper's output rule: by default a
     uniformly random iterate among x^0 .. x^{t-1} (reservoir sampling, O(d) memory), which
-    seeds 000, 002 and 004 (D-SHB) prescribe. ``lr`` is a number or a function of the step t
-    (0-based). ``seed`` drives the method's own randomness (coins, the output draw).
+    seeds 000, 002 and 004 (D-SHB) prescribe; the last iterate where ``last_iterate`` is set
+    (seed 001 measures w_T). ``lr`` is a number or a function of the step t (0-based). ``seed``
+    drives the method's own randomness (coins, the output draw).
     """
+
+    last_iterate = False
 
     def __init__(self, *, lr, seed=0):
         self.lr, self.seed = lr, seed
@@ -45,4 +48,4 @@ class Method:
 
     @property
     def output(self):
-        return self._output
+        return self.x if self.last_iterate else self._output

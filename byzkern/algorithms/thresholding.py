@@ -32,6 +32,8 @@ class RobustCompressedGD(Method):
     ``qsgd``) or None (no compression). Per round: one full pass, one compression.
     """
 
+    last_iterate = True
+
     def __init__(self, *, lr, drop, compressor=None, option="I", q=2, seed=0):
         if option not in ("I", "II"):
             raise ValueError(f"option must be 'I' or 'II'; got {option!r}")
@@ -52,10 +54,6 @@ class RobustCompressedGD(Method):
             R = sim.aggregate(bk.norm_filter(f=self.drop, q=self.q), sim.corrupt(rows))
         self.advance(self.x - self.step_size() * R)
 
-    @property
-    def output(self):
-        return self.x
-
 
 class ErrorFeedbackGD(Method):
     """Seed 001, Algorithm 2: worker i keeps an error e_i (0 at start), computes
@@ -65,6 +63,8 @@ class ErrorFeedbackGD(Method):
     SPEC §4). The attack replaces the Byzantine workers' gradients before the protocol, as in
     the paper's experiments (gradient + N(0, 10 I)). Per round: one full pass, one compression.
     """
+
+    last_iterate = True
 
     def __init__(self, *, lr, drop, compressor, seed=0):
         super().__init__(lr=lr, seed=seed)
@@ -79,7 +79,3 @@ class ErrorFeedbackGD(Method):
         sim.send(message.nbytes_per_row)
         R = sim.aggregate(bk.norm_filter(f=self.drop), message.decompress())
         self.advance(self.x - R)
-
-    @property
-    def output(self):
-        return self.x
