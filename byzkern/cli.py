@@ -1,4 +1,4 @@
-"""The ``byzkern`` command: ``demo``, ``bench``, ``info``."""
+"""The ``byzkern`` command: ``demo``, ``bench``, ``info``, ``repro``."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,15 @@ def info(args):
     return 0
 
 
+def repro(args):
+    from . import repro as reproductions
+
+    size = "smoke" if args.smoke else "full" if args.full else "default"
+    out = args.out or f"repro-{args.paper}"
+    reproductions.reproduce(args.paper, out, size=size, steps=args.steps, progress=not args.no_progress)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="byzkern", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +103,16 @@ def main(argv=None):
 
     p = sub.add_parser("info", help="which backends are available, and why not")
     p.set_defaults(run=info)
+
+    p = sub.add_parser("repro", help="reproduce a seed paper's headline experiment (CPU-sized)")
+    p.add_argument("paper", choices=["000", "001", "002", "003", "004"], help="seed paper id")
+    p.add_argument("--out", help="output folder (default: repro-<paper>)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="a few steps of every run: checks the pipeline, not the claims")
+    size.add_argument("--full", action="store_true", help="the paper's steps and seeds where the data allow (hours)")
+    p.add_argument("--steps", type=int, help="steps per run (overrides the size's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=repro)
 
     args = parser.parse_args(argv)
     return args.run(args)

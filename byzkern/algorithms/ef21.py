@@ -1,0 +1,40 @@
+"""Byz-EF21-SGDM (Liu, Li, Yi, Johansson; seed 002, Algorithm 1)."""
+from __future__ import annotations
+
+from .base import Method, dense_nbytes
+
+
+class ByzEF21SGDM(Method):
+    """Byz-EF21-SGDM (seed 002, Algorithm 1; order of updates in papers/ALGORITHMS.md):
+
+    start: v_i = g_i = a stochastic gradient at x^0, sent dense. Each round: g = F(g_1..g_n);
+    x <- x - lr g; worker i: v_i <- (1 - eta) v_i + eta grad_i(x; fresh batch),
+    c_i = C(v_i - g_i), sent; g_i += c_i on the worker and on the server. The server aggregates
+    the g_i (not the c_i); the attack replaces the Byzantine c_i, which the server adds to its
+    stored g_i like any other message (SPEC §5). eta weights the NEW gradient (002's
+    convention; a9a: eta = 0.01, batch 1). ``compressor``: a contractive rule (``topk(k=1)``)
+    or None. The output is a uniformly random iterate. Per round: one minibatch pass, one
+    compression, one aggregation.
+    """
+
+    def __init__(self, *, aggregator, lr, compressor, eta=0.01, batch_size=1, seed=0):
+        super().__init__(lr=lr, seed=seed)
+        self.aggregator, self.compressor, self.eta, self.batch_size = aggregator, compressor, eta, batch_size
+
+    def start(self, sim, x0):
+        super().start(sim, x0)
+        self.v = sim.gradients(self.x, sim.sample(self.batch_size))
+        sim.send(dense_nbytes(self.v))
+        self.g = sim.corrupt(self.v)
+
+    def step(self, sim):
+        self.advance(self.x - self.step_size() * sim.aggregate(self.aggregator, self.g))
+        self.v = (1 - self.eta) * self.v + self.eta * sim.gradients(self.x, sim.sample(self.batch_size))
+        if self.compressor is None:
+            c = self.v - self.g
+            sim.send(dense_nbytes(c))
+        else:
+            message = self.compressor(self.v - self.g)
+            sim.send(message.nbytes_per_row)
+            c = message.decompress()
+        self.g = self.g + sim.corrupt(c)

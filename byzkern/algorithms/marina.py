@@ -1,0 +1,50 @@
+"""Byz-VR-MARINA (Gorbunov, Horvath, Richtarik, Gidel; seed 000, Algorithm 1)."""
+from __future__ import annotations
+
+from .base import Method, dense_nbytes
+
+
+class ByzVRMarina(Method):
+    """Byz-VR-MARINA (seed 000, Algorithm 1; details in papers/ALGORITHMS.md):
+
+    x^{k+1} = x^k - lr g^k; one shared coin c_k ~ Be(p). If c_k = 1 every worker sends its full
+    local gradient at x^{k+1}, dense, and g^{k+1} = ARAgg(those). Otherwise worker i draws a
+    minibatch, sends Q(D_i) with D_i = grad on that batch at x^{k+1} minus at x^k (same
+    samples), and g^{k+1} = ARAgg(g^k + Q(D_1), ..., g^k + Q(D_n)). The attack replaces what
+    the Byzantine workers send (the Q(D_i), as seed 002 does); the server adds g^k after.
+
+    g^0: the box sets g^0 = grad f(x^0); a server under attack can only get it from the
+    workers, so ``start`` runs a c = 1 round at x^0. ``compressor``: an unbiased compressor
+    rule (``randk(k=..., rng=...)``, ``qsgd``...) or None (no compression). ``aggregator``: e.g.
+    ``Pipeline(bucketing(s=2, rng=...), cwmed())``. The output is a uniformly random iterate.
+    Per round: a full pass with probability p, otherwise two minibatch passes.
+    """
+
+    def __init__(self, *, aggregator, lr, p, compressor=None, batch_size=32, seed=0):
+        super().__init__(lr=lr, seed=seed)
+        self.aggregator, self.p, self.compressor, self.batch_size = aggregator, p, compressor, batch_size
+
+    def _full_round(self, sim, x):
+        G = sim.gradients(x)
+        sim.send(dense_nbytes(G))
+        return sim.aggregate(self.aggregator, sim.corrupt(G))
+
+    def start(self, sim, x0):
+        super().start(sim, x0)
+        self.g = self._full_round(sim, self.x)
+
+    def step(self, sim):
+        x_next = self.x - self.step_size() * self.g
+        if self._rng.random() < self.p:
+            self.g = self._full_round(sim, x_next)
+        else:
+            batch = sim.sample(self.batch_size)
+            D = sim.gradients(x_next, batch) - sim.gradients(self.x, batch)
+            if self.compressor is None:
+                sim.send(dense_nbytes(D))
+            else:
+                message = self.compressor(D)
+                sim.send(message.nbytes_per_row)
+                D = message.decompress()
+            self.g = sim.aggregate(self.aggregator, self.g + sim.corrupt(D))
+        self.advance(x_next)

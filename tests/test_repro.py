@@ -1,0 +1,35 @@
+"""``byzkern repro <paper> --smoke`` for every paper: the whole pipeline (data, runs, history
+files, figure, claims) in seconds. The numbers of a smoke run mean nothing; full runs are out
+of the test suite."""
+import json
+
+import pytest
+
+from byzkern import cli
+
+FIGURES = {"000": "figure1.png", "001": "figures1_3.png", "002": "figure1.png", "003": "figures4_6.png",
+           "004": "table2_curves.png"}
+
+
+@pytest.mark.parametrize("paper", sorted(FIGURES))
+def test_repro_smoke(paper, tmp_path, capsys):
+    if paper == "004":
+        pytest.importorskip("torch")  # the CNN; byzkern[torch]
+    assert cli.main(["repro", paper, "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["paper"] == paper and report["size"] == "smoke"
+    assert report["claims"] and all(c["result"] in ("PASS", "FAIL") for c in report["claims"])
+    assert all(c["criterion"] and c["measured"] for c in report["claims"])
+    assert (tmp_path / FIGURES[paper]).read_bytes()[:4] == b"\x89PNG"
+    runs = sorted((tmp_path / "runs").glob("*.json"))
+    assert runs and len(runs) == len(list((tmp_path / "runs").glob("*.csv")))
+    rows = json.loads(runs[0].read_text())["rows"]
+    assert rows[0]["step"] == 0 and rows[-1]["bytes_per_worker"] > 0
+    out = capsys.readouterr().out
+    assert all(f"[{c['result']}] {c['claim']}" in out for c in report["claims"])
+
+
+def test_repro_steps_override(tmp_path):
+    assert cli.main(["repro", "001", "--smoke", "--steps", "3", "--no-progress", "--out", str(tmp_path)]) == 0
+    rows = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())["rows"]
+    assert rows[-1]["step"] == 3
