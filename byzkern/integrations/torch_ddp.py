@@ -1,0 +1,180 @@
+"""Byzantine-robust aggregation for torch.distributed: a DDP communication hook and a robust
+all-reduce.
+
+Every rank all-gathers the contributions of all ranks into a (world_size, L) matrix and applies
+the same byzkern rule or ``Pipeline`` to it, on the tensor's own device (the CUDA kernels under
+NCCL, the CPU kernels under gloo), so every rank computes the same update from the same rows:
+
+    ddp.register_comm_hook(RobustHookState(bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1))), robust_hook)
+    robust_all_reduce([p.grad for p in model.parameters()], bk.cwtm(f=1))   # without DDP
+
+Modes of the hook (DDP cuts the gradient into buckets and calls the hook once per bucket):
+
+- ``"bucket"``: each bucket is gathered and aggregated on its own, while backward goes on.
+  Right for the coordinate-wise rules (mean, cwmed, cwtm, meamed), whose result on a bucket is
+  the bucket's slice of their result on the whole gradient.
+- ``"whole"``: the buckets of a step are held until the last one arrives, then the whole
+  gradient is gathered and aggregated at once. Needed by every rule that looks at whole rows:
+  distances (krum, multikrum, nnm), norms (geomed, cclip, norm_filter, clip), bucketing and
+  resampling (one draw for all buckets). Costs the overlap of communication with backward.
+- ``"auto"`` (default): ``"bucket"`` when every stage is coordinate-wise, else ``"whole"``.
+
+Cost per aggregation of L values: each rank receives (world_size - 1) L values (a ring
+all-reduce receives about 2 L) and holds world_size * L; then one run of the rule.
+
+Threat model: the ranks follow the protocol but some contributions are Byzantine (poisoned data,
+faulty workers, or an injected ``attack`` in experiments). Each rank aggregates every row itself,
+so a Byzantine rank cannot alter what the others compute beyond its own row.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.distributed as dist
+
+from .. import _checks
+from ..model import flatten, unflatten
+from ..pipeline import Pipeline, Rule
+
+# Rules whose output coordinate j depends only on the rows' coordinate j.
+COORDINATEWISE = frozenset({"mean", "cwmed", "cwtm", "meamed"})
+MODES = ("auto", "bucket", "whole")
+
+
+def is_coordinatewise(pipeline):
+    """True when every stage of ``pipeline`` (a Rule or a Pipeline) is a coordinate-wise rule."""
+    stages = pipeline.stages if isinstance(pipeline, Pipeline) else (pipeline,)
+    return all(isinstance(s, Rule) and s.name in COORDINATEWISE for s in stages)
+
+
+class Reduction:
+    """What one robust all-reduce does: the rule, the process group, and in experiments the
+    Byzantine ranks with their ``attack`` (any attack of SPEC §5, e.g. ``sign_flip(scale=-100)``).
+
+    With an attack, every rank first all-gathers the true contributions; then each Byzantine
+    rank sends its row of ``attack(H, f=len(byzantine_ranks))``, H the honest ranks' rows, with
+    ``own=`` the Byzantine ranks' true rows when the attack takes ``own`` (the papers' omniscient
+    attacker). A stateful attack (``Mimic``) is called once per aggregation on the Byzantine
+    ranks only, so their randomness need not agree across ranks.
+    """
+
+    def __init__(self, pipeline, *, group=None, attack=None, byzantine_ranks=()):
+        if not callable(pipeline):
+            raise TypeError(f"pipeline must be callable (a byzkern rule or Pipeline); got {type(pipeline).__name__}")
+        if attack is not None and not callable(attack):
+            raise TypeError(f"attack must be callable (a byzkern attack); got {type(attack).__name__}")
+        ranks = tuple(_checks.integer(r, "byzantine_ranks[i]", low=0) for r in byzantine_ranks)
+        if len(set(ranks)) != len(ranks):
+            raise ValueError(f"byzantine_ranks must be distinct; got {ranks}")
+        if bool(ranks) != (attack is not None):
+            raise ValueError("give attack= and byzantine_ranks= together")
+        self.pipeline, self.group, self.attack, self.byzantine_ranks = pipeline, group, attack, ranks
+
+    def __repr__(self):
+        attack = f", attack={self.attack!r}, byzantine_ranks={self.byzantine_ranks}" if self.attack else ""
+        return f"Reduction({self.pipeline!r}{attack})"
+
+    def launch(self, flat):
+        """Start the robust all-reduce of the 1-D tensor ``flat``; a Future of the aggregate."""
+        world = dist.get_world_size(self.group)
+        sent = self._attacked(flat, world) if self.attack is not None else flat
+        work, rows = _all_gather(sent, world, self.group, async_op=True)
+        return work.get_future().then(lambda _: self.pipeline(rows))
+
+    def _attacked(self, flat, world):
+        if max(self.byzantine_ranks) >= world:
+            raise ValueError(f"byzantine_ranks {self.byzantine_ranks} must be < world_size = {world}")
+        _, rows = _all_gather(flat, world, self.group, async_op=False)
+        rank = dist.get_rank(self.group)
+        if rank not in self.byzantine_ranks:
+            return flat
+        honest = rows[[r for r in range(world) if r not in self.byzantine_ranks]]
+        own = {"own": rows[list(self.byzantine_ranks)]} if _takes_own(self.attack) else {}
+        return self.attack(honest, f=len(self.byzantine_ranks), **own)[self.byzantine_ranks.index(rank)]
+
+
+def _all_gather(flat, world, group, *, async_op):
+    """(work, rows): ``rows`` (world, L) receives every rank's ``flat``. gloo accepts only the
+    flat output form, so the buffer is (world * L,) viewed as rows."""
+    out = flat.new_empty(world * flat.numel())
+    work = dist.all_gather_single(out, flat.contiguous(), group=group, async_op=async_op)
+    return work, out.view(world, -1)
+
+
+def _takes_own(attack):
+    fn = attack.fn if isinstance(attack, Rule) else attack
+    try:
+        return "own" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
+
+
+def robust_all_reduce(tensors, pipeline, group=None, *, attack=None, byzantine_ranks=()):
+    """Replace ``tensors`` (a tensor or a list of them, e.g. the gradients) on every rank, in
+    place, by ``pipeline`` applied to the (world_size, L) matrix of every rank's flattened
+    tensors: the robust counterpart of ``all_reduce`` followed by a division by world_size.
+    ``attack`` / ``byzantine_ranks`` as in :class:`Reduction`. Collective: every rank calls it.
+    Cost: one all-gather of L values per rank (two with an attack), one run of the rule.
+    """
+    tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+    flat, spec = flatten(tensors)
+    reduction = Reduction(pipeline, group=group, attack=attack, byzantine_ranks=byzantine_ranks)
+    out = reduction.launch(flat).wait()
+    with torch.no_grad():
+        for t, piece in zip(tensors, unflatten(out, spec)):
+            t.copy_(piece)
+
+
+class RobustHookState(Reduction):
+    """The state of :func:`robust_hook`: a :class:`Reduction` and the hook's ``mode``
+    ("auto", "bucket" or "whole"; see the module docstring), plus the buckets held back in
+    "whole" mode until the last bucket of the step arrives.
+    """
+
+    def __init__(self, pipeline, *, mode="auto", group=None, attack=None, byzantine_ranks=()):
+        super().__init__(pipeline, group=group, attack=attack, byzantine_ranks=byzantine_ranks)
+        mode = _checks.choice(mode, "mode", MODES)
+        if mode == "auto":
+            mode = "bucket" if is_coordinatewise(pipeline) else "whole"
+        self.mode = mode
+        self._held = []  # (bucket buffer, its Future) of this step, in "whole" mode
+
+    def __repr__(self):
+        return f"RobustHookState({super().__repr__()}, mode={self.mode!r})"
+
+
+def robust_hook(state, bucket):
+    """DDP communication hook: ``ddp.register_comm_hook(RobustHookState(rule), robust_hook)``.
+
+    The bucket's gradients become the rule's aggregate of every rank's bucket ("bucket" mode)
+    or the bucket's slice of the aggregate of every rank's whole gradient ("whole" mode).
+    Whole mode returns an unfinished Future for each bucket but the last, and finishes them
+    all once the last bucket's aggregate is known; this relies on DDP calling the hook for
+    every bucket of a step, in order, before it waits on any Future.
+    """
+    if state.mode == "bucket":
+        return state.launch(bucket.buffer())
+    held = torch.futures.Future()
+    state._held.append((bucket.buffer(), held))
+    if not bucket.is_last():
+        return held
+    # DDP rebuilds its buckets after the first step, so nothing about them is kept across steps.
+    buffers, futures = zip(*state._held)
+    state._held = []
+    sizes = [b.numel() for b in buffers]
+
+    def hand_out(whole):
+        try:
+            pieces = whole.value().split(sizes)
+        except Exception as exc:  # every held Future must finish, or DDP would wait forever
+            for fut in futures:
+                fut.set_exception(exc)
+            return
+        # Each Future gets its bucket's own buffer, not a view into the aggregate: DDP reads a
+        # hook's result as if it started at its storage's offset 0.
+        for buffer, fut, piece in zip(buffers, futures, pieces):
+            fut.set_result(buffer.copy_(piece))
+
+    state.launch(torch.cat(buffers)).then(hand_out)
+    return futures[-1]
