@@ -28,14 +28,12 @@ so a Byzantine rank cannot alter what the others compute beyond its own row.
 """
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.distributed as dist
 
 from .. import _checks
 from ..model import flatten, unflatten
-from ..pipeline import Pipeline, Rule
+from ..pipeline import Pipeline, Rule, accepts
 
 # Rules whose output coordinate j depends only on the rows' coordinate j.
 COORDINATEWISE = frozenset({"mean", "cwmed", "cwtm", "meamed"})
@@ -90,7 +88,7 @@ class Reduction:
         if rank not in self.byzantine_ranks:
             return flat
         honest = rows[[r for r in range(world) if r not in self.byzantine_ranks]]
-        own = {"own": rows[list(self.byzantine_ranks)]} if _takes_own(self.attack) else {}
+        own = {"own": rows[list(self.byzantine_ranks)]} if accepts(self.attack, "own") else {}
         return self.attack(honest, f=len(self.byzantine_ranks), **own)[self.byzantine_ranks.index(rank)]
 
 
@@ -100,14 +98,6 @@ def _all_gather(flat, world, group, *, async_op):
     out = flat.new_empty(world * flat.numel())
     work = dist.all_gather_single(out, flat.contiguous(), group=group, async_op=async_op)
     return work, out.view(world, -1)
-
-
-def _takes_own(attack):
-    fn = attack.fn if isinstance(attack, Rule) else attack
-    try:
-        return "own" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
-        return False
 
 
 def robust_all_reduce(tensors, pipeline, group=None, *, attack=None, byzantine_ranks=()):
