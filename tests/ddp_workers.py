@@ -29,6 +29,7 @@ SCENARIOS = {
     "hook_nnm_cwtm": ("hook", bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)), True),
     "hook_krum": ("hook", bk.krum(f=1), True),
     "allreduce_mean_attacked": ("allreduce", bk.mean(), True),
+    "allreduce_cwtm": ("allreduce", bk.cwtm(f=1), True),
     "allreduce_nnm_cwtm": ("allreduce", bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)), True),
 }
 

@@ -35,14 +35,15 @@ def aggregate_arrayrecords(records, pipeline, weighted_by_key="num-examples"):
     ArrayRecord and one MetricRecord, as Flower checks them): every client's arrays flattened
     into one row of X (n, d), ``pipeline(X)`` (with ``weights=`` the clients' ``weighted_by_key``
     values when the rule takes weights), cut back into the arrays' keys, shapes and dtypes.
-    Mixed dtypes are aggregated in their common NumPy type. Cost: one copy of every reply into
-    X, then one run of the rule.
+    Mixed dtypes are aggregated in their common NumPy type. Cost: two copies of every reply (its
+    flat row, then X), one run of the rule.
     """
     if not records:
         raise ValueError("aggregate_arrayrecords needs at least one reply")
     arrays = [next(iter(r.array_records.values())) for r in records]
     keys = list(arrays[0].keys())
-    rows, specs = zip(*(flatten(a.to_numpy_ndarrays()) for a in arrays))
+    ndarrays = [a.to_numpy_ndarrays() for a in arrays]
+    rows, specs = zip(*(flatten(x) for x in ndarrays))
     for i, (a, spec) in enumerate(zip(arrays, specs)):
         if list(a.keys()) != keys or spec != specs[0]:
             raise ValueError(f"reply {i} carries arrays {_layout(a)}; reply 0 carries {_layout(arrays[0])}")
@@ -51,9 +52,8 @@ def aggregate_arrayrecords(records, pipeline, weighted_by_key="num-examples"):
         options["weights"] = np.array([next(iter(r.metric_records.values()))[weighted_by_key] for r in records],
                                       dtype=np.float64)
     out = pipeline(np.stack(rows), **options)
-    dtypes = [x.dtype for x in arrays[0].to_numpy_ndarrays()]
     pieces = unflatten(out, specs[0])
-    return ArrayRecord({k: Array(np.asarray(p, dtype=t)) for k, p, t in zip(keys, pieces, dtypes)})
+    return ArrayRecord({k: Array(np.asarray(p, dtype=x.dtype)) for k, p, x in zip(keys, pieces, ndarrays[0])})
 
 
 def _layout(record):

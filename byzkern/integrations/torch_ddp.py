@@ -22,9 +22,10 @@ Modes of the hook (DDP cuts the gradient into buckets and calls the hook once pe
 Cost per aggregation of L values: each rank receives (world_size - 1) L values (a ring
 all-reduce receives about 2 L) and holds world_size * L; then one run of the rule.
 
-Threat model: the ranks follow the protocol but some contributions are Byzantine (poisoned data,
-faulty workers, or an injected ``attack`` in experiments). Each rank aggregates every row itself,
-so a Byzantine rank cannot alter what the others compute beyond its own row.
+Threat model: Byzantine contributions from processes that follow the protocol (poisoned data,
+faulty workers, or an injected ``attack`` in experiments): a Byzantine rank controls its own row
+and each rank aggregates every row itself. A truly malicious process could also corrupt the rows
+it relays inside a ring all-gather; that is outside this model.
 """
 from __future__ import annotations
 
@@ -138,13 +139,16 @@ def robust_hook(state, bucket):
     """DDP communication hook: ``ddp.register_comm_hook(RobustHookState(rule), robust_hook)``.
 
     The bucket's gradients become the rule's aggregate of every rank's bucket ("bucket" mode)
-    or the bucket's slice of the aggregate of every rank's whole gradient ("whole" mode).
+    or the bucket's slice of the aggregate of every rank's whole gradient ("whole" mode),
+    written into the bucket's own buffer: DDP reads a hook's result as if it started at offset
+    0 of its storage, so a view into a larger aggregate would give wrong gradients.
     Whole mode returns an unfinished Future for each bucket but the last, and finishes them
     all once the last bucket's aggregate is known; this relies on DDP calling the hook for
     every bucket of a step, in order, before it waits on any Future.
     """
     if state.mode == "bucket":
-        return state.launch(bucket.buffer())
+        buffer = bucket.buffer()
+        return state.launch(buffer).then(lambda aggregate: buffer.copy_(aggregate.value()))
     held = torch.futures.Future()
     state._held.append((bucket.buffer(), held))
     if not bucket.is_last():
@@ -161,8 +165,6 @@ def robust_hook(state, bucket):
             for fut in futures:
                 fut.set_exception(exc)
             return
-        # Each Future gets its bucket's own buffer, not a view into the aggregate: DDP reads a
-        # hook's result as if it started at its storage's offset 0.
         for buffer, fut, piece in zip(buffers, futures, pieces):
             fut.set_result(buffer.copy_(piece))
 
