@@ -103,7 +103,7 @@ def test_bad_hook_arguments_raise(kwargs, error):
 def test_overhead_benchmark_runs():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "ddp_overhead.py"), "--params", "1e4",
-                           "--world", "2", "--steps", "1"], env=env, capture_output=True, text=True, timeout=300)
+                           "--world", "4", "--steps", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()
     assert "x default" in lines[1] and len(lines) == 2 + 6
