@@ -27,14 +27,15 @@ WARMUP = 2
 
 
 def combinations(f):
-    """name -> (how gradients are combined, the rule)."""
+    """name -> (how gradients are combined, the rule, comm)."""
     return {
-        "DDP default all-reduce (mean)": ("ddp", None),
-        "hook, bucket mode: cwtm": ("hook", bk.cwtm(f=f)),
-        "hook, bucket mode: cwmed": ("hook", bk.cwmed()),
-        "hook, whole mode: nnm + cwtm": ("hook", bk.Pipeline(bk.nnm(f=f), bk.cwtm(f=f))),
-        "hook, whole mode: krum": ("hook", bk.krum(f=f)),
-        "robust_all_reduce: cwtm": ("allreduce", bk.cwtm(f=f)),
+        "DDP default all-reduce (mean)": ("ddp", None, None),
+        "hook, bucket mode: cwtm": ("hook", bk.cwtm(f=f), "gather"),
+        "hook, bucket, sharded: cwtm": ("hook", bk.cwtm(f=f), "sharded"),
+        "hook, bucket mode: cwmed": ("hook", bk.cwmed(), "gather"),
+        "hook, whole mode: nnm + cwtm": ("hook", bk.Pipeline(bk.nnm(f=f), bk.cwtm(f=f)), "gather"),
+        "hook, whole mode: krum": ("hook", bk.krum(f=f), "gather"),
+        "robust_all_reduce: cwtm": ("allreduce", bk.cwtm(f=f), "gather"),
     }
 
 
@@ -45,13 +46,13 @@ def make_model(params):
     return torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, width))
 
 
-def step_times(model, combine, rule, steps):
+def step_times(model, combine, rule, comm, steps):
     X = torch.randn(32, model[0].in_features)
     net = model
     if combine != "allreduce":
         net = DistributedDataParallel(model)
         if combine == "hook":
-            net.register_comm_hook(RobustHookState(rule), robust_hook)
+            net.register_comm_hook(RobustHookState(rule, comm=comm), robust_hook)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     times = []
     for i in range(WARMUP + steps):
@@ -60,7 +61,7 @@ def step_times(model, combine, rule, steps):
         opt.zero_grad()
         net(X).square().mean().backward()
         if combine == "allreduce":
-            robust_all_reduce([p.grad for p in model.parameters()], rule)
+            robust_all_reduce([p.grad for p in model.parameters()], rule, comm=comm)
         opt.step()
         elapsed = torch.tensor(time.perf_counter() - start, dtype=torch.float64)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
@@ -74,9 +75,9 @@ def run_rank(rank, world, init_file, args):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=600))
     rows = []
-    for name, (combine, rule) in combinations(args.f).items():
+    for name, (combine, rule, comm) in combinations(args.f).items():
         model = make_model(args.params)
-        rows.append((name, step_times(model, combine, rule, args.steps)))
+        rows.append((name, step_times(model, combine, rule, comm, args.steps)))
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         base = rows[0][1]

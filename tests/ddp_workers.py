@@ -20,17 +20,19 @@ from byzkern.integrations.torch_ddp import RobustHookState, robust_all_reduce, r
 FEATURES, HIDDEN, CLASSES, SHARD, STEPS, LR = 16, 64, 4, 128, 30, 0.5
 ATTACK = dict(attack=bk.sign_flip(scale=-100.0))
 
-# name -> (how gradients are combined, the rule, whether the last rank attacks)
+# name -> (how gradients are combined, the rule, whether the last rank attacks, comm)
 SCENARIOS = {
-    "honest": ("ddp", None, False),
-    "ddp_mean_attacked": ("ddp", None, True),
-    "hook_mean_attacked": ("hook", bk.mean(), True),
-    "hook_cwtm": ("hook", bk.cwtm(f=1), True),
-    "hook_nnm_cwtm": ("hook", bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)), True),
-    "hook_krum": ("hook", bk.krum(f=1), True),
-    "allreduce_mean_attacked": ("allreduce", bk.mean(), True),
-    "allreduce_cwtm": ("allreduce", bk.cwtm(f=1), True),
-    "allreduce_nnm_cwtm": ("allreduce", bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)), True),
+    "honest": ("ddp", None, False, None),
+    "ddp_mean_attacked": ("ddp", None, True, None),
+    "hook_mean_attacked": ("hook", bk.mean(), True, "gather"),
+    "hook_cwtm": ("hook", bk.cwtm(f=1), True, "gather"),
+    "hook_cwtm_sharded": ("hook", bk.cwtm(f=1), True, "sharded"),
+    "hook_nnm_cwtm": ("hook", bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)), True, "gather"),
+    "hook_krum": ("hook", bk.krum(f=1), True, "gather"),
+    "allreduce_mean_attacked": ("allreduce", bk.mean(), True, "gather"),
+    "allreduce_cwtm": ("allreduce", bk.cwtm(f=1), True, "gather"),
+    "allreduce_cwtm_sharded": ("allreduce", bk.cwtm(f=1), True, "sharded"),
+    "allreduce_nnm_cwtm": ("allreduce", bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)), True, "gather"),
 }
 
 
@@ -51,7 +53,7 @@ def params_sha1(model):
     return hashlib.sha1(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().tobytes()).hexdigest()
 
 
-def train(rank, world, combine, rule, attacked):
+def train(rank, world, combine, rule, attacked, comm):
     X, y = make_data(rank, SHARD)
     X_eval, y_eval = make_data(10_000, 512)
     byzantine = dict(ATTACK, byzantine_ranks=(world - 1,)) if attacked else {}
@@ -68,7 +70,7 @@ def train(rank, world, combine, rule, attacked):
                 buckets.add(bucket.index())
                 return robust_hook(state, bucket)
 
-            state = RobustHookState(rule, **byzantine)
+            state = RobustHookState(rule, comm=comm, **byzantine)
             net.register_comm_hook(state, counting_hook)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     losses, hashes = [], []
@@ -79,7 +81,7 @@ def train(rank, world, combine, rule, attacked):
             loss = -100.0 * loss  # the Byzantine rank's gradient through DDP's own all-reduce
         loss.backward()
         if combine == "allreduce":
-            robust_all_reduce([p.grad for p in model.parameters()], rule, **byzantine)
+            robust_all_reduce([p.grad for p in model.parameters()], rule, comm=comm, **byzantine)
         opt.step()
         with torch.no_grad():
             losses.append(float(torch.nn.functional.cross_entropy(model(X_eval), y_eval)))

@@ -53,7 +53,8 @@ def test_mean_diverges_under_attack(runs, scenario):
     assert not math.isfinite(final) or final > 10 * honest[0]
 
 
-@pytest.mark.parametrize("scenario", ["hook_cwtm", "hook_nnm_cwtm", "hook_krum", "allreduce_cwtm", "allreduce_nnm_cwtm"])
+@pytest.mark.parametrize("scenario", ["hook_cwtm", "hook_cwtm_sharded", "hook_nnm_cwtm", "hook_krum",
+                                      "allreduce_cwtm", "allreduce_cwtm_sharded", "allreduce_nnm_cwtm"])
 def test_robust_rule_trains_like_the_honest_run(runs, scenario):
     honest = runs[0]["honest"]["losses"][-1]
     losses = runs[0][scenario]["losses"]
@@ -70,12 +71,14 @@ def test_hook_modes(runs):
     assert runs[0]["hook_nnm_cwtm"]["buckets"] >= 2
 
 
-@pytest.mark.parametrize("hook, manual", [("hook_cwtm", "allreduce_cwtm"),
-                                          ("hook_nnm_cwtm", "allreduce_nnm_cwtm")])
-def test_hook_matches_robust_all_reduce(runs, hook, manual):
+@pytest.mark.parametrize("one, other", [("hook_cwtm", "allreduce_cwtm"),
+                                        ("hook_nnm_cwtm", "allreduce_nnm_cwtm"),
+                                        ("hook_cwtm_sharded", "hook_cwtm"),
+                                        ("allreduce_cwtm_sharded", "allreduce_cwtm")])
+def test_hook_matches_robust_all_reduce_and_sharded_matches_gather(runs, one, other):
     # Same rule, same attack; only the order of the coordinates (DDP's buckets vs the
-    # parameters) and, in bucket mode, the cut into buckets differ.
-    assert runs[0][hook]["losses"] == pytest.approx(runs[0][manual]["losses"], rel=1e-5)
+    # parameters) and their cut into buckets or shards differ.
+    assert runs[0][one]["losses"] == pytest.approx(runs[0][other]["losses"], rel=1e-5)
 
 
 def test_auto_mode_follows_the_rules():
@@ -88,6 +91,7 @@ def test_auto_mode_follows_the_rules():
 
 @pytest.mark.parametrize("kwargs, error", [
     (dict(mode="layer"), ValueError),
+    (dict(comm="ring"), ValueError),
     (dict(byzantine_ranks=(1,)), ValueError),
     (dict(attack=bk.sign_flip(scale=-1.0)), ValueError),
     (dict(attack=bk.sign_flip(scale=-1.0), byzantine_ranks=(1, 1)), ValueError),
@@ -99,6 +103,11 @@ def test_bad_hook_arguments_raise(kwargs, error):
         RobustHookState(bk.cwtm(f=1), **kwargs)
 
 
+def test_sharded_needs_a_coordinatewise_rule():
+    with pytest.raises(ValueError, match="coordinate-wise"):
+        RobustHookState(bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)), comm="sharded")
+
+
 @pytest.mark.slow
 def test_overhead_benchmark_runs():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -106,4 +115,4 @@ def test_overhead_benchmark_runs():
                            "--world", "4", "--steps", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()
-    assert "x default" in lines[1] and len(lines) == 2 + 6
+    assert "x default" in lines[1] and len(lines) == 2 + 7

@@ -19,8 +19,15 @@ Modes of the hook (DDP cuts the gradient into buckets and calls the hook once pe
   resampling (one draw for all buckets). Costs the overlap of communication with backward.
 - ``"auto"`` (default): ``"bucket"`` when every stage is coordinate-wise, else ``"whole"``.
 
-Cost per aggregation of L values: each rank receives (world_size - 1) L values (a ring
-all-reduce receives about 2 L) and holds world_size * L; then one run of the rule.
+Communication (``comm=``):
+
+- ``"gather"`` (default): every rank gathers every row and runs the rule on all L coordinates.
+  Each rank receives (world_size - 1) L values (a ring all-reduce: about 2 L) and holds
+  world_size * L. Works for every rule.
+- ``"sharded"``: for coordinate-wise rules only. Rank r receives coordinate shard r of every
+  rank's row (``all_to_all``), aggregates that (world_size, L / world_size) block, and the shards
+  are all-gathered back: about 2 L received per rank, as for a ring all-reduce, and 1/world_size
+  of the rule's work. Each rank then trusts the others to aggregate their shard faithfully.
 
 Threat model: Byzantine contributions from processes that follow the protocol (poisoned data,
 faulty workers, or an injected ``attack`` in experiments): a Byzantine rank controls its own row
@@ -39,6 +46,7 @@ from ..pipeline import Pipeline, Rule, accepts
 # Rules whose output coordinate j depends only on the rows' coordinate j.
 COORDINATEWISE = frozenset({"mean", "cwmed", "cwtm", "meamed"})
 MODES = ("auto", "bucket", "whole")
+COMMS = ("gather", "sharded")
 
 
 def is_coordinatewise(pipeline):
@@ -48,8 +56,9 @@ def is_coordinatewise(pipeline):
 
 
 class Reduction:
-    """What one robust all-reduce does: the rule, the process group, and in experiments the
-    Byzantine ranks with their ``attack`` (any attack of SPEC §5, e.g. ``sign_flip(scale=-100)``).
+    """What one robust all-reduce does: the rule, the communication ``comm`` ("gather" or
+    "sharded", see the module docstring), the process group, and in experiments the Byzantine
+    ranks with their ``attack`` (any attack of SPEC §5, e.g. ``sign_flip(scale=-100)``).
 
     With an attack, every rank first all-gathers the true contributions; then each Byzantine
     rank sends its row of ``attack(H, f=len(byzantine_ranks))``, H the honest ranks' rows, with
@@ -58,7 +67,7 @@ class Reduction:
     ranks only, so their randomness need not agree across ranks.
     """
 
-    def __init__(self, pipeline, *, group=None, attack=None, byzantine_ranks=()):
+    def __init__(self, pipeline, *, comm="gather", group=None, attack=None, byzantine_ranks=()):
         if not callable(pipeline):
             raise TypeError(f"pipeline must be callable (a byzkern rule or Pipeline); got {type(pipeline).__name__}")
         if attack is not None and not callable(attack):
@@ -68,18 +77,34 @@ class Reduction:
             raise ValueError(f"byzantine_ranks must be distinct; got {ranks}")
         if bool(ranks) != (attack is not None):
             raise ValueError("give attack= and byzantine_ranks= together")
+        self.comm = _checks.choice(comm, "comm", COMMS)
+        if comm == "sharded" and not is_coordinatewise(pipeline):
+            raise ValueError(f'comm="sharded" needs a coordinate-wise rule ({sorted(COORDINATEWISE)}); got {pipeline!r}')
         self.pipeline, self.group, self.attack, self.byzantine_ranks = pipeline, group, attack, ranks
 
     def __repr__(self):
         attack = f", attack={self.attack!r}, byzantine_ranks={self.byzantine_ranks}" if self.attack else ""
-        return f"Reduction({self.pipeline!r}{attack})"
+        return f"Reduction({self.pipeline!r}, comm={self.comm!r}{attack})"
 
     def launch(self, flat):
         """Start the robust all-reduce of the 1-D tensor ``flat``; a Future of the aggregate."""
         world = dist.get_world_size(self.group)
         sent = self._attacked(flat, world) if self.attack is not None else flat
+        if self.comm == "sharded":
+            return self._sharded(sent, world)
         work, rows = _all_gather(sent, world, self.group, async_op=True)
         return work.get_future().then(lambda _: self.pipeline(rows))
+
+    def _sharded(self, flat, world):
+        # Zero padding to world_size equal shards; the padded coordinates are cut off at the end.
+        size = flat.numel()
+        shard = -(-size // world)
+        padded = flat.new_zeros(world * shard)
+        padded[:size] = flat
+        block = torch.empty_like(padded)
+        dist.all_to_all_single(block, padded, group=self.group)
+        work, shards = _all_gather(self.pipeline(block.view(world, shard)), world, self.group, async_op=True)
+        return work.get_future().then(lambda _: shards.view(-1)[:size])
 
     def _attacked(self, flat, world):
         if max(self.byzantine_ranks) >= world:
@@ -101,16 +126,17 @@ def _all_gather(flat, world, group, *, async_op):
     return work, out.view(world, -1)
 
 
-def robust_all_reduce(tensors, pipeline, group=None, *, attack=None, byzantine_ranks=()):
+def robust_all_reduce(tensors, pipeline, group=None, *, comm="gather", attack=None, byzantine_ranks=()):
     """Replace ``tensors`` (a tensor or a list of them, e.g. the gradients) on every rank, in
     place, by ``pipeline`` applied to the (world_size, L) matrix of every rank's flattened
     tensors: the robust counterpart of ``all_reduce`` followed by a division by world_size.
-    ``attack`` / ``byzantine_ranks`` as in :class:`Reduction`. Collective: every rank calls it.
-    Cost: one all-gather of L values per rank (two with an attack), one run of the rule.
+    ``comm`` as in the module docstring, ``attack`` / ``byzantine_ranks`` as in
+    :class:`Reduction`. Collective: every rank calls it. Cost: one all-gather of L values per
+    rank (one more with an attack), one run of the rule.
     """
     tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
     flat, spec = flatten(tensors)
-    reduction = Reduction(pipeline, group=group, attack=attack, byzantine_ranks=byzantine_ranks)
+    reduction = Reduction(pipeline, comm=comm, group=group, attack=attack, byzantine_ranks=byzantine_ranks)
     out = reduction.launch(flat).wait()
     with torch.no_grad():
         for t, piece in zip(tensors, unflatten(out, spec)):
@@ -123,8 +149,8 @@ class RobustHookState(Reduction):
     "whole" mode until the last bucket of the step arrives.
     """
 
-    def __init__(self, pipeline, *, mode="auto", group=None, attack=None, byzantine_ranks=()):
-        super().__init__(pipeline, group=group, attack=attack, byzantine_ranks=byzantine_ranks)
+    def __init__(self, pipeline, *, mode="auto", comm="gather", group=None, attack=None, byzantine_ranks=()):
+        super().__init__(pipeline, comm=comm, group=group, attack=attack, byzantine_ranks=byzantine_ranks)
         mode = _checks.choice(mode, "mode", MODES)
         if mode == "auto":
             mode = "bucket" if is_coordinatewise(pipeline) else "whole"
