@@ -97,6 +97,9 @@ class Reduction:
 
     def _sharded(self, flat, world):
         # Zero padding to world_size equal shards; the padded coordinates are cut off at the end.
+        # The all_to_all and the rule run in the caller's thread, so the hook blocks backward
+        # for them and only the final all-gather overlaps it; launching a collective from a
+        # Future's callback would run it on the backend's completion thread, untested here.
         size = flat.numel()
         shard = -(-size // world)
         padded = flat.new_zeros(world * shard)
