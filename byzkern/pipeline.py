@@ -39,6 +39,20 @@ class Rule:
         return hash((self.fn, tuple(sorted(self.options.items(), key=lambda kv: kv[0]))))
 
 
+def accepts(op, option):
+    """Whether calling ``op`` (a Rule, a Pipeline or any callable) takes the keyword ``option``.
+
+    Integrations use it to pass what a rule can use (an attack's ``own``, an aggregator's
+    ``weights``) and nothing it would refuse. A Pipeline passes its options to every stage, so
+    it accepts only what its signature names.
+    """
+    fn = op.fn if isinstance(op, Rule) else op
+    try:
+        return option in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
+
+
 def rule(fn):
     """Let ``fn(X, **options)`` also be called as ``fn(**options)`` to make a Rule.
 

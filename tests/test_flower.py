@@ -1,0 +1,136 @@
+"""byzkern's Flower strategy through Flower's own API: real RecordDicts and Messages, and one
+real simulation (Ray on loopback) with a Byzantine client, in flower_simulation.py.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords as flower_weighted_mean
+
+import byzkern as bk
+from byzkern.integrations.flower import RobustFedAvg, aggregate_arrayrecords
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = {"dense.weight": (3, 4), "dense.bias": (4,), "head": (2, 2, 2)}
+
+
+def client_arrays(rng, scale=1.0):
+    """One client's model: float32 layers near a common model, plus an int64 step counter."""
+    arrays = {k: (scale * (1000.0 + 0.1 * rng.standard_normal(s))).astype(np.float32) for k, s in SHAPES.items()}
+    return {**arrays, "steps": np.array(7, dtype=np.int64)}
+
+
+def reply_content(arrays, num_examples, loss=0.0):
+    return RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                       "metrics": MetricRecord({"num-examples": num_examples, "train-loss": loss})})
+
+
+def flat(arrays):
+    """A client's dict of arrays, or an ArrayRecord, as one float64 row."""
+    values = [a.numpy() if isinstance(a, Array) else a for a in arrays.values()]
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in values])
+
+
+@pytest.fixture
+def replies():
+    """Five clients' replies; the last is Byzantine and sends -100 times its model."""
+    rng = np.random.default_rng(0)
+    clients = [client_arrays(rng) for _ in range(4)] + [client_arrays(rng, scale=-100.0)]
+    counts = [10, 20, 30, 40, 50]
+    losses = [1.0, 2.0, 3.0, 4.0, 5.0]
+    return clients, counts, [reply_content(a, c, l) for a, c, l in zip(clients, counts, losses)]
+
+
+def test_aggregate_is_the_rule_on_the_flattened_arrays(replies):
+    clients, _, records = replies
+    out = aggregate_arrayrecords(records, bk.cwtm(f=1))
+    X = np.stack([flat(a) for a in clients])
+    assert list(out.keys()) == list(clients[0].keys())
+    np.testing.assert_allclose(flat(out),
+                               bk.cwtm(X, f=1), rtol=1e-6)
+    for key, array in out.items():
+        assert array.numpy().shape == clients[0][key].shape
+        assert array.numpy().dtype == clients[0][key].dtype
+    assert int(out["steps"].numpy()) == 7
+    honest_mean = X[:4].mean(axis=0)
+    assert np.abs(flat(out) - honest_mean).max() < 0.3
+    # Flower's own FedAvg aggregation is dragged far away by the one Byzantine client.
+    fedavg = flower_weighted_mean(records, "num-examples")
+    assert np.abs(flat(fedavg) - honest_mean).max() > 1e4
+
+
+def test_weights_go_to_rules_that_take_them(replies):
+    clients, counts, records = replies
+    X = np.stack([flat(a) for a in clients])
+    weighted = aggregate_arrayrecords(records, bk.geomed(maxiter=50))
+    expected = bk.geomed(X, maxiter=50, weights=np.array(counts, dtype=np.float64))
+    np.testing.assert_allclose(flat(weighted), expected, rtol=1e-5)
+    assert not np.allclose(expected, bk.geomed(X, maxiter=50), rtol=1e-6)
+    # A pipeline passes its options to every stage, so it gets no weights.
+    piped = aggregate_arrayrecords(records, bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)))
+    np.testing.assert_allclose(flat(piped),
+                               bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1))(X), rtol=1e-6)
+
+
+def test_mismatched_replies_raise(replies):
+    clients, _, records = replies
+    odd = dict(clients[0], head=np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="reply 5 carries arrays"):
+        aggregate_arrayrecords(records + [reply_content(odd, 10)], bk.cwtm(f=1))
+    with pytest.raises(ValueError, match="at least one reply"):
+        aggregate_arrayrecords([], bk.cwmed())
+
+
+def reply_message(content=None, error=None, node=1):
+    """A reply as the server receives it: Flower builds these from the SuperLink's metadata."""
+    metadata = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
+                        reply_to_message_id=f"i{node}", group_id="1", created_at=time.time(),
+                        ttl=60.0, message_type="train")
+    return Message(content, metadata=metadata) if error is None else Message(error, metadata=metadata)
+
+
+def test_aggregate_train_on_real_messages(replies):
+    clients, _, records = replies
+    messages = [reply_message(r, node=i + 1) for i, r in enumerate(records)]
+    messages.append(reply_message(error=Error(code=0, reason="client crashed"), node=99))
+    strategy = RobustFedAvg(bk.cwtm(f=1))
+    arrays, metrics = strategy.aggregate_train(1, messages)
+    expected = aggregate_arrayrecords(records, bk.cwtm(f=1))
+    for key in expected:
+        np.testing.assert_array_equal(arrays[key].numpy(), expected[key].numpy())
+    # Metrics are FedAvg's: the mean weighted by num-examples.
+    assert metrics["train-loss"] == pytest.approx(np.average([1, 2, 3, 4, 5], weights=[10, 20, 30, 40, 50]))
+    assert strategy.aggregate_train(1, []) == (None, None)
+
+
+def test_defaults_are_fedavgs():
+    ours, theirs = RobustFedAvg(bk.cwmed()), FedAvg()
+    for option in ("fraction_train", "fraction_evaluate", "min_train_nodes", "min_available_nodes",
+                   "weighted_by_key", "arrayrecord_key", "configrecord_key"):
+        assert getattr(ours, option) == getattr(theirs, option)
+    with pytest.raises(TypeError):
+        RobustFedAvg("cwmed")
+
+
+def test_simulation_with_a_byzantine_client():
+    # A process of its own: Ray leaves threads and open files behind at shutdown, which would
+    # trip this suite's warnings-as-errors and can keep the pytest process from exiting.
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # Ray listens on 127.0.0.1 only
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("flower_simulation.py"))],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(errors) == {"honest FedAvg", "attacked FedAvg", "attacked RobustFedAvg"}
+    assert errors["attacked FedAvg"] > 100
+    # Every run starts at distance ||w*|| = 3.9 from the solution; the honest one ends at 0.36.
+    # cwtm averages the 3 middle of 5 values per coordinate, so one honest client is always
+    # dropped: it ends a little farther (0.51 seen), within 0.25 of the honest run.
+    assert errors["attacked RobustFedAvg"] <= errors["honest FedAvg"] + 0.25
