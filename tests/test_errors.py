@@ -44,6 +44,8 @@ BAD_CALLS = [
     ("tau nan", lambda: bk.cclip(X, tau=float("nan")), ValueError, "tau must be finite"),
     ("geomed maxiter", lambda: bk.geomed(X, maxiter=-1), ValueError, "maxiter"),
     ("geomed eps", lambda: bk.geomed(X, eps=-1.0), ValueError, "eps"),
+    # found by fuzzing: nu = 0 gave NaN (0/0) once the iterate sat on a row, e.g. for n = 1
+    ("geomed nu = 0", lambda: bk.geomed(X[:1], nu=0.0), ValueError, "nu must be > 0"),
     ("geomed init word", lambda: bk.geomed(X, init="median"), ValueError, "init"),
     ("geomed init shape", lambda: bk.geomed(X, init=np.ones(3)), ValueError, "init must have shape"),
     ("geomed weights shape", lambda: bk.geomed(X, weights=np.ones(4)), ValueError, "weights must have shape"),
