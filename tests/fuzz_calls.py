@@ -72,7 +72,7 @@ def matrices(draw, ranks=(2, 3)):
     compute = np.float32 if dtype in ("float16", "bfloat16") else (dtype if dtype != "bool" else np.float64)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     scale = draw(st.sampled_from([1.0, 1e-30, 1e30, 1e-300])) if dtype == "float64" else 1.0
-    X = (rng.standard_normal(shape) * scale).astype(compute if compute != "complex64" else np.complex64)
+    X = (rng.standard_normal(shape) * scale).astype(compute)
     if X.ndim >= 1 and X.size and np.issubdtype(X.dtype, np.floating):
         rows = X.reshape(-1, shape[-1]) if X.ndim >= 2 else X.reshape(1, -1)
         for r in draw(st.lists(st.integers(0, rows.shape[0] - 1), max_size=min(rows.shape[0], 6))):
@@ -86,7 +86,7 @@ def matrices(draw, ranks=(2, 3)):
         wide = np.zeros(X.shape[:-1] + (2 * X.shape[-1],), X.dtype)
         wide[..., ::2] = X
         X = wide[..., ::2]
-    elif layout == "reversed" and X.ndim:
+    elif layout == "reversed" and X.ndim:  # the same values through negative strides
         X = np.ascontiguousarray(X[..., ::-1])[..., ::-1]
     elif layout == "fortran":
         X = np.asfortranarray(X)
@@ -162,7 +162,7 @@ def d_of(X):
 
 @st.composite
 def calls(draw):
-    """(name, function, data, options, tolerated f for the finiteness check or None)."""
+    """(op name, data, options, the f a robust rule tolerates for the finiteness check or None)."""
     op = draw(st.sampled_from(OPS))
     ranks = (1, 2) if op in COMPRESSORS else (2, 3)
     X = draw(matrices(ranks))
@@ -201,7 +201,7 @@ def calls(draw):
         if draw(st.booleans()):
             opts["norms"] = draw(aux((n,)))
         tolerated = f if "norms" not in opts else None
-    elif op in ("krum_k",):
+    elif op == "krum_k":
         opts.update(f=f, k=draw(integer(1, n)))
     elif op in ("bucketing", "resampling"):
         opts["s"] = draw(integer(1, min(n, 8)))  # n * s draws are made in Python
