@@ -1,5 +1,7 @@
 """Scale: more than 2**31 elements give the right answer (opt-in: ~13 GB of memory), and an
 allocation that cannot fit is a MemoryError, not a crash."""
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,23 @@ def test_an_allocation_that_cannot_fit_is_a_memory_error(op, backend):
             "nnm": lambda: bk.nnm(X, f=1, backend=backend)}[op]
     with pytest.raises(MemoryError):
         call()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+@pytest.mark.parametrize("op", ["mean", "cwmed", "topk"])
+def test_no_copy_of_the_input(op, backend):
+    """The ops of the scale test allocate little beyond their output, so n * d near the memory
+    size still fits (Numba's topk once built int64 keys of the whole input: 3x its size)."""
+    skip_unless_available(backend)
+    X = np.random.default_rng(0).standard_normal((3, 1 << 20)).astype(np.float32)
+    call = {"mean": lambda: bk.mean(X, backend=backend), "cwmed": lambda: bk.cwmed(X, backend=backend),
+            "topk": lambda: bk.topk(X, k=3, backend=backend)}[op]
+    call()  # compile and warm up outside the measurement
+    tracemalloc.start()
+    try:
+        call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    output = X.nbytes // 3 if op != "topk" else 0
+    assert peak <= output + X.nbytes // 10
