@@ -71,6 +71,7 @@ if Pybind11Extension is not None and os.environ.get("BYZKERN_NO_EXTENSION") != "
         Pybind11Extension(
             "byzkern._cpu",
             sorted(glob("csrc/*.cpp")),  # sorted for reproducible builds
+            depends=sorted(glob("csrc/*.hpp")),  # headers: rebuild on change, ship in the sdist
             include_dirs=["csrc"],
             cxx_std=17,
             extra_compile_args=cflags,

@@ -9,10 +9,12 @@ import math
 import numbers
 
 NAN_POLICIES = ("outlier", "raise", "propagate")
+#: kernels take int64 counts; a larger count (an iteration count of 2**70) is refused here
+INT64_MAX = 2**63 - 1
 
 
-def integer(value, name, *, low=None, high=None, high_text=None):
-    """An int in [low, high]; bools and floats with a fraction are refused."""
+def integer(value, name, *, low=None, high=INT64_MAX, high_text=None):
+    """An int in [low, high] (high: int64's max unless given); bools and floats are refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
     value = int(value)

@@ -63,4 +63,4 @@ def uniforms(seed, stream, row, count):
 
 def below(u, bound):
     """An integer in [0, bound) from a uniform u in [0, 1); exact in float64 for bound < 2**53."""
-    return np.minimum((u * bound).astype(np.int64), np.int64(bound) - 1)
+    return min(int(u * bound), bound - 1)

@@ -69,7 +69,9 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     steps or when the objective ``F(z) = sum_i w_i ||z - x_i||`` changes by less than
     ``eps * F(z)`` (RFA's rule; ``eps=0`` never stops early). The papers' fixed 8 steps are
     ``geomed(maxiter=8, eps=0)``; their code started from zero with nu = 0.1, which is
-    ``init="zero", nu=0.1``. ``nu`` is absolute, so it depends on the scale of X.
+    ``init="zero", nu=0.1``. ``nu`` is absolute, so it depends on the scale of X; it must be
+    > 0 (with nu = 0 a step from a point that is one of the rows divides 0 by 0) and not so
+    small that ``w_i |x_i| / nu`` overflows float64.
 
     ``weights`` (n,) or (B, n): non-negative, not all zero. nan_policy="outlier" gives rows with
     a NaN or Inf entry zero weight. Distances are direct (float64), not Gram-based.
@@ -80,7 +82,7 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     B, n, d = A.data.shape
     maxiter = _checks.integer(maxiter, "maxiter", low=0)
     eps = _checks.real(eps, "eps", nonnegative=True)
-    nu = _checks.real(nu, "nu", nonnegative=True)
+    nu = _checks.real(nu, "nu", positive=True)
     if weights is None:
         w = A.xp.ones((B, n))
     else:

@@ -73,14 +73,18 @@ def bucketing(X, *, s, seed=None, rng=None, backend=None, nan_policy="outlier"):
 def resampling_draws(seed, item, n, s):
     """Seed 003, Algorithm 1: n rounds of s draws; each draw is uniform among the rows drawn
     fewer than s times so far, counted at once (so a row can appear twice in one round)."""
-    u = _random.uniforms(seed, "resampling", item, n * s)
-    count = np.zeros(n, dtype=np.int64)
-    draws = np.empty(n * s, dtype=np.int64)
+    u = _random.uniforms(seed, "resampling", item, n * s).tolist()
+    count = [0] * n
+    eligible = list(range(n))  # the rows drawn fewer than s times, ascending
+    draws = []
     for t in range(n * s):
-        eligible = np.flatnonzero(count < s)
-        draws[t] = eligible[_random.below(u[t], len(eligible))]
-        count[draws[t]] += 1
-    return draws.reshape(n, s)
+        j = _random.below(u[t], len(eligible))
+        row = eligible[j]
+        draws.append(row)
+        count[row] += 1
+        if count[row] == s:
+            del eligible[j]
+    return np.array(draws, dtype=np.int64).reshape(n, s)
 
 
 @rule

@@ -44,6 +44,12 @@ BAD_CALLS = [
     ("tau nan", lambda: bk.cclip(X, tau=float("nan")), ValueError, "tau must be finite"),
     ("geomed maxiter", lambda: bk.geomed(X, maxiter=-1), ValueError, "maxiter"),
     ("geomed eps", lambda: bk.geomed(X, eps=-1.0), ValueError, "eps"),
+    # found by fuzzing: counts beyond int64 hung the Python and Numba loops, and the C++ binding
+    # raised pybind11's "incompatible function arguments"
+    ("geomed maxiter > int64", lambda: bk.geomed(X, maxiter=2**70), ValueError, "maxiter must be <="),
+    ("cclip iters > int64", lambda: bk.cclip(X, tau=1.0, iters=2**70), ValueError, "iters must be <="),
+    # found by fuzzing: nu = 0 gave NaN (0/0) once the iterate sat on a row, e.g. for n = 1
+    ("geomed nu = 0", lambda: bk.geomed(X[:1], nu=0.0), ValueError, "nu must be > 0"),
     ("geomed init word", lambda: bk.geomed(X, init="median"), ValueError, "init"),
     ("geomed init shape", lambda: bk.geomed(X, init=np.ones(3)), ValueError, "init must have shape"),
     ("geomed weights shape", lambda: bk.geomed(X, weights=np.ones(4)), ValueError, "weights must have shape"),

@@ -123,3 +123,105 @@ def test_geomed_minimizes_the_objective_found_by_scipy():
     z = bk.geomed(X, weights=w, maxiter=1000, eps=1e-15, nu=1e-12)
     assert objective(z) <= objective(best) + 1e-7
     np.testing.assert_allclose(z, best, atol=1e-4)
+
+
+# ---- Byzantine robustness: each rule's bound on ||rule(X) - honest mean|| ------------------------
+
+def byzantine_rows_of(kind, H, f, rule, rng):
+    """f rows of one kind: arbitrary vectors, or crafted from the honest rows by a SPEC §5 attack."""
+    d = H.shape[1]
+    if kind == "huge":
+        return rng.choice([-1e30, 1e30], size=(f, d))
+    if kind == "nan and inf":
+        rows = np.full((f, d), np.nan)
+        rows[::2] = np.inf
+        return rows
+    if kind == "copies of one vector":
+        return np.tile(rng.standard_normal(d) * 1e3, (f, 1))
+    if kind == "optimized alie":
+        return bk.optimized(H, f=f, attack="alie", aggregator=rule)
+    if kind == "optimized foe":
+        return bk.optimized(H, f=f, attack="foe", aggregator=rule)
+    if kind == "mimic":
+        return bk.Mimic(warmup=1)(H, f=f)
+    attack = {"sign_flip": lambda: bk.sign_flip(H, f=f, scale=-5.0), "ipm": lambda: bk.ipm(H, f=f, eps=10.0),
+              "foe": lambda: bk.foe(H, f=f, eta=50.0), "alie": lambda: bk.alie(H, f=f),
+              "gaussian": lambda: bk.gaussian(H, f=f, std=100.0, seed=int(rng.integers(1 << 30)))}
+    return attack[kind]()
+
+
+BYZANTINE_KINDS = ["huge", "nan and inf", "copies of one vector", "sign_flip", "ipm", "foe", "alie",
+                   "gaussian", "mimic", "optimized alie", "optimized foe"]
+
+
+def krum_bound(H, k, f):
+    """The chosen row's k nearest neighbours hold >= k - f honest rows, and its score is at most
+    an honest row's, <= k diam^2; so it is within diam sqrt(k / (k - f)) of an honest row."""
+    return diameter(H) * (1 + np.sqrt(k / (k - f)))
+
+
+def diameter(H):
+    return max(np.linalg.norm(a - b) for a in H for b in H)
+
+
+def radius(H):
+    return np.linalg.norm(H - H.mean(axis=0), axis=1).max()
+
+
+def box(H):
+    return np.linalg.norm(H.max(axis=0) - H.min(axis=0))
+
+
+# rule name -> (rule for f, n; bound on the distance to the honest mean; whether the bound is
+# per coordinate). Each needs the n of the comment; strategies below draw n accordingly.
+ROBUST = {
+    # the per-coordinate range of the honest rows (n > 2f)
+    "cwmed": (lambda f, n: bk.cwmed(), None),
+    "cwtm": (lambda f, n: bk.cwtm(f=f), None),
+    # kept values lie within the honest width of the median, itself in the honest range
+    "meamed": (lambda f, n: bk.meamed(f=f), "widened range"),
+    # Minsker / Lopuhaa-Rousseeuw: the minimizer of sum ||z - x_i|| is within 2h r / (h - f)
+    # of any ball of radius r holding the h honest rows (h > f)
+    "geomed": (lambda f, n: bk.geomed(maxiter=300, eps=0.0, nu=1e-9),
+               lambda H, f: 2 * len(H) * radius(H) / (len(H) - f)),
+    "krum": (lambda f, n: bk.krum(f=f), lambda H, f: krum_bound(H, len(H) - 2, f)),
+    "multikrum": (lambda f, n: bk.multikrum(f=f), lambda H, f: krum_bound(H, len(H) - 2, f)),
+    # kept rows have norm <= the largest honest norm (n - f honest rows of such norm exist)
+    "norm_filter": (lambda f, n: bk.norm_filter(f=f),
+                    lambda H, f: np.linalg.norm(H, axis=1).max() + np.linalg.norm(H.mean(axis=0))),
+    # starts at the cwmed (in the honest box) and each step moves v by at most tau
+    "cclip": (lambda f, n: bk.cclip(tau=1.0, iters=3), lambda H, f: box(H) + 3 * 1.0),
+    # an honest row's n - f nearest rows are within diam of it, so its NNM output is within
+    # 2 diam of the honest mean; cwtm keeps each coordinate within the honest outputs' range
+    "nnm + cwtm": (lambda f, n: bk.Pipeline(bk.nnm(f=f), bk.cwtm(f=f)), "2 diam per coordinate"),
+}
+
+
+@pytest.mark.parametrize("rule", ROBUST)
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_byzantine_robustness_bound(rule, data):
+    f = data.draw(st.integers(1, 3), label="f")
+    h = data.draw(st.integers(f + 3, f + 6), label="honest rows")  # h - 2 > f: Krum's k > f
+    d = data.draw(st.integers(1, 6), label="d")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    H = rng.standard_normal((h, d)) * data.draw(st.sampled_from([1e-3, 1.0, 1e3]), label="scale")
+    make, bound = ROBUST[rule]
+    n = h + f
+    aggregate = make(f, n)
+    kind = data.draw(st.sampled_from(BYZANTINE_KINDS), label="byzantine rows")
+    with np.errstate(over="ignore", invalid="ignore"):
+        byzantine = byzantine_rows_of(kind, H, f, aggregate, rng)
+        X = np.vstack([H, byzantine])[rng.permutation(n)]
+        out = aggregate(X)
+    assert np.isfinite(out).all()
+    mu, lo, hi = H.mean(axis=0), H.min(axis=0), H.max(axis=0)
+    slack = 1e-9 * (1 + np.abs(H).max())
+    if bound is None:
+        assert np.all((lo - slack <= out) & (out <= hi + slack)), (kind, out, lo, hi)
+    elif bound == "widened range":
+        assert np.all((2 * lo - hi - slack <= out) & (out <= 2 * hi - lo + slack)), (kind, out, lo, hi)
+    elif bound == "2 diam per coordinate":
+        assert np.abs(out - mu).max() <= 2 * diameter(H) + slack, kind
+    else:
+        assert np.linalg.norm(out - mu) <= bound(H, f) * (1 + 1e-6) + slack, (kind, np.linalg.norm(out - mu), bound(H, f))

@@ -515,13 +515,14 @@ def _ordered_row_sums(X, square, out):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _topk(X, k, keys, shift, buckets, values, indices):
+def _topk(X, k, bits, magnitude, shift, buckets, values, indices):
     n, d = X.shape
     for row in numba.prange(n):
-        key = keys[row]
+        # magnitude keys computed on the fly: an (n, d) key array would triple the memory
+        key = bits[row]
         hist = np.zeros(buckets, np.int64)
         for i in range(d):
-            hist[key[i] >> shift] += 1
+            hist[np.int64(key[i] & magnitude) >> shift] += 1
         edge, above = buckets - 1, 0
         while above + hist[edge] < k:
             above += hist[edge]
@@ -531,7 +532,7 @@ def _topk(X, k, keys, shift, buckets, values, indices):
         sure = np.empty(above, np.int64)
         s = t = 0
         for i in range(d):
-            bucket = key[i] >> shift
+            bucket = np.int64(key[i] & magnitude) >> shift
             if bucket > edge:
                 sure[s] = i
                 s += 1
@@ -539,7 +540,10 @@ def _topk(X, k, keys, shift, buckets, values, indices):
                 ties[t] = i
                 t += 1
         # larger key first, then lower index: a stable sort of -key keeps index order on ties
-        order = np.argsort(-key[ties], kind="mergesort")
+        tied_keys = np.empty(ties.size, np.int64)
+        for t in range(ties.size):
+            tied_keys[t] = np.int64(key[ties[t]] & magnitude)
+        order = np.argsort(-tied_keys, kind="mergesort")
         chosen = np.sort(ties[order[:need]])
         s = t = 0
         for j in range(k):
@@ -556,10 +560,10 @@ def topk(X, k):
     n = X.shape[0]
     uint, ebits = (np.uint32, 8) if X.dtype == np.float32 else (np.uint64, 11)
     # magnitude keys: the float bits without the sign; NaN above Inf, as the reference orders
-    keys = (X.view(uint) & uint(np.iinfo(uint).max >> 1)).astype(np.int64)
+    magnitude = uint(np.iinfo(uint).max >> 1)
     shift = np.iinfo(uint).bits - 1 - (ebits + 3)
     values, indices = np.empty((n, k), X.dtype), np.empty((n, k), np.int64)
-    _topk(X, k, keys, shift, 1 << (ebits + 3), values, indices)
+    _topk(X, k, X.view(uint), magnitude, shift, 1 << (ebits + 3), values, indices)
     return values, indices
 
 
