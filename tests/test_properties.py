@@ -7,13 +7,15 @@ from hypothesis.extra.numpy import arrays
 import byzkern as bk
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=64)
+#: multiples of 1/8: sums of them are exact, so a translation cannot merge two distinct values
+on_grid = st.integers(-8000, 8000).map(lambda i: i / 8)
 
 
 @st.composite
-def rounds(draw, min_n=3, max_n=9, max_d=6):
+def rounds(draw, min_n=3, max_n=9, max_d=6, elements=finite):
     n = draw(st.integers(min_n, max_n))
     d = draw(st.integers(1, max_d))
-    return draw(arrays(np.float64, (n, d), elements=finite))
+    return draw(arrays(np.float64, (n, d), elements=elements))
 
 
 def f_for(n):
@@ -50,8 +52,10 @@ def test_nnm_pipeline_is_permutation_invariant_without_distance_ties():
 
 @pytest.mark.parametrize("rule", [*SYMMETRIC, "krum", "multikrum"])
 @settings(max_examples=40, deadline=None)
-@given(X=rounds(), shift=arrays(np.float64, 6, elements=finite))
+@given(X=rounds(elements=on_grid), shift=arrays(np.float64, 6, elements=on_grid))
 def test_translation_equivariance(rule, X, shift):
+    """On a grid: with arbitrary floats, X + t can round 0 and 3e-56 to one value, and Krum's
+    tie rule then picks another row (found in CI runs)."""
     call = SYMMETRIC.get(rule) or (lambda Y: getattr(bk, rule)(Y, f=max(0, min(f_for(len(Y)), len(Y) - 3))))
     t = shift[: X.shape[1]]
     scale = 1 + np.abs(X).max() + np.abs(t).max()
