@@ -18,7 +18,7 @@ from .common import require_backend
 #: (B, n, d); BYZKERN_ASV_SMOKE=1 (CI) swaps in tiny ones that only prove the benchmarks run
 SHAPES = ["1x16x4194304", "1x64x1048576", "17x16x262144"]
 if os.environ.get("BYZKERN_ASV_SMOKE") == "1":
-    SHAPES = ["1x9x257", "2x20x1000"]
+    SHAPES = ["2x9x257"]  # batched, odd n and d; one shape keeps the CI smoke short
 
 F, TAU, NU, STEPS = 4, 1.0, 1e-6, 8
 
