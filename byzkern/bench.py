@@ -444,6 +444,7 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
             for label, t in timings.items():
                 row = {"op": op, "n": n, "d": d, "backend": label, "seconds": t,
                        "gbps": X.nbytes / t / 1e9, "x_floor": t / floor,
+                       "floor_gbps": X.nbytes / floor / 1e9,
                        "x_way": t / fastest_way if fastest_way and label in backends else None}
                 rows.append(row)
                 x_way = f"{row['x_way']:>8.2f}" if row["x_way"] is not None else ""
