@@ -35,6 +35,27 @@ def test_byzkern_bench_prints_ratios(capsys):
     assert out.count("mean ") >= 1 and "cwmed" in out
 
 
+def test_every_public_operation_is_benchmarked():
+    import byzkern as bk
+    from byzkern.bench import OPS
+
+    not_operations = {"Compressed", "ErrorFeedback", "Pipeline", "Rule", "flatten", "unflatten",
+                      "info", "use_backend"}
+    # foe(eta) is ipm(eps=eta - 1); the Mimic row times the stateful heuristic
+    same_kernel = {"foe", "Mimic"}
+    assert set(bk.__all__) - not_operations - same_kernel <= set(OPS)
+
+
+def test_byzkern_bench_families_and_the_way_column(capsys):
+    assert main(["bench", "--shapes", "9x300", "--ops", "optimized", "rows", "--repeat", "1",
+                 "--backend", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "16 x bk.cwtm" in out and "x way" in out
+    assert all(op in out for op in ("norm_filter", "bucketing", "resampling", "clip"))
+    with pytest.raises(SystemExit, match="unknown op"):
+        main(["bench", "--ops", "median"])
+
+
 def test_demo_runs_and_robust_rules_beat_the_mean(capsys):
     assert main(["demo", "--d", "200"]) == 0
     out = capsys.readouterr().out
