@@ -62,7 +62,10 @@ if Pybind11Extension is not None and os.environ.get("BYZKERN_NO_EXTENSION") != "
     sanitize = os.environ.get("BYZKERN_SANITIZE") == "1"
     # Portable baseline (x86-64 SSE2); no -march=native in anything we ship.
     # -Wno-psabi: the SIMD helpers pass vectors between inline functions of one file only.
-    cflags = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-psabi"]
+    # -ffp-contract=off: no fused multiply-adds in the AVX2+FMA variant, so it rounds like the
+    # baseline and both give the same bits (tests/test_cpu_kernels.py); the loops are
+    # memory-bound, so fusing buys little.
+    cflags = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off", "-Wno-psabi"]
     lflags = ["-fopenmp"]
     if sanitize:
         cflags = ["-O1", "-g", "-fopenmp", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]

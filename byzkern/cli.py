@@ -51,10 +51,12 @@ def bench(args):
     from . import bench as benchmarks
 
     shapes = [tuple(int(float(v)) for v in s.split("x")) for s in args.shapes]
-    ops = args.ops or list(benchmarks.OPS)
-    unknown = sorted(set(ops) - set(benchmarks.OPS))
-    if unknown:
-        raise SystemExit(f"unknown op(s) {unknown}; choose from {sorted(benchmarks.OPS)}")
+    try:
+        ops = benchmarks.select(args.ops) if args.ops else list(benchmarks.OPS)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if args.threads:
+        benchmarks.set_threads(args.threads)
     backends = args.backend or [b for b in ("cpu", "numba") if bk.info()["backends"][b]["available"]]
     rows = benchmarks.run(shapes, ops, backends, repeat=args.repeat,
                           dtype=np.dtype(args.dtype), baselines=not args.no_baselines)
@@ -92,11 +94,15 @@ def main(argv=None):
     p = sub.add_parser("bench", help="time the kernels against the memory-read floor")
     p.add_argument("--shapes", nargs="+", default=["20x1e6", "64x1e6", "17x1e7", "256x1e5"],
                    help="n x d shapes, e.g. 20x1e6")
-    p.add_argument("--ops", nargs="+", help="ops to time (default: all)")
+    p.add_argument("--ops", nargs="+",
+                   help="ops or families (coordinatewise, distances, weiszfeld, rows, compress, "
+                        "attacks) to time (default: all)")
     p.add_argument("--backend", nargs="+", choices=["cpu", "numba", "reference"],
                    help="backends to time (default: the available fast ones)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--threads", type=int,
+                   help="threads of the cpu backend, Numba and torch (default: theirs)")
     p.add_argument("--no-baselines", action="store_true", help="skip the NumPy/PyTorch way")
     p.add_argument("--json", help="also write the rows to this file")
     p.set_defaults(run=bench)

@@ -195,10 +195,12 @@ def _check_payload(kind, fields, d, param, dtype, backend):
         if not kernel("indices_ok")(fields["indices"], d):
             raise ValueError(f"corrupt {kind} message: indices must be strictly increasing and below d={d}")
         return
-    codes = fields["codes"]
-    if not _ref.packed_tail_is_zero(codes, _code_width(kind, dtype, param), d):
+    codes, width = fields["codes"], _code_width(kind, dtype, param)
+    if not _ref.packed_tail_is_zero(codes, width, d):
         raise ValueError(f"corrupt {kind} message: padding bits after the last code are not zero")
-    if kind == "qsgd" and not kernel("qsgd_levels_ok")(codes, param, d):
+    # when levels fills its width - 1 level bits (s = 1, 3, 7, 15, ...) every code is a valid
+    # level, so there is nothing to read
+    if kind == "qsgd" and param < 2 ** (width - 1) - 1 and not kernel("qsgd_levels_ok")(codes, param, d):
         raise ValueError(f"corrupt qsgd message: a level exceeds levels={param}")
 
 

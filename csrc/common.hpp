@@ -109,14 +109,16 @@ inline bool cpu_has_avx2() {
 #define BYZKERN_AVX2 __attribute__((target("avx2,fma")))
 
 // Defines name<T>(args...) that runs body<T>(args...) compiled for AVX2+FMA when the CPU has it,
-// else for the baseline. body must be an inline template so each variant gets its own copy.
+// else for the baseline. body must be an inline template so each variant gets its own copy;
+// flatten makes GCC inline it even where it judges the body too big (it kept pair_block
+// out of line, and the AVX2 variant then jumped to the baseline code).
 #define BYZKERN_DISPATCH(name, body)                                                     \
   template <class T, class... A>                                                         \
-  void name##_baseline(A... a) {                                                         \
+  __attribute__((flatten)) void name##_baseline(A... a) {                                \
     body<T>(a...);                                                                       \
   }                                                                                      \
   template <class T, class... A>                                                         \
-  BYZKERN_AVX2 void name##_avx2(A... a) {                                                \
+  BYZKERN_AVX2 __attribute__((flatten)) void name##_avx2(A... a) {                       \
     body<T>(a...);                                                                       \
   }                                                                                      \
   template <class T, class... A>                                                         \

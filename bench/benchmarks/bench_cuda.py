@@ -19,7 +19,7 @@ from .common import require_backend
 #: 1x20x10000000 is the shape of the issue's targets
 SHAPES = ["1x20x10000000", "1x16x4194304", "1x64x1048576", "17x16x262144"]
 if os.environ.get("BYZKERN_ASV_SMOKE") == "1":
-    SHAPES = ["1x9x257", "2x20x1000"]
+    SHAPES = ["2x9x257"]  # batched, odd n and d; one shape keeps the CI smoke short
 
 F, TAU, NU, STEPS = 4, 1.0, 1e-6, 8
 

@@ -1,0 +1,142 @@
+"""C++-specific checks of the cpu backend (csrc/): its two SIMD variants agree bit for bit,
+the kernels the public-op tests do not reach give the same bits on 1 and 2 OpenMP threads,
+pairwise_sqdist is exact where the Gram trick cancels, and (opt-in) sizes past 2^31 elements.
+
+test_backends.py already compares every aggregation op with the reference and checks 1 vs 2
+threads through the public ops; this file calls the backend's kernels directly.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from byzkern import _config, _dispatch
+
+cpu, _why = _dispatch.load("cpu")
+pytestmark = pytest.mark.skipif(cpu is None, reason=f"cpu backend unavailable: {_why}")
+
+DTYPES = (np.float32, np.float64)
+
+
+def _inputs(dtype):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((2, 11, 101)).astype(dtype)
+    X[0, 3, ::7] = X[0, 4, ::7]  # ties across rows for the order statistics
+    mixing = np.argsort(rng.random((2, 11, 11)), axis=2)[:, :, :7].astype(np.int64)
+    return X, mixing
+
+
+def _compress_then_decompress(X):
+    """Each compression kernel and its decompression kernel, on the rows of X[0]."""
+    rows, d = X[0], X.shape[-1]
+    values, indices = cpu.topk(rows, 9)
+    out = {"topk": (values, indices), "scatter_rows": cpu.scatter_rows(values, indices, d),
+           "randk": cpu.randk(rows, 9, 3)}
+    norms, codes = cpu.qsgd(rows, 5, 3)
+    out["qsgd"] = (norms, codes)
+    out["qsgd_decompress"] = cpu.qsgd_decompress(norms, codes, 5, d)
+    out["natural"] = cpu.natural(rows, 3)
+    out["natural_decompress"] = cpu.natural_decompress(out["natural"], d, rows.dtype)
+    out["sign"] = cpu.sign(rows)
+    scales, bits = cpu.scaled_sign(rows)
+    out["scaled_sign"] = (scales, bits)
+    out["sign_decompress"] = cpu.sign_decompress(bits, scales, d)
+    return out
+
+
+def kernel_results(dtype):
+    """name -> tuple of arrays, for every kernel of the cpu backend, with tiles small enough
+    that the inputs span many tiles and slabs."""
+    _config.COL_TILE, _config.REDUCTION_SLABS = 8, 4
+    X, mixing = _inputs(dtype)
+    out = {
+        "mean": cpu.mean(X), "cwmed": cpu.cwmed(X), "cwtm": cpu.cwtm(X, 3), "meamed": cpu.meamed(X, 3),
+        "pairwise_sqdist": cpu.pairwise_sqdist(X), "mix_rows": cpu.mix_rows(X, mixing),
+        "row_norms": cpu.row_norms(X, 2), "clip": cpu.clip(X, 1.5),
+        "geomed": cpu.geomed(X, np.ones(X.shape[:2]), "mean", 8, 0.0, 1e-6),
+        "cclip": cpu.cclip(X, 1.5, 2, cpu.cwmed(X)),
+        "mean_std": cpu.mean_std(X, 1), "gaussian": cpu.gaussian(X, 2.0, 3),
+        **_compress_then_decompress(X),
+    }
+    return {name: tuple(np.asarray(a) for a in (r if isinstance(r, tuple) else (r,)))
+            for name, r in out.items()}
+
+
+#: kernels that test_backends.py's thread test reaches through the public aggregation ops
+REACHED_BY_PUBLIC_OPS = {"mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows",
+                         "row_norms", "clip", "geomed", "cclip"}
+
+
+def _save(path, dtype):
+    """Entry point of the subprocess that runs with another ISA variant."""
+    results = kernel_results(np.dtype(dtype).type)
+    np.savez(path, isa=cpu.details()["isa"],
+             **{f"{name}:{i}": a for name, r in results.items() for i, a in enumerate(r)})
+
+
+def _assert_same_bits(a, b, what):
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_baseline_isa_gives_the_same_bits(dtype, tmp_path):
+    """BYZKERN_ISA=baseline is read once per process, so the baseline runs in a subprocess."""
+    here = kernel_results(dtype)
+    path = tmp_path / "baseline.npz"
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import test_cpu_kernels as t; t._save({str(path)!r}, {np.dtype(dtype).name!r})")
+    subprocess.run([sys.executable, "-c", code], env=dict(os.environ, BYZKERN_ISA="baseline"),
+                   check=True, timeout=300)
+    baseline = np.load(path)
+    assert str(baseline["isa"]) == "baseline"
+    if cpu.details()["isa"] == "baseline":
+        pytest.skip("this CPU has no AVX2+FMA: both runs used the baseline")
+    for name, arrays in here.items():
+        for i, a in enumerate(arrays):
+            _assert_same_bits(a, baseline[f"{name}:{i}"], f"{name} output {i}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_one_and_two_threads_give_the_same_bits(dtype):
+    runs = []
+    try:
+        for threads in (1, 2):
+            cpu.set_threads(threads)
+            runs.append(kernel_results(dtype))
+    finally:
+        cpu.set_threads(0)
+    for name in sorted(set(runs[0]) - REACHED_BY_PUBLIC_OPS):
+        for i, (a, b) in enumerate(zip(runs[0][name], runs[1][name])):
+            _assert_same_bits(a, b, f"{name} output {i}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_pairwise_sqdist_is_exact_for_nearly_equal_rows(dtype):
+    """Two rows of 1e6 coordinates around 1e3 that differ by 1e-4 in one coordinate: the
+    distance is (1e-4)^2 to float64 rounding. The Gram trick's ||x||^2 ~ 1e12 would leave an
+    error of ~1e-4, four orders above the answer."""
+    d = 10**6
+    X = (1e3 + np.random.default_rng(0).standard_normal((1, 2, d))).astype(dtype)
+    X[0, 1] = X[0, 0]
+    X[0, :, 12345] = 0.0
+    X[0, 1, 12345] = 1e-4
+    delta = float(X[0, 1, 12345])  # 1e-4 rounded to the dtype
+    D = cpu.pairwise_sqdist(X)[0]
+    np.testing.assert_allclose(D[[0, 1], [1, 0]], delta * delta, rtol=4 * np.finfo(np.float64).eps, atol=0)
+    assert D[0, 0] == D[1, 1] == 0.0
+
+
+@pytest.mark.slow
+def test_mean_past_2_to_the_31_elements():
+    """n * d = 2^31 + 1024 float32 (8 GiB of address space, almost all of it never written:
+    zero pages are read, not stored): a 32-bit element index would wrap in the last row."""
+    n, d = 2**21 + 1, 1024
+    X = np.zeros((1, n, d), np.float32)
+    pattern = 1.0 + np.arange(d) % 7
+    X[0, -1] = n * pattern  # exact in float32: n * 7 < 2^24
+    X[0, n // 2] = -n * pattern[::-1]
+    np.testing.assert_array_equal(cpu.mean(X)[0], (pattern - pattern[::-1]).astype(np.float32))
