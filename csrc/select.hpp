@@ -63,15 +63,19 @@ inline void load_block(const T* base, index_t n, index_t d, index_t w, vec64<T>*
   }
 }
 
+// The compare-exchange is written per lane, in std::min/std::max form, because GCC turns that
+// into vminps/vmaxps; the same select on the 64-byte generic vectors came out as scalar
+// vminss/vmaxss with spills. The block holds no NaN here (load_block made them +Inf).
 template <class T>
 inline void sort_block(vec64<T>* block, const Comparators& net) {
+  constexpr index_t lanes = block_lanes<T>();
   for (const auto& [a, b] : net) {
-    vec64<T>* ra = block + static_cast<index_t>(a) * BLOCK_VECS;
-    vec64<T>* rb = block + static_cast<index_t>(b) * BLOCK_VECS;
-    for (int u = 0; u < BLOCK_VECS; ++u) {
-      const vec64<T> x = ra[u], y = rb[u];
-      ra[u] = x < y ? x : y;
-      rb[u] = x < y ? y : x;
+    T* __restrict ra = reinterpret_cast<T*>(block + static_cast<index_t>(a) * BLOCK_VECS);
+    T* __restrict rb = reinterpret_cast<T*>(block + static_cast<index_t>(b) * BLOCK_VECS);
+    for (index_t l = 0; l < lanes; ++l) {
+      const T x = ra[l], y = rb[l];
+      ra[l] = y < x ? y : x;
+      rb[l] = y < x ? x : y;
     }
   }
 }
