@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <vector>
 
 namespace byzkern {
@@ -53,6 +54,25 @@ using vec64 = typename vec_of<T, 64>::type;  // 16 floats or 8 doubles
 typedef double v4d __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32)));
+
+// A heap array of n SIMD vectors at 64-byte alignment. std::vector<vec64<T>> does not give it:
+// GCC drops a vector type's alignment when the type is a template argument, so the aligned
+// loads and stores of the AVX2 code faulted whenever malloc returned a 16-byte aligned block.
+template <class V>
+class AlignedVectors {
+ public:
+  explicit AlignedVectors(index_t n)
+      : data_(static_cast<V*>(std::aligned_alloc(64, (n * sizeof(V) + 63) / 64 * 64))) {
+    if (data_ == nullptr) throw std::bad_alloc();
+  }
+  ~AlignedVectors() { std::free(data_); }
+  AlignedVectors(const AlignedVectors&) = delete;
+  AlignedVectors& operator=(const AlignedVectors&) = delete;
+  V* data() { return data_; }
+
+ private:
+  V* data_;
+};
 
 template <class V>
 inline V load_vec(const void* p) {

@@ -144,15 +144,15 @@ void sorted_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rule
   const index_t tiles = num_tiles(d, tile), lanes = block_lanes<T>();
 #pragma omp parallel
   {
-    std::vector<vec64<T>> block(n * BLOCK_VECS);
-    lane_mask<T> nan_count[BLOCK_VECS];
+    AlignedVectors<vec64<T>> block(n * BLOCK_VECS);
+    AlignedVectors<lane_mask<T>> nan_count(BLOCK_VECS);
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
       const index_t b = job / tiles, c0 = (job % tiles) * tile;
       const index_t c1 = std::min(d, c0 + tile);
       for (index_t c = c0; c < c1; c += lanes)
         sorted_rule_block_dispatched<T>(X + b * n * d + c, n, d, std::min(lanes, c1 - c), &net,
-                                        block.data(), nan_count, rule, out + b * d + c);
+                                        block.data(), nan_count.data(), rule, out + b * d + c);
     }
   }
 }
