@@ -1,12 +1,135 @@
-// Compressor and attack kernels, as csrc/compress.cpp. So far the attacks' mean_std over the
-// honest rows (B, h, d) and gaussian over the Byzantine rows (B, f, d).
+// Compressor and attack kernels, as csrc/compress.cpp; the oracle is backends/reference.py, whose
+// wire bits (codes, indices, scales) and Philox draws these reproduce exactly.
 //
 // Products and sums use __dmul_rn / __dadd_rn: the compiler would otherwise fuse them into FMAs,
 // and these results must equal backends/reference.py bit for bit (gaussian up to the ulp its
 // log/sin/cos may differ by).
+//
+// Codes of `width` <= 16 bits are packed per row in a little-endian bit stream, so a group of 8
+// entries fills exactly `width` bytes and starts on a byte: encoders and decoders run one thread
+// per (row, group of 8 entries) and never share a byte, hence no atomics.
 #include "philox.cuh"
 
 using byzkern::index_t;
+
+namespace byzkern {
+
+__device__ __forceinline__ index_t row_bytes(index_t d, int width) { return (d * width + 7) / 8; }
+
+__device__ __forceinline__ int bit_length(unsigned v) { return 32 - __clz(v); }  // v >= 1
+
+__device__ __forceinline__ index_t min_index(index_t a, index_t b) { return a < b ? a : b; }
+
+// The m <= 8 codes of one group into the bytes at `out` (code j at bits [j * width, (j + 1) * width)).
+__device__ __forceinline__ void store_group(const unsigned* codes, int m, int width, unsigned char* out) {
+  unsigned long long lo = 0, hi = 0;  // a 128-bit little-endian accumulator: 8 codes of <= 16 bits
+  for (int j = 0; j < m; ++j) {
+    const int bit = j * width;
+    const unsigned long long c = codes[j];
+    if (bit >= 64) {
+      hi |= c << (bit - 64);
+    } else {
+      lo |= c << bit;
+      if (bit + width > 64) hi |= c >> (64 - bit);
+    }
+  }
+  const int bytes = (m * width + 7) / 8;
+  for (int b = 0; b < bytes; ++b) out[b] = static_cast<unsigned char>(b < 8 ? lo >> (8 * b) : hi >> (8 * (b - 8)));
+}
+
+// Inverse of store_group.
+__device__ __forceinline__ void load_group(const unsigned char* in, int m, int width, unsigned* codes) {
+  unsigned long long lo = 0, hi = 0;
+  const int bytes = (m * width + 7) / 8;
+  for (int b = 0; b < bytes; ++b) {
+    const unsigned long long v = in[b];
+    if (b < 8) lo |= v << (8 * b);
+    else hi |= v << (8 * (b - 8));
+  }
+  const unsigned mask = (1u << width) - 1u;
+  for (int j = 0; j < m; ++j) {
+    const int bit = j * width;
+    unsigned long long c;
+    if (bit >= 64) c = hi >> (bit - 64);
+    else c = (lo >> bit) | (bit + width > 64 ? hi << (64 - bit) : 0ull);
+    codes[j] = static_cast<unsigned>(c) & mask;
+  }
+}
+
+// Group g of an (n, d) input: its row, first entry and size.
+struct Group {
+  index_t row, first;
+  int size;
+  __device__ Group(index_t g, index_t groups, index_t d) {
+    row = g / groups;
+    first = (g - row * groups) * 8;
+    size = static_cast<int>(min_index(8, d - first));
+  }
+};
+
+// IEEE layout of the natively computed dtypes (natural compression works on the bits) and the
+// magnitude key of topk: the bits without the sign, whose unsigned order is |x|, every NaN mapped
+// to one key just above Inf (the reference ranks all NaNs equal, above Inf, ties by index).
+template <class T>
+struct FloatBits;
+template <>
+struct FloatBits<float> {
+  using U = unsigned;
+  static constexpr int exponent_bits = 8, mantissa_bits = 23, key_bits = 32;
+  __device__ static U bits(float x) { return __float_as_uint(x); }
+  __device__ static float from_bits(U u) { return __uint_as_float(u); }
+  __device__ static unsigned long long key(float x) {
+    const unsigned magnitude = __float_as_uint(x) & 0x7fffffffu;
+    return magnitude > 0x7f800000u ? 0x7f800001u : magnitude;
+  }
+};
+template <>
+struct FloatBits<double> {
+  using U = unsigned long long;
+  static constexpr int exponent_bits = 11, mantissa_bits = 52, key_bits = 64;
+  __device__ static U bits(double x) { return static_cast<U>(__double_as_longlong(x)); }
+  __device__ static double from_bits(U u) { return __longlong_as_double(static_cast<long long>(u)); }
+  __device__ static unsigned long long key(double x) {
+    const unsigned long long magnitude = static_cast<U>(__double_as_longlong(x)) & 0x7fffffffffffffffull;
+    return magnitude > 0x7ff0000000000000ull ? 0x7ff0000000000001ull : magnitude;
+  }
+};
+
+// An integer in [0, bound) from a uniform, as _random.below.
+__device__ __forceinline__ index_t below(double u, index_t bound) {
+  const index_t t = static_cast<index_t>(__dmul_rn(u, static_cast<double>(bound)));
+  return t < bound - 1 ? t : bound - 1;
+}
+
+struct SquareTerm {
+  __device__ static double term(double x) { return __dmul_rn(x, x); }
+};
+struct AbsTerm {
+  __device__ static double term(double x) { return fabs(x); }
+};
+
+// reference.ordered_row_sums from the lane sums (n, chunks, 8): lanes combined as
+// ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), chunks added in order.
+__device__ __forceinline__ double ordered_total(const double* lanes, index_t chunks, index_t row) {
+  double total = 0.0;
+  for (index_t c = 0; c < chunks; ++c) {
+    const double* l = lanes + (row * chunks + c) * 8;
+    const double chunk = __dadd_rn(__dadd_rn(__dadd_rn(l[0], l[1]), __dadd_rn(l[2], l[3])),
+                                   __dadd_rn(__dadd_rn(l[4], l[5]), __dadd_rn(l[6], l[7])));
+    total = c == 0 ? chunk : __dadd_rn(total, chunk);
+  }
+  return total;
+}
+
+// Whether a topk key agrees with the prefix chosen so far above the digit at `shift` (every key
+// does in the top pass).
+__device__ __forceinline__ bool key_matches(unsigned long long key, unsigned long long prefix, index_t shift) {
+  return shift + 8 >= 64 || (key >> (shift + 8)) == (prefix >> (shift + 8));
+}
+
+}  // namespace byzkern
+
+// ---- attacks ---------------------------------------------------------------------------------
 
 // Per coordinate: mean = sum_i x_i / h, std = sqrt(sum_i (x_i - mean)^2 / (h - ddof)), rows added
 // in order 0..h-1 as NumPy reduces axis 1; one thread per (item, column).
@@ -50,5 +173,401 @@ __global__ void gaussian(const T* own, index_t rows, index_t d, double std, unsi
       out[r * d + c + 1] =
           static_cast<T>(__dadd_rn(static_cast<double>(base[c + 1]), __dmul_rn(std, __dmul_rn(radius, sin(angle)))));
     }
+  }
+}
+
+// ---- norms and scales --------------------------------------------------------------------------
+
+// lanes[row, c, j] = sum in increasing i of Term(x[row, i]) over the i = j (mod 8) of chunk c
+// (sum_chunk entries): the lane sums of reference.ordered_row_sums, one thread per (row, chunk, lane).
+template <class T, class Term>
+__global__ void row_sum_lanes(const T* X, index_t n, index_t d, index_t sum_chunk, double* lanes) {
+  const index_t chunks = (d + sum_chunk - 1) / sum_chunk;
+  for (index_t g = byzkern::global_thread(); g < n * chunks * 8; g += byzkern::global_stride()) {
+    const index_t job = g / 8, row = job / chunks, c = job - row * chunks;
+    const index_t end = byzkern::min_index(d, (c + 1) * sum_chunk);
+    const T* x = X + row * d;
+    double acc = 0.0;
+    for (index_t i = c * sum_chunk + (g - job * 8); i < end; i += 8) {
+      acc = __dadd_rn(acc, Term::term(static_cast<double>(x[i])));
+    }
+    lanes[g] = acc;
+  }
+}
+
+// QSGD's per-row norm (in the message dtype) and level scale s / norm, 0 for a zero or non-finite
+// norm (the row then sends level 0 everywhere and decodes to NaN or 0).
+template <class T>
+__global__ void qsgd_scales(const double* lanes, index_t n, index_t chunks, index_t levels, T* norms, double* scale) {
+  for (index_t row = byzkern::global_thread(); row < n; row += byzkern::global_stride()) {
+    norms[row] = static_cast<T>(sqrt(byzkern::ordered_total(lanes, chunks, row)));
+    const double norm = static_cast<double>(norms[row]);
+    scale[row] = isfinite(norm) && norm > 0.0 ? static_cast<double>(levels) / norm : 0.0;
+  }
+}
+
+// scaled_sign's per-row scale ||x||_1 / d in the message dtype.
+template <class T>
+__global__ void l1_scales(const double* lanes, index_t n, index_t chunks, index_t d, T* scales) {
+  for (index_t row = byzkern::global_thread(); row < n; row += byzkern::global_stride()) {
+    scales[row] = static_cast<T>(byzkern::ordered_total(lanes, chunks, row) / static_cast<double>(d));
+  }
+}
+
+// ---- encoders: one thread per (row, group of 8 entries) ------------------------------------------
+
+// Code = sign << (width - 1) | level, level = floor(r) + (word < frac(r) * 2^32), r = |x| * scale,
+// capped at levels; entry e of a row uses Philox word e of (seed, stream, row).
+template <class T>
+__global__ void qsgd_encode(const T* X, index_t n, index_t d, index_t levels, const double* scale,
+                            unsigned long long seed, unsigned long long stream, unsigned char* codes) {
+  const int width = byzkern::bit_length(static_cast<unsigned>(levels)) + 1;
+  const unsigned sign_bit = 1u << (width - 1);
+  const index_t groups = (d + 7) / 8, stride = byzkern::row_bytes(d, width);
+  const double top = static_cast<double>(levels);
+  for (index_t g = byzkern::global_thread(); g < n * groups; g += byzkern::global_stride()) {
+    const byzkern::Group group(g, groups, d);
+    unsigned words[8];
+    for (int b = 0; b * 4 < group.size; ++b) {
+      const byzkern::PhiloxBlock block = byzkern::philox4x32_10(
+          seed, stream, static_cast<unsigned long long>(group.row), static_cast<unsigned long long>(group.first / 4 + b));
+      for (int w = 0; w < 4; ++w) words[4 * b + w] = block.w[w];
+    }
+    const T* x = X + group.row * d + group.first;
+    const double s = scale[group.row];
+    unsigned c[8];
+    for (int j = 0; j < group.size; ++j) {
+      const double r = s == 0.0 ? 0.0 : __dmul_rn(fabs(static_cast<double>(x[j])), s);
+      const double low = floor(r);
+      const bool up = static_cast<double>(words[j]) < __dmul_rn(__dsub_rn(r, low), 4294967296.0);
+      const double level = fmin(__dadd_rn(low, up ? 1.0 : 0.0), top);
+      c[j] = (x[j] < T(0) ? sign_bit : 0u) | static_cast<unsigned>(level);
+    }
+    byzkern::store_group(c, group.size, width, codes + group.row * stride + group.first / 8 * width);
+  }
+}
+
+// Code = sign << E | biased exponent after rounding |x| = (1 + m / 2^P) 2^e up with probability
+// m / 2^P, decided on integers (uniform >> (bits - P)) < m; float32 takes word e of the row, float64
+// words 2e, 2e + 1. NaN has code 1 << E; a value rounded to zero keeps sign 0.
+template <class T>
+__global__ void natural_encode(const T* X, index_t n, index_t d, unsigned long long seed, unsigned long long stream,
+                               unsigned char* codes) {
+  using Bits = byzkern::FloatBits<T>;
+  using U = typename Bits::U;
+  constexpr int E = Bits::exponent_bits, P = Bits::mantissa_bits;
+  constexpr int words_per_entry = sizeof(T) / 4;
+  constexpr U exponent_mask = (U(1) << E) - 1, mantissa_mask = (U(1) << P) - 1;
+  const index_t groups = (d + 7) / 8, stride = byzkern::row_bytes(d, E + 1);
+  for (index_t g = byzkern::global_thread(); g < n * groups; g += byzkern::global_stride()) {
+    const byzkern::Group group(g, groups, d);
+    unsigned words[8 * words_per_entry];
+    for (int b = 0; b * 4 < group.size * words_per_entry; ++b) {
+      const byzkern::PhiloxBlock block = byzkern::philox4x32_10(
+          seed, stream, static_cast<unsigned long long>(group.row),
+          static_cast<unsigned long long>(group.first * words_per_entry / 4 + b));
+      for (int w = 0; w < 4; ++w) words[4 * b + w] = block.w[w];
+    }
+    const T* x = X + group.row * d + group.first;
+    unsigned c[8];
+    for (int j = 0; j < group.size; ++j) {
+      const U u = Bits::bits(x[j]);
+      const U mantissa = u & mantissa_mask;
+      U exponent = (u >> P) & exponent_mask;
+      U uniform;
+      if constexpr (words_per_entry == 1) {
+        uniform = static_cast<U>(words[j] >> (32 - P));
+      } else {
+        uniform = static_cast<U>(((static_cast<unsigned long long>(words[2 * j]) << 32) | words[2 * j + 1]) >> (64 - P));
+      }
+      if (exponent != exponent_mask && uniform < mantissa) exponent += 1;
+      const bool negative = x[j] < T(0) && exponent != 0;  // sign 1 with exponent 0 is the NaN code
+      c[j] = isnan(x[j]) ? (1u << E) : (static_cast<unsigned>(negative) << E) | static_cast<unsigned>(exponent);
+    }
+    byzkern::store_group(c, group.size, E + 1, codes + group.row * stride + group.first / 8 * (E + 1));
+  }
+}
+
+// One bit per entry, set for x < 0 (sign(0) = +1, NaN positive): one thread per output byte.
+template <class T>
+__global__ void sign_encode(const T* X, index_t n, index_t d, unsigned char* codes) {
+  const index_t groups = (d + 7) / 8;
+  for (index_t g = byzkern::global_thread(); g < n * groups; g += byzkern::global_stride()) {
+    const byzkern::Group group(g, groups, d);
+    const T* x = X + group.row * d + group.first;
+    unsigned byte = 0;
+    for (int j = 0; j < group.size; ++j) byte |= (x[j] < T(0) ? 1u : 0u) << j;
+    codes[g] = static_cast<unsigned char>(byte);  // row stride groups bytes: byte g of the buffer
+  }
+}
+
+// ---- decoders --------------------------------------------------------------------------------
+
+// Level l of row r decodes to (T)(norm_r * (l / s)), negated when the sign bit is set.
+template <class T>
+__global__ void qsgd_decode(const T* norms, const unsigned char* codes, index_t n, index_t d, index_t levels, T* out) {
+  const int width = byzkern::bit_length(static_cast<unsigned>(levels)) + 1;
+  const unsigned level_mask = (1u << (width - 1)) - 1u;
+  const index_t groups = (d + 7) / 8, stride = byzkern::row_bytes(d, width);
+  for (index_t g = byzkern::global_thread(); g < n * groups; g += byzkern::global_stride()) {
+    const byzkern::Group group(g, groups, d);
+    unsigned c[8];
+    byzkern::load_group(codes + group.row * stride + group.first / 8 * width, group.size, width, c);
+    const double norm = static_cast<double>(norms[group.row]);
+    T* o = out + group.row * d + group.first;
+    for (int j = 0; j < group.size; ++j) {
+      const T v = static_cast<T>(__dmul_rn(norm, static_cast<double>(c[j] & level_mask) / static_cast<double>(levels)));
+      o[j] = (c[j] >> (width - 1)) ? -v : v;
+    }
+  }
+}
+
+template <class T>
+__global__ void natural_decode(const unsigned char* codes, index_t n, index_t d, T* out) {
+  using Bits = byzkern::FloatBits<T>;
+  using U = typename Bits::U;
+  constexpr int E = Bits::exponent_bits, P = Bits::mantissa_bits;
+  const index_t groups = (d + 7) / 8, stride = byzkern::row_bytes(d, E + 1);
+  // the reference writes numpy.nan: the quiet NaN with a clear sign and payload
+  const U quiet_nan = (((U(1) << E) - 1) << P) | (U(1) << (P - 1));
+  for (index_t g = byzkern::global_thread(); g < n * groups; g += byzkern::global_stride()) {
+    const byzkern::Group group(g, groups, d);
+    unsigned c[8];
+    byzkern::load_group(codes + group.row * stride + group.first / 8 * (E + 1), group.size, E + 1, c);
+    T* o = out + group.row * d + group.first;
+    for (int j = 0; j < group.size; ++j) {
+      const U u = (static_cast<U>(c[j] >> E) << (E + P)) | (static_cast<U>(c[j] & ((1u << E) - 1u)) << P);
+      o[j] = Bits::from_bits(c[j] == (1u << E) ? quiet_nan : u);
+    }
+  }
+}
+
+template <class T>
+__global__ void sign_decode(const unsigned char* codes, const T* scales, index_t n, index_t d, T* out) {
+  const index_t groups = (d + 7) / 8;
+  for (index_t g = byzkern::global_thread(); g < n * groups; g += byzkern::global_stride()) {
+    const byzkern::Group group(g, groups, d);
+    const unsigned byte = codes[g];
+    const T scale = scales[group.row];
+    T* o = out + group.row * d + group.first;
+    for (int j = 0; j < group.size; ++j) o[j] = (byte >> j) & 1u ? -scale : scale;
+  }
+}
+
+// out (zeroed by the caller)[row, indices[row, j]] = values[row, j]; one thread per kept entry.
+template <class T>
+__global__ void scatter_values(const T* values, const long long* indices, index_t n, index_t k, index_t d, T* out) {
+  for (index_t g = byzkern::global_thread(); g < n * k; g += byzkern::global_stride()) {
+    out[g / k * d + indices[g]] = values[g];
+  }
+}
+
+// ---- validation: set *bad when a row breaks the rule (every writer stores the same 1) ----------
+
+// Indices of every row strictly increasing and below d.
+template <class I>
+__global__ void indices_check(const I* indices, index_t n, index_t k, unsigned long long d, int* bad) {
+  for (index_t g = byzkern::global_thread(); g < n * k; g += byzkern::global_stride()) {
+    const index_t j = g % k;
+    const bool ok = (j == 0 || indices[g] > indices[g - 1]) &&
+                    (j != k - 1 || static_cast<unsigned long long>(indices[g]) < d);
+    if (!ok) *bad = 1;
+  }
+}
+
+// Every level of a QSGD message at most `levels`.
+__global__ void qsgd_levels_check(const unsigned char* codes, index_t n, index_t d, index_t levels, int* bad) {
+  const int width = byzkern::bit_length(static_cast<unsigned>(levels)) + 1;
+  const unsigned level_mask = (1u << (width - 1)) - 1u;
+  const index_t groups = (d + 7) / 8, stride = byzkern::row_bytes(d, width);
+  for (index_t g = byzkern::global_thread(); g < n * groups; g += byzkern::global_stride()) {
+    const byzkern::Group group(g, groups, d);
+    unsigned c[8];
+    byzkern::load_group(codes + group.row * stride + group.first / 8 * width, group.size, width, c);
+    for (int j = 0; j < group.size; ++j) {
+      if ((c[j] & level_mask) > static_cast<unsigned>(levels)) *bad = 1;
+    }
+  }
+}
+
+// ---- randk: Floyd's algorithm ------------------------------------------------------------------
+
+// draws[row, s] = t_s, step s's integer in [0, d - k + s] from the uniform of words 2s, 2s + 1
+// of (seed, stream, row); one thread per (row, step).
+__global__ void randk_draws(index_t n, index_t d, index_t k, unsigned long long seed, unsigned long long stream,
+                            long long* draws) {
+  for (index_t g = byzkern::global_thread(); g < n * k; g += byzkern::global_stride()) {
+    const index_t row = g / k, s = g - row * k;
+    const byzkern::PhiloxBlock block = byzkern::philox4x32_10(seed, stream, static_cast<unsigned long long>(row),
+                                                              static_cast<unsigned long long>(s / 2));
+    const int o = static_cast<int>(s % 2) * 2;
+    draws[g] = byzkern::below(byzkern::uniform53(block.w[o], block.w[o + 1]), d - k + s + 1);
+  }
+}
+
+// The chosen set as a bitmap (n, words) of 64-bit words, zeroed by the caller: step s adds t_s,
+// or j = d - k + s when t_s is already in. Sequential per row (each step reads the set so far);
+// one thread per row.
+__global__ void floyd_bitmap(const long long* draws, index_t n, index_t d, index_t k, index_t words,
+                             unsigned long long* bitmap) {
+  for (index_t row = byzkern::global_thread(); row < n; row += byzkern::global_stride()) {
+    unsigned long long* chosen = bitmap + row * words;
+    for (index_t s = 0; s < k; ++s) {
+      const index_t t = draws[row * k + s];
+      const bool taken = (chosen[t >> 6] >> (t & 63)) & 1ull;
+      const index_t i = taken ? d - k + s : t;
+      chosen[i >> 6] |= 1ull << (i & 63);
+    }
+  }
+}
+
+__global__ void word_popcounts(const unsigned long long* bitmap, index_t count, long long* out) {
+  for (index_t g = byzkern::global_thread(); g < count; g += byzkern::global_stride()) out[g] = __popcll(bitmap[g]);
+}
+
+// The chosen entries in increasing index, values scaled by d / k; `offsets` (n, words) holds the
+// chosen entries of the row before each word. One thread per (row, word).
+template <class T>
+__global__ void randk_gather(const T* X, index_t n, index_t d, index_t k, index_t words,
+                             const unsigned long long* bitmap, const long long* offsets, T* values, long long* indices) {
+  const double scale = static_cast<double>(d) / static_cast<double>(k);
+  for (index_t g = byzkern::global_thread(); g < n * words; g += byzkern::global_stride()) {
+    const index_t row = g / words, w = g - row * words;
+    index_t out = row * k + offsets[g];
+    for (unsigned long long left = bitmap[g]; left; left &= left - 1) {
+      const index_t i = w * 64 + __ffsll(static_cast<long long>(left)) - 1;
+      indices[out] = i;
+      values[out++] = static_cast<T>(__dmul_rn(static_cast<double>(X[row * d + i]), scale));
+    }
+  }
+}
+
+// ---- topk: radix select on the magnitude key, then a compaction in index order ------------------
+// Each row keeps the k largest keys, ties by lowest index. Radix passes of 8 bits from the top
+// find the k-th largest key (threshold) and `need`, how many entries equal to it are kept (the
+// first ones by index). Blocks work on (row, chunk of `chunk` entries); counts are integers, so
+// atomics give the same result on every run.
+
+// hist[row, digit] += entries of the chunk whose key agrees with prefix[row] above bit shift + 8,
+// by their digit at bits [shift, shift + 8).
+template <class T>
+__global__ void topk_histogram(const T* X, index_t n, index_t d, index_t chunk, index_t shift,
+                               const unsigned long long* prefix, unsigned long long* hist) {
+  __shared__ unsigned counts[256];
+  const index_t chunks = (d + chunk - 1) / chunk;
+  for (index_t job = blockIdx.x; job < n * chunks; job += gridDim.x) {
+    const index_t row = job / chunks, c0 = (job - row * chunks) * chunk;
+    const index_t end = byzkern::min_index(d, c0 + chunk);
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) counts[b] = 0;
+    __syncthreads();
+    const unsigned long long p = prefix[row];
+    for (index_t i = c0 + threadIdx.x; i < end; i += blockDim.x) {
+      const unsigned long long key = byzkern::FloatBits<T>::key(X[row * d + i]);
+      if (byzkern::key_matches(key, p, shift)) atomicAdd(&counts[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) {
+      if (counts[b]) atomicAdd(&hist[row * 256 + b], static_cast<unsigned long long>(counts[b]));
+    }
+    __syncthreads();  // the next job clears counts
+  }
+}
+
+// The digit at `shift` of the row's threshold: the highest digit whose count, added to the counts
+// of the digits above it, reaches need[row]; need drops by the entries above that digit.
+__global__ void topk_select_digit(const unsigned long long* hist, index_t n, index_t shift, unsigned long long* prefix,
+                                  long long* need) {
+  for (index_t row = byzkern::global_thread(); row < n; row += byzkern::global_stride()) {
+    long long above = 0;
+    int digit = 255;
+    while (above + static_cast<long long>(hist[row * 256 + digit]) < need[row]) {
+      above += static_cast<long long>(hist[row * 256 + digit]);
+      --digit;
+    }
+    prefix[row] |= static_cast<unsigned long long>(digit) << shift;
+    need[row] -= above;
+  }
+}
+
+// counts[row, chunk] = (entries above the threshold, entries equal to it) in the chunk.
+template <class T>
+__global__ void topk_chunk_counts(const T* X, index_t n, index_t d, index_t chunk, const unsigned long long* threshold,
+                                  long long* above, long long* equal) {
+  __shared__ unsigned long long totals[2];
+  const index_t chunks = (d + chunk - 1) / chunk;
+  for (index_t job = blockIdx.x; job < n * chunks; job += gridDim.x) {
+    const index_t row = job / chunks, c0 = (job - row * chunks) * chunk;
+    const index_t end = byzkern::min_index(d, c0 + chunk);
+    if (threadIdx.x < 2) totals[threadIdx.x] = 0;
+    __syncthreads();
+    const unsigned long long t = threshold[row];
+    unsigned long long a = 0, e = 0;
+    for (index_t i = c0 + threadIdx.x; i < end; i += blockDim.x) {
+      const unsigned long long key = byzkern::FloatBits<T>::key(X[row * d + i]);
+      a += key > t;
+      e += key == t;
+    }
+    if (a) atomicAdd(&totals[0], a);
+    if (e) atomicAdd(&totals[1], e);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      above[job] = static_cast<long long>(totals[0]);
+      equal[job] = static_cast<long long>(totals[1]);
+    }
+    __syncthreads();  // the next job clears totals
+  }
+}
+
+// Writes the kept entries of each chunk at their rank in the row: entry i is kept when its key is
+// above the threshold or equal to it with fewer than `need` equal keys before it, and lands at
+// (keys above before i) + min(equal keys before i, need). above_before / equal_before (n, chunks)
+// count the row's entries before each chunk. Each thread takes a run of `chunk / blockDim.x`
+// consecutive entries; a block scan gives each run its start.
+template <class T>
+__global__ void topk_write(const T* X, index_t n, index_t d, index_t k, index_t chunk,
+                           const unsigned long long* threshold, const long long* need,
+                           const long long* above_before, const long long* equal_before, T* values,
+                           long long* indices) {
+  __shared__ long long run_above[1024], run_equal[1024];
+  const index_t chunks = (d + chunk - 1) / chunk, run = chunk / blockDim.x;
+  for (index_t job = blockIdx.x; job < n * chunks; job += gridDim.x) {
+    const index_t row = job / chunks, c0 = (job - row * chunks) * chunk;
+    const index_t begin = byzkern::min_index(d, c0 + threadIdx.x * run), end = byzkern::min_index(d, begin + run);
+    const unsigned long long t = threshold[row];
+    const T* x = X + row * d;
+    long long a = 0, e = 0;
+    for (index_t i = begin; i < end; ++i) {
+      const unsigned long long key = byzkern::FloatBits<T>::key(x[i]);
+      a += key > t;
+      e += key == t;
+    }
+    run_above[threadIdx.x] = a;
+    run_equal[threadIdx.x] = e;
+    __syncthreads();
+    if (threadIdx.x == 0) {  // exclusive scan over the runs, in order
+      long long sa = above_before[job], se = equal_before[job];
+      for (unsigned r = 0; r < blockDim.x; ++r) {
+        const long long ra = run_above[r], re = run_equal[r];
+        run_above[r] = sa;
+        run_equal[r] = se;
+        sa += ra;
+        se += re;
+      }
+    }
+    __syncthreads();
+    a = run_above[threadIdx.x];
+    e = run_equal[threadIdx.x];
+    const long long row_need = need[row];
+    for (index_t i = begin; i < end; ++i) {
+      const unsigned long long key = byzkern::FloatBits<T>::key(x[i]);
+      if (key > t || (key == t && e < row_need)) {
+        const index_t at = row * k + a + (e < row_need ? e : row_need);
+        values[at] = x[i];
+        indices[at] = i;
+      }
+      a += key > t;
+      e += key == t;
+    }
+    __syncthreads();  // the next job overwrites the runs
   }
 }

@@ -7,11 +7,15 @@ and cover the whole batch (B, n, d) in one launch; threads per block come from
 ``byzkern._config.CUDA_THREADS``.
 
 Numerics, as in ``backends/reference.py``: sums in float64 for float32 input too; NaN orders
-above +Inf; ``pairwise_sqdist`` is exact-difference (not Gram-based) in float64.
+above +Inf; ``pairwise_sqdist`` is exact-difference (not Gram-based) in float64. Compressors
+give the reference's bits (codes, indices, values, scales), except that a NaN computed from a
+NaN (the norm or scale of a row holding one, a randk value scaled from one) is the GPU's
+canonical NaN rather than the host's propagated payload; NaN payloads merely copied (topk
+values) are kept.
 
 Families (one ``.cu`` each, mirroring ``csrc/``): coordinatewise, distances (with row_norms,
-mix_rows, clip), weiszfeld (geomed, cclip), compress (so far the attacks' mean_std and
-gaussian; compressed messages still live on the host). The first call into a family compiles
+mix_rows, clip), weiszfeld (geomed, cclip), compress (the compressors, their decoders and
+validators, and the attacks' mean_std and gaussian). The first call into a family compiles
 all of its kernels (tens of seconds for coordinatewise, whose sorting networks are unrolled);
 CuPy caches the binaries on disk, so later processes load them at once.
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _config, _random
+from . import reference
 
 try:
     import cupy
@@ -35,6 +40,9 @@ except ImportError as exc:
 
 #: C++ type of each compute dtype, the one place template arguments are spelled
 CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+#: C++ type of each wire index dtype (compressors.index_dtype)
+INDEX_CTYPE = {np.dtype(np.uint16): "unsigned short", np.dtype(np.uint32): "unsigned int",
+               np.dtype(np.uint64): "unsigned long long"}
 #: sorting-network sizes of the coordinate-wise register path per C++ type; larger n sorts in
 #: blocks. No 64 for double: it needs 240 registers per thread and a minute of ptxas time.
 REGISTER_TIERS = {"float": (4, 8, 16, 32, 64), "double": (4, 8, 16, 32)}
@@ -76,7 +84,15 @@ NAME_EXPRESSIONS = {
         _per_type("row_reduce<{t}, byzkern::SumSquares>", "weiszfeld_update<{t}>", "cclip_update<{t}>")
         + ["clip_scale", "weiszfeld_weights"]
     ),
-    "compress": _per_type("mean_std<{t}>", "gaussian<{t}>"),
+    "compress": (
+        _per_type("mean_std<{t}>", "gaussian<{t}>", "qsgd_scales<{t}>", "l1_scales<{t}>", "qsgd_encode<{t}>",
+                  "natural_encode<{t}>", "sign_encode<{t}>", "qsgd_decode<{t}>", "natural_decode<{t}>",
+                  "sign_decode<{t}>", "scatter_values<{t}>", "randk_gather<{t}>", "topk_histogram<{t}>",
+                  "topk_chunk_counts<{t}>", "topk_write<{t}>")
+        + [f"row_sum_lanes<{t}, byzkern::{term}>" for t in CTYPE.values() for term in ("SquareTerm", "AbsTerm")]
+        + [f"indices_check<{i}>" for i in INDEX_CTYPE.values()]
+        + ["qsgd_levels_check", "randk_draws", "floyd_bitmap", "word_popcounts", "topk_select_digit"]
+    ),
 }
 
 
@@ -330,6 +346,14 @@ def cclip(X, tau, iters, v0):
     return v.astype(X.dtype)
 
 
+def _seed(seed):
+    return np.uint64(seed)  # an unsigned 64-bit kernel parameter; CuPy passes a Python int as signed
+
+
+def _stream(name):
+    return np.uint64(_random.STREAMS[name])
+
+
 def mean_std(X, ddof):
     B, h, d = X.shape
     mean, std = cupy.empty((B, d), X.dtype), cupy.empty((B, d), X.dtype)
@@ -341,7 +365,152 @@ def gaussian(own, std, seed):
     B, f, d = own.shape
     own = cupy.ascontiguousarray(own)
     out = cupy.empty_like(own)
-    # seed and stream are unsigned 64-bit kernel parameters; CuPy would pass a Python int as signed
     _launch("compress", f"gaussian<{CTYPE[own.dtype]}>", B * f * -(-d // 2),
-            (own, B * f, d, float(std), np.uint64(seed), np.uint64(_random.STREAMS["gaussian"]), out))
+            (own, B * f, d, float(std), _seed(seed), _stream("gaussian"), out))
     return out
+
+
+# ---- compressors (wire formats in byzkern.compressors; reference.py fixes every bit) -------------
+
+#: entries per block of the topk kernels (a multiple of any thread count _threads gives)
+TOPK_CHUNK = 4096
+_KEY_BITS = {"float": 32, "double": 64}  # cuda/compress.cu: FloatBits<T>::key_bits
+
+
+
+def _row_lanes(X, term):
+    """The lane sums (n, chunks, 8) of reference.ordered_row_sums of term(x), and chunks."""
+    n, d = X.shape
+    chunks = -(-d // reference.SUM_CHUNK)
+    lanes = cupy.empty((n, chunks, 8), np.float64)
+    _launch("compress", f"row_sum_lanes<{CTYPE[X.dtype]}, byzkern::{term}>", n * chunks * 8,
+            (X, n, d, reference.SUM_CHUNK, lanes))
+    return lanes, chunks
+
+
+def topk(X, k):
+    n, d = X.shape
+    t = CTYPE[X.dtype]
+    threads = _threads()
+    chunk = max(threads, TOPK_CHUNK // threads * threads)
+    chunks = -(-d // chunk)
+    prefix = cupy.zeros(n, np.uint64)
+    need = cupy.full(n, k, np.int64)
+    hist = cupy.zeros((_KEY_BITS[t] // 8, n, 256), np.uint64)
+    for p, shift in enumerate(range(_KEY_BITS[t] - 8, -1, -8)):
+        _launch("compress", f"topk_histogram<{t}>", 0, (X, n, d, chunk, shift, prefix, hist[p]),
+                threads=threads, blocks=n * chunks)
+        _launch("compress", "topk_select_digit", n, (hist[p], n, shift, prefix, need))
+    above, equal = cupy.empty((n, chunks), np.int64), cupy.empty((n, chunks), np.int64)
+    _launch("compress", f"topk_chunk_counts<{t}>", 0, (X, n, d, chunk, prefix, above, equal),
+            threads=threads, blocks=n * chunks)
+    above_before = cupy.cumsum(above, axis=1) - above
+    equal_before = cupy.cumsum(equal, axis=1) - equal
+    values, indices = cupy.empty((n, k), X.dtype), cupy.empty((n, k), np.int64)
+    _launch("compress", f"topk_write<{t}>", 0,
+            (X, n, d, k, chunk, prefix, need, above_before, equal_before, values, indices),
+            threads=threads, blocks=n * chunks)
+    return values, indices
+
+
+def randk(X, k, seed):
+    n, d = X.shape
+    draws = cupy.empty((n, k), np.int64)
+    _launch("compress", "randk_draws", n * k, (n, d, k, _seed(seed), _stream("randk"), draws))
+    words = -(-d // 64)
+    bitmap = cupy.zeros((n, words), np.uint64)
+    _launch("compress", "floyd_bitmap", n, (draws, n, d, k, words, bitmap))
+    counts = cupy.empty((n, words), np.int64)
+    _launch("compress", "word_popcounts", n * words, (bitmap, n * words, counts))
+    offsets = cupy.cumsum(counts, axis=1) - counts
+    values, indices = cupy.empty((n, k), X.dtype), cupy.empty((n, k), np.int64)
+    _launch("compress", f"randk_gather<{CTYPE[X.dtype]}>", n * words,
+            (X, n, d, k, words, bitmap, offsets, values, indices))
+    return values, indices
+
+
+def _codes(n, d, width):
+    return cupy.empty((n, -(-d * width // 8)), np.uint8)
+
+
+def qsgd(X, levels, seed):
+    n, d = X.shape
+    t = CTYPE[X.dtype]
+    lanes, chunks = _row_lanes(X, "SquareTerm")
+    norms, scale = cupy.empty(n, X.dtype), cupy.empty(n, np.float64)
+    _launch("compress", f"qsgd_scales<{t}>", n, (lanes, n, chunks, levels, norms, scale))
+    codes = _codes(n, d, reference.qsgd_width(levels))
+    _launch("compress", f"qsgd_encode<{t}>", n * -(-d // 8),
+            (X, n, d, levels, scale, _seed(seed), _stream("qsgd"), codes))
+    return norms, codes
+
+
+def natural(X, seed):
+    n, d = X.shape
+    codes = _codes(n, d, reference.natural_width(X.dtype))
+    _launch("compress", f"natural_encode<{CTYPE[X.dtype]}>", n * -(-d // 8),
+            (X, n, d, _seed(seed), _stream("natural"), codes))
+    return codes
+
+
+def sign(X):
+    n, d = X.shape
+    codes = _codes(n, d, 1)
+    _launch("compress", f"sign_encode<{CTYPE[X.dtype]}>", codes.size, (X, n, d, codes))
+    return codes
+
+
+def scaled_sign(X):
+    n, d = X.shape
+    lanes, chunks = _row_lanes(X, "AbsTerm")
+    scales = cupy.empty(n, X.dtype)
+    _launch("compress", f"l1_scales<{CTYPE[X.dtype]}>", n, (lanes, n, chunks, d, scales))
+    return scales, sign(X)
+
+
+def scatter_rows(values, indices, d):
+    n, k = values.shape
+    values, indices = cupy.ascontiguousarray(values), cupy.ascontiguousarray(indices, dtype=np.int64)
+    out = cupy.zeros((n, d), values.dtype)
+    _launch("compress", f"scatter_values<{CTYPE[values.dtype]}>", n * k, (values, indices, n, k, d, out))
+    return out
+
+
+def qsgd_decompress(norms, codes, levels, d):
+    n = codes.shape[0]
+    norms, codes = cupy.ascontiguousarray(norms), cupy.ascontiguousarray(codes)
+    out = cupy.empty((n, d), norms.dtype)
+    _launch("compress", f"qsgd_decode<{CTYPE[norms.dtype]}>", n * -(-d // 8), (norms, codes, n, d, levels, out))
+    return out
+
+
+def natural_decompress(codes, d, dtype):
+    n = codes.shape[0]
+    out = cupy.empty((n, d), dtype)
+    _launch("compress", f"natural_decode<{CTYPE[np.dtype(dtype)]}>", n * -(-d // 8),
+            (cupy.ascontiguousarray(codes), n, d, out))
+    return out
+
+
+def sign_decompress(codes, scales, d):
+    n = codes.shape[0]
+    scales = cupy.ascontiguousarray(scales)
+    out = cupy.empty((n, d), scales.dtype)
+    _launch("compress", f"sign_decode<{CTYPE[scales.dtype]}>", n * -(-d // 8),
+            (cupy.ascontiguousarray(codes), scales, n, d, out))
+    return out
+
+
+def indices_ok(indices, d):
+    n, k = indices.shape
+    bad = cupy.zeros(1, np.int32)
+    _launch("compress", f"indices_check<{INDEX_CTYPE[np.dtype(indices.dtype)]}>", n * k,
+            (cupy.ascontiguousarray(indices), n, k, np.uint64(d), bad))
+    return not bool(bad[0])
+
+
+def qsgd_levels_ok(codes, levels, d):
+    n = codes.shape[0]
+    bad = cupy.zeros(1, np.int32)
+    _launch("compress", "qsgd_levels_check", n * -(-d // 8), (cupy.ascontiguousarray(codes), n, d, levels, bad))
+    return not bool(bad[0])
