@@ -23,6 +23,11 @@ sign           d bits                                              biased
 scaled_sign    scale (dtype) + d bits                              delta = |x|_1^2 / (d |x|^2)
 =============  ==================================================  ==========================
 
+A message lives where its input did: the fields of a NumPy or torch CPU input are NumPy arrays,
+those of a CuPy or torch CUDA input are CuPy arrays on the input's device, compressed and
+decompressed there by the ``cuda`` backend. ``to_bytes`` is the one copy to the host;
+``from_bytes(data, device="cuda")`` puts a received message on the GPU.
+
 Indices are 0-based and strictly increasing in each row; codes of width w bits are packed in a
 little-endian bit stream per row (code i occupies bits [i*w, (i+1)*w); bit j is bit j % 8 of
 byte j // 8), padded with zero bits to a whole byte. Scalars (norms, scales) are in the message
@@ -35,7 +40,7 @@ import struct
 import numpy as np
 
 from . import _checks, _dispatch
-from ._arrays import Adapted, adapt
+from ._arrays import Adapted, adapt, xp_of
 from .backends import reference as _ref
 from .pipeline import rule
 
@@ -49,6 +54,7 @@ _DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
 _FLAG_VECTOR = 1  # the message was made from a (d,) vector: decompress gives (d,)
 #: QSGD levels are capped so a code (sign + level bits) fits 16 bits
 MAX_LEVELS = 2**15 - 1
+_DEVICES = ("cpu", "cuda")
 
 
 def index_dtype(d):
@@ -77,12 +83,22 @@ def _layout(kind, dtype, n, d, param):
     return [codes]
 
 
+def _device_of(fields):
+    """'cpu' for NumPy fields, 'cuda' for CuPy ones: the device the message's kernels run on."""
+    return "cpu" if isinstance(next(iter(fields.values())), np.ndarray) else "cuda"
+
+
+def _host(a):
+    return a if isinstance(a, np.ndarray) else a.get()
+
+
 class Compressed:
     """A compressed message: the payload arrays of one compressor, row by row.
 
     ``kind``, ``dtype`` (the wire dtype of values and scales), ``shape`` ((d,) or (n, d): what
     ``decompress`` gives), ``param`` (k or levels; 0 for kinds without one), ``fields`` (name ->
-    NumPy array), ``nbytes`` (payload bytes), ``nbytes_per_row``.
+    NumPy array, or CuPy array on the device of a GPU input), ``nbytes`` (payload bytes),
+    ``nbytes_per_row``.
     """
 
     __slots__ = ("kind", "dtype", "shape", "param", "fields", "_form")
@@ -116,9 +132,11 @@ class Compressed:
 
     def decompress(self, *, backend=None):
         """The dense vector(s): same array library, device and dtype as the compressed input
-        (NumPy in the wire dtype after ``from_bytes``). Cost: one write of the (n, d) result."""
+        (after ``from_bytes``: NumPy, or CuPy with ``device="cuda"``, in the wire dtype). Runs on
+        the message's device. Cost: one write of the (n, d) result."""
         f, d = self.fields, self.d
-        kernel = lambda op: _dispatch.kernel(op, "cpu", backend)  # noqa: E731
+        device = _device_of(f)
+        kernel = lambda op: _dispatch.kernel(op, device, backend)  # noqa: E731
         if self.kind in ("topk", "randk"):
             out = kernel("scatter_rows")(f["values"], f["indices"].astype(np.int64), d)
         elif self.kind == "qsgd":
@@ -126,22 +144,25 @@ class Compressed:
         elif self.kind == "natural":
             out = kernel("natural_decompress")(f["codes"], d, self.dtype)
         else:
-            scales = f["scales"] if self.kind == "scaled_sign" else np.ones(self.n, self.dtype)
+            scales = f["scales"] if self.kind == "scaled_sign" else xp_of(f["codes"]).ones(self.n, self.dtype)
             out = kernel("sign_decompress")(f["codes"], scales, d)
         return self._form.restore(out)
 
     def to_bytes(self):
-        """Header + payload (see the module docstring). Cost: one copy of the payload."""
+        """Header + payload (see the module docstring). Cost: one copy of the payload (from the
+        device for a GPU message)."""
         flags = _FLAG_VECTOR if len(self.shape) == 1 else 0
         head = HEADER.pack(_MAGIC, _VERSION, KINDS.index(self.kind), _DTYPES.index(self.dtype),
                            flags, self.n, self.d, self.param)
-        parts = [memoryview(np.ascontiguousarray(self.fields[name], dtype=dt)).cast("B")
+        parts = [memoryview(np.ascontiguousarray(_host(self.fields[name]), dtype=dt)).cast("B")
                  for name, dt, _ in _layout(self.kind, self.dtype, self.n, self.d, self.param)]
         return b"".join([head, *parts])
 
     @classmethod
-    def from_bytes(cls, data, *, backend=None):
-        """Parse ``to_bytes`` output. The arrays are read-only views of ``data`` (no copy).
+    def from_bytes(cls, data, *, device="cpu", backend=None):
+        """Parse ``to_bytes`` output. With ``device="cpu"`` the arrays are read-only NumPy views
+        of ``data`` (no copy); with ``device="cuda"`` they are copied once to the current CuPy
+        device, checked there, and ``decompress`` gives CuPy arrays.
 
         Raises ValueError on anything ``to_bytes`` cannot have produced: a short or long buffer,
         unknown magic/version/kind/dtype/flags, out-of-range sizes or parameters, indices not
@@ -149,6 +170,8 @@ class Compressed:
         values (floats, signs, exponents) are valid messages: integrity is the transport's job.
         Cost: one read of the indices or codes.
         """
+        if device not in _DEVICES:
+            raise ValueError(f"device must be one of {_DEVICES}; got {device!r}")
         buf = memoryview(data).cast("B")
         if len(buf) < HEADER_BYTES:
             raise ValueError(f"compressed message truncated: {len(buf)} bytes, the header alone is {HEADER_BYTES}")
@@ -172,9 +195,14 @@ class Compressed:
             count = int(np.prod(shape))
             fields[name] = np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(shape)
             offset += count * dt.itemsize
+        lib = "numpy"
+        if device == "cuda":
+            import cupy
+
+            fields, lib = {name: cupy.asarray(a) for name, a in fields.items()}, "cupy"
         _check_payload(kind, fields, d, param, dtype, backend)
         shape = (d,) if flags & _FLAG_VECTOR else (n, d)
-        form = Adapted(None, "numpy", "cpu", dtype.newbyteorder("="), None, 1 if flags & _FLAG_VECTOR else 0)
+        form = Adapted(None, lib, device, dtype.newbyteorder("="), None, 1 if flags & _FLAG_VECTOR else 0)
         return cls(kind, dtype, shape, param, fields, form)
 
 
@@ -190,7 +218,8 @@ def _check_param(kind, param, d):
 
 
 def _check_payload(kind, fields, d, param, dtype, backend):
-    kernel = lambda op: _dispatch.kernel(op, "cpu", backend)  # noqa: E731
+    device = _device_of(fields)
+    kernel = lambda op: _dispatch.kernel(op, device, backend)  # noqa: E731
     if kind in ("topk", "randk"):
         if not kernel("indices_ok")(fields["indices"], d):
             raise ValueError(f"corrupt {kind} message: indices must be strictly increasing and below d={d}")
@@ -212,7 +241,7 @@ def _compress(kind, A, param, backend, **options):
     n, d = A.data.shape
     out = _dispatch.kernel(kind, A.device, backend)(A.data, **options)
     out = out if isinstance(out, tuple) else (out,)
-    fields = {name: np.asarray(a).astype(dt, copy=False)
+    fields = {name: A.xp.asarray(a).astype(dt, copy=False)
               for (name, dt, _), a in zip(_layout(kind, A.dtype, n, d, param), out)}
     form = Adapted(None, A.lib, A.device, A.user_dtype, A.torch_device, A.folded)
     return Compressed(kind, A.dtype, (d,) if A.folded else (n, d), param, fields, form)
