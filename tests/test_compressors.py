@@ -222,6 +222,11 @@ def test_structural_corruptions_are_named():
         Compressed.from_bytes(_patched(quantized, HEADER_BYTES + 5, b"\x02"))  # bit 9 of 9 used
 
 
+def test_from_bytes_names_the_devices():
+    with pytest.raises(ValueError, match="device must be one of"):
+        Compressed.from_bytes(bk.sign(np.ones(3)).to_bytes(), device="tpu")
+
+
 # ---- statistics -----------------------------------------------------------------------------
 
 DRAWS = 6000

@@ -8,10 +8,9 @@ import pytest
 import byzkern
 from byzkern import _config
 from byzkern.backends import KERNEL_NAMES, cuda, reference
+from byzkern.compressors import Compressed, index_dtype
 
 ARCHITECTURES = ("compute_80", "compute_90")
-CUDA_KERNELS = ("mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows", "row_norms", "clip", "geomed",
-                "cclip", "mean_std", "gaussian")
 
 
 def _nvrtc():
@@ -43,10 +42,8 @@ def test_every_kernel_compiles(family, arch):
         nvrtc.destroyProgram(program)
 
 
-def test_backend_defines_its_kernels():
-    # The compressor kernels have no CUDA version yet: compressed messages live on the host.
-    assert [k for k in CUDA_KERNELS if not callable(getattr(cuda, k, None))] == []
-    assert set(CUDA_KERNELS) <= set(KERNEL_NAMES)
+def test_backend_defines_every_kernel():
+    assert [k for k in KERNEL_NAMES if not callable(getattr(cuda, k, None))] == []
 
 
 def test_info_says_why_cuda_is_unavailable():
@@ -318,3 +315,179 @@ def test_public_api_on_torch_cuda_input(cp, dtype):
         assert isinstance(got, torch.Tensor) and got.device == Xt.device and got.dtype == Xt.dtype
         want = rule(X, backend="reference", **kw)
         np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5 if dtype == "float32" else 1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: compressor kernels give the reference's bits.
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _bits(a):
+    a = _host(a)
+    return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
+
+
+def _same_bits(got, want, *, nan_as_nan=False):
+    """Bit for bit. ``nan_as_nan``: where the result is computed from a NaN (a row's norm or scale,
+    a scaled value) any NaN will do: the GPU gives its canonical NaN, the host propagates payloads."""
+    got = _host(got)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if nan_as_nan and got.dtype.kind == "f":
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        got, want = np.where(np.isnan(got), 0, got), np.where(np.isnan(want), 0, want)
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+def _rows(kind, n, d, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "ties":
+        return rng.integers(-2, 3, size=(n, d)).astype(dtype)
+    if kind == "offset":  # model weights: a large common value plus small deltas
+        return (1e3 + 1e-3 * rng.standard_normal((n, d))).astype(dtype)
+    if kind == "special":  # signed zeros, subnormals, the largest finite values, powers of two
+        return rng.choice([0.0, -0.0, 1e-45, -1e-310, 5e-324, 1.5, -3.0, 3.4e38, 1.7e308, 2.0**-126], (n, d)).astype(dtype)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    if kind == "nonfinite":
+        for value, share in ((np.nan, 0.1), (np.inf, 0.05), (-np.inf, 0.05)):
+            X[rng.random((n, d)) < share] = value
+        X[0] = rng.standard_normal(d)  # one finite row
+        X[-1, 0] = -np.nan
+        # a NaN with a payload: topk still ranks every NaN alike, ties by index
+        X[-1, -1] = np.array(0x7FC00123 if dtype == np.float32 else 0x7FF8000000000123,
+                             np.dtype(dtype).str.replace("f", "u")).view(dtype)
+    return X
+
+
+COMPRESS_SHAPES = [(1, 1), (2, 5), (3, 8), (2, 33), (4, 257), (3, 4099), (2, 70001)]  # d = 1, d % 8, d % 32, > SUM_CHUNK
+
+
+@pytest.fixture(params=[32, 256], ids=lambda t: f"threads{t}")
+def compress_launch(request, monkeypatch):
+    """Small blocks and topk chunks so that small inputs span many chunks and grid-stride turns."""
+    monkeypatch.setattr(_config, "CUDA_THREADS", request.param)
+    monkeypatch.setattr(cuda, "TOPK_CHUNK", 4 * request.param)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["random", "ties", "offset", "special", "nonfinite"])
+@pytest.mark.parametrize("shape", COMPRESS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_compressors_are_bit_identical(cp, compress_launch, shape, kind, dtype):
+    n, d = shape
+    X = _rows(kind, n, d, dtype)
+    Xd = cp.asarray(X)
+    seed = 2**40 + 12345  # uses both key words
+    for k in sorted({1, max(1, d // 3), d}):
+        for name, args in (("topk", ()), ("randk", (seed,))):
+            values, indices = getattr(cuda, name)(Xd, k, *args)
+            want_values, want_indices = getattr(reference, name)(X, k, *args)
+            _same_bits(indices, want_indices)
+            _same_bits(values, want_values, nan_as_nan=name == "randk")
+            _same_bits(cuda.scatter_rows(values, indices, d), reference.scatter_rows(want_values, want_indices, d),
+                       nan_as_nan=True)
+    for levels in (1, 3, 5, 127, 32767):
+        norms, codes = cuda.qsgd(Xd, levels, seed)
+        want_norms, want_codes = reference.qsgd(X, levels, seed)
+        _same_bits(norms, want_norms, nan_as_nan=True)
+        _same_bits(codes, want_codes)
+        _same_bits(cuda.qsgd_decompress(cp.asarray(want_norms), codes, levels, d),
+                   reference.qsgd_decompress(want_norms, want_codes, levels, d), nan_as_nan=True)
+    codes = cuda.natural(Xd, seed)
+    _same_bits(codes, reference.natural(X, seed))
+    _same_bits(cuda.natural_decompress(codes, d, X.dtype), reference.natural_decompress(_host(codes), d, X.dtype))
+    _same_bits(cuda.sign(Xd), reference.sign(X))
+    scales, codes = cuda.scaled_sign(Xd)
+    want_scales, want_codes = reference.scaled_sign(X)
+    _same_bits(scales, want_scales, nan_as_nan=True)
+    _same_bits(codes, want_codes)
+    _same_bits(cuda.sign_decompress(codes, cp.asarray(want_scales), d),
+               reference.sign_decompress(want_codes, want_scales, d))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [50, 70000, 2**32 + 5])  # every wire index dtype
+def test_indices_ok(cp, d):
+    dtype = index_dtype(d)
+    good = np.array([[0, 3, 7], [1, 2, d - 1]], dtype)
+    assert cuda.indices_ok(cp.asarray(good), d)
+    for bad in ([[0, 3, 3], [1, 2, 4]], [[0, 3, 7], [2, 1, 4]], [[0, 3, 7], [1, 2, d]]):
+        bad = np.array(bad, np.uint64).astype(dtype)
+        assert cuda.indices_ok(cp.asarray(bad), d) == reference.indices_ok(bad, d)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("levels", [2, 5, 100])
+def test_qsgd_levels_ok(cp, levels):
+    width = reference.qsgd_width(levels)
+    codes = np.zeros((3, 17), np.uint32)
+    codes[2, 16] = levels | 1 << (width - 1)  # the top level, negative
+    assert cuda.qsgd_levels_ok(cp.asarray(reference.pack_codes(codes, width)), levels, 17)
+    codes[2, 16] = levels + 1
+    assert not cuda.qsgd_levels_ok(cp.asarray(reference.pack_codes(codes, width)), levels, 17)
+
+
+@pytest.mark.gpu
+def test_compressors_use_int64_offsets(cp):
+    # Entry offsets row * d + i pass 2^31 (8 GiB of float32).
+    d = 2**30 + 9
+    X = cp.zeros((2, d), cp.float32)
+    X[1, -1], X[1, -3] = -5.0, 2.0
+    values, indices = cuda.topk(X, 2)
+    assert indices[1].tolist() == [d - 3, d - 1] and values[1].tolist() == [2.0, -5.0]
+    codes = cuda.sign(X)
+    assert codes[1, -1].item() == 1 << ((d - 1) % 8)
+    scales, _ = cuda.scaled_sign(X)
+    assert scales[1].item() == np.float32(7.0 / d)
+    del X
+
+
+# Messages on the device: fields stay there, decompress returns the input's library and device,
+# to_bytes gives the bytes of the cpu message.
+
+ALL_COMPRESSORS = [("topk", {"k": 5}), ("randk", {"k": 5, "seed": 3}), ("qsgd", {"levels": 5, "seed": 4}),
+                   ("natural", {"seed": 5}), ("sign", {}), ("scaled_sign", {})]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(37,), (3, 70001)], ids=str)
+@pytest.mark.parametrize("name, options", ALL_COMPRESSORS, ids=[c[0] for c in ALL_COMPRESSORS])
+def test_message_on_cupy_input(cp, name, options, shape, dtype):
+    x = _rows("random", 1, int(np.prod(shape)), dtype).reshape(shape)
+    message = getattr(byzkern, name)(cp.asarray(x), **options)
+    assert all(isinstance(a, cp.ndarray) for a in message.fields.values())
+    host = getattr(byzkern, name)(x, **options)
+    assert message.to_bytes() == host.to_bytes()
+    out = message.decompress()
+    assert isinstance(out, cp.ndarray) and out.shape == shape and out.dtype == dtype
+    _same_bits(out, host.decompress())
+    back = Compressed.from_bytes(message.to_bytes(), device="cuda")
+    assert all(isinstance(a, cp.ndarray) for a in back.fields.values())
+    _same_bits(back.decompress(), host.decompress())
+
+
+@pytest.mark.gpu
+def test_corrupt_message_is_refused_on_the_device(cp):
+    data = bytearray(byzkern.topk(np.arange(10.0, dtype=np.float32), k=3).to_bytes())
+    data[-2:] = data[-4:-2]  # the last index repeats the one before
+    with pytest.raises(ValueError, match="strictly increasing"):
+        Compressed.from_bytes(bytes(data), device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, options", ALL_COMPRESSORS, ids=[c[0] for c in ALL_COMPRESSORS])
+def test_message_on_torch_cuda_input(cp, name, options):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA support here")
+    x = _rows("random", 4, 100, np.float32)
+    xt = torch.from_numpy(x).to("cuda")
+    message = getattr(byzkern, name)(xt, **options)
+    assert message.to_bytes() == getattr(byzkern, name)(x, **options).to_bytes()
+    out = message.decompress()
+    assert isinstance(out, torch.Tensor) and out.device == xt.device and out.dtype == xt.dtype
+    ef = byzkern.ErrorFeedback(getattr(byzkern, name)(**options))
+    ef(xt, lr=0.1)
+    assert isinstance(ef.error, torch.Tensor) and ef.error.device == xt.device
