@@ -12,6 +12,7 @@ import numpy as np
 from asv_runner.benchmarks.mark import SkipNotImplemented
 
 from byzkern.backends import cuda
+from byzkern.bench import LEVELS, _k
 
 from .common import require_backend
 
@@ -22,6 +23,8 @@ if os.environ.get("BYZKERN_ASV_SMOKE") == "1":
     SHAPES = ["2x9x257"]  # batched, odd n and d; one shape keeps the CI smoke short
 
 F, TAU, NU, STEPS = 4, 1.0, 1e-6, 8
+#: compressors take the B * n rows of X as one (B * n, d) round
+COMPRESSORS = ["topk", "randk", "qsgd", "natural", "sign", "scaled_sign"]
 
 
 def _torch():
@@ -33,8 +36,37 @@ def _torch():
 
 
 def _torch_way(torch, op, X, idx):
-    """The PyTorch code a user would write for ``op`` (not always the same numerics)."""
+    """The PyTorch code a user would write for ``op`` (not always the same numerics; torch
+    compressors leave their output unpacked: levels, exponents and signs as whole numbers)."""
     n = X.shape[1]
+    R = X.reshape(-1, X.shape[2])
+    k = _k(R)
+    if op == "topk":
+        def topk():
+            idx = torch.topk(R.abs(), k, dim=1).indices
+            return R.gather(1, idx), idx
+        return topk
+    if op == "randk":
+        def randk():  # k uniform distinct indices per row: the k largest of d uniforms
+            idx = torch.rand(R.shape, device=R.device).topk(k, dim=1).indices
+            return R.gather(1, idx) * (R.shape[1] / k), idx
+        return randk
+    if op == "qsgd":
+        def qsgd():
+            norm = torch.linalg.vector_norm(R, dim=1, keepdim=True)
+            r = R.abs() * (LEVELS / norm)
+            return norm, torch.sign(R) * torch.floor(r + torch.rand_like(r))
+        return qsgd
+    if op == "natural":
+        def natural():  # |x| = m 2^e with m in [0.5, 1): 2^(e-1), or 2^e with probability 2m - 1
+            m, e = torch.frexp(R)
+            up = torch.rand_like(R) < 2 * m.abs() - 1
+            return torch.sign(R) * torch.ldexp(torch.ones_like(R), e - 1 + up)
+        return natural
+    if op == "sign":
+        return lambda: torch.signbit(R)
+    if op == "scaled_sign":
+        return lambda: R.abs().mean(dim=1, keepdim=True) * torch.sign(R)
     if op == "mean":
         return lambda: X.mean(dim=1)
     if op == "cwmed":
@@ -79,7 +111,8 @@ def _torch_way(torch, op, X, idx):
 
 class CudaKernels:
     params = [
-        ["mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows", "row_norms", "clip", "geomed", "cclip"],
+        ["mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows", "row_norms", "clip", "geomed", "cclip",
+         *COMPRESSORS],
         SHAPES,
         ["float32", "float64"],
     ]
@@ -97,6 +130,7 @@ class CudaKernels:
         self.idx = cupy.asarray(np.argsort(np.random.default_rng(1).random((B, n, n)), axis=2)[:, :, : n - F])
         weights = cupy.ones((B, n))
         v0 = cuda.cwmed(self.X)
+        R = self.X.reshape(B * n, d)
         self.run = {
             "mean": lambda: cuda.mean(self.X),
             "cwmed": lambda: cuda.cwmed(self.X),
@@ -108,6 +142,12 @@ class CudaKernels:
             "clip": lambda: cuda.clip(self.X, TAU),
             "geomed": lambda: cuda.geomed(self.X, weights, "mean", STEPS, 0.0, NU),
             "cclip": lambda: cuda.cclip(self.X, TAU, 1, v0),
+            "topk": lambda: cuda.topk(R, _k(R)),
+            "randk": lambda: cuda.randk(R, _k(R), 0),
+            "qsgd": lambda: cuda.qsgd(R, LEVELS, 0),
+            "natural": lambda: cuda.natural(R, 0),
+            "sign": lambda: cuda.sign(R),
+            "scaled_sign": lambda: cuda.scaled_sign(R),
         }[op]
         self.run()  # compiles the family's module (cached on disk by CuPy afterwards)
         torch = _torch()
