@@ -405,18 +405,49 @@ __global__ void randk_draws(index_t n, index_t d, index_t k, unsigned long long 
   }
 }
 
-// The chosen set as a bitmap (n, words) of 64-bit words, zeroed by the caller: step s adds t_s,
-// or j = d - k + s when t_s is already in. Sequential per row (each step reads the set so far);
-// one thread per row.
-__global__ void floyd_bitmap(const long long* draws, index_t n, index_t d, index_t k, index_t words,
-                             unsigned long long* bitmap) {
-  for (index_t row = byzkern::global_thread(); row < n; row += byzkern::global_stride()) {
+// Floyd's step s adds t_s, or j_s = d - k + s when t_s is already in: a collision. Sequentially
+// that is k dependent steps per row; instead, t_s is already in exactly when it repeats an earlier
+// draw, or is some j_r (r = t_s - (d - k) < s) whose step r collided. So collision(s) is the OR of
+// `repeat` along the chain s -> link(s) -> ..., which pointer jumping finds in log2(k) rounds, and
+// the chosen set is every t_s plus the j_s of the collisions.
+
+// repeat[row, s] = 1 when t_s equals an earlier draw of the row, from `sorted_keys`, the row's
+// t_s * k + s in increasing order; link[row, s] = t_s - (d - k) when that is a step before s, else
+// -1. One thread per (row, i): sorted position i for the first, step i for the second.
+__global__ void floyd_repeats(const long long* draws, const long long* sorted_keys, index_t n, index_t d, index_t k,
+                              int* repeat, long long* link) {
+  for (index_t g = byzkern::global_thread(); g < n * k; g += byzkern::global_stride()) {
+    const index_t row = g / k, i = g - row * k;
+    const long long key = sorted_keys[g];
+    repeat[row * k + key % k] = i > 0 && sorted_keys[g - 1] / k == key / k;
+    const long long r = draws[g] - (d - k);
+    link[g] = r >= 0 && r < i ? r : -1;
+  }
+}
+
+// One pointer-jumping round: collision_out = collision | collision[link], link_out = link[link].
+__global__ void floyd_jump(const int* collision, const long long* link, index_t n, index_t k, int* collision_out,
+                           long long* link_out) {
+  for (index_t g = byzkern::global_thread(); g < n * k; g += byzkern::global_stride()) {
+    const index_t base = g / k * k;
+    const long long l = link[g];
+    collision_out[g] = collision[g] | (l >= 0 ? collision[base + l] : 0);
+    link_out[g] = l >= 0 ? link[base + l] : -1;
+  }
+}
+
+// The chosen set as a bitmap (n, words) of 64-bit words, zeroed by the caller: t_s, and j_s where
+// step s collided. Several steps may set one word; OR is order-free, so the bitmap is exact.
+__global__ void floyd_bitmap(const long long* draws, const int* collision, index_t n, index_t d, index_t k,
+                             index_t words, unsigned long long* bitmap) {
+  for (index_t g = byzkern::global_thread(); g < n * k; g += byzkern::global_stride()) {
+    const index_t row = g / k, s = g - row * k;
     unsigned long long* chosen = bitmap + row * words;
-    for (index_t s = 0; s < k; ++s) {
-      const index_t t = draws[row * k + s];
-      const bool taken = (chosen[t >> 6] >> (t & 63)) & 1ull;
-      const index_t i = taken ? d - k + s : t;
-      chosen[i >> 6] |= 1ull << (i & 63);
+    const index_t t = draws[g];
+    atomicOr(&chosen[t >> 6], 1ull << (t & 63));
+    if (collision[g]) {
+      const index_t j = d - k + s;
+      atomicOr(&chosen[j >> 6], 1ull << (j & 63));
     }
   }
 }

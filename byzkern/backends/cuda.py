@@ -91,7 +91,8 @@ NAME_EXPRESSIONS = {
                   "topk_chunk_counts<{t}>", "topk_write<{t}>")
         + [f"row_sum_lanes<{t}, byzkern::{term}>" for t in CTYPE.values() for term in ("SquareTerm", "AbsTerm")]
         + [f"indices_check<{i}>" for i in INDEX_CTYPE.values()]
-        + ["qsgd_levels_check", "randk_draws", "floyd_bitmap", "word_popcounts", "topk_select_digit"]
+        + ["qsgd_levels_check", "randk_draws", "floyd_repeats", "floyd_jump", "floyd_bitmap", "word_popcounts",
+           "topk_select_digit"]
     ),
 }
 
@@ -417,9 +418,18 @@ def randk(X, k, seed):
     n, d = X.shape
     draws = cupy.empty((n, k), np.int64)
     _launch("compress", "randk_draws", n * k, (n, d, k, _seed(seed), _stream("randk"), draws))
+    # Floyd's collisions by pointer jumping (cuda/compress.cu, floyd_repeats)
+    steps = cupy.arange(k, dtype=np.int64)
+    sorted_keys = cupy.sort(draws * k + steps, axis=1)
+    collision, link = cupy.empty((n, k), np.int32), cupy.empty((n, k), np.int64)
+    _launch("compress", "floyd_repeats", n * k, (draws, sorted_keys, n, d, k, collision, link))
+    collision_out, link_out = cupy.empty_like(collision), cupy.empty_like(link)
+    for _ in range(max(1, (k - 1).bit_length())):
+        _launch("compress", "floyd_jump", n * k, (collision, link, n, k, collision_out, link_out))
+        collision, collision_out, link, link_out = collision_out, collision, link_out, link
     words = -(-d // 64)
     bitmap = cupy.zeros((n, words), np.uint64)
-    _launch("compress", "floyd_bitmap", n, (draws, n, d, k, words, bitmap))
+    _launch("compress", "floyd_bitmap", n * k, (draws, collision, n, d, k, words, bitmap))
     counts = cupy.empty((n, words), np.int64)
     _launch("compress", "word_popcounts", n * words, (bitmap, n * words, counts))
     offsets = cupy.cumsum(counts, axis=1) - counts
