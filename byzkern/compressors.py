@@ -197,6 +197,9 @@ class Compressed:
             offset += count * dt.itemsize
         lib = "numpy"
         if device == "cuda":
+            module, reason = _dispatch.load("cuda")
+            if module is None:
+                raise RuntimeError(f"from_bytes(device='cuda') needs the cuda backend, which is not available: {reason}")
             import cupy
 
             fields, lib = {name: cupy.asarray(a) for name, a in fields.items()}, "cupy"

@@ -188,6 +188,7 @@ __global__ void row_sum_lanes(const T* X, index_t n, index_t d, index_t sum_chun
     const index_t end = byzkern::min_index(d, (c + 1) * sum_chunk);
     const T* x = X + row * d;
     double acc = 0.0;
+#pragma unroll 8  // the loads run ahead of the chain of dependent adds
     for (index_t i = c * sum_chunk + (g - job * 8); i < end; i += 8) {
       acc = __dadd_rn(acc, Term::term(static_cast<double>(x[i])));
     }

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import byzkern as bk
+from byzkern import _dispatch
 from byzkern.compressors import HEADER_BYTES, MAX_LEVELS, Compressed, index_dtype
 
 RANDOM = {"randk": dict(k=3), "qsgd": dict(levels=3), "natural": {}}
@@ -223,8 +224,12 @@ def test_structural_corruptions_are_named():
 
 
 def test_from_bytes_names_the_devices():
+    data = bk.sign(np.ones(3)).to_bytes()
     with pytest.raises(ValueError, match="device must be one of"):
-        Compressed.from_bytes(bk.sign(np.ones(3)).to_bytes(), device="tpu")
+        Compressed.from_bytes(data, device="tpu")
+    if _dispatch.load("cuda")[0] is None:
+        with pytest.raises(RuntimeError, match="needs the cuda backend"):
+            Compressed.from_bytes(data, device="cuda")
 
 
 # ---- statistics -----------------------------------------------------------------------------
