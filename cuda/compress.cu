@@ -481,22 +481,33 @@ __global__ void randk_gather(const T* X, index_t n, index_t d, index_t k, index_
 // atomics give the same result on every run.
 
 // hist[row, digit] += entries of the chunk whose key agrees with prefix[row] above bit shift + 8,
-// by their digit at bits [shift, shift + 8).
+// by their digit at bits [shift, shift + 8). Each thread counts a run of chunk / blockDim.x
+// consecutive entries and adds a count to shared memory only when the digit changes: in the top
+// passes nearly every entry has the same digit, and one shared counter per entry would serialize.
 template <class T>
 __global__ void topk_histogram(const T* X, index_t n, index_t d, index_t chunk, index_t shift,
                                const unsigned long long* prefix, unsigned long long* hist) {
   __shared__ unsigned counts[256];
-  const index_t chunks = (d + chunk - 1) / chunk;
+  const index_t chunks = (d + chunk - 1) / chunk, run = chunk / blockDim.x;
   for (index_t job = blockIdx.x; job < n * chunks; job += gridDim.x) {
     const index_t row = job / chunks, c0 = (job - row * chunks) * chunk;
-    const index_t end = byzkern::min_index(d, c0 + chunk);
+    const index_t begin = byzkern::min_index(d, c0 + threadIdx.x * run), end = byzkern::min_index(d, begin + run);
     for (int b = threadIdx.x; b < 256; b += blockDim.x) counts[b] = 0;
     __syncthreads();
     const unsigned long long p = prefix[row];
-    for (index_t i = c0 + threadIdx.x; i < end; i += blockDim.x) {
+    unsigned digit = 0, pending = 0;
+    for (index_t i = begin; i < end; ++i) {
       const unsigned long long key = byzkern::FloatBits<T>::key(X[row * d + i]);
-      if (byzkern::key_matches(key, p, shift)) atomicAdd(&counts[(key >> shift) & 255u], 1u);
+      if (!byzkern::key_matches(key, p, shift)) continue;
+      const unsigned next = static_cast<unsigned>(key >> shift) & 255u;
+      if (pending && next != digit) {
+        atomicAdd(&counts[digit], pending);
+        pending = 0;
+      }
+      digit = next;
+      ++pending;
     }
+    if (pending) atomicAdd(&counts[digit], pending);
     __syncthreads();
     for (int b = threadIdx.x; b < 256; b += blockDim.x) {
       if (counts[b]) atomicAdd(&hist[row * 256 + b], static_cast<unsigned long long>(counts[b]));
