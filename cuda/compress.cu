@@ -587,19 +587,16 @@ __global__ void topk_write(const T* X, index_t n, index_t d, index_t k, index_t 
     run_above[threadIdx.x] = a;
     run_equal[threadIdx.x] = e;
     __syncthreads();
-    if (threadIdx.x == 0) {  // exclusive scan over the runs, in order
-      long long sa = above_before[job], se = equal_before[job];
-      for (unsigned r = 0; r < blockDim.x; ++r) {
-        const long long ra = run_above[r], re = run_equal[r];
-        run_above[r] = sa;
-        run_equal[r] = se;
-        sa += ra;
-        se += re;
-      }
+    for (unsigned offset = 1; offset < blockDim.x; offset <<= 1) {  // inclusive scan over the runs
+      const long long left_above = threadIdx.x >= offset ? run_above[threadIdx.x - offset] : 0;
+      const long long left_equal = threadIdx.x >= offset ? run_equal[threadIdx.x - offset] : 0;
+      __syncthreads();
+      run_above[threadIdx.x] += left_above;
+      run_equal[threadIdx.x] += left_equal;
+      __syncthreads();
     }
-    __syncthreads();
-    a = run_above[threadIdx.x];
-    e = run_equal[threadIdx.x];
+    a = above_before[job] + run_above[threadIdx.x] - a;
+    e = equal_before[job] + run_equal[threadIdx.x] - e;
     const long long row_need = need[row];
     for (index_t i = begin; i < end; ++i) {
       const unsigned long long key = byzkern::FloatBits<T>::key(x[i]);
