@@ -47,20 +47,34 @@ inline index_t row_bytes(index_t d, int width) { return (d * width + 7) / 8; }
 // Entries per work item of the encoders: a multiple of 8, so every item starts on a byte.
 inline index_t code_tile(index_t tile) { return std::max<index_t>(8, (tile + 7) / 8 * 8); }
 
-// Codes of `width` <= 16 bits into a little-endian bit stream: 8 codes fill exactly `width` bytes.
-void pack(const std::uint32_t* codes, index_t count, int width, std::uint8_t* out) {
+// Codes of W <= 16 bits into a little-endian bit stream: 8 codes fill exactly W bytes. W is a
+// template argument so the shifts are constants.
+template <int W>
+void pack_fixed(const std::uint32_t* codes, index_t count, std::uint8_t* out) {
+  using Acc = std::conditional_t<(W * 8 <= 64), std::uint64_t, unsigned __int128>;
   index_t i = 0;
   for (; i + 8 <= count; i += 8) {
-    unsigned __int128 acc = 0;
-    for (int j = 0; j < 8; ++j) acc |= static_cast<unsigned __int128>(codes[i + j]) << (width * j);
-    std::memcpy(out, &acc, static_cast<std::size_t>(width));
-    out += width;
+    Acc acc = 0;
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) acc |= static_cast<Acc>(codes[i + j]) << (W * j);
+    std::memcpy(out, &acc, W);
+    out += W;
   }
   if (i < count) {
-    unsigned __int128 acc = 0;
-    for (index_t j = 0; i + j < count; ++j) acc |= static_cast<unsigned __int128>(codes[i + j]) << (width * j);
-    std::memcpy(out, &acc, static_cast<std::size_t>(row_bytes(count - i, width)));
+    Acc acc = 0;
+    for (index_t j = 0; i + j < count; ++j) acc |= static_cast<Acc>(codes[i + j]) << (W * j);
+    std::memcpy(out, &acc, static_cast<std::size_t>(row_bytes(count - i, W)));
   }
+}
+
+template <int... W>
+void pack_width(const std::uint32_t* codes, index_t count, int width, std::uint8_t* out,
+                std::integer_sequence<int, W...>) {
+  ((width == W + 1 ? pack_fixed<W + 1>(codes, count, out) : void()), ...);
+}
+
+void pack(const std::uint32_t* codes, index_t count, int width, std::uint8_t* out) {
+  pack_width(codes, count, width, out, std::make_integer_sequence<int, 16>{});
 }
 
 void unpack(const std::uint8_t* in, index_t count, int width, std::uint32_t* codes) {
@@ -74,27 +88,40 @@ void unpack(const std::uint8_t* in, index_t count, int width, std::uint32_t* cod
   }
 }
 
-// Runs encode(row, first entry, count, codes) on every (row, tile) and packs the codes.
 // Batches of 64 entries: 16 Philox blocks and a few codes at a time stay in registers/L1.
 constexpr index_t BATCH = 64;
 
-template <class Encode>
-void encode_rows(index_t n, index_t d, index_t tile, int width, std::uint8_t* out, Encode encode) {
+// Runs job(row, e0, e1) on every (row, tile) of entries, in parallel; e0 is a multiple of 8, so
+// each job writes whole bytes of the packed codes.
+template <class Job>
+void for_each_code_tile(index_t n, index_t d, index_t tile, Job job) {
   tile = code_tile(tile);
-  const index_t tiles = num_tiles(d, tile), stride = row_bytes(d, width);
+  const index_t tiles = num_tiles(d, tile);
 #pragma omp parallel for schedule(static)
-  for (index_t job = 0; job < n * tiles; ++job) {
-    const index_t row = job / tiles, e0 = (job % tiles) * tile, e1 = std::min(d, e0 + tile);
-    std::uint32_t codes[BATCH];
-    std::uint8_t* dst = out + row * stride + e0 / 8 * width;
-    for (index_t e = e0; e < e1; e += BATCH) {
-      const index_t m = std::min(BATCH, e1 - e);
-      encode(row, e, m, codes);
-      pack(codes, m, width, dst);
-      dst += BATCH / 8 * width;
-    }
+  for (index_t item = 0; item < n * tiles; ++item) {
+    const index_t row = item / tiles, e0 = (item % tiles) * tile;
+    job(row, e0, std::min(d, e0 + tile));
   }
 }
+
+// Like BYZKERN_DISPATCH, for bodies that also take the Philox instruction set (philox.hpp) as
+// their second template argument.
+#define BYZKERN_PHILOX_DISPATCH(name, body)                                              \
+  template <class T, class... A>                                                         \
+  __attribute__((flatten)) void name##_baseline(A... a) {                                \
+    body<T, PhiloxSse2>(a...);                                                           \
+  }                                                                                      \
+  template <class T, class... A>                                                         \
+  BYZKERN_AVX2 __attribute__((flatten)) void name##_avx2(A... a) {                       \
+    body<T, PhiloxAvx2>(a...);                                                           \
+  }                                                                                      \
+  template <class T, class... A>                                                         \
+  void name(A... a) {                                                                    \
+    if (cpu_has_avx2())                                                                  \
+      name##_avx2<T>(a...);                                                              \
+    else                                                                                 \
+      name##_baseline<T>(a...);                                                          \
+  }
 
 template <class Decode>
 void decode_rows(const std::uint8_t* in, index_t n, index_t d, index_t tile, int width, Decode decode) {
@@ -151,6 +178,137 @@ struct TopkKey {
   static constexpr int shift = static_cast<int>(sizeof(U) * 8) - 1 - bucket_bits;
   static U key(T x) { return bits_of(x) & (~U{0} >> 1); }
 };
+
+// Bit i % 8 of byte i / 8 set where x[i] < 0 (not for -0 or NaN), for 8 entries.
+inline std::uint8_t negative_bits8(const float* x) {
+  const __m128 zero = _mm_setzero_ps();
+  return static_cast<std::uint8_t>(_mm_movemask_ps(_mm_cmplt_ps(_mm_loadu_ps(x), zero)) |
+                                   _mm_movemask_ps(_mm_cmplt_ps(_mm_loadu_ps(x + 4), zero)) << 4);
+}
+inline std::uint8_t negative_bits8(const double* x) {
+  const __m128d zero = _mm_setzero_pd();
+  int bits = 0;
+  for (int q = 0; q < 4; ++q) bits |= _mm_movemask_pd(_mm_cmplt_pd(_mm_loadu_pd(x + 2 * q), zero)) << (2 * q);
+  return static_cast<std::uint8_t>(bits);
+}
+
+// The packed sign bits of x[0, count), count not necessarily a multiple of 8.
+template <class T>
+inline void negative_bits(const T* x, index_t count, std::uint8_t* out) {
+  index_t i = 0;
+  for (; i + 8 <= count; i += 8) out[i / 8] = negative_bits8(x + i);
+  if (i < count) {
+    unsigned byte = 0;
+    for (index_t j = 0; i + j < count; ++j) byte |= static_cast<unsigned>(x[i + j] < 0) << j;
+    out[i / 8] = static_cast<std::uint8_t>(byte);
+  }
+}
+
+typedef std::uint64_t v4u64 __attribute__((vector_size(32)));
+
+inline v4d abs4(v4d v) { return (v4d)((v4u64)v & (~v4u64{} >> 1)); }  // fabs: the sign bit cleared
+
+// One chunk of scaled_sign: the sign bits of x[0, count) and the chunk's sum of |x| in the
+// order of reference.ordered_row_sums (lane j adds the entries j mod 8, lanes as a fixed tree).
+template <class T>
+inline void signs_and_abs_sum(const T* x, index_t count, std::uint8_t* out, double* sum) {
+  v4d low = {0, 0, 0, 0}, high = low;  // lanes 0-3 and 4-7
+  index_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    out[i / 8] = negative_bits8(x + i);
+    low += abs4(load4_as_double(x + i));
+    high += abs4(load4_as_double(x + i + 4));
+  }
+  double l[8];
+  store_vec(l, low);
+  store_vec(l + 4, high);
+  for (int j = 0; i + j < count; ++j) l[j] += std::fabs(static_cast<double>(x[i + j]));
+  negative_bits(x + i, count - i, out + i / 8);
+  *sum = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+BYZKERN_DISPATCH(signs_and_abs_sum_dispatched, signs_and_abs_sum)
+
+// QSGD codes of m entries from their Philox words w: level floor(r) or floor(r) + 1 with
+// probability r - floor(r), r = |x| s, capped at levels; the sign above the level bits.
+// s > 0 and finite, so r is finite and >= 0 and truncation is floor.
+template <class T>
+inline void qsgd_codes(const T* x, const std::uint32_t* w, index_t m, double s, std::int32_t levels,
+                       int sign_shift, std::uint32_t* c) {
+  for (index_t j = 0; j < m; ++j) {
+    const double r = std::fabs(static_cast<double>(x[j])) * s;
+    const std::int32_t low = static_cast<std::int32_t>(r);
+    const double frac = r - static_cast<double>(low);
+    // the word as a double, by way of the signed conversion that every SIMD set has (exact)
+    const double u = static_cast<double>(static_cast<std::int32_t>(w[j] ^ 0x80000000u)) + 2147483648.0;
+    const std::int32_t level = std::min(low + (u < frac * 4294967296.0 ? 1 : 0), levels);
+    c[j] = static_cast<std::uint32_t>(level) | static_cast<std::uint32_t>(x[j] < 0) << sign_shift;
+  }
+}
+
+// One tile [e0, e1) of a QSGD row; x and out are the row's input and packed codes.
+template <class T, class Isa>
+inline void qsgd_tile(const T* x, std::uint8_t* out, index_t e0, index_t e1, std::uint32_t row,
+                      PhiloxKey key, double s, int levels, int width) {
+  std::uint32_t w[BATCH], c[BATCH];
+  for (index_t e = e0; e < e1; e += BATCH) {
+    const index_t m = std::min(BATCH, e1 - e);
+    if (s == 0.0) {  // a zero or non-finite norm: level 0 everywhere, the sign still sent
+      for (index_t j = 0; j < m; ++j) c[j] = static_cast<std::uint32_t>(x[e + j] < 0) << (width - 1);
+    } else {
+      philox_words<Isa, BATCH / 4>(key, static_cast<std::uint64_t>(e / 4), row, STREAM_QSGD, w);
+      if (m == BATCH)  // a constant count: the loop vectorizes without a remainder
+        qsgd_codes(x + e, w, BATCH, s, levels, width - 1, c);
+      else
+        qsgd_codes(x + e, w, m, s, levels, width - 1, c);
+    }
+    pack(c, m, width, out + e / 8 * width);
+  }
+}
+BYZKERN_PHILOX_DISPATCH(qsgd_tile_dispatched, qsgd_tile)
+
+// Natural codes of m entries (reference.natural), integers only: |x| = (1 + m / 2^P) 2^e
+// rounds up to 2^(e+1) iff the uniform's top P bits are below the mantissa m.
+template <class T>
+inline void natural_codes(const T* x, const std::uint32_t* w, index_t m, std::uint32_t* c) {
+  using U = typename FloatBits<T>::U;
+  constexpr int E = FloatBits<T>::exponent_bits, P = FloatBits<T>::mantissa_bits;
+  constexpr U exponent_mask = (U{1} << E) - 1, mantissa_mask = (U{1} << P) - 1;
+  for (index_t j = 0; j < m; ++j) {
+    const U u = bits_of(x[j]);
+    const U mantissa = u & mantissa_mask;
+    U exponent = (u >> P) & exponent_mask;
+    U uniform;
+    if constexpr (std::is_same_v<T, float>) {
+      uniform = w[j] >> (32 - P);
+    } else {  // P + 1 > 32 random bits needed: two words per entry
+      uniform = ((static_cast<std::uint64_t>(w[2 * j]) << 32) | w[2 * j + 1]) >> (64 - P);
+    }
+    const bool nan = exponent == exponent_mask && mantissa != 0;
+    exponent += (exponent != exponent_mask && uniform < mantissa) ? 1 : 0;
+    // sign 1 with exponent 0 is the NaN code: a value rounded to zero keeps sign 0
+    const U negative = (u >> (E + P)) & (exponent != 0 ? 1 : 0);
+    c[j] = nan ? (1u << E) : static_cast<std::uint32_t>(negative << E | exponent);
+  }
+}
+
+template <class T, class Isa>
+inline void natural_tile(const T* x, std::uint8_t* out, index_t e0, index_t e1, std::uint32_t row,
+                         PhiloxKey key) {
+  constexpr index_t words_per_entry = std::is_same_v<T, float> ? 1 : 2;
+  constexpr int width = FloatBits<T>::exponent_bits + 1;
+  std::uint32_t w[BATCH * words_per_entry], c[BATCH];
+  for (index_t e = e0; e < e1; e += BATCH) {
+    const index_t m = std::min(BATCH, e1 - e);
+    philox_words<Isa, BATCH * words_per_entry / 4>(key, static_cast<std::uint64_t>(e * words_per_entry / 4),
+                                                    row, STREAM_NATURAL, w);
+    if (m == BATCH)
+      natural_codes(x + e, w, BATCH, c);
+    else
+      natural_codes(x + e, w, m, c);
+    pack_fixed<width>(c, m, out + e / 8 * width);
+  }
+}
+BYZKERN_PHILOX_DISPATCH(natural_tile_dispatched, natural_tile)
 
 }  // namespace
 
@@ -251,67 +409,46 @@ void qsgd(const T* X, index_t n, index_t d, int levels, std::uint64_t seed, inde
   }
   const PhiloxKey key(seed);
   const int width = bit_length(static_cast<unsigned>(levels)) + 1;
-  const std::uint32_t sign_bit = 1u << (width - 1);
-  const double top = levels;
-  encode_rows(n, d, tile, width, codes, [&](index_t row, index_t e, index_t m, std::uint32_t* c) {
-    std::uint32_t w[BATCH];
-    philox_words<BATCH / 4>(key, static_cast<std::uint64_t>(e / 4), static_cast<std::uint32_t>(row), STREAM_QSGD, w);
-    const T* x = X + row * d + e;
-    const double s = scale[static_cast<std::size_t>(row)];
-    for (index_t j = 0; j < m; ++j) {
-      const double r = s == 0.0 ? 0.0 : std::fabs(static_cast<double>(x[j])) * s;
-      const double low = std::floor(r);
-      const double level = std::min(low + (static_cast<double>(w[j]) < (r - low) * 4294967296.0 ? 1.0 : 0.0), top);
-      c[j] = (x[j] < 0 ? sign_bit : 0u) | static_cast<std::uint32_t>(level);
-    }
+  const index_t stride = row_bytes(d, width);
+  for_each_code_tile(n, d, tile, [&](index_t row, index_t e0, index_t e1) {
+    qsgd_tile_dispatched<T>(X + row * d, codes + row * stride, e0, e1, static_cast<std::uint32_t>(row), key,
+                            scale[static_cast<std::size_t>(row)], levels, width);
   });
 }
 
 template <class T>
 void natural(const T* X, index_t n, index_t d, std::uint64_t seed, index_t tile, std::uint8_t* codes) {
-  using U = typename FloatBits<T>::U;
-  constexpr int E = FloatBits<T>::exponent_bits, P = FloatBits<T>::mantissa_bits;
-  constexpr U exponent_mask = (U{1} << E) - 1, mantissa_mask = (U{1} << P) - 1;
-  // one 32-bit word per float32 entry, two per float64 entry (P + 1 > 32 random bits needed)
-  constexpr index_t words_per_entry = std::is_same_v<T, float> ? 1 : 2;
   const PhiloxKey key(seed);
-  encode_rows(n, d, tile, E + 1, codes, [&](index_t row, index_t e, index_t m, std::uint32_t* c) {
-    std::uint32_t w[BATCH * words_per_entry];
-    philox_words<BATCH * words_per_entry / 4>(key, static_cast<std::uint64_t>(e * words_per_entry / 4),
-                                              static_cast<std::uint32_t>(row), STREAM_NATURAL, w);
-    const T* x = X + row * d + e;
-    for (index_t j = 0; j < m; ++j) {
-      const U u = bits_of(x[j]);
-      const U mantissa = u & mantissa_mask;
-      U exponent = (u >> P) & exponent_mask;
-      U uniform;
-      if constexpr (words_per_entry == 1) {
-        uniform = w[j] >> (32 - P);
-      } else {
-        uniform = ((static_cast<std::uint64_t>(w[2 * j]) << 32) | w[2 * j + 1]) >> (64 - P);
-      }
-      // round |x| = (1 + m / 2^P) 2^e up with probability m / 2^P, decided on integers
-      if (exponent != exponent_mask) exponent += uniform < mantissa ? 1 : 0;
-      const bool negative = x[j] < 0 && exponent != 0;  // sign 1 with exponent 0 means NaN
-      c[j] = std::isnan(x[j]) ? (1u << E) : (static_cast<std::uint32_t>(negative) << E) | static_cast<std::uint32_t>(exponent);
-    }
+  const index_t stride = row_bytes(d, FloatBits<T>::exponent_bits + 1);
+  for_each_code_tile(n, d, tile, [&](index_t row, index_t e0, index_t e1) {
+    natural_tile_dispatched<T>(X + row * d, codes + row * stride, e0, e1, static_cast<std::uint32_t>(row), key);
   });
 }
 
 template <class T>
 void sign(const T* X, index_t n, index_t d, index_t tile, std::uint8_t* codes) {
-  encode_rows(n, d, tile, 1, codes, [&](index_t row, index_t e, index_t m, std::uint32_t* c) {
-    const T* x = X + row * d + e;
-    for (index_t j = 0; j < m; ++j) c[j] = x[j] < 0 ? 1u : 0u;  // sign(0) = +1, NaN positive
+  const index_t stride = row_bytes(d, 1);
+  for_each_code_tile(n, d, tile, [&](index_t row, index_t e0, index_t e1) {
+    negative_bits(X + row * d + e0, e1 - e0, codes + row * stride + e0 / 8);
   });
 }
 
+// One pass: the sign bits are written while the |x| sum of each SUM_CHUNK is formed.
 template <class T>
-void scaled_sign(const T* X, index_t n, index_t d, index_t tile, T* scales, std::uint8_t* codes) {
-  std::vector<double> sums(static_cast<std::size_t>(n));
-  ordered_row_sums(X, n, d, [](T v) { return std::fabs(static_cast<double>(v)); }, sums.data());
-  for (index_t row = 0; row < n; ++row) scales[row] = static_cast<T>(sums[static_cast<std::size_t>(row)] / static_cast<double>(d));
-  sign(X, n, d, tile, codes);
+void scaled_sign(const T* X, index_t n, index_t d, T* scales, std::uint8_t* codes) {
+  const index_t chunks = num_tiles(d, SUM_CHUNK), stride = row_bytes(d, 1);
+  std::vector<double> partial(static_cast<std::size_t>(n * chunks));
+#pragma omp parallel for schedule(static)
+  for (index_t job = 0; job < n * chunks; ++job) {
+    const index_t row = job / chunks, c0 = (job % chunks) * SUM_CHUNK;
+    signs_and_abs_sum_dispatched<T>(X + row * d + c0, std::min(SUM_CHUNK, d - c0), codes + row * stride + c0 / 8,
+                                    &partial[static_cast<std::size_t>(job)]);
+  }
+  for (index_t row = 0; row < n; ++row) {
+    double total = partial[static_cast<std::size_t>(row * chunks)];
+    for (index_t c = 1; c < chunks; ++c) total += partial[static_cast<std::size_t>(row * chunks + c)];
+    scales[row] = static_cast<T>(total / static_cast<double>(d));
+  }
 }
 
 template <class T>
@@ -456,7 +593,7 @@ void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::ui
   template void qsgd<T>(const T*, index_t, index_t, int, std::uint64_t, index_t, T*, std::uint8_t*);       \
   template void natural<T>(const T*, index_t, index_t, std::uint64_t, index_t, std::uint8_t*);             \
   template void sign<T>(const T*, index_t, index_t, index_t, std::uint8_t*);                               \
-  template void scaled_sign<T>(const T*, index_t, index_t, index_t, T*, std::uint8_t*);                    \
+  template void scaled_sign<T>(const T*, index_t, index_t, T*, std::uint8_t*);                             \
   template void scatter_rows<T>(const T*, const std::int64_t*, index_t, index_t, index_t, T*);             \
   template void qsgd_decompress<T>(const T*, const std::uint8_t*, index_t, index_t, int, index_t, T*);     \
   template void natural_decompress<T>(const std::uint8_t*, index_t, index_t, index_t, T*);                 \

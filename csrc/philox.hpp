@@ -3,7 +3,11 @@
 //   key     = (seed & 0xffffffff, seed >> 32)
 //   counter = (block & 0xffffffff, block >> 32, row, stream); block b gives words 4b .. 4b+3
 #pragma once
+#include <immintrin.h>
+
 #include <cstdint>
+
+#include "common.hpp"
 
 namespace byzkern {
 
@@ -41,36 +45,88 @@ inline void philox_block(PhiloxKey key, std::uint64_t block, std::uint32_t row, 
   w[0] = c0; w[1] = c1; w[2] = c2; w[3] = c3;
 }
 
-// Words [4 * first_block, 4 * (first_block + L)) of a row, L blocks side by side: the lanes are
-// independent, so the compiler vectorizes the rounds (32x32->64 multiplies across lanes).
-template <int L>
+// Philox over several blocks at once, one block per 32-bit SIMD lane. Compilers do not turn
+// 32x32->64-bit lane products into pmuludq from portable code, so each instruction set is a
+// struct of intrinsics; kernels take it as a template argument (compress.cpp dispatches).
+struct PhiloxSse2 {  // the x86-64 baseline: 4 blocks
+  static constexpr int lanes = 4;
+  using V = __m128i;
+  static V splat(std::uint32_t v) { return _mm_set1_epi32(static_cast<int>(v)); }
+  static V load(const std::uint32_t* p) { return _mm_loadu_si128(reinterpret_cast<const V*>(p)); }
+  // high and low halves of the lane products a * m
+  static void mulhilo(V a, V m, V& hi, V& lo) {
+    const V even = _mm_mul_epu32(a, m), odd = _mm_mul_epu32(_mm_srli_epi64(a, 32), m);
+    const V e = _mm_shuffle_epi32(even, _MM_SHUFFLE(3, 1, 2, 0));  // lo0 lo2 hi0 hi2
+    const V o = _mm_shuffle_epi32(odd, _MM_SHUFFLE(3, 1, 2, 0));   // lo1 lo3 hi1 hi3
+    lo = _mm_unpacklo_epi32(e, o);
+    hi = _mm_unpackhi_epi32(e, o);
+  }
+  // the 4 words of each block, block after block
+  static void store_words(V c0, V c1, V c2, V c3, std::uint32_t* out) {
+    const V t0 = _mm_unpacklo_epi32(c0, c1), t1 = _mm_unpackhi_epi32(c0, c1);
+    const V t2 = _mm_unpacklo_epi32(c2, c3), t3 = _mm_unpackhi_epi32(c2, c3);
+    V* o = reinterpret_cast<V*>(out);
+    _mm_storeu_si128(o, _mm_unpacklo_epi64(t0, t2));
+    _mm_storeu_si128(o + 1, _mm_unpackhi_epi64(t0, t2));
+    _mm_storeu_si128(o + 2, _mm_unpacklo_epi64(t1, t3));
+    _mm_storeu_si128(o + 3, _mm_unpackhi_epi64(t1, t3));
+  }
+  static V x3(V a, V b, V c) { return _mm_xor_si128(_mm_xor_si128(a, b), c); }
+};
+
+struct PhiloxAvx2 {  // 8 blocks; use only in functions compiled for AVX2
+  static constexpr int lanes = 8;
+  using V = __m256i;
+  BYZKERN_AVX2 static V splat(std::uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
+  BYZKERN_AVX2 static V load(const std::uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const V*>(p)); }
+  BYZKERN_AVX2 static void mulhilo(V a, V m, V& hi, V& lo) {
+    const V even = _mm256_mul_epu32(a, m), odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  }
+  BYZKERN_AVX2 static void store_words(V c0, V c1, V c2, V c3, std::uint32_t* out) {
+    const V t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+    const V t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+    // blocks (0|4), (1|5), (2|6), (3|7) in the two 128-bit halves
+    const V b04 = _mm256_unpacklo_epi64(t0, t2), b15 = _mm256_unpackhi_epi64(t0, t2);
+    const V b26 = _mm256_unpacklo_epi64(t1, t3), b37 = _mm256_unpackhi_epi64(t1, t3);
+    V* o = reinterpret_cast<V*>(out);
+    _mm256_storeu_si256(o, _mm256_permute2x128_si256(b04, b15, 0x20));
+    _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(b26, b37, 0x20));
+    _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(b04, b15, 0x31));
+    _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(b26, b37, 0x31));
+  }
+  BYZKERN_AVX2 static V x3(V a, V b, V c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+};
+
+// Words [4 * first_block, 4 * (first_block + B)) of a row, B a multiple of Isa::lanes.
+template <class Isa, int B>
 inline void philox_words(PhiloxKey key, std::uint64_t first_block, std::uint32_t row,
                          std::uint32_t stream, std::uint32_t* out) {
-  std::uint32_t c0[L], c1[L], c2[L], c3[L];
-  for (int l = 0; l < L; ++l) {
-    const std::uint64_t block = first_block + static_cast<std::uint64_t>(l);
-    c0[l] = static_cast<std::uint32_t>(block);
-    c1[l] = static_cast<std::uint32_t>(block >> 32);
-    c2[l] = row;
-    c3[l] = stream;
-  }
-  std::uint32_t k0 = key.k0, k1 = key.k1;
-  for (int round = 0; round < 10; ++round) {
-    for (int l = 0; l < L; ++l) {
-      const std::uint64_t p0 = std::uint64_t{0xD2511F53u} * c0[l];
-      const std::uint64_t p1 = std::uint64_t{0xCD9E8D57u} * c2[l];
-      const std::uint32_t n0 = static_cast<std::uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
-      const std::uint32_t n2 = static_cast<std::uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
-      c1[l] = static_cast<std::uint32_t>(p1);
-      c3[l] = static_cast<std::uint32_t>(p0);
-      c0[l] = n0;
-      c2[l] = n2;
+  using V = typename Isa::V;
+  static_assert(B % Isa::lanes == 0, "whole vectors of blocks");
+  for (int g = 0; g < B; g += Isa::lanes) {
+    std::uint32_t lo[Isa::lanes], hi[Isa::lanes];
+    for (int l = 0; l < Isa::lanes; ++l) {
+      const std::uint64_t block = first_block + static_cast<std::uint64_t>(g + l);
+      lo[l] = static_cast<std::uint32_t>(block);
+      hi[l] = static_cast<std::uint32_t>(block >> 32);
     }
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  for (int l = 0; l < L; ++l) {
-    out[4 * l] = c0[l]; out[4 * l + 1] = c1[l]; out[4 * l + 2] = c2[l]; out[4 * l + 3] = c3[l];
+    V c0 = Isa::load(lo), c1 = Isa::load(hi), c2 = Isa::splat(row), c3 = Isa::splat(stream);
+    const V m0 = Isa::splat(0xD2511F53u), m1 = Isa::splat(0xCD9E8D57u);
+    std::uint32_t k0 = key.k0, k1 = key.k1;
+    for (int round = 0; round < 10; ++round) {
+      V hi0, lo0, hi1, lo1;
+      Isa::mulhilo(c0, m0, hi0, lo0);
+      Isa::mulhilo(c2, m1, hi1, lo1);
+      c0 = Isa::x3(hi1, c1, Isa::splat(k0));
+      c2 = Isa::x3(hi0, c3, Isa::splat(k1));
+      c1 = lo1;
+      c3 = lo0;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    Isa::store_words(c0, c1, c2, c3, out + 4 * g);
   }
 }
 
