@@ -48,21 +48,34 @@ inline index_t row_bytes(index_t d, int width) { return (d * width + 7) / 8; }
 inline index_t code_tile(index_t tile) { return std::max<index_t>(8, (tile + 7) / 8 * 8); }
 
 // Codes of W <= 16 bits into a little-endian bit stream: 8 codes fill exactly W bytes. W is a
-// template argument so the shifts are constants.
+// template argument so every shift is a constant; codes are merged pairwise (2W, then 4W bits
+// per 64-bit word), so 8 codes take 7 ORs instead of a 128-bit shift chain.
 template <int W>
 void pack_fixed(const std::uint32_t* codes, index_t count, std::uint8_t* out) {
-  using Acc = std::conditional_t<(W * 8 <= 64), std::uint64_t, unsigned __int128>;
   index_t i = 0;
   for (; i + 8 <= count; i += 8) {
-    Acc acc = 0;
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) acc |= static_cast<Acc>(codes[i + j]) << (W * j);
-    std::memcpy(out, &acc, W);
+    std::uint64_t pair[4];
+    std::memcpy(pair, codes + i, sizeof pair);  // pair[q] = codes[2q] | codes[2q + 1] << 32
+    std::uint64_t p[4];
+    for (int q = 0; q < 4; ++q) p[q] = (pair[q] & 0xffffffffu) | (pair[q] >> 32) << W;
+    const std::uint64_t q0 = p[0] | p[1] << (2 * W), q1 = p[2] | p[3] << (2 * W);
+    if constexpr (W <= 8) {
+      const std::uint64_t low = q0 | q1 << (4 * W);
+      std::memcpy(out, &low, W);
+    } else if constexpr (W == 16) {
+      std::memcpy(out, &q0, 8);
+      std::memcpy(out + 8, &q1, 8);
+    } else {
+      const std::uint64_t low = q0 | q1 << (4 * W);
+      const std::uint64_t high = q1 >> (64 - 4 * W);
+      std::memcpy(out, &low, 8);
+      std::memcpy(out + 8, &high, W - 8);
+    }
     out += W;
   }
   if (i < count) {
-    Acc acc = 0;
-    for (index_t j = 0; i + j < count; ++j) acc |= static_cast<Acc>(codes[i + j]) << (W * j);
+    unsigned __int128 acc = 0;
+    for (index_t j = 0; i + j < count; ++j) acc |= static_cast<unsigned __int128>(codes[i + j]) << (W * j);
     std::memcpy(out, &acc, static_cast<std::size_t>(row_bytes(count - i, W)));
   }
 }
@@ -141,26 +154,16 @@ void decode_rows(const std::uint8_t* in, index_t n, index_t d, index_t tile, int
   }
 }
 
-// reference.ordered_row_sums of term(x): 8 lanes per chunk, lanes combined as a fixed tree,
-// chunks added in order. Chunks run in parallel; the order of every addition is fixed.
-template <class T, class Term>
-void ordered_row_sums(const T* X, index_t n, index_t d, Term term, double* out) {
+// reference.ordered_row_sums: out[row] is the sum of chunk_sum(row, c0, count) over the row's
+// chunks [c0, c0 + count) of SUM_CHUNK entries, added in order. Chunks run in parallel.
+template <class ChunkSum>
+void ordered_row_sums(index_t n, index_t d, ChunkSum chunk_sum, double* out) {
   const index_t chunks = num_tiles(d, SUM_CHUNK);
   std::vector<double> partial(static_cast<std::size_t>(n * chunks));
 #pragma omp parallel for schedule(static)
   for (index_t job = 0; job < n * chunks; ++job) {
     const index_t row = job / chunks, c0 = (job % chunks) * SUM_CHUNK;
-    const index_t c1 = std::min(d, c0 + SUM_CHUNK);
-    const T* x = X + row * d;
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    index_t i = c0;
-    for (; i + 8 <= c1; i += 8) {
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) lane[j] += term(x[i + j]);
-    }
-    for (int j = 0; i + j < c1; ++j) lane[j] += term(x[i + j]);
-    partial[static_cast<std::size_t>(job)] =
-        ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    partial[static_cast<std::size_t>(job)] = chunk_sum(row, c0, std::min(SUM_CHUNK, d - c0));
   }
   for (index_t row = 0; row < n; ++row) {
     double total = partial[static_cast<std::size_t>(row * chunks)];
@@ -168,6 +171,43 @@ void ordered_row_sums(const T* X, index_t n, index_t d, Term term, double* out) 
     out[row] = total;
   }
 }
+
+typedef std::uint64_t v4u64 __attribute__((vector_size(32)));
+
+// The terms of the norms: |x| (the sign bit cleared) and x^2, on doubles and on 4 doubles.
+struct Magnitude {
+  double operator()(double v) const { return std::fabs(v); }
+  v4d operator()(v4d v) const { return (v4d)((v4u64)v & (~v4u64{} >> 1)); }
+};
+struct Square {
+  template <class V>
+  V operator()(V v) const { return v * v; }
+};
+
+// The sum of term(x[i]) over one chunk in the order of reference.ordered_row_sums: lane j adds
+// the entries i = j (mod 8) in increasing i, the lanes combine as a fixed tree. visit(i) runs on
+// every group of 8 entries [i, i + 8) as it is read (fusing another pass over x into this one).
+template <class T, class Term, class Visit>
+inline double chunk_sum(const T* x, index_t count, Term term, Visit visit) {
+  v4d low = {0, 0, 0, 0}, high = low;  // lanes 0-3 and 4-7
+  index_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    visit(i);
+    low += term(load4_as_double(x + i));
+    high += term(load4_as_double(x + i + 4));
+  }
+  double l[8];
+  store_vec(l, low);
+  store_vec(l + 4, high);
+  for (int j = 0; i + j < count; ++j) l[j] += term(static_cast<double>(x[i + j]));
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+template <class T>
+inline void square_sum(const T* x, index_t count, double* sum) {
+  *sum = chunk_sum(x, count, Square{}, [](index_t) {});
+}
+BYZKERN_DISPATCH(square_sum_dispatched, square_sum)
 
 // Magnitude key: the float's bits without the sign. Its unsigned order is |x| with NaN above
 // Inf, exactly the topk order; buckets are the exponent plus 3 mantissa bits.
@@ -204,27 +244,12 @@ inline void negative_bits(const T* x, index_t count, std::uint8_t* out) {
   }
 }
 
-typedef std::uint64_t v4u64 __attribute__((vector_size(32)));
-
-inline v4d abs4(v4d v) { return (v4d)((v4u64)v & (~v4u64{} >> 1)); }  // fabs: the sign bit cleared
-
-// One chunk of scaled_sign: the sign bits of x[0, count) and the chunk's sum of |x| in the
-// order of reference.ordered_row_sums (lane j adds the entries j mod 8, lanes as a fixed tree).
+// One chunk of scaled_sign: the sign bits of x[0, count) and its sum of |x|, in one pass.
 template <class T>
 inline void signs_and_abs_sum(const T* x, index_t count, std::uint8_t* out, double* sum) {
-  v4d low = {0, 0, 0, 0}, high = low;  // lanes 0-3 and 4-7
-  index_t i = 0;
-  for (; i + 8 <= count; i += 8) {
-    out[i / 8] = negative_bits8(x + i);
-    low += abs4(load4_as_double(x + i));
-    high += abs4(load4_as_double(x + i + 4));
-  }
-  double l[8];
-  store_vec(l, low);
-  store_vec(l + 4, high);
-  for (int j = 0; i + j < count; ++j) l[j] += std::fabs(static_cast<double>(x[i + j]));
-  negative_bits(x + i, count - i, out + i / 8);
-  *sum = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  *sum = chunk_sum(x, count, Magnitude{}, [&](index_t i) { out[i / 8] = negative_bits8(x + i); });
+  const index_t whole = count / 8 * 8;
+  negative_bits(x + whole, count - whole, out + whole / 8);
 }
 BYZKERN_DISPATCH(signs_and_abs_sum_dispatched, signs_and_abs_sum)
 
@@ -399,7 +424,11 @@ template <class T>
 void qsgd(const T* X, index_t n, index_t d, int levels, std::uint64_t seed, index_t tile, T* norms,
           std::uint8_t* codes) {
   std::vector<double> sums(static_cast<std::size_t>(n));
-  ordered_row_sums(X, n, d, [](T v) { const double a = v; return a * a; }, sums.data());
+  ordered_row_sums(n, d, [&](index_t row, index_t c0, index_t count) {
+    double sum;
+    square_sum_dispatched<T>(X + row * d + c0, count, &sum);
+    return sum;
+  }, sums.data());
   std::vector<double> scale(static_cast<std::size_t>(n));
   for (index_t row = 0; row < n; ++row) {
     norms[row] = static_cast<T>(std::sqrt(sums[static_cast<std::size_t>(row)]));
@@ -433,22 +462,16 @@ void sign(const T* X, index_t n, index_t d, index_t tile, std::uint8_t* codes) {
   });
 }
 
-// One pass: the sign bits are written while the |x| sum of each SUM_CHUNK is formed.
 template <class T>
 void scaled_sign(const T* X, index_t n, index_t d, T* scales, std::uint8_t* codes) {
-  const index_t chunks = num_tiles(d, SUM_CHUNK), stride = row_bytes(d, 1);
-  std::vector<double> partial(static_cast<std::size_t>(n * chunks));
-#pragma omp parallel for schedule(static)
-  for (index_t job = 0; job < n * chunks; ++job) {
-    const index_t row = job / chunks, c0 = (job % chunks) * SUM_CHUNK;
-    signs_and_abs_sum_dispatched<T>(X + row * d + c0, std::min(SUM_CHUNK, d - c0), codes + row * stride + c0 / 8,
-                                    &partial[static_cast<std::size_t>(job)]);
-  }
-  for (index_t row = 0; row < n; ++row) {
-    double total = partial[static_cast<std::size_t>(row * chunks)];
-    for (index_t c = 1; c < chunks; ++c) total += partial[static_cast<std::size_t>(row * chunks + c)];
-    scales[row] = static_cast<T>(total / static_cast<double>(d));
-  }
+  const index_t stride = row_bytes(d, 1);
+  std::vector<double> sums(static_cast<std::size_t>(n));
+  ordered_row_sums(n, d, [&](index_t row, index_t c0, index_t count) {
+    double sum;
+    signs_and_abs_sum_dispatched<T>(X + row * d + c0, count, codes + row * stride + c0 / 8, &sum);
+    return sum;
+  }, sums.data());
+  for (index_t row = 0; row < n; ++row) scales[row] = static_cast<T>(sums[static_cast<std::size_t>(row)] / static_cast<double>(d));
 }
 
 template <class T>

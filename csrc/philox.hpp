@@ -45,88 +45,85 @@ inline void philox_block(PhiloxKey key, std::uint64_t block, std::uint32_t row, 
   w[0] = c0; w[1] = c1; w[2] = c2; w[3] = c3;
 }
 
-// Philox over several blocks at once, one block per 32-bit SIMD lane. Compilers do not turn
-// 32x32->64-bit lane products into pmuludq from portable code, so each instruction set is a
-// struct of intrinsics; kernels take it as a template argument (compress.cpp dispatches).
-struct PhiloxSse2 {  // the x86-64 baseline: 4 blocks
-  static constexpr int lanes = 4;
+// Philox over several blocks at once, one block per 64-bit SIMD lane: pmuludq multiplies the
+// low 32 bits of each lane into a 64-bit product, so a round is 2 multiplies, 2 shifts and 4
+// xors per vector. A lane's high half holds garbage (the product's high word) that never
+// reaches a low half: the multiplies ignore it and xor is bitwise. Compilers do not emit
+// pmuludq from portable code, so each instruction set is a struct of intrinsics; kernels take
+// it as a template argument (compress.cpp dispatches).
+struct PhiloxSse2 {  // the x86-64 baseline: 2 blocks per vector
+  static constexpr int lanes = 2;
   using V = __m128i;
   static V splat(std::uint32_t v) { return _mm_set1_epi32(static_cast<int>(v)); }
-  static V load(const std::uint32_t* p) { return _mm_loadu_si128(reinterpret_cast<const V*>(p)); }
-  // high and low halves of the lane products a * m
-  static void mulhilo(V a, V m, V& hi, V& lo) {
-    const V even = _mm_mul_epu32(a, m), odd = _mm_mul_epu32(_mm_srli_epi64(a, 32), m);
-    const V e = _mm_shuffle_epi32(even, _MM_SHUFFLE(3, 1, 2, 0));  // lo0 lo2 hi0 hi2
-    const V o = _mm_shuffle_epi32(odd, _MM_SHUFFLE(3, 1, 2, 0));   // lo1 lo3 hi1 hi3
-    lo = _mm_unpacklo_epi32(e, o);
-    hi = _mm_unpackhi_epi32(e, o);
+  static V block_words(std::uint64_t first, int shift) {  // (first + l) >> shift in lane l
+    return _mm_set_epi64x(static_cast<long long>((first + 1) >> shift), static_cast<long long>(first >> shift));
   }
-  // the 4 words of each block, block after block
-  static void store_words(V c0, V c1, V c2, V c3, std::uint32_t* out) {
-    const V t0 = _mm_unpacklo_epi32(c0, c1), t1 = _mm_unpackhi_epi32(c0, c1);
-    const V t2 = _mm_unpacklo_epi32(c2, c3), t3 = _mm_unpackhi_epi32(c2, c3);
-    V* o = reinterpret_cast<V*>(out);
-    _mm_storeu_si128(o, _mm_unpacklo_epi64(t0, t2));
-    _mm_storeu_si128(o + 1, _mm_unpackhi_epi64(t0, t2));
-    _mm_storeu_si128(o + 2, _mm_unpacklo_epi64(t1, t3));
-    _mm_storeu_si128(o + 3, _mm_unpackhi_epi64(t1, t3));
-  }
+  static V mul(V a, V m) { return _mm_mul_epu32(a, m); }
+  static V high(V p) { return _mm_srli_epi64(p, 32); }
   static V x3(V a, V b, V c) { return _mm_xor_si128(_mm_xor_si128(a, b), c); }
+  // the 4 words of each block, block after block (the low halves of c0..c3)
+  static void store_words(V c0, V c1, V c2, V c3, std::uint32_t* out) {
+    const V lo01 = _mm_unpacklo_epi32(c0, c1), lo23 = _mm_unpacklo_epi32(c2, c3);
+    const V hi01 = _mm_unpackhi_epi32(c0, c1), hi23 = _mm_unpackhi_epi32(c2, c3);
+    V* o = reinterpret_cast<V*>(out);
+    _mm_storeu_si128(o, _mm_unpacklo_epi64(lo01, lo23));
+    _mm_storeu_si128(o + 1, _mm_unpacklo_epi64(hi01, hi23));
+  }
 };
 
-struct PhiloxAvx2 {  // 8 blocks; use only in functions compiled for AVX2
-  static constexpr int lanes = 8;
+struct PhiloxAvx2 {  // 4 blocks per vector; use only in functions compiled for AVX2
+  static constexpr int lanes = 4;
   using V = __m256i;
   BYZKERN_AVX2 static V splat(std::uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
-  BYZKERN_AVX2 static V load(const std::uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const V*>(p)); }
-  BYZKERN_AVX2 static void mulhilo(V a, V m, V& hi, V& lo) {
-    const V even = _mm256_mul_epu32(a, m), odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-    lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-    hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  BYZKERN_AVX2 static V block_words(std::uint64_t first, int shift) {
+    return _mm256_set_epi64x(static_cast<long long>((first + 3) >> shift), static_cast<long long>((first + 2) >> shift),
+                             static_cast<long long>((first + 1) >> shift), static_cast<long long>(first >> shift));
   }
-  BYZKERN_AVX2 static void store_words(V c0, V c1, V c2, V c3, std::uint32_t* out) {
-    const V t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
-    const V t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
-    // blocks (0|4), (1|5), (2|6), (3|7) in the two 128-bit halves
-    const V b04 = _mm256_unpacklo_epi64(t0, t2), b15 = _mm256_unpackhi_epi64(t0, t2);
-    const V b26 = _mm256_unpacklo_epi64(t1, t3), b37 = _mm256_unpackhi_epi64(t1, t3);
-    V* o = reinterpret_cast<V*>(out);
-    _mm256_storeu_si256(o, _mm256_permute2x128_si256(b04, b15, 0x20));
-    _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(b26, b37, 0x20));
-    _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(b04, b15, 0x31));
-    _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(b26, b37, 0x31));
-  }
+  BYZKERN_AVX2 static V mul(V a, V m) { return _mm256_mul_epu32(a, m); }
+  BYZKERN_AVX2 static V high(V p) { return _mm256_srli_epi64(p, 32); }
   BYZKERN_AVX2 static V x3(V a, V b, V c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+  BYZKERN_AVX2 static void store_words(V c0, V c1, V c2, V c3, std::uint32_t* out) {
+    const V lo01 = _mm256_unpacklo_epi32(c0, c1), lo23 = _mm256_unpacklo_epi32(c2, c3);
+    const V hi01 = _mm256_unpackhi_epi32(c0, c1), hi23 = _mm256_unpackhi_epi32(c2, c3);
+    const V b02 = _mm256_unpacklo_epi64(lo01, lo23), b13 = _mm256_unpacklo_epi64(hi01, hi23);  // blocks (0|2), (1|3)
+    V* o = reinterpret_cast<V*>(out);
+    _mm256_storeu_si256(o, _mm256_permute2x128_si256(b02, b13, 0x20));
+    _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(b02, b13, 0x31));
+  }
 };
 
-// Words [4 * first_block, 4 * (first_block + B)) of a row, B a multiple of Isa::lanes.
+// Words [4 * first_block, 4 * (first_block + B)) of a row. Two vectors of blocks go through the
+// rounds together (4 independent multiply chains; more would spill the 16 registers).
 template <class Isa, int B>
 inline void philox_words(PhiloxKey key, std::uint64_t first_block, std::uint32_t row,
                          std::uint32_t stream, std::uint32_t* out) {
   using V = typename Isa::V;
-  static_assert(B % Isa::lanes == 0, "whole vectors of blocks");
-  for (int g = 0; g < B; g += Isa::lanes) {
-    std::uint32_t lo[Isa::lanes], hi[Isa::lanes];
-    for (int l = 0; l < Isa::lanes; ++l) {
-      const std::uint64_t block = first_block + static_cast<std::uint64_t>(g + l);
-      lo[l] = static_cast<std::uint32_t>(block);
-      hi[l] = static_cast<std::uint32_t>(block >> 32);
+  constexpr int G = 2, step = G * Isa::lanes;
+  static_assert(B % step == 0, "whole groups of blocks");
+  const V m0 = Isa::splat(0xD2511F53u), m1 = Isa::splat(0xCD9E8D57u);
+  for (int b = 0; b < B; b += step) {
+    V c0[G], c1[G], c2[G], c3[G];
+    for (int g = 0; g < G; ++g) {
+      const std::uint64_t first = first_block + static_cast<std::uint64_t>(b + g * Isa::lanes);
+      c0[g] = Isa::block_words(first, 0);  // the high halves are ignored
+      c1[g] = Isa::block_words(first, 32);
+      c2[g] = Isa::splat(row);
+      c3[g] = Isa::splat(stream);
     }
-    V c0 = Isa::load(lo), c1 = Isa::load(hi), c2 = Isa::splat(row), c3 = Isa::splat(stream);
-    const V m0 = Isa::splat(0xD2511F53u), m1 = Isa::splat(0xCD9E8D57u);
     std::uint32_t k0 = key.k0, k1 = key.k1;
     for (int round = 0; round < 10; ++round) {
-      V hi0, lo0, hi1, lo1;
-      Isa::mulhilo(c0, m0, hi0, lo0);
-      Isa::mulhilo(c2, m1, hi1, lo1);
-      c0 = Isa::x3(hi1, c1, Isa::splat(k0));
-      c2 = Isa::x3(hi0, c3, Isa::splat(k1));
-      c1 = lo1;
-      c3 = lo0;
+      const V key0 = Isa::splat(k0), key1 = Isa::splat(k1);
+      for (int g = 0; g < G; ++g) {
+        const V p0 = Isa::mul(c0[g], m0), p1 = Isa::mul(c2[g], m1);
+        c0[g] = Isa::x3(Isa::high(p1), c1[g], key0);
+        c2[g] = Isa::x3(Isa::high(p0), c3[g], key1);
+        c1[g] = p1;
+        c3[g] = p0;
+      }
       k0 += 0x9E3779B9u;
       k1 += 0xBB67AE85u;
     }
-    Isa::store_words(c0, c1, c2, c3, out + 4 * g);
+    for (int g = 0; g < G; ++g) Isa::store_words(c0[g], c1[g], c2[g], c3[g], out + 4 * (b + g * Isa::lanes));
   }
 }
 
