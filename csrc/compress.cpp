@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -209,14 +210,89 @@ inline void square_sum(const T* x, index_t count, double* sum) {
 }
 BYZKERN_DISPATCH(square_sum_dispatched, square_sum)
 
-// Magnitude key: the float's bits without the sign. Its unsigned order is |x| with NaN above
-// Inf, exactly the topk order; buckets are the exponent plus 3 mantissa bits.
+// Magnitude key: the float's bits without the sign, every NaN mapped to one key just above
+// Inf. Its unsigned order is the topk order (|x|, NaN above Inf, all NaNs equal).
 template <class T>
-struct TopkKey {
+inline typename FloatBits<T>::U magnitude_key(T x) {
   using U = typename FloatBits<T>::U;
-  static constexpr int bucket_bits = FloatBits<T>::exponent_bits + 3;
-  static constexpr int shift = static_cast<int>(sizeof(U) * 8) - 1 - bucket_bits;
-  static U key(T x) { return bits_of(x) & (~U{0} >> 1); }
+  constexpr U nan_key = (((U{1} << FloatBits<T>::exponent_bits) - 1) << FloatBits<T>::mantissa_bits) + 1;
+  return std::min<U>(bits_of(x) & (~U{0} >> 1), nan_key);
+}
+
+// Bit j set where !(|x[j]| < t), for 8 entries: |x| >= t, and every NaN.
+inline unsigned not_below8(const float* x, float t) {
+  const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff)), tv = _mm_set1_ps(t);
+  return static_cast<unsigned>(_mm_movemask_ps(_mm_cmpnlt_ps(_mm_and_ps(_mm_loadu_ps(x), magnitude), tv)) |
+                               _mm_movemask_ps(_mm_cmpnlt_ps(_mm_and_ps(_mm_loadu_ps(x + 4), magnitude), tv)) << 4);
+}
+inline unsigned not_below8(const double* x, double t) {
+  const __m128d magnitude = _mm_castsi128_pd(_mm_set1_epi64x(0x7fffffffffffffffLL)), tv = _mm_set1_pd(t);
+  unsigned bits = 0;
+  for (int q = 0; q < 4; ++q)
+    bits |= static_cast<unsigned>(_mm_movemask_pd(_mm_cmpnlt_pd(_mm_and_pd(_mm_loadu_pd(x + 2 * q), magnitude), tv))) << (2 * q);
+  return bits;
+}
+
+// Topk of one row of d >= k entries: the indices, ascending, and their values.
+//   1. A threshold t from a strided sample of the row, set so that with near certainty at least
+//      k entries have |x| >= t, and not many more (the expected count plus 4 sigma).
+//   2. One pass collects the candidates |x| >= t (and NaNs) in index order.
+//   3. The k-th largest candidate key K by nth_element; the output is every candidate above K
+//      and the lowest-index ones equal to K, in index order. If the sample misled (fewer than k
+//      candidates), step 2 reruns with t = 0, taking every entry.
+// Only the cost depends on the sample: the result is the exact topk whatever t was.
+template <class T>
+class TopkRow {
+ public:
+  using U = typename FloatBits<T>::U;
+  static constexpr index_t SAMPLE = 4096;
+
+  void operator()(const T* x, index_t d, index_t k, T* values, std::int64_t* indices) {
+    collect(x, d, sample_threshold(x, d, k));
+    if (static_cast<index_t>(candidates_.size()) < k) collect(x, d, T{0});
+    keys_.clear();
+    for (const index_t i : candidates_) keys_.push_back(magnitude_key(x[i]));
+    scratch_ = keys_;
+    std::nth_element(scratch_.begin(), scratch_.begin() + (k - 1), scratch_.end(), std::greater<U>());
+    const U kth = scratch_[static_cast<std::size_t>(k - 1)];
+    index_t above = 0;
+    for (const U key : keys_) above += key > kth;
+    index_t ties = k - above, out = 0;  // entries equal to kth taken, lowest index first
+    for (std::size_t c = 0; c < candidates_.size(); ++c) {
+      const bool take = keys_[c] > kth || (keys_[c] == kth && ties-- > 0);
+      if (take) {
+        indices[out] = candidates_[c];
+        values[out++] = x[candidates_[c]];
+      }
+    }
+  }
+
+ private:
+  T sample_threshold(const T* x, index_t d, index_t k) {
+    if (d < 16 * SAMPLE) return T{0};
+    const double expected = static_cast<double>(SAMPLE) * static_cast<double>(k) / static_cast<double>(d);
+    const auto rank = static_cast<index_t>(expected + 4.0 * std::sqrt(expected) + 4.0);
+    if (rank >= SAMPLE) return T{0};
+    scratch_.clear();
+    for (index_t s = 0; s < SAMPLE; ++s) scratch_.push_back(magnitude_key(x[s * (d / SAMPLE)]));
+    std::nth_element(scratch_.begin(), scratch_.begin() + rank, scratch_.end(), std::greater<U>());
+    const U key = scratch_[static_cast<std::size_t>(rank)];
+    T t;
+    std::memcpy(&t, &key, sizeof t);
+    return t;  // a NaN threshold takes every entry
+  }
+
+  void collect(const T* x, index_t d, T t) {
+    candidates_.clear();
+    index_t i = 0;
+    for (; i + 8 <= d; i += 8)
+      for (unsigned bits = not_below8(x + i, t); bits; bits &= bits - 1) candidates_.push_back(i + __builtin_ctz(bits));
+    for (; i < d; ++i)
+      if (!(std::fabs(x[i]) < t)) candidates_.push_back(i);
+  }
+
+  std::vector<index_t> candidates_;
+  std::vector<U> keys_, scratch_;
 };
 
 // Bit i % 8 of byte i / 8 set where x[i] < 0 (not for -0 or NaN), for 8 entries.
@@ -339,47 +415,11 @@ BYZKERN_PHILOX_DISPATCH(natural_tile_dispatched, natural_tile)
 
 template <class T>
 void topk(const T* X, index_t n, index_t d, index_t k, T* values, std::int64_t* indices) {
-  using K = TopkKey<T>;
-  using U = typename K::U;
-  const index_t buckets = index_t{1} << K::bucket_bits;
 #pragma omp parallel
   {
-    std::vector<index_t> hist(static_cast<std::size_t>(buckets));
-    std::vector<std::int64_t> sure;
-    std::vector<std::pair<U, std::int64_t>> ties;
+    TopkRow<T> topk_row;
 #pragma omp for schedule(dynamic)
-    for (index_t row = 0; row < n; ++row) {
-      const T* x = X + row * d;
-      std::fill(hist.begin(), hist.end(), 0);
-      for (index_t i = 0; i < d; ++i) ++hist[static_cast<std::size_t>(K::key(x[i]) >> K::shift)];
-      // the bucket holding the k-th largest key, and how many keys lie strictly above it
-      index_t edge = buckets - 1, above = 0;
-      while (above + hist[static_cast<std::size_t>(edge)] < k) above += hist[static_cast<std::size_t>(edge--)];
-      sure.clear();
-      ties.clear();
-      for (index_t i = 0; i < d; ++i) {
-        const U key = K::key(x[i]);
-        const index_t bucket = static_cast<index_t>(key >> K::shift);
-        if (bucket > edge) sure.push_back(i);
-        else if (bucket == edge) ties.emplace_back(key, i);
-      }
-      // in the edge bucket: larger key first, then lower index (the tie rule)
-      const auto need = static_cast<std::ptrdiff_t>(k - above);
-      auto larger = [](const std::pair<U, std::int64_t>& a, const std::pair<U, std::int64_t>& b) {
-        return a.first != b.first ? a.first > b.first : a.second < b.second;
-      };
-      std::nth_element(ties.begin(), ties.begin() + (need - 1), ties.end(), larger);
-      std::sort(ties.begin(), ties.begin() + need,
-                [](const auto& a, const auto& b) { return a.second < b.second; });
-      std::int64_t* idx = indices + row * k;
-      T* val = values + row * k;
-      index_t s = 0, t = 0;
-      for (index_t j = 0; j < k; ++j) {
-        const bool from_sure = t == need || (s < above && sure[static_cast<std::size_t>(s)] < ties[static_cast<std::size_t>(t)].second);
-        idx[j] = from_sure ? sure[static_cast<std::size_t>(s++)] : ties[static_cast<std::size_t>(t++)].second;
-        val[j] = x[idx[j]];
-      }
-    }
+    for (index_t row = 0; row < n; ++row) topk_row(X + row * d, d, k, values + row * k, indices + row * k);
   }
 }
 
