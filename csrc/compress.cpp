@@ -1,7 +1,9 @@
 // Compressors and attacks on row-major buffers. The oracle is byzkern/backends/reference.py: the
 // wire bits (codes, indices, scales) and the Philox draws are the same, whatever the thread count.
-// Vectorization is left to the compiler on the portable baseline (no -march=native): the Philox
-// rounds run over independent lanes and the fixed-order sums over 8 independent accumulators.
+// The encoders are compiled for the x86-64 baseline and for AVX2 and chosen at run time (no
+// -march=native): Philox runs in SIMD lanes by intrinsics (philox.hpp), the codes come from
+// branch-free loops the compiler vectorizes, sign bits from movemask, and the fixed-order sums
+// keep the reference's 8 lanes as two 4-double vectors. Every variant gives the same bits.
 #include "compress.hpp"
 
 #include <omp.h>
