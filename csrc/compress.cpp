@@ -254,9 +254,7 @@ class TopkRow {
     if (static_cast<index_t>(candidates_.size()) < k) collect(x, d, T{0});
     keys_.clear();
     for (const index_t i : candidates_) keys_.push_back(magnitude_key(x[i]));
-    scratch_ = keys_;
-    std::nth_element(scratch_.begin(), scratch_.begin() + (k - 1), scratch_.end(), std::greater<U>());
-    const U kth = scratch_[static_cast<std::size_t>(k - 1)];
+    const U kth = kth_largest_key(k);
     index_t above = 0;
     for (const U key : keys_) above += key > kth;
     index_t ties = k - above, out = 0;  // entries equal to kth taken, lowest index first
@@ -270,6 +268,26 @@ class TopkRow {
   }
 
  private:
+  // The k-th largest of keys_: a histogram over their range finds the bucket that holds it,
+  // nth_element finishes within that bucket (a few keys, not all candidates).
+  U kth_largest_key(index_t k) {
+    constexpr index_t buckets = 2048;
+    const auto [low, high] = std::minmax_element(keys_.begin(), keys_.end());
+    const U lo = *low;
+    int shift = 0;
+    while (((*high - lo) >> shift) >= static_cast<U>(buckets)) ++shift;
+    histogram_.assign(buckets, 0);
+    for (const U key : keys_) ++histogram_[static_cast<std::size_t>((key - lo) >> shift)];
+    index_t bucket = buckets - 1, above = 0;  // keys in buckets above `bucket`
+    while (above + histogram_[static_cast<std::size_t>(bucket)] < k) above += histogram_[static_cast<std::size_t>(bucket--)];
+    scratch_.clear();
+    for (const U key : keys_)
+      if (static_cast<index_t>((key - lo) >> shift) == bucket) scratch_.push_back(key);
+    const auto rank = static_cast<std::ptrdiff_t>(k - above - 1);
+    std::nth_element(scratch_.begin(), scratch_.begin() + rank, scratch_.end(), std::greater<U>());
+    return scratch_[static_cast<std::size_t>(rank)];
+  }
+
   T sample_threshold(const T* x, index_t d, index_t k) {
     if (d < 16 * SAMPLE) return T{0};
     const double expected = static_cast<double>(SAMPLE) * static_cast<double>(k) / static_cast<double>(d);
@@ -293,7 +311,7 @@ class TopkRow {
       if (!(std::fabs(x[i]) < t)) candidates_.push_back(i);
   }
 
-  std::vector<index_t> candidates_;
+  std::vector<index_t> candidates_, histogram_;
   std::vector<U> keys_, scratch_;
 };
 
