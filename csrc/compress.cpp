@@ -1,7 +1,9 @@
 // Compressors and attacks on row-major buffers. The oracle is byzkern/backends/reference.py: the
 // wire bits (codes, indices, scales) and the Philox draws are the same, whatever the thread count.
-// Vectorization is left to the compiler on the portable baseline (no -march=native): the Philox
-// rounds run over independent lanes and the fixed-order sums over 8 independent accumulators.
+// The encoders are compiled for the x86-64 baseline and for AVX2 and chosen at run time (no
+// -march=native): Philox runs in SIMD lanes by intrinsics (philox.hpp), the codes come from
+// branch-free loops the compiler vectorizes, sign bits from movemask, and the fixed-order sums
+// keep the reference's 8 lanes as two 4-double vectors. Every variant gives the same bits.
 #include "compress.hpp"
 
 #include <omp.h>
@@ -9,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -47,20 +50,47 @@ inline index_t row_bytes(index_t d, int width) { return (d * width + 7) / 8; }
 // Entries per work item of the encoders: a multiple of 8, so every item starts on a byte.
 inline index_t code_tile(index_t tile) { return std::max<index_t>(8, (tile + 7) / 8 * 8); }
 
-// Codes of `width` <= 16 bits into a little-endian bit stream: 8 codes fill exactly `width` bytes.
-void pack(const std::uint32_t* codes, index_t count, int width, std::uint8_t* out) {
+// Codes of W <= 16 bits into a little-endian bit stream: 8 codes fill exactly W bytes. W is a
+// template argument so every shift is a constant; codes are merged pairwise (2W, then 4W bits
+// per 64-bit word), so 8 codes take 7 ORs instead of a 128-bit shift chain.
+template <int W>
+void pack_fixed(const std::uint32_t* codes, index_t count, std::uint8_t* out) {
   index_t i = 0;
   for (; i + 8 <= count; i += 8) {
-    unsigned __int128 acc = 0;
-    for (int j = 0; j < 8; ++j) acc |= static_cast<unsigned __int128>(codes[i + j]) << (width * j);
-    std::memcpy(out, &acc, static_cast<std::size_t>(width));
-    out += width;
+    std::uint64_t pair[4];
+    std::memcpy(pair, codes + i, sizeof pair);  // pair[q] = codes[2q] | codes[2q + 1] << 32
+    std::uint64_t p[4];
+    for (int q = 0; q < 4; ++q) p[q] = (pair[q] & 0xffffffffu) | (pair[q] >> 32) << W;
+    const std::uint64_t q0 = p[0] | p[1] << (2 * W), q1 = p[2] | p[3] << (2 * W);
+    if constexpr (W <= 8) {
+      const std::uint64_t low = q0 | q1 << (4 * W);
+      std::memcpy(out, &low, W);
+    } else if constexpr (W == 16) {
+      std::memcpy(out, &q0, 8);
+      std::memcpy(out + 8, &q1, 8);
+    } else {
+      const std::uint64_t low = q0 | q1 << (4 * W);
+      const std::uint64_t high = q1 >> (64 - 4 * W);
+      std::memcpy(out, &low, 8);
+      std::memcpy(out + 8, &high, W - 8);
+    }
+    out += W;
   }
   if (i < count) {
     unsigned __int128 acc = 0;
-    for (index_t j = 0; i + j < count; ++j) acc |= static_cast<unsigned __int128>(codes[i + j]) << (width * j);
-    std::memcpy(out, &acc, static_cast<std::size_t>(row_bytes(count - i, width)));
+    for (index_t j = 0; i + j < count; ++j) acc |= static_cast<unsigned __int128>(codes[i + j]) << (W * j);
+    std::memcpy(out, &acc, static_cast<std::size_t>(row_bytes(count - i, W)));
   }
+}
+
+template <int... W>
+void pack_width(const std::uint32_t* codes, index_t count, int width, std::uint8_t* out,
+                std::integer_sequence<int, W...>) {
+  ((width == W + 1 ? pack_fixed<W + 1>(codes, count, out) : void()), ...);
+}
+
+void pack(const std::uint32_t* codes, index_t count, int width, std::uint8_t* out) {
+  pack_width(codes, count, width, out, std::make_integer_sequence<int, 16>{});
 }
 
 void unpack(const std::uint8_t* in, index_t count, int width, std::uint32_t* codes) {
@@ -74,27 +104,40 @@ void unpack(const std::uint8_t* in, index_t count, int width, std::uint32_t* cod
   }
 }
 
-// Runs encode(row, first entry, count, codes) on every (row, tile) and packs the codes.
 // Batches of 64 entries: 16 Philox blocks and a few codes at a time stay in registers/L1.
 constexpr index_t BATCH = 64;
 
-template <class Encode>
-void encode_rows(index_t n, index_t d, index_t tile, int width, std::uint8_t* out, Encode encode) {
+// Runs job(row, e0, e1) on every (row, tile) of entries, in parallel; e0 is a multiple of 8, so
+// each job writes whole bytes of the packed codes.
+template <class Job>
+void for_each_code_tile(index_t n, index_t d, index_t tile, Job job) {
   tile = code_tile(tile);
-  const index_t tiles = num_tiles(d, tile), stride = row_bytes(d, width);
+  const index_t tiles = num_tiles(d, tile);
 #pragma omp parallel for schedule(static)
-  for (index_t job = 0; job < n * tiles; ++job) {
-    const index_t row = job / tiles, e0 = (job % tiles) * tile, e1 = std::min(d, e0 + tile);
-    std::uint32_t codes[BATCH];
-    std::uint8_t* dst = out + row * stride + e0 / 8 * width;
-    for (index_t e = e0; e < e1; e += BATCH) {
-      const index_t m = std::min(BATCH, e1 - e);
-      encode(row, e, m, codes);
-      pack(codes, m, width, dst);
-      dst += BATCH / 8 * width;
-    }
+  for (index_t item = 0; item < n * tiles; ++item) {
+    const index_t row = item / tiles, e0 = (item % tiles) * tile;
+    job(row, e0, std::min(d, e0 + tile));
   }
 }
+
+// Like BYZKERN_DISPATCH, for bodies that also take the Philox instruction set (philox.hpp) as
+// their second template argument.
+#define BYZKERN_PHILOX_DISPATCH(name, body)                                              \
+  template <class T, class... A>                                                         \
+  __attribute__((flatten)) void name##_baseline(A... a) {                                \
+    body<T, PhiloxSse2>(a...);                                                           \
+  }                                                                                      \
+  template <class T, class... A>                                                         \
+  BYZKERN_AVX2 __attribute__((flatten)) void name##_avx2(A... a) {                       \
+    body<T, PhiloxAvx2>(a...);                                                           \
+  }                                                                                      \
+  template <class T, class... A>                                                         \
+  void name(A... a) {                                                                    \
+    if (cpu_has_avx2())                                                                  \
+      name##_avx2<T>(a...);                                                              \
+    else                                                                                 \
+      name##_baseline<T>(a...);                                                          \
+  }
 
 template <class Decode>
 void decode_rows(const std::uint8_t* in, index_t n, index_t d, index_t tile, int width, Decode decode) {
@@ -114,26 +157,16 @@ void decode_rows(const std::uint8_t* in, index_t n, index_t d, index_t tile, int
   }
 }
 
-// reference.ordered_row_sums of term(x): 8 lanes per chunk, lanes combined as a fixed tree,
-// chunks added in order. Chunks run in parallel; the order of every addition is fixed.
-template <class T, class Term>
-void ordered_row_sums(const T* X, index_t n, index_t d, Term term, double* out) {
+// reference.ordered_row_sums: out[row] is the sum of chunk_sum(row, c0, count) over the row's
+// chunks [c0, c0 + count) of SUM_CHUNK entries, added in order. Chunks run in parallel.
+template <class ChunkSum>
+void ordered_row_sums(index_t n, index_t d, ChunkSum chunk_sum, double* out) {
   const index_t chunks = num_tiles(d, SUM_CHUNK);
   std::vector<double> partial(static_cast<std::size_t>(n * chunks));
 #pragma omp parallel for schedule(static)
   for (index_t job = 0; job < n * chunks; ++job) {
     const index_t row = job / chunks, c0 = (job % chunks) * SUM_CHUNK;
-    const index_t c1 = std::min(d, c0 + SUM_CHUNK);
-    const T* x = X + row * d;
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    index_t i = c0;
-    for (; i + 8 <= c1; i += 8) {
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) lane[j] += term(x[i + j]);
-    }
-    for (int j = 0; i + j < c1; ++j) lane[j] += term(x[i + j]);
-    partial[static_cast<std::size_t>(job)] =
-        ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    partial[static_cast<std::size_t>(job)] = chunk_sum(row, c0, std::min(SUM_CHUNK, d - c0));
   }
   for (index_t row = 0; row < n; ++row) {
     double total = partial[static_cast<std::size_t>(row * chunks)];
@@ -142,61 +175,274 @@ void ordered_row_sums(const T* X, index_t n, index_t d, Term term, double* out) 
   }
 }
 
-// Magnitude key: the float's bits without the sign. Its unsigned order is |x| with NaN above
-// Inf, exactly the topk order; buckets are the exponent plus 3 mantissa bits.
-template <class T>
-struct TopkKey {
-  using U = typename FloatBits<T>::U;
-  static constexpr int bucket_bits = FloatBits<T>::exponent_bits + 3;
-  static constexpr int shift = static_cast<int>(sizeof(U) * 8) - 1 - bucket_bits;
-  static U key(T x) { return bits_of(x) & (~U{0} >> 1); }
+typedef std::uint64_t v4u64 __attribute__((vector_size(32)));
+
+// The terms of the norms: |x| (the sign bit cleared) and x^2, on doubles and on 4 doubles.
+struct Magnitude {
+  double operator()(double v) const { return std::fabs(v); }
+  v4d operator()(v4d v) const { return (v4d)((v4u64)v & (~v4u64{} >> 1)); }
 };
+struct Square {
+  template <class V>
+  V operator()(V v) const { return v * v; }
+};
+
+// The sum of term(x[i]) over one chunk in the order of reference.ordered_row_sums: lane j adds
+// the entries i = j (mod 8) in increasing i, the lanes combine as a fixed tree. visit(i) runs on
+// every group of 8 entries [i, i + 8) as it is read (fusing another pass over x into this one).
+template <class T, class Term, class Visit>
+inline double chunk_sum(const T* x, index_t count, Term term, Visit visit) {
+  v4d low = {0, 0, 0, 0}, high = low;  // lanes 0-3 and 4-7
+  index_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    visit(i);
+    low += term(load4_as_double(x + i));
+    high += term(load4_as_double(x + i + 4));
+  }
+  double l[8];
+  store_vec(l, low);
+  store_vec(l + 4, high);
+  for (int j = 0; i + j < count; ++j) l[j] += term(static_cast<double>(x[i + j]));
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+template <class T>
+inline void square_sum(const T* x, index_t count, double* sum) {
+  *sum = chunk_sum(x, count, Square{}, [](index_t) {});
+}
+BYZKERN_DISPATCH(square_sum_dispatched, square_sum)
+
+// Magnitude key: the float's bits without the sign, every NaN mapped to one key just above
+// Inf. Its unsigned order is the topk order (|x|, NaN above Inf, all NaNs equal).
+template <class T>
+inline typename FloatBits<T>::U magnitude_key(T x) {
+  using U = typename FloatBits<T>::U;
+  constexpr U nan_key = (((U{1} << FloatBits<T>::exponent_bits) - 1) << FloatBits<T>::mantissa_bits) + 1;
+  return std::min<U>(bits_of(x) & (~U{0} >> 1), nan_key);
+}
+
+// Bit j set where !(|x[j]| < t), for 8 entries: |x| >= t, and every NaN.
+inline unsigned not_below8(const float* x, float t) {
+  const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff)), tv = _mm_set1_ps(t);
+  return static_cast<unsigned>(_mm_movemask_ps(_mm_cmpnlt_ps(_mm_and_ps(_mm_loadu_ps(x), magnitude), tv)) |
+                               _mm_movemask_ps(_mm_cmpnlt_ps(_mm_and_ps(_mm_loadu_ps(x + 4), magnitude), tv)) << 4);
+}
+inline unsigned not_below8(const double* x, double t) {
+  const __m128d magnitude = _mm_castsi128_pd(_mm_set1_epi64x(0x7fffffffffffffffLL)), tv = _mm_set1_pd(t);
+  unsigned bits = 0;
+  for (int q = 0; q < 4; ++q)
+    bits |= static_cast<unsigned>(_mm_movemask_pd(_mm_cmpnlt_pd(_mm_and_pd(_mm_loadu_pd(x + 2 * q), magnitude), tv))) << (2 * q);
+  return bits;
+}
+
+// Topk of one row of d >= k entries: the indices, ascending, and their values.
+//   1. A threshold t from a strided sample of the row, set so that with near certainty at least
+//      k entries have |x| >= t, and not many more (the expected count plus 4 sigma).
+//   2. One pass collects the candidates |x| >= t (and NaNs) in index order.
+//   3. The k-th largest candidate key K by nth_element; the output is every candidate above K
+//      and the lowest-index ones equal to K, in index order. If the sample misled (fewer than k
+//      candidates), step 2 reruns with t = 0, taking every entry.
+// Only the cost depends on the sample: the result is the exact topk whatever t was.
+template <class T>
+class TopkRow {
+ public:
+  using U = typename FloatBits<T>::U;
+  static constexpr index_t SAMPLE = 4096;
+
+  void operator()(const T* x, index_t d, index_t k, T* values, std::int64_t* indices) {
+    collect(x, d, sample_threshold(x, d, k));
+    if (static_cast<index_t>(candidates_.size()) < k) collect(x, d, T{0});
+    keys_.clear();
+    for (const index_t i : candidates_) keys_.push_back(magnitude_key(x[i]));
+    const U kth = kth_largest_key(k);
+    index_t above = 0;
+    for (const U key : keys_) above += key > kth;
+    index_t ties = k - above, out = 0;  // entries equal to kth taken, lowest index first
+    for (std::size_t c = 0; c < candidates_.size(); ++c) {
+      const bool take = keys_[c] > kth || (keys_[c] == kth && ties-- > 0);
+      if (take) {
+        indices[out] = candidates_[c];
+        values[out++] = x[candidates_[c]];
+      }
+    }
+  }
+
+ private:
+  // The k-th largest of keys_: a histogram over their range finds the bucket that holds it,
+  // nth_element finishes within that bucket (a few keys, not all candidates).
+  U kth_largest_key(index_t k) {
+    constexpr index_t buckets = 2048;
+    const auto [low, high] = std::minmax_element(keys_.begin(), keys_.end());
+    const U lo = *low;
+    int shift = 0;
+    while (((*high - lo) >> shift) >= static_cast<U>(buckets)) ++shift;
+    histogram_.assign(buckets, 0);
+    for (const U key : keys_) ++histogram_[static_cast<std::size_t>((key - lo) >> shift)];
+    index_t bucket = buckets - 1, above = 0;  // keys in buckets above `bucket`
+    while (above + histogram_[static_cast<std::size_t>(bucket)] < k) above += histogram_[static_cast<std::size_t>(bucket--)];
+    scratch_.clear();
+    for (const U key : keys_)
+      if (static_cast<index_t>((key - lo) >> shift) == bucket) scratch_.push_back(key);
+    const auto rank = static_cast<std::ptrdiff_t>(k - above - 1);
+    std::nth_element(scratch_.begin(), scratch_.begin() + rank, scratch_.end(), std::greater<U>());
+    return scratch_[static_cast<std::size_t>(rank)];
+  }
+
+  T sample_threshold(const T* x, index_t d, index_t k) {
+    if (d < 16 * SAMPLE) return T{0};
+    const double expected = static_cast<double>(SAMPLE) * static_cast<double>(k) / static_cast<double>(d);
+    const auto rank = static_cast<index_t>(expected + 4.0 * std::sqrt(expected) + 4.0);
+    if (rank >= SAMPLE) return T{0};
+    scratch_.clear();
+    for (index_t s = 0; s < SAMPLE; ++s) scratch_.push_back(magnitude_key(x[s * (d / SAMPLE)]));
+    std::nth_element(scratch_.begin(), scratch_.begin() + rank, scratch_.end(), std::greater<U>());
+    const U key = scratch_[static_cast<std::size_t>(rank)];
+    T t;
+    std::memcpy(&t, &key, sizeof t);
+    return t;  // a NaN threshold takes every entry
+  }
+
+  void collect(const T* x, index_t d, T t) {
+    candidates_.clear();
+    index_t i = 0;
+    for (; i + 64 <= d; i += 64) {  // one branch per 64 entries: most groups of 8 have no candidate
+      std::uint64_t bits = 0;
+      for (int g = 0; g < 8; ++g) bits |= std::uint64_t{not_below8(x + i + 8 * g, t)} << (8 * g);
+      for (; bits; bits &= bits - 1) candidates_.push_back(i + __builtin_ctzll(bits));
+    }
+    for (; i < d; ++i)
+      if (!(std::fabs(x[i]) < t)) candidates_.push_back(i);
+  }
+
+  std::vector<index_t> candidates_, histogram_;
+  std::vector<U> keys_, scratch_;
+};
+
+// Bit i % 8 of byte i / 8 set where x[i] < 0 (not for -0 or NaN), for 8 entries.
+inline std::uint8_t negative_bits8(const float* x) {
+  const __m128 zero = _mm_setzero_ps();
+  return static_cast<std::uint8_t>(_mm_movemask_ps(_mm_cmplt_ps(_mm_loadu_ps(x), zero)) |
+                                   _mm_movemask_ps(_mm_cmplt_ps(_mm_loadu_ps(x + 4), zero)) << 4);
+}
+inline std::uint8_t negative_bits8(const double* x) {
+  const __m128d zero = _mm_setzero_pd();
+  int bits = 0;
+  for (int q = 0; q < 4; ++q) bits |= _mm_movemask_pd(_mm_cmplt_pd(_mm_loadu_pd(x + 2 * q), zero)) << (2 * q);
+  return static_cast<std::uint8_t>(bits);
+}
+
+// The packed sign bits of x[0, count), count not necessarily a multiple of 8.
+template <class T>
+inline void negative_bits(const T* x, index_t count, std::uint8_t* out) {
+  index_t i = 0;
+  for (; i + 8 <= count; i += 8) out[i / 8] = negative_bits8(x + i);
+  if (i < count) {
+    unsigned byte = 0;
+    for (index_t j = 0; i + j < count; ++j) byte |= static_cast<unsigned>(x[i + j] < 0) << j;
+    out[i / 8] = static_cast<std::uint8_t>(byte);
+  }
+}
+
+// One chunk of scaled_sign: the sign bits of x[0, count) and its sum of |x|, in one pass.
+template <class T>
+inline void signs_and_abs_sum(const T* x, index_t count, std::uint8_t* out, double* sum) {
+  *sum = chunk_sum(x, count, Magnitude{}, [&](index_t i) { out[i / 8] = negative_bits8(x + i); });
+  const index_t whole = count / 8 * 8;
+  negative_bits(x + whole, count - whole, out + whole / 8);
+}
+BYZKERN_DISPATCH(signs_and_abs_sum_dispatched, signs_and_abs_sum)
+
+// QSGD codes of m entries from their Philox words w: level floor(r) or floor(r) + 1 with
+// probability r - floor(r), r = |x| s, capped at levels; the sign above the level bits.
+// s > 0 and finite, so r is finite and >= 0 and truncation is floor.
+template <class T>
+inline void qsgd_codes(const T* x, const std::uint32_t* w, index_t m, double s, std::int32_t levels,
+                       int sign_shift, std::uint32_t* c) {
+  for (index_t j = 0; j < m; ++j) {
+    const double r = std::fabs(static_cast<double>(x[j])) * s;
+    const std::int32_t low = static_cast<std::int32_t>(r);
+    const double frac = r - static_cast<double>(low);
+    // the word as a double, by way of the signed conversion that every SIMD set has (exact)
+    const double u = static_cast<double>(static_cast<std::int32_t>(w[j] ^ 0x80000000u)) + 2147483648.0;
+    const std::int32_t level = std::min(low + (u < frac * 4294967296.0 ? 1 : 0), levels);
+    c[j] = static_cast<std::uint32_t>(level) | static_cast<std::uint32_t>(x[j] < 0) << sign_shift;
+  }
+}
+
+// One tile [e0, e1) of a QSGD row; x and out are the row's input and packed codes.
+template <class T, class Isa>
+inline void qsgd_tile(const T* x, std::uint8_t* out, index_t e0, index_t e1, std::uint32_t row,
+                      PhiloxKey key, double s, int levels, int width) {
+  std::uint32_t w[BATCH], c[BATCH];
+  for (index_t e = e0; e < e1; e += BATCH) {
+    const index_t m = std::min(BATCH, e1 - e);
+    if (s == 0.0) {  // a zero or non-finite norm: level 0 everywhere, the sign still sent
+      for (index_t j = 0; j < m; ++j) c[j] = static_cast<std::uint32_t>(x[e + j] < 0) << (width - 1);
+    } else {
+      philox_words<Isa, BATCH / 4>(key, static_cast<std::uint64_t>(e / 4), row, STREAM_QSGD, w);
+      if (m == BATCH)  // a constant count: the loop vectorizes without a remainder
+        qsgd_codes(x + e, w, BATCH, s, levels, width - 1, c);
+      else
+        qsgd_codes(x + e, w, m, s, levels, width - 1, c);
+    }
+    pack(c, m, width, out + e / 8 * width);
+  }
+}
+BYZKERN_PHILOX_DISPATCH(qsgd_tile_dispatched, qsgd_tile)
+
+// Natural codes of m entries (reference.natural), integers only: |x| = (1 + m / 2^P) 2^e
+// rounds up to 2^(e+1) iff the uniform's top P bits are below the mantissa m.
+template <class T>
+inline void natural_codes(const T* x, const std::uint32_t* w, index_t m, std::uint32_t* c) {
+  using U = typename FloatBits<T>::U;
+  constexpr int E = FloatBits<T>::exponent_bits, P = FloatBits<T>::mantissa_bits;
+  constexpr U exponent_mask = (U{1} << E) - 1, mantissa_mask = (U{1} << P) - 1;
+  for (index_t j = 0; j < m; ++j) {
+    const U u = bits_of(x[j]);
+    const U mantissa = u & mantissa_mask;
+    U exponent = (u >> P) & exponent_mask;
+    U uniform;
+    if constexpr (std::is_same_v<T, float>) {
+      uniform = w[j] >> (32 - P);
+    } else {  // P + 1 > 32 random bits needed: two words per entry
+      uniform = ((static_cast<std::uint64_t>(w[2 * j]) << 32) | w[2 * j + 1]) >> (64 - P);
+    }
+    const bool nan = exponent == exponent_mask && mantissa != 0;
+    exponent += (exponent != exponent_mask && uniform < mantissa) ? 1 : 0;
+    // sign 1 with exponent 0 is the NaN code: a value rounded to zero keeps sign 0
+    const U negative = (u >> (E + P)) & (exponent != 0 ? 1 : 0);
+    c[j] = nan ? (1u << E) : static_cast<std::uint32_t>(negative << E | exponent);
+  }
+}
+
+template <class T, class Isa>
+inline void natural_tile(const T* x, std::uint8_t* out, index_t e0, index_t e1, std::uint32_t row,
+                         PhiloxKey key) {
+  constexpr index_t words_per_entry = std::is_same_v<T, float> ? 1 : 2;
+  constexpr int width = FloatBits<T>::exponent_bits + 1;
+  std::uint32_t w[BATCH * words_per_entry], c[BATCH];
+  for (index_t e = e0; e < e1; e += BATCH) {
+    const index_t m = std::min(BATCH, e1 - e);
+    philox_words<Isa, BATCH * words_per_entry / 4>(key, static_cast<std::uint64_t>(e * words_per_entry / 4),
+                                                    row, STREAM_NATURAL, w);
+    if (m == BATCH)
+      natural_codes(x + e, w, BATCH, c);
+    else
+      natural_codes(x + e, w, m, c);
+    pack_fixed<width>(c, m, out + e / 8 * width);
+  }
+}
+BYZKERN_PHILOX_DISPATCH(natural_tile_dispatched, natural_tile)
 
 }  // namespace
 
 template <class T>
 void topk(const T* X, index_t n, index_t d, index_t k, T* values, std::int64_t* indices) {
-  using K = TopkKey<T>;
-  using U = typename K::U;
-  const index_t buckets = index_t{1} << K::bucket_bits;
 #pragma omp parallel
   {
-    std::vector<index_t> hist(static_cast<std::size_t>(buckets));
-    std::vector<std::int64_t> sure;
-    std::vector<std::pair<U, std::int64_t>> ties;
+    TopkRow<T> topk_row;
 #pragma omp for schedule(dynamic)
-    for (index_t row = 0; row < n; ++row) {
-      const T* x = X + row * d;
-      std::fill(hist.begin(), hist.end(), 0);
-      for (index_t i = 0; i < d; ++i) ++hist[static_cast<std::size_t>(K::key(x[i]) >> K::shift)];
-      // the bucket holding the k-th largest key, and how many keys lie strictly above it
-      index_t edge = buckets - 1, above = 0;
-      while (above + hist[static_cast<std::size_t>(edge)] < k) above += hist[static_cast<std::size_t>(edge--)];
-      sure.clear();
-      ties.clear();
-      for (index_t i = 0; i < d; ++i) {
-        const U key = K::key(x[i]);
-        const index_t bucket = static_cast<index_t>(key >> K::shift);
-        if (bucket > edge) sure.push_back(i);
-        else if (bucket == edge) ties.emplace_back(key, i);
-      }
-      // in the edge bucket: larger key first, then lower index (the tie rule)
-      const auto need = static_cast<std::ptrdiff_t>(k - above);
-      auto larger = [](const std::pair<U, std::int64_t>& a, const std::pair<U, std::int64_t>& b) {
-        return a.first != b.first ? a.first > b.first : a.second < b.second;
-      };
-      std::nth_element(ties.begin(), ties.begin() + (need - 1), ties.end(), larger);
-      std::sort(ties.begin(), ties.begin() + need,
-                [](const auto& a, const auto& b) { return a.second < b.second; });
-      std::int64_t* idx = indices + row * k;
-      T* val = values + row * k;
-      index_t s = 0, t = 0;
-      for (index_t j = 0; j < k; ++j) {
-        const bool from_sure = t == need || (s < above && sure[static_cast<std::size_t>(s)] < ties[static_cast<std::size_t>(t)].second);
-        idx[j] = from_sure ? sure[static_cast<std::size_t>(s++)] : ties[static_cast<std::size_t>(t++)].second;
-        val[j] = x[idx[j]];
-      }
-    }
+    for (index_t row = 0; row < n; ++row) topk_row(X + row * d, d, k, values + row * k, indices + row * k);
   }
 }
 
@@ -241,7 +487,11 @@ template <class T>
 void qsgd(const T* X, index_t n, index_t d, int levels, std::uint64_t seed, index_t tile, T* norms,
           std::uint8_t* codes) {
   std::vector<double> sums(static_cast<std::size_t>(n));
-  ordered_row_sums(X, n, d, [](T v) { const double a = v; return a * a; }, sums.data());
+  ordered_row_sums(n, d, [&](index_t row, index_t c0, index_t count) {
+    double sum;
+    square_sum_dispatched<T>(X + row * d + c0, count, &sum);
+    return sum;
+  }, sums.data());
   std::vector<double> scale(static_cast<std::size_t>(n));
   for (index_t row = 0; row < n; ++row) {
     norms[row] = static_cast<T>(std::sqrt(sums[static_cast<std::size_t>(row)]));
@@ -251,67 +501,40 @@ void qsgd(const T* X, index_t n, index_t d, int levels, std::uint64_t seed, inde
   }
   const PhiloxKey key(seed);
   const int width = bit_length(static_cast<unsigned>(levels)) + 1;
-  const std::uint32_t sign_bit = 1u << (width - 1);
-  const double top = levels;
-  encode_rows(n, d, tile, width, codes, [&](index_t row, index_t e, index_t m, std::uint32_t* c) {
-    std::uint32_t w[BATCH];
-    philox_words<BATCH / 4>(key, static_cast<std::uint64_t>(e / 4), static_cast<std::uint32_t>(row), STREAM_QSGD, w);
-    const T* x = X + row * d + e;
-    const double s = scale[static_cast<std::size_t>(row)];
-    for (index_t j = 0; j < m; ++j) {
-      const double r = s == 0.0 ? 0.0 : std::fabs(static_cast<double>(x[j])) * s;
-      const double low = std::floor(r);
-      const double level = std::min(low + (static_cast<double>(w[j]) < (r - low) * 4294967296.0 ? 1.0 : 0.0), top);
-      c[j] = (x[j] < 0 ? sign_bit : 0u) | static_cast<std::uint32_t>(level);
-    }
+  const index_t stride = row_bytes(d, width);
+  for_each_code_tile(n, d, tile, [&](index_t row, index_t e0, index_t e1) {
+    qsgd_tile_dispatched<T>(X + row * d, codes + row * stride, e0, e1, static_cast<std::uint32_t>(row), key,
+                            scale[static_cast<std::size_t>(row)], levels, width);
   });
 }
 
 template <class T>
 void natural(const T* X, index_t n, index_t d, std::uint64_t seed, index_t tile, std::uint8_t* codes) {
-  using U = typename FloatBits<T>::U;
-  constexpr int E = FloatBits<T>::exponent_bits, P = FloatBits<T>::mantissa_bits;
-  constexpr U exponent_mask = (U{1} << E) - 1, mantissa_mask = (U{1} << P) - 1;
-  // one 32-bit word per float32 entry, two per float64 entry (P + 1 > 32 random bits needed)
-  constexpr index_t words_per_entry = std::is_same_v<T, float> ? 1 : 2;
   const PhiloxKey key(seed);
-  encode_rows(n, d, tile, E + 1, codes, [&](index_t row, index_t e, index_t m, std::uint32_t* c) {
-    std::uint32_t w[BATCH * words_per_entry];
-    philox_words<BATCH * words_per_entry / 4>(key, static_cast<std::uint64_t>(e * words_per_entry / 4),
-                                              static_cast<std::uint32_t>(row), STREAM_NATURAL, w);
-    const T* x = X + row * d + e;
-    for (index_t j = 0; j < m; ++j) {
-      const U u = bits_of(x[j]);
-      const U mantissa = u & mantissa_mask;
-      U exponent = (u >> P) & exponent_mask;
-      U uniform;
-      if constexpr (words_per_entry == 1) {
-        uniform = w[j] >> (32 - P);
-      } else {
-        uniform = ((static_cast<std::uint64_t>(w[2 * j]) << 32) | w[2 * j + 1]) >> (64 - P);
-      }
-      // round |x| = (1 + m / 2^P) 2^e up with probability m / 2^P, decided on integers
-      if (exponent != exponent_mask) exponent += uniform < mantissa ? 1 : 0;
-      const bool negative = x[j] < 0 && exponent != 0;  // sign 1 with exponent 0 means NaN
-      c[j] = std::isnan(x[j]) ? (1u << E) : (static_cast<std::uint32_t>(negative) << E) | static_cast<std::uint32_t>(exponent);
-    }
+  const index_t stride = row_bytes(d, FloatBits<T>::exponent_bits + 1);
+  for_each_code_tile(n, d, tile, [&](index_t row, index_t e0, index_t e1) {
+    natural_tile_dispatched<T>(X + row * d, codes + row * stride, e0, e1, static_cast<std::uint32_t>(row), key);
   });
 }
 
 template <class T>
 void sign(const T* X, index_t n, index_t d, index_t tile, std::uint8_t* codes) {
-  encode_rows(n, d, tile, 1, codes, [&](index_t row, index_t e, index_t m, std::uint32_t* c) {
-    const T* x = X + row * d + e;
-    for (index_t j = 0; j < m; ++j) c[j] = x[j] < 0 ? 1u : 0u;  // sign(0) = +1, NaN positive
+  const index_t stride = row_bytes(d, 1);
+  for_each_code_tile(n, d, tile, [&](index_t row, index_t e0, index_t e1) {
+    negative_bits(X + row * d + e0, e1 - e0, codes + row * stride + e0 / 8);
   });
 }
 
 template <class T>
-void scaled_sign(const T* X, index_t n, index_t d, index_t tile, T* scales, std::uint8_t* codes) {
+void scaled_sign(const T* X, index_t n, index_t d, T* scales, std::uint8_t* codes) {
+  const index_t stride = row_bytes(d, 1);
   std::vector<double> sums(static_cast<std::size_t>(n));
-  ordered_row_sums(X, n, d, [](T v) { return std::fabs(static_cast<double>(v)); }, sums.data());
+  ordered_row_sums(n, d, [&](index_t row, index_t c0, index_t count) {
+    double sum;
+    signs_and_abs_sum_dispatched<T>(X + row * d + c0, count, codes + row * stride + c0 / 8, &sum);
+    return sum;
+  }, sums.data());
   for (index_t row = 0; row < n; ++row) scales[row] = static_cast<T>(sums[static_cast<std::size_t>(row)] / static_cast<double>(d));
-  sign(X, n, d, tile, codes);
 }
 
 template <class T>
@@ -456,7 +679,7 @@ void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::ui
   template void qsgd<T>(const T*, index_t, index_t, int, std::uint64_t, index_t, T*, std::uint8_t*);       \
   template void natural<T>(const T*, index_t, index_t, std::uint64_t, index_t, std::uint8_t*);             \
   template void sign<T>(const T*, index_t, index_t, index_t, std::uint8_t*);                               \
-  template void scaled_sign<T>(const T*, index_t, index_t, index_t, T*, std::uint8_t*);                    \
+  template void scaled_sign<T>(const T*, index_t, index_t, T*, std::uint8_t*);                             \
   template void scatter_rows<T>(const T*, const std::int64_t*, index_t, index_t, index_t, T*);             \
   template void qsgd_decompress<T>(const T*, const std::uint8_t*, index_t, index_t, int, index_t, T*);     \
   template void natural_decompress<T>(const std::uint8_t*, index_t, index_t, index_t, T*);                 \

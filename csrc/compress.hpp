@@ -25,7 +25,7 @@ void natural(const T* X, index_t n, index_t d, std::uint64_t seed, index_t tile,
 template <class T>
 void sign(const T* X, index_t n, index_t d, index_t tile, std::uint8_t* codes);
 template <class T>
-void scaled_sign(const T* X, index_t n, index_t d, index_t tile, T* scales, std::uint8_t* codes);
+void scaled_sign(const T* X, index_t n, index_t d, T* scales, std::uint8_t* codes);
 
 template <class T>
 void scatter_rows(const T* values, const std::int64_t* indices, index_t n, index_t k, index_t d, T* out);

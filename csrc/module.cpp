@@ -280,7 +280,7 @@ u8array sign(carray<T> X, index_t tile) {
 }
 
 template <class T>
-py::tuple scaled_sign(carray<T> X, index_t tile) {
+py::tuple scaled_sign(carray<T> X) {
   auto [n, d] = rows_of(X, "scaled_sign");
   py::array_t<T> scales(n);
   u8array codes({n, code_bytes(d, 1)});
@@ -289,7 +289,7 @@ py::tuple scaled_sign(carray<T> X, index_t tile) {
   std::uint8_t* c = codes.mutable_data();
   {
     py::gil_scoped_release release;
-    byzkern::scaled_sign<T>(x, n, d, tile, s, c);
+    byzkern::scaled_sign<T>(x, n, d, s, c);
   }
   return py::make_tuple(scales, codes);
 }
@@ -446,8 +446,8 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("natural", &compress_py::natural<double>, py::arg("X"), py::arg("seed"), py::arg("tile"));
   m.def("sign", &compress_py::sign<float>, py::arg("X"), py::arg("tile"), "Sign bits (sign(0) = +1).");
   m.def("sign", &compress_py::sign<double>, py::arg("X"), py::arg("tile"));
-  m.def("scaled_sign", &compress_py::scaled_sign<float>, py::arg("X"), py::arg("tile"), "l1/d scales and sign bits.");
-  m.def("scaled_sign", &compress_py::scaled_sign<double>, py::arg("X"), py::arg("tile"));
+  m.def("scaled_sign", &compress_py::scaled_sign<float>, py::arg("X"), "l1/d scales and sign bits.");
+  m.def("scaled_sign", &compress_py::scaled_sign<double>, py::arg("X"));
   m.def("scatter_rows", &compress_py::scatter_rows<float>, py::arg("values"), py::arg("indices"), py::arg("d"), "Dense rows from values at indices.");
   m.def("scatter_rows", &compress_py::scatter_rows<double>, py::arg("values"), py::arg("indices"), py::arg("d"));
   m.def("qsgd_decompress", &compress_py::qsgd_decompress<float>, py::arg("norms"), py::arg("codes"), py::arg("levels"), py::arg("d"), py::arg("tile"));

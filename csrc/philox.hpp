@@ -3,7 +3,11 @@
 //   key     = (seed & 0xffffffff, seed >> 32)
 //   counter = (block & 0xffffffff, block >> 32, row, stream); block b gives words 4b .. 4b+3
 #pragma once
+#include <immintrin.h>
+
 #include <cstdint>
+
+#include "common.hpp"
 
 namespace byzkern {
 
@@ -41,36 +45,107 @@ inline void philox_block(PhiloxKey key, std::uint64_t block, std::uint32_t row, 
   w[0] = c0; w[1] = c1; w[2] = c2; w[3] = c3;
 }
 
-// Words [4 * first_block, 4 * (first_block + L)) of a row, L blocks side by side: the lanes are
-// independent, so the compiler vectorizes the rounds (32x32->64 multiplies across lanes).
-template <int L>
+// Philox over several blocks at once, one block per 64-bit SIMD lane: pmuludq multiplies the
+// low 32 bits of each lane into a 64-bit product, so a round is 2 multiplies, 2 shifts and 4
+// xors per vector. A lane's high half holds garbage (the product's high word) that never
+// reaches a low half: the multiplies ignore it and xor is bitwise. Compilers do not emit
+// pmuludq from portable code, so each instruction set is a struct of intrinsics; kernels take
+// it as a template argument (compress.cpp dispatches).
+struct PhiloxSse2 {  // the x86-64 baseline: 2 blocks per vector
+  static constexpr int lanes = 2;
+  using V = __m128i;
+  static V splat(std::uint32_t v) { return _mm_set1_epi32(static_cast<int>(v)); }
+  static V blocks(std::uint64_t first) {  // first + l in lane l
+    return _mm_add_epi64(_mm_set1_epi64x(static_cast<long long>(first)), _mm_set_epi64x(1, 0));
+  }
+  static V mul(V a, V m) { return _mm_mul_epu32(a, m); }
+  static V high(V p) { return _mm_srli_epi64(p, 32); }
+  static V x2(V a, V b) { return _mm_xor_si128(a, b); }
+  static V x3(V a, V b, V c) { return _mm_xor_si128(_mm_xor_si128(a, b), c); }
+  // the 4 words of each block, block after block (the low halves of c0..c3)
+  static void store_words(V c0, V c1, V c2, V c3, std::uint32_t* out) {
+    const V lo01 = _mm_unpacklo_epi32(c0, c1), lo23 = _mm_unpacklo_epi32(c2, c3);
+    const V hi01 = _mm_unpackhi_epi32(c0, c1), hi23 = _mm_unpackhi_epi32(c2, c3);
+    V* o = reinterpret_cast<V*>(out);
+    _mm_storeu_si128(o, _mm_unpacklo_epi64(lo01, lo23));
+    _mm_storeu_si128(o + 1, _mm_unpacklo_epi64(hi01, hi23));
+  }
+};
+
+struct PhiloxAvx2 {  // 4 blocks per vector; use only in functions compiled for AVX2
+  static constexpr int lanes = 4;
+  using V = __m256i;
+  BYZKERN_AVX2 static V splat(std::uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
+  BYZKERN_AVX2 static V blocks(std::uint64_t first) {
+    return _mm256_add_epi64(_mm256_set1_epi64x(static_cast<long long>(first)), _mm256_set_epi64x(3, 2, 1, 0));
+  }
+  BYZKERN_AVX2 static V mul(V a, V m) { return _mm256_mul_epu32(a, m); }
+  BYZKERN_AVX2 static V high(V p) { return _mm256_srli_epi64(p, 32); }
+  BYZKERN_AVX2 static V x2(V a, V b) { return _mm256_xor_si256(a, b); }
+  BYZKERN_AVX2 static V x3(V a, V b, V c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+  BYZKERN_AVX2 static void store_words(V c0, V c1, V c2, V c3, std::uint32_t* out) {
+    const V lo01 = _mm256_unpacklo_epi32(c0, c1), lo23 = _mm256_unpacklo_epi32(c2, c3);
+    const V hi01 = _mm256_unpackhi_epi32(c0, c1), hi23 = _mm256_unpackhi_epi32(c2, c3);
+    const V b02 = _mm256_unpacklo_epi64(lo01, lo23), b13 = _mm256_unpacklo_epi64(hi01, hi23);  // blocks (0|2), (1|3)
+    V* o = reinterpret_cast<V*>(out);
+    _mm256_storeu_si256(o, _mm256_permute2x128_si256(b02, b13, 0x20));
+    _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(b02, b13, 0x31));
+  }
+};
+
+inline std::uint32_t high_word(std::uint64_t p) { return static_cast<std::uint32_t>(p >> 32); }
+
+// Words [4 * first_block, 4 * (first_block + B)) of a row. Two vectors of blocks go through the
+// rounds together (4 independent multiply chains; more would spill the 16 registers).
+// The blocks of one call share counter words 1-3 (block >> 32, row, stream), so the first two
+// rounds are partly scalar: round 0's c2 product and round 1's c0 product are the same for all.
+template <class Isa, int B>
 inline void philox_words(PhiloxKey key, std::uint64_t first_block, std::uint32_t row,
                          std::uint32_t stream, std::uint32_t* out) {
-  std::uint32_t c0[L], c1[L], c2[L], c3[L];
-  for (int l = 0; l < L; ++l) {
-    const std::uint64_t block = first_block + static_cast<std::uint64_t>(l);
-    c0[l] = static_cast<std::uint32_t>(block);
-    c1[l] = static_cast<std::uint32_t>(block >> 32);
-    c2[l] = row;
-    c3[l] = stream;
+  using V = typename Isa::V;
+  constexpr int G = 2, step = G * Isa::lanes;
+  static_assert(B % step == 0, "whole groups of blocks");
+  constexpr std::uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+  const std::uint32_t high = high_word(first_block);
+  if (high != high_word(first_block + B - 1)) {  // the blocks straddle a multiple of 2^32
+    for (int b = 0; b < B; ++b) philox_block(key, first_block + static_cast<std::uint64_t>(b), row, stream, out + 4 * b);
+    return;
   }
-  std::uint32_t k0 = key.k0, k1 = key.k1;
-  for (int round = 0; round < 10; ++round) {
-    for (int l = 0; l < L; ++l) {
-      const std::uint64_t p0 = std::uint64_t{0xD2511F53u} * c0[l];
-      const std::uint64_t p1 = std::uint64_t{0xCD9E8D57u} * c2[l];
-      const std::uint32_t n0 = static_cast<std::uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
-      const std::uint32_t n2 = static_cast<std::uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
-      c1[l] = static_cast<std::uint32_t>(p1);
-      c3[l] = static_cast<std::uint32_t>(p0);
-      c0[l] = n0;
-      c2[l] = n2;
+  // round 0 on the shared words: c0 <- hi(M1 row) ^ high ^ k0, c1 <- lo(M1 row); round 1's
+  // product of that c0
+  const std::uint64_t row_product = std::uint64_t{M1} * row;
+  const std::uint32_t c0_after_0 = high_word(row_product) ^ high ^ key.k0;
+  const std::uint64_t c0_product = std::uint64_t{M0} * c0_after_0;
+  const V m0 = Isa::splat(M0), m1 = Isa::splat(M1);
+  const V round0_c2 = Isa::splat(stream ^ key.k1);
+  const V round1_c0 = Isa::splat(static_cast<std::uint32_t>(row_product) ^ (key.k0 + W0));
+  const V round1_c2 = Isa::splat(high_word(c0_product) ^ (key.k1 + W1));
+  const V round1_c3 = Isa::splat(static_cast<std::uint32_t>(c0_product));
+  for (int b = 0; b < B; b += step) {
+    V c0[G], c1[G], c2[G], c3[G];
+    for (int g = 0; g < G; ++g) {
+      const V p0 = Isa::mul(Isa::blocks(first_block + static_cast<std::uint64_t>(b + g * Isa::lanes)), m0);
+      const V c2_after_0 = Isa::x2(Isa::high(p0), round0_c2);  // c3 after round 0 is p0
+      const V p1 = Isa::mul(c2_after_0, m1);
+      c0[g] = Isa::x2(Isa::high(p1), round1_c0);
+      c1[g] = p1;
+      c2[g] = Isa::x2(p0, round1_c2);
+      c3[g] = round1_c3;
     }
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  for (int l = 0; l < L; ++l) {
-    out[4 * l] = c0[l]; out[4 * l + 1] = c1[l]; out[4 * l + 2] = c2[l]; out[4 * l + 3] = c3[l];
+    std::uint32_t k0 = key.k0 + 2 * W0, k1 = key.k1 + 2 * W1;
+    for (int round = 2; round < 10; ++round) {
+      const V key0 = Isa::splat(k0), key1 = Isa::splat(k1);
+      for (int g = 0; g < G; ++g) {
+        const V p0 = Isa::mul(c0[g], m0), p1 = Isa::mul(c2[g], m1);
+        c0[g] = Isa::x3(Isa::high(p1), c1[g], key0);
+        c2[g] = Isa::x3(Isa::high(p0), c3[g], key1);
+        c1[g] = p1;
+        c3[g] = p0;
+      }
+      k0 += W0;
+      k1 += W1;
+    }
+    for (int g = 0; g < G; ++g) Isa::store_words(c0[g], c1[g], c2[g], c3[g], out + 4 * (b + g * Isa::lanes));
   }
 }
 

@@ -1,5 +1,6 @@
 """C++-specific checks of the cpu backend (csrc/): its two SIMD variants agree bit for bit,
 the kernels the public-op tests do not reach give the same bits on 1 and 2 OpenMP threads,
+the compressors give the reference's bits on rows long enough for every fast path,
 pairwise_sqdist is exact where the Gram trick cancels, and (opt-in) sizes past 2^31 elements.
 
 test_backends.py already compares every aggregation op with the reference and checks 1 vs 2
@@ -47,6 +48,30 @@ def _compress_then_decompress(X):
     return out
 
 
+def _long_rows(dtype):
+    """Rows long enough for topk's sampled threshold and several SUM_CHUNKs, with an odd tail and
+    the values the encoders treat apart: ties, zeros of both signs, subnormals, NaN and Inf."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((3, 2 * 65536 + 13)).astype(dtype)
+    X[0, ::5] = np.round(X[0, ::5] * 2) / 2
+    X[1, ::17], X[1, 1::19] = 0.0, -0.0
+    X[1, 2::23] = np.finfo(dtype).tiny / 3 * np.sign(X[1, 2::23])
+    X[2, ::101] = np.nan
+    X[2, 7], X[2, 8] = np.inf, -np.inf
+    return X
+
+
+#: compressors on _long_rows, for any backend module (cpu or reference)
+LONG_COMPRESSIONS = {
+    "topk": lambda m, X: m.topk(X, 1311),
+    "qsgd": lambda m, X: m.qsgd(X, 7, 4),
+    "qsgd 16-bit codes": lambda m, X: m.qsgd(X, 32767, 4),
+    "natural": lambda m, X: m.natural(X, 4),
+    "sign": lambda m, X: m.sign(X),
+    "scaled_sign": lambda m, X: m.scaled_sign(X),
+}
+
+
 def kernel_results(dtype):
     """name -> tuple of arrays, for every kernel of the cpu backend, with tiles small enough
     that the inputs span many tiles and slabs."""
@@ -60,6 +85,7 @@ def kernel_results(dtype):
         "cclip": cpu.cclip(X, 1.5, 2, cpu.cwmed(X)),
         "mean_std": cpu.mean_std(X, 1), "gaussian": cpu.gaussian(X, 2.0, 3),
         **_compress_then_decompress(X),
+        **{f"{name} (long rows)": call(cpu, _long_rows(dtype)) for name, call in LONG_COMPRESSIONS.items()},
     }
     return {name: tuple(np.asarray(a) for a in (r if isinstance(r, tuple) else (r,)))
             for name, r in out.items()}
@@ -112,6 +138,22 @@ def test_one_and_two_threads_give_the_same_bits(dtype):
     for name in sorted(set(runs[0]) - REACHED_BY_PUBLIC_OPS):
         for i, (a, b) in enumerate(zip(runs[0][name], runs[1][name])):
             _assert_same_bits(a, b, f"{name} output {i}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("tile", [8, 4096])
+def test_compressors_give_the_bits_of_the_reference(dtype, tile, monkeypatch):
+    """The SIMD encoders (Philox lanes, movemask signs, packing per code width) and topk's
+    sampled threshold against reference.py, on many work tiles and on the default one."""
+    from byzkern.backends import reference
+
+    monkeypatch.setattr(_config, "COL_TILE", tile)
+    X = _long_rows(dtype)
+    for name, call in LONG_COMPRESSIONS.items():
+        got, want = call(cpu, X), call(reference, X)
+        got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+        for i, (a, b) in enumerate(zip(got, want)):
+            _assert_same_bits(np.asarray(a), np.asarray(b), f"{name} output {i}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

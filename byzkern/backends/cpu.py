@@ -95,7 +95,7 @@ def sign(X):
 
 
 def scaled_sign(X):
-    return _cpu.scaled_sign(X, _config.COL_TILE)
+    return _cpu.scaled_sign(X)
 
 
 def scatter_rows(values, indices, d):
