@@ -8,76 +8,246 @@
 namespace byzkern {
 
 // ---- pairwise_sqdist -----------------------------------------------------------------------
-// Exact differences, not the Gram trick: (x_i - x_j) is formed in double from the input values
-// (exact for float32) and squared and summed in double, so rows that share a large common
-// component (w + small deltas) keep their distances. Each block of columns is converted to
-// double once and reused by all pairs; a 2 x 4 block of row pairs keeps its eight partial sums
-// in registers.
+// A centred Gram matrix in double, with exact differences where it would cancel.
+//
+// Per block of columns the rows are converted to double and centred, y_i = x_i - c with c_k the
+// column's entry in the first row where it is finite (any per-column c leaves every distance
+// unchanged; a row's own values keep y exact in double for float32 input and keep integer data
+// integer, so exact ties stay ties); then N_i = |y_i|^2 and G_ij = y_i . y_j are summed and
+// D_ij = N_i + N_j - 2 G_ij. That is a multiply and an add per pair and column, where exact
+// differences take a subtraction, a multiply and an add and a horizontal sum per pair and block.
+// Its rounding error is a few ulps of N_i + N_j, so where D_ij is not clearly larger than
+// N_i + N_j (nearly equal rows, or rows much closer to each other than to the centre) the
+// distance is recomputed from exact differences (x_i - x_j) formed in double from the input
+// values. Both kinds of sum are per slab, then in slab order: 1 and 2 threads give the same
+// bits. A row with a NaN or Inf entry is at +Inf from every other row.
 
-constexpr index_t PAIR_ROWS = 4;  // rows are padded to a multiple of the 2 x 4 pair block
+constexpr index_t PAIR_ROWS = 4;  // rows are padded to a multiple of 4 (a register block side)
+// Gram distances are kept when D_ij > (N_i + N_j) / GRAM_TRUST: their error, a few ulps of
+// N_i + N_j, is then at most 2 * GRAM_TRUST times that many ulps of D_ij.
+constexpr double GRAM_TRUST = 4.0;
 
-// Columns per block: n_padded rows of doubles in about 32 KiB (L1), a multiple of 4 lanes.
+inline index_t padded_rows(index_t n) { return (n + PAIR_ROWS - 1) / PAIR_ROWS * PAIR_ROWS; }
+
+// Columns per block of the exact sums: n_padded rows of doubles in about 32 KiB (L1), a multiple
+// of 4 lanes.
 inline index_t pair_block_columns(index_t n_padded) {
   return std::max<index_t>(16, std::min<index_t>(512, 4096 / n_padded)) / 4 * 4;
 }
+// Columns per block of the Gram sums: n_padded rows of doubles in about 256 KiB (L2): a 4 x 8
+// tile reads 48 bytes per 8 multiply-adds, which L2 serves, and its 8 stores of sums are spread
+// over more columns than an L1-sized block gives.
+inline index_t gram_block_columns(index_t n_padded) {
+  return std::max<index_t>(16, (32 << 10) / n_padded) / 4 * 4;
+}
 
+// Asks for the next block's columns of every row while this block is computed: the rows are n
+// separate streams, more than the hardware prefetcher follows.
 template <class T>
-inline void pair_block(const T* base, index_t n, index_t d, index_t w, index_t cols, double* xd, double* P) {
-  const index_t np = (n + PAIR_ROWS - 1) / PAIR_ROWS * PAIR_ROWS, w4 = (w + 3) / 4 * 4;
-  for (index_t i = 0; i < np; ++i) {
-    double* row = xd + i * cols;
-    if (i < n)
-      for (index_t k = 0; k < w; ++k) row[k] = static_cast<double>(base[i * d + k]);
-    std::fill(row + (i < n ? w : 0), row + w4, 0.0);
+inline void prefetch_block(const T* const* rows, index_t n, index_t c, index_t w) {
+  for (index_t i = 0; i < n; ++i)
+    for (index_t k = 0; k < w; k += 64 / static_cast<index_t>(sizeof(T))) __builtin_prefetch(rows[i] + c + k);
+}
+
+// G[i0.., j0..] += the 4 x 4Q Gram block (Q <= 2: 4 x 8 takes 8 of the 16 AVX registers for
+// sums; 4 x 12 spilled one, and its store-to-load chain through the stack set the pace) of the columns in yt (column-major: yt[k * np + i]),
+// each entry summed over k in order, so every entry is the same chain of roundings.
+template <int Q>
+inline void gram_tile(const double* yt, index_t np, index_t w, index_t i0, index_t j0, double* G) {
+  v4d acc[4][Q] = {};
+  for (index_t k = 0; k < w; ++k) {
+    const double* col = yt + k * np;
+    v4d b[Q];
+    for (int q = 0; q < Q; ++q) b[q] = load_vec<v4d>(col + j0 + 4 * q);
+    for (int r = 0; r < 4; ++r) {
+      const double a = col[i0 + r];
+      const v4d av = {a, a, a, a};
+      for (int q = 0; q < Q; ++q) acc[r][q] += av * b[q];
+    }
   }
-  for (index_t I = 0; I < np; I += 2) {
-    for (index_t J = I / PAIR_ROWS * PAIR_ROWS; J < np; J += PAIR_ROWS) {
-      v4d acc[2][4] = {};
-      const double* xi = xd + I * cols;
-      const double* xj = xd + J * cols;
-      for (index_t k = 0; k < w4; k += 4) {
-        const v4d a0 = load_vec<v4d>(xi + k), a1 = load_vec<v4d>(xi + cols + k);
-        for (int q = 0; q < 4; ++q) {
-          const v4d b = load_vec<v4d>(xj + q * cols + k);
-          const v4d t0 = a0 - b, t1 = a1 - b;
-          acc[0][q] += t0 * t0;
-          acc[1][q] += t1 * t1;
-        }
-      }
-      for (int r = 0; r < 2; ++r)
-        for (int q = 0; q < 4; ++q) {
-          const index_t i = I + r, j = J + q;
-          if (i < j && j < n) P[i * n + j] += sum_lanes(acc[r][q]);
-        }
+  for (int r = 0; r < 4; ++r)
+    for (int q = 0; q < Q; ++q) {
+      double* g = G + (i0 + r) * np + j0 + 4 * q;
+      store_vec(g, load_vec<v4d>(g) + acc[r][q]);
+    }
+}
+
+// Four rows of four columns -> four columns of four rows (in place; separate variables, not an
+// array: GCC kept an array on the stack and copied each column out through it).
+inline void transpose4(v4d& y0, v4d& y1, v4d& y2, v4d& y3) {
+  typedef long long v4i __attribute__((vector_size(32)));
+  const v4d t0 = __builtin_shuffle(y0, y1, v4i{0, 4, 2, 6}), t1 = __builtin_shuffle(y0, y1, v4i{1, 5, 3, 7});
+  const v4d t2 = __builtin_shuffle(y2, y3, v4i{0, 4, 2, 6}), t3 = __builtin_shuffle(y2, y3, v4i{1, 5, 3, 7});
+  y0 = __builtin_shuffle(t0, t2, v4i{0, 1, 4, 5});
+  y1 = __builtin_shuffle(t1, t3, v4i{0, 1, 4, 5});
+  y2 = __builtin_shuffle(t0, t2, v4i{2, 3, 6, 7});
+  y3 = __builtin_shuffle(t1, t3, v4i{2, 3, 6, 7});
+}
+
+// The centre of one block of columns: c_k = x_ik of the lowest row i where it is finite (row 0
+// unless that row has a NaN or Inf in the block).
+template <class T>
+inline void block_centre(const T* const* rows, index_t n, index_t c, index_t w, double* centre) {
+  double check = 0.0;
+  for (index_t k = 0; k < w; ++k) check += static_cast<double>(rows[0][c + k]) * 0.0;
+  if (check == 0.0) {
+    for (index_t k = 0; k < w; ++k) centre[k] = static_cast<double>(rows[0][c + k]);
+    return;
+  }
+  std::fill(centre, centre + w, 0.0);
+  for (index_t i = n - 1; i >= 0; --i)
+    for (index_t k = 0; k < w; ++k) {
+      const double v = static_cast<double>(rows[i][c + k]);
+      centre[k] = v - v == 0.0 ? v : centre[k];
+    }
+}
+
+// yt[k * np + i] = x_ik - c_k for the columns [c, c + w), four rows at a time; the padding
+// rows i >= n read zero_row (w zeros) and come out as -c_k, which only padded sums see.
+template <class T>
+inline void centred_columns(const T* const* rows, index_t n, index_t c, index_t w, const double* centre,
+                            const T* zero_row, double* yt) {
+  const index_t np = padded_rows(n);
+  for (index_t i0 = 0; i0 < np; i0 += 4) {
+    const T* x[4];
+    for (index_t r = 0; r < 4; ++r) x[r] = i0 + r < n ? rows[i0 + r] + c : zero_row;
+    index_t k = 0;
+    for (; k + 4 <= w; k += 4) {
+      const v4d cen = load_vec<v4d>(centre + k);
+      v4d y0 = load4_as_double(x[0] + k) - cen, y1 = load4_as_double(x[1] + k) - cen;
+      v4d y2 = load4_as_double(x[2] + k) - cen, y3 = load4_as_double(x[3] + k) - cen;
+      transpose4(y0, y1, y2, y3);
+      double* out = yt + k * np + i0;
+      store_vec(out, y0);
+      store_vec(out + np, y1);
+      store_vec(out + 2 * np, y2);
+      store_vec(out + 3 * np, y3);
+    }
+    for (; k < w; ++k)
+      for (index_t r = 0; r < 4; ++r) yt[k * np + i0 + r] = static_cast<double>(x[r][k]) - centre[k];
+  }
+}
+
+// The Gram sums of the rows over the columns [c0, c1), block by block, into G (np x np; the
+// blocks with j >= i are filled).
+template <class T>
+inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, index_t cols, double* yt, double* G) {
+  const index_t np = padded_rows(n);
+  double* centre = yt + np * cols;
+  const std::vector<T> zero_row(cols, T(0));
+  for (index_t c = c0; c < c1; c += cols) {
+    const index_t w = std::min(cols, c1 - c);
+    prefetch_block(rows, n, c + w, std::min(cols, c1 - c - w));
+    block_centre(rows, n, c, w, centre);
+    centred_columns(rows, n, c, w, centre, zero_row.data(), yt);
+    for (index_t i0 = 0; i0 < np; i0 += 4) {
+      index_t j0 = i0;
+      for (; j0 + 8 <= np; j0 += 8) gram_tile<2>(yt, np, w, i0, j0, G);
+      if (j0 < np) gram_tile<1>(yt, np, w, i0, j0, G);
     }
   }
 }
-BYZKERN_DISPATCH(pair_block_dispatched, pair_block)
+BYZKERN_DISPATCH(gram_slab_dispatched, gram_slab)
+
+// Exact differences, for the pairs the Gram sums cannot give: each block of columns is converted
+// to double once and reused by all pairs; a 2 x 4 block of row pairs keeps its eight partial
+// sums in registers. Fills P (n x n) for j >= i.
+template <class T>
+inline void exact_slab(const T* const* rows, index_t n, index_t c0, index_t c1, index_t cols, double* xd, double* P) {
+  const index_t np = padded_rows(n);
+  for (index_t c = c0; c < c1; c += cols) {
+    const index_t w = std::min(cols, c1 - c), w4 = (w + 3) / 4 * 4;
+    for (index_t i = 0; i < np; ++i) {
+      double* row = xd + i * cols;
+      if (i < n)
+        for (index_t k = 0; k < w; ++k) row[k] = static_cast<double>(rows[i][c + k]);
+      std::fill(row + (i < n ? w : 0), row + w4, 0.0);
+    }
+    for (index_t I = 0; I < np; I += 2) {
+      for (index_t J = I / PAIR_ROWS * PAIR_ROWS; J < np; J += PAIR_ROWS) {
+        v4d acc[2][4] = {};
+        const double* xi = xd + I * cols;
+        const double* xj = xd + J * cols;
+        for (index_t k = 0; k < w4; k += 4) {
+          const v4d a0 = load_vec<v4d>(xi + k), a1 = load_vec<v4d>(xi + cols + k);
+          for (int q = 0; q < 4; ++q) {
+            const v4d b = load_vec<v4d>(xj + q * cols + k);
+            const v4d t0 = a0 - b, t1 = a1 - b;
+            acc[0][q] += t0 * t0;
+            acc[1][q] += t1 * t1;
+          }
+        }
+        for (int r = 0; r < 2; ++r)
+          for (int q = 0; q < 4; ++q) {
+            const index_t i = I + r, j = J + q;
+            if (i <= j && j < n) P[i * n + j] += sum_lanes(acc[r][q]);
+          }
+      }
+    }
+  }
+}
+BYZKERN_DISPATCH(exact_slab_dispatched, exact_slab)
+
+// The pair sums (Gram or exact) of `rows` (count per batch item, item b's at rows + b * count)
+// over all columns, per slab in parallel, then added in slab order into S (B, count, count),
+// for j >= i.
+template <class T, bool exact>
+void pair_sums_over_slabs(const T* const* rows, index_t B, index_t count, index_t d, index_t tile,
+                          index_t max_slabs, double* S) {
+  const Slabs slabs(d, tile, max_slabs);
+  const index_t np = padded_rows(count), stride = exact ? count : np;
+  const index_t cols = exact ? pair_block_columns(np) : gram_block_columns(np);
+  std::vector<double> partial(B * slabs.count * stride * stride, 0.0);
+  for_each_slab(B, d, tile, slabs, [&](index_t b, index_t s, index_t c0, index_t c1) {
+    std::vector<double> buffer((np + 1) * cols);
+    double* P = partial.data() + (b * slabs.count + s) * stride * stride;
+    if (exact)
+      exact_slab_dispatched<T>(rows + b * count, count, c0, c1, cols, buffer.data(), P);
+    else
+      gram_slab_dispatched<T>(rows + b * count, count, c0, c1, cols, buffer.data(), P);
+  });
+  for (index_t b = 0; b < B; ++b)
+    for (index_t i = 0; i < count; ++i)
+      for (index_t j = i; j < count; ++j) {
+        double sum = 0.0;
+        for (index_t s = 0; s < slabs.count; ++s) sum += partial[((b * slabs.count + s) * stride + i) * stride + j];
+        S[(b * count + i) * count + j] = sum;
+      }
+}
 
 template <class T>
 void pairwise_sqdist(const T* X, index_t B, index_t n, index_t d, index_t tile, index_t max_slabs, double* D) {
-  const Slabs slabs(d, tile, max_slabs);
-  const index_t np = (n + PAIR_ROWS - 1) / PAIR_ROWS * PAIR_ROWS, cols = pair_block_columns(np);
-  std::vector<double> partial(B * slabs.count * n * n, 0.0);
-  for_each_slab(B, d, tile, slabs, [&](index_t b, index_t s, index_t c0, index_t c1) {
-    std::vector<double> xd(np * cols);
-    double* P = partial.data() + (b * slabs.count + s) * n * n;
-    for (index_t c = c0; c < c1; c += cols)
-      pair_block_dispatched<T>(X + b * n * d + c, n, d, std::min(cols, c1 - c), cols, xd.data(), P);
-  });
-  // A row with a NaN or Inf entry makes all its sums NaN or Inf: +Inf from every other row.
-#pragma omp parallel for schedule(static)
+  std::vector<const T*> rows(B * n);
+  for (index_t r = 0; r < B * n; ++r) rows[r] = X + r * d;
+  std::vector<double> G(B * n * n);
+  pair_sums_over_slabs<T, false>(rows.data(), B, n, d, tile, max_slabs, G.data());
   for (index_t b = 0; b < B; ++b) {
+    const double* Gb = G.data() + b * n * n;
     double* Db = D + b * n * n;
+    std::vector<char> recompute(n * n, 0);
+    std::vector<index_t> near;  // rows of the pairs to recompute, ascending
     for (index_t i = 0; i < n; ++i) {
       Db[i * n + i] = 0.0;
       for (index_t j = i + 1; j < n; ++j) {
-        double sum = 0.0;
-        for (index_t s = 0; s < slabs.count; ++s) sum += partial[((b * slabs.count + s) * n + i) * n + j];
-        if (!std::isfinite(sum)) sum = std::numeric_limits<double>::infinity();
-        Db[i * n + j] = Db[j * n + i] = sum;
+        const double norms = Gb[i * n + i] + Gb[j * n + j], dist = norms - 2.0 * Gb[i * n + j];
+        // NaN, +-Inf (a non-finite row) and overflow all become +Inf
+        Db[i * n + j] = Db[j * n + i] = std::isfinite(dist) ? dist : std::numeric_limits<double>::infinity();
+        if (std::isfinite(dist) && dist * GRAM_TRUST <= norms) recompute[i * n + j] = recompute[j * n + i] = 1;
       }
     }
+    for (index_t i = 0; i < n; ++i)
+      if (std::count(recompute.begin() + i * n, recompute.begin() + (i + 1) * n, 1) > 0) near.push_back(i);
+    if (near.empty()) continue;
+    const index_t m = static_cast<index_t>(near.size());
+    std::vector<const T*> near_rows(m);
+    for (index_t a = 0; a < m; ++a) near_rows[a] = X + (b * n + near[a]) * d;
+    std::vector<double> E(m * m);
+    pair_sums_over_slabs<T, true>(near_rows.data(), 1, m, d, tile, max_slabs, E.data());
+    for (index_t a = 0; a < m; ++a)
+      for (index_t c = a + 1; c < m; ++c) {
+        const index_t i = near[a], j = near[c];
+        if (recompute[i * n + j]) Db[i * n + j] = Db[j * n + i] = E[a * m + c];
+      }
   }
 }
 
