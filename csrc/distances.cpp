@@ -137,10 +137,11 @@ inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, i
   const std::vector<T> zero_row(cols, T(0));
   for (index_t c = c0; c < c1; c += cols) {
     const index_t w = std::min(cols, c1 - c);
-    prefetch_block(rows, n, c + w, std::min(cols, c1 - c - w));
+    const index_t next_w = std::min(cols, c1 - c - w);
     block_centre(rows, n, c, w, centre);
     centred_columns(rows, n, c, w, centre, zero_row.data(), yt);
     for (index_t i0 = 0; i0 < np; i0 += 4) {
+      prefetch_block(rows + i0, std::min<index_t>(4, n - i0), c + w, next_w);  // spread over the tiles
       index_t j0 = i0;
       for (; j0 + 8 <= np; j0 += 8) gram_tile<2>(yt, np, w, i0, j0, G);
       if (j0 < np) gram_tile<1>(yt, np, w, i0, j0, G);
