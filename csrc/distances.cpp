@@ -2,6 +2,8 @@
 // row mixing (every pre-aggregator but clip is a mean of chosen rows) and static clipping.
 #include "distances.hpp"
 
+#include <omp.h>
+
 #include <cmath>
 #include <memory>
 
@@ -413,15 +415,37 @@ inline void scale_tile(const T* Xb, index_t n, index_t d, const double* scale, i
 }
 BYZKERN_DISPATCH(scale_tile_dispatched, scale_tile)
 
-// Rows scaled to norm <= tau: one pass for the norms, one to scale. A row with a non-finite entry
-// keeps scale 1 (passes unchanged, for the aggregator to reject).
+// Rows scaled to norm <= tau. A row with a non-finite entry keeps scale 1 (passes unchanged,
+// for the aggregator to reject). With at least two rows per thread each thread takes whole
+// rows: a row's norm (the same slab sums, in the same order, as row_norms) and then its scaling,
+// which reads the row again from L3 while it is still there rather than from memory. Fewer rows
+// take one pass for all norms and one to scale, both over column tiles.
 template <class T>
-void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile, index_t slabs, T* out) {
+void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile, index_t max_slabs, T* out) {
+  auto scale_of = [tau](double norm, bool nonfinite) {
+    return nonfinite ? 1.0 : std::min(1.0, tau / (norm > 0 ? norm : 1.0));
+  };
+  if (B * n >= 2 * omp_get_max_threads()) {
+    const Slabs slabs(d, tile, max_slabs);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (index_t r = 0; r < B * n; ++r) {
+      NormPart total;
+      for (index_t s = 0; s < slabs.count; ++s) {
+        NormPart part;
+        norm_slab_dispatched<T>(X + r * d, 1, d, slabs.first_tile(s) * tile,
+                                std::min(d, slabs.first_tile(s + 1) * tile), tile, NormKind::two, 2.0, &part);
+        total.value += part.value;
+        total.nonfinite += part.nonfinite;
+      }
+      const double scale = scale_of(std::sqrt(total.value), total.nonfinite != 0.0);  // NaN != 0
+      scale_tile_dispatched<T>(X + r * d, 1, d, &scale, 0, d, out + r * d);
+    }
+    return;
+  }
   std::vector<double> scale(B * n);
   std::unique_ptr<bool[]> nonfinite(new bool[B * n]);
-  row_norms_of_kind(X, B, n, d, NormKind::two, 2.0, tile, slabs, scale.data(), nonfinite.get());
-  for (index_t r = 0; r < B * n; ++r)
-    scale[r] = nonfinite[r] ? 1.0 : std::min(1.0, tau / (scale[r] > 0 ? scale[r] : 1.0));
+  row_norms_of_kind(X, B, n, d, NormKind::two, 2.0, tile, max_slabs, scale.data(), nonfinite.get());
+  for (index_t r = 0; r < B * n; ++r) scale[r] = scale_of(scale[r], nonfinite[r]);
   const index_t tiles = num_tiles(d, tile);
 #pragma omp parallel for schedule(static)
   for (index_t job = 0; job < B * tiles; ++job) {
