@@ -12,10 +12,10 @@ namespace byzkern {
 // ---- pairwise_sqdist -----------------------------------------------------------------------
 // A centred Gram matrix in double, with exact differences where it would cancel.
 //
-// Per block of columns the rows are converted to double and centred, y_i = x_i - c with c_k the
-// column's entry in the first row where it is finite (any per-column c leaves every distance
-// unchanged; a row's own values keep y exact in double for float32 input and keep integer data
-// integer, so exact ties stay ties); then N_i = |y_i|^2 and G_ij = y_i . y_j are summed and
+// Per block of columns the rows are converted to double and centred, y_i = x_i - c with c_k one
+// of the column's input values (block_centre; any per-column c leaves every distance unchanged,
+// and input values keep y exact in double for float32 input and integer data integer, so exact
+// ties stay ties); then N_i = |y_i|^2 and G_ij = y_i . y_j are summed and
 // D_ij = N_i + N_j - 2 G_ij. That is a multiply and an add per pair and column, where exact
 // differences take a subtraction, a multiply and an add and a horizontal sum per pair and block.
 // Its rounding error is a few ulps of N_i + N_j, so where D_ij is not clearly larger than
@@ -85,14 +85,22 @@ inline void transpose4(v4d& y0, v4d& y1, v4d& y2, v4d& y3) {
   y3 = __builtin_shuffle(t1, t3, v4i{2, 3, 6, 7});
 }
 
-// The centre of one block of columns: c_k = x_ik of the lowest row i where it is finite (row 0
-// unless that row has a NaN or Inf in the block).
+// The centre of one block of columns. c_k = the median of x_0k, x_(n/2)k and x_(n-1)k, an input
+// value (so y = x - c stays exact in double for float32 input, and integer data integer) that
+// one outlying row among the three does not move: centred on an outlier, every honest pair
+// would have N_i + N_j >> D_ij and be recomputed. Byzantine rows usually come as a block at
+// one end. If one of the three rows has a NaN or Inf in the block: the lowest finite x_ik.
 template <class T>
 inline void block_centre(const T* const* rows, index_t n, index_t c, index_t w, double* centre) {
+  const T *x0 = rows[0] + c, *x1 = rows[n / 2] + c, *x2 = rows[n - 1] + c;
   double check = 0.0;
-  for (index_t k = 0; k < w; ++k) check += static_cast<double>(rows[0][c + k]) * 0.0;
+  for (index_t k = 0; k < w; ++k)
+    check += (static_cast<double>(x0[k]) + static_cast<double>(x1[k]) + static_cast<double>(x2[k])) * 0.0;
   if (check == 0.0) {
-    for (index_t k = 0; k < w; ++k) centre[k] = static_cast<double>(rows[0][c + k]);
+    for (index_t k = 0; k < w; ++k) {
+      const double a = x0[k], b = x1[k], e = x2[k];
+      centre[k] = std::max(std::min(a, b), std::min(std::max(a, b), e));
+    }
     return;
   }
   std::fill(centre, centre + w, 0.0);
