@@ -122,8 +122,8 @@ def krum(X, *, f, k=None, backend=None, nan_policy="outlier"):
     the sum of squared distances from x_i to its k nearest other rows; k = n - f - 2 by default.
     Seed 004 analyses ``k = n - f - 1``. Ties in score go to the lowest index. Needs n > 2f.
 
-    Distances: ``pairwise_sqdist`` (exact differences, float64). A non-finite row has infinite
-    score. Cost: one read of X for the distances, one read of the chosen row.
+    Distances: ``pairwise_sqdist`` (float64, exact for nearly equal rows). A non-finite row
+    has infinite score. Cost: one read of X for the distances, one read of the chosen row.
     """
     A = adapt(X)
     n = A.data.shape[1]

@@ -15,10 +15,12 @@ from .pipeline import rule
 def pairwise_sqdist(X, *, backend=None, nan_policy="outlier"):
     """Squared Euclidean distances between the rows: ``D[i, j] = ||x_i - x_j||^2``.
 
-    Numerics: exact differences, not the Gram trick. Each backend accumulates ``(x_i - x_j)^2``
-    in float64 (for float32 input too), so rows that share a large common component
-    (model weights ``w + delta`` with ``|w| >> |delta|``) keep their distances. The result is
-    symmetric, has a zero diagonal and is never negative.
+    Numerics: float64 (for float32 input too), never the plain Gram trick, so rows that share a
+    large common component (model weights ``w + delta`` with ``|w| >> |delta|``) keep their
+    distances. The reference and numba backends accumulate ``(x_i - x_j)^2``; the cpu backend
+    sums a Gram matrix of the rows centred on one of them and recomputes from exact differences
+    every pair whose distance is not clearly larger than the centred norms (where the Gram sum
+    would cancel). The result is symmetric, has a zero diagonal and is never negative.
 
     nan_policy="outlier": a row with a NaN or Inf entry is at +Inf from every other row.
 

@@ -26,8 +26,8 @@ def nnm(X, *, f, backend=None, nan_policy="outlier"):
     """Nearest neighbour mixing (Allouah et al. 2023, seed 004, Algorithm 2):
     ``y_i = mean of the n - f rows nearest to x_i``, x_i itself included, ties by index.
 
-    Distances: ``pairwise_sqdist`` (exact differences, float64); a non-finite row is at +Inf
-    from all others, so honest rows never mix it in while at most f rows are non-finite.
+    Distances: ``pairwise_sqdist`` (float64, exact for nearly equal rows); a non-finite row is at
+    +Inf from all others, so honest rows never mix it in while at most f rows are non-finite.
     Needs n > 2f. Cost: one read of X for the distances, n - f reads of X for the mixing.
     """
     A = adapt(X)

@@ -97,26 +97,6 @@ typedef float v4f __attribute__((vector_size(16)));
 inline v4d load4_as_double(const double* p) { return load_vec<v4d>(p); }
 inline v4d load4_as_double(const float* p) { return __builtin_convertvector(load_vec<v4f>(p), v4d); }
 
-// Sum of squares of x[k] - c[k] over k < w, in double, with two 4-lane partial sums added in a
-// fixed order (deterministic; GCC does not vectorize a plain FP reduction without -ffast-math).
-template <class T, class C>
-inline double sqdist_row(const T* x, const C* c, index_t w) {
-  v4d acc0 = {0, 0, 0, 0}, acc1 = acc0;
-  index_t k = 0;
-  for (; k + 8 <= w; k += 8) {
-    const v4d a = load4_as_double(x + k) - load4_as_double(c + k);
-    const v4d b = load4_as_double(x + k + 4) - load4_as_double(c + k + 4);
-    acc0 += a * a;
-    acc1 += b * b;
-  }
-  double tail = 0;
-  for (; k < w; ++k) {
-    const double a = double(x[k]) - double(c[k]);
-    tail += a * a;
-  }
-  return sum_lanes(acc0 + acc1) + tail;
-}
-
 inline bool cpu_has_avx2() {
   static const bool yes = [] {
     const char* forced = std::getenv("BYZKERN_ISA");

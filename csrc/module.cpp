@@ -416,7 +416,7 @@ PYBIND11_MODULE(_cpu, m) {
   def_both(m, "meamed", &trimmed_py<float, byzkern::meamed<float>>, &trimmed_py<double, byzkern::meamed<double>>,
            "Mean around the coordinate-wise median (B, n, d) -> (B, d).", py::arg("f"), py::arg("tile"));
   def_both(m, "pairwise_sqdist", &pairwise_sqdist_py<float>, &pairwise_sqdist_py<double>,
-           "Squared distances (B, n, d) -> (B, n, n) float64, exact differences.", py::arg("tile"), py::arg("slabs"));
+           "Squared distances (B, n, d) -> (B, n, n) float64, exact for nearly equal rows.", py::arg("tile"), py::arg("slabs"));
   def_both(m, "row_norms", &row_norms_py<float>, &row_norms_py<double>, "Row q-norms (B, n, d) -> (B, n) float64.",
            py::arg("q"), py::arg("tile"), py::arg("slabs"));
   def_both(m, "mix_rows", &mix_rows_py<float>, &mix_rows_py<double>, "Means of chosen rows -> (B, m, d).",

@@ -1,9 +1,9 @@
 // Iterative rules: geometric median by smoothed Weiszfeld, and centered clipping.
 //
 // Both are a center c and per-row distances ||x_i - c||. One pass over X per step is fused:
-// for a cache-sized block of columns it forms the new center from the coefficients of the
-// previous step (all rows of the block are read), then, while the block is still in cache,
-// adds the block's part of every ||x_i - c_new||^2. Distances are direct differences in double
+// for a strip of 8 columns it forms the new center from the coefficients of the previous step
+// (all rows of the strip are read), then, while the strip is still in L1, adds the strip's part
+// of every ||x_i - c_new||^2. Distances are direct differences in double
 // (not Gram-based): Weiszfeld steps that approach a data point need ||z - x_i|| accurate to
 // below nu, which a Gram matrix centered elsewhere cannot give. Per-slab partial distances are
 // added in slab order, so 1 and 2 threads give the same bits.
@@ -27,63 +27,87 @@ struct PassItem {      // one batch item of a pass
   double* nonfinite;   // (slabs, n) partial sums of x * 0 (NaN for a non-finite row), or null
 };
 
-// Columns per block: all n rows of a block stay in a 256 KiB share of L2.
-template <class T>
-index_t center_block_columns(index_t n) {
-  return std::max<index_t>(64, (256 << 10) / static_cast<index_t>(n * sizeof(T))) / 8 * 8;
-}
+// Asks for the bytes of the same row a few strips ahead: the rows are n streams read 32 bytes
+// at a time each, more streams than the hardware prefetcher follows.
+inline void prefetch_ahead(const void* x) { __builtin_prefetch(static_cast<const char*>(x) + 512); }
 
+// One slab of columns, strip by strip (8 columns, two vectors): the strip's new centre from
+// all rows (a sum kept in registers, in row order as the reference adds), then, while the strip
+// is still in L1, every row's part of ||x_i - c||^2 and of its finiteness check, added into
+// four lanes per row (sq, check: n x 4 doubles, summed at the end of the slab).
 template <class T>
-inline void center_block(const T* Xb, index_t n, index_t d, index_t c0, index_t w, Center kind, PassItem item,
-                         double* acc, double* sqdist, double* nonfinite) {
+inline void center_slab(const T* Xb, index_t n, index_t d, index_t c0, index_t w, Center kind,
+                         PassItem item, double* sq, double* check) {
   double* c = item.center + c0;
-  if (kind != Center::given) {
-    std::fill(acc, acc + w, 0.0);
-    for (index_t i = 0; i < n; ++i) {
-      const double a = item.coef[i];
-      if (a == 0.0) continue;
-      const T* x = Xb + i * d + c0;
-      if (kind == Center::weighted_mean)
-        for (index_t k = 0; k < w; ++k) acc[k] += a * static_cast<double>(x[k]);
-      else
-        for (index_t k = 0; k < w; ++k) acc[k] += a * (static_cast<double>(x[k]) - c[k]);
+  const v4d total = {item.coef_sum, item.coef_sum, item.coef_sum, item.coef_sum}, zero = {0, 0, 0, 0};
+  index_t k = 0;
+  for (; k + 8 <= w; k += 8) {
+    v4d c_lo = load_vec<v4d>(c + k), c_hi = load_vec<v4d>(c + k + 4);
+    if (kind != Center::given) {
+      v4d s_lo = zero, s_hi = zero;
+      for (index_t i = 0; i < n; ++i) {
+        const T* x = Xb + i * d + c0 + k;
+        prefetch_ahead(x);
+        const double a = item.coef[i];
+        if (a == 0.0) continue;
+        const v4d av = {a, a, a, a};
+        if (kind == Center::weighted_mean) {
+          s_lo += av * load4_as_double(x);
+          s_hi += av * load4_as_double(x + 4);
+        } else {
+          s_lo += av * (load4_as_double(x) - c_lo);
+          s_hi += av * (load4_as_double(x + 4) - c_hi);
+        }
+      }
+      c_lo = kind == Center::weighted_mean ? s_lo / total : c_lo + s_lo / total;
+      c_hi = kind == Center::weighted_mean ? s_hi / total : c_hi + s_hi / total;
+      store_vec(c + k, c_lo);
+      store_vec(c + k + 4, c_hi);
     }
-    if (kind == Center::weighted_mean)
-      for (index_t k = 0; k < w; ++k) c[k] = acc[k] / item.coef_sum;
-    else
-      for (index_t k = 0; k < w; ++k) c[k] += acc[k] / item.coef_sum;
+    if (sq != nullptr || check != nullptr)
+      for (index_t i = 0; i < n; ++i) {
+        const T* x = Xb + i * d + c0 + k;
+        if (kind == Center::given) prefetch_ahead(x);
+        const v4d x_lo = load4_as_double(x), x_hi = load4_as_double(x + 4);
+        if (sq != nullptr) {
+          const v4d t_lo = x_lo - c_lo, t_hi = x_hi - c_hi;
+          store_vec(sq + 4 * i, load_vec<v4d>(sq + 4 * i) + t_lo * t_lo + t_hi * t_hi);
+        }
+        if (check != nullptr) store_vec(check + 4 * i, load_vec<v4d>(check + 4 * i) + x_lo * 0.0 + x_hi * 0.0);
+      }
   }
-  if (sqdist != nullptr)
-    for (index_t i = 0; i < n; ++i) sqdist[i] += sqdist_row(Xb + i * d + c0, c, w);
-  if (nonfinite != nullptr)
-    for (index_t i = 0; i < n; ++i) {
-      const T* x = Xb + i * d + c0;
-      v4d check = {0, 0, 0, 0};
-      index_t k = 0;
-      for (; k + 4 <= w; k += 4) check += load4_as_double(x + k) * 0.0;
-      double tail = 0.0;
-      for (; k < w; ++k) tail += static_cast<double>(x[k]) * 0.0;
-      nonfinite[i] += sum_lanes(check) + tail;
+  for (; k < w; ++k) {  // the last columns, fewer than a strip
+    if (kind != Center::given) {
+      double s = 0.0;
+      for (index_t i = 0; i < n; ++i) {
+        const double a = item.coef[i], x = static_cast<double>(Xb[i * d + c0 + k]);
+        if (a != 0.0) s += kind == Center::weighted_mean ? a * x : a * (x - c[k]);
+      }
+      c[k] = kind == Center::weighted_mean ? s / item.coef_sum : c[k] + s / item.coef_sum;
     }
+    for (index_t i = 0; i < n; ++i) {
+      const double x = static_cast<double>(Xb[i * d + c0 + k]);
+      if (sq != nullptr) sq[4 * i] += (x - c[k]) * (x - c[k]);
+      if (check != nullptr) check[4 * i] += x * 0.0;
+    }
+  }
 }
-BYZKERN_DISPATCH(center_block_dispatched, center_block)
+BYZKERN_DISPATCH(center_slab_dispatched, center_slab)
 
 // One pass over X for the items with items[b].center != null.
 template <class T>
 void center_pass(const T* X, index_t B, index_t n, index_t d, index_t tile, const Slabs& slabs, Center kind,
                  const std::vector<PassItem>& items) {
-  const index_t cols = center_block_columns<T>(n);
   for_each_slab(B, d, tile, slabs, [&](index_t b, index_t s, index_t c0, index_t c1) {
     const PassItem& item = items[b];
     if (item.center == nullptr) return;
-    std::vector<double> acc(kind == Center::given ? 0 : cols);
-    double* sqdist = item.sqdist ? item.sqdist + s * n : nullptr;
-    double* nonfinite = item.nonfinite ? item.nonfinite + s * n : nullptr;
-    if (sqdist) std::fill(sqdist, sqdist + n, 0.0);
-    if (nonfinite) std::fill(nonfinite, nonfinite + n, 0.0);
-    for (index_t c = c0; c < c1; c += cols)
-      center_block_dispatched<T>(X + b * n * d, n, d, c, std::min(cols, c1 - c), kind, item, acc.data(), sqdist,
-                                 nonfinite);
+    std::vector<double> sq(item.sqdist ? 4 * n : 0, 0.0), check(item.nonfinite ? 4 * n : 0, 0.0);
+    center_slab_dispatched<T>(X + b * n * d, n, d, c0, c1 - c0, kind, item, item.sqdist ? sq.data() : nullptr,
+                              item.nonfinite ? check.data() : nullptr);
+    for (index_t i = 0; i < n; ++i) {
+      if (item.sqdist) item.sqdist[s * n + i] = sum_lanes(load_vec<v4d>(sq.data() + 4 * i));
+      if (item.nonfinite) item.nonfinite[s * n + i] = sum_lanes(load_vec<v4d>(check.data() + 4 * i));
+    }
   });
 }
 

@@ -172,6 +172,19 @@ def test_pairwise_sqdist_is_exact_for_nearly_equal_rows(dtype):
     assert D[0, 0] == D[1, 1] == 0.0
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_wide_tiles_match_the_reference(dtype, monkeypatch):
+    """The session's 8-column tiles never fill mix_rows' 32-column register strips: with the
+    default tile the strips, their prefetches and the tail columns run."""
+    from byzkern.backends import reference
+
+    monkeypatch.setattr(_config, "COL_TILE", 4096)
+    X, mixing = _inputs(dtype)
+    X = np.concatenate([X] * 3, axis=2)  # d = 303: nine strips and a tail
+    np.testing.assert_allclose(cpu.mix_rows(X, mixing), reference.mix_rows(X, mixing), rtol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(cpu.pairwise_sqdist(X), reference.pairwise_sqdist(X), rtol=1e-12)
+
+
 @pytest.mark.slow
 def test_mean_past_2_to_the_31_elements():
     """n * d = 2^31 + 1024 float32 (8 GiB of address space, almost all of it never written:
