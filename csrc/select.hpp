@@ -1,11 +1,12 @@
-// Sorting many short columns at once: one sorting network applied across SIMD lanes.
+// Ordering many short columns at once: one comparator network applied across SIMD lanes.
 //
-// A block holds n rows of LANES consecutive columns of X (row-major, as X itself), so no
+// A block holds n rows of block_lanes consecutive columns of X (row-major, as X itself), so no
 // transpose is needed: each compare-exchange of rows a < b is an elementwise min/max of two
-// rows of the block, and all LANES columns are sorted by the same data-independent sequence
-// of comparators. Measured faster than per-column selection (std::nth_element on a transposed
-// tile) for every n we benchmark (n <= 256): ~n log2(n)^2 / 4 vector min/max pairs per
-// LANES columns against ~3n scalar branches per column.
+// rows of the block, and all columns are ordered by the same data-independent sequence of
+// comparators. The block holds integer keys, not floats: GCC lowers min/max of integer vectors
+// to vpminsd/vpmaxsd (AVX2), while for float vectors it emits compare-and-blend pairs (it does
+// not turn a < b ? a : b into vminps, which differs from it only for NaN), and the key puts
+// every NaN above +Inf, the 'outlier' order of SPEC §8, with no NaN bookkeeping.
 #pragma once
 #include <utility>
 
@@ -29,72 +30,102 @@ inline Comparators sorting_network(index_t n) {
   return net;
 }
 
-// A block is n rows of BLOCK_VECS vectors; 128 bytes per row keeps n = 256 rows in a 32 KiB L1.
+// The comparators of net that a rule needs. A rule reads the output positions by class (the
+// median reads positions (n-1)/2 and n/2, a trimmed mean only the set in the middle), so a
+// comparator of two positions of one class that no later kept comparator touches only
+// permutes values inside that class, and is dropped. Walking backwards finds them all.
+inline Comparators prune_network(const Comparators& net, const std::vector<int>& position_class) {
+  std::vector<bool> touched_later(position_class.size(), false);
+  Comparators kept;
+  for (auto it = net.rbegin(); it != net.rend(); ++it) {
+    const auto [a, b] = *it;
+    if (!touched_later[a] && !touched_later[b] && position_class[a] == position_class[b]) continue;
+    touched_later[a] = touched_later[b] = true;
+    kept.push_back(*it);
+  }
+  return Comparators(kept.rbegin(), kept.rend());
+}
+
+// ---- order-preserving integer keys --------------------------------------------------------
+// Flipping the magnitude bits of negative values makes signed integer order the float order
+// (-0 just below +0, which compare equal and give the same median); every NaN, whatever its
+// sign and payload, becomes the canonical quiet NaN, whose key is above +Inf's. The map is an
+// involution on everything but NaN, so the same function turns a key back into the value.
+template <class T>
+struct KeyTraits;
+template <>
+struct KeyTraits<float> {
+  using type = std::int32_t;
+  static constexpr type magnitude = 0x7fffffff, inf = 0x7f800000, nan = 0x7fc00000;
+};
+template <>
+struct KeyTraits<double> {
+  using type = std::int64_t;
+  static constexpr type magnitude = 0x7fffffffffffffff, inf = 0x7ff0000000000000,
+                        nan = 0x7ff8000000000000;
+};
+template <class T>
+using vec32 = typename vec_of<T, 32>::type;  // 8 floats or 4 doubles: one AVX2 register
+template <class T>
+using keyvec = vec32<typename KeyTraits<T>::type>;
+template <class T>
+constexpr index_t vec_lanes() {
+  return static_cast<index_t>(32 / sizeof(T));
+}
+
+template <class T>
+inline keyvec<T> flip_negative(const keyvec<T>& v) {
+  using K = KeyTraits<T>;
+  constexpr int sign_shift = 8 * sizeof(typename K::type) - 1;
+  return v ^ ((v >> sign_shift) & K::magnitude);
+}
+
+template <class T>
+inline keyvec<T> value_to_key(const keyvec<T>& bits) {
+  using K = KeyTraits<T>;
+  return (bits & K::magnitude) > K::inf ? keyvec<T>{} + K::nan : flip_negative<T>(bits);
+}
+
+template <class T>
+inline vec32<T> key_to_value(const keyvec<T>& key) {
+  return reinterpret_cast<vec32<T>>(flip_negative<T>(key));
+}
+
+// ---- blocks -------------------------------------------------------------------------------
+// A block is n rows of BLOCK_VECS key vectors; 64 bytes per row keeps n = 256 rows (16 KiB)
+// in L1 beside the input rows streaming in.
 constexpr int BLOCK_VECS = 2;
 template <class T>
 constexpr index_t block_lanes() {
-  return BLOCK_VECS * static_cast<index_t>(sizeof(vec64<T>) / sizeof(T));
+  return BLOCK_VECS * vec_lanes<T>();
 }
-template <class T>
-using lane_mask = decltype(vec64<T>{} != vec64<T>{});  // int32 lanes for float, int64 for double
 
-// Copies w <= block_lanes columns of n rows (row stride d) into the block, pads the other
-// lanes with zeros, and replaces NaN by +Inf while counting NaNs per lane: NaN orders above
-// +Inf (SPEC §8), so after sorting the last nan_count[lane] positions of a lane are its NaNs.
+// Keys of w <= block_lanes columns of n rows (row stride d); lanes past w hold key 0.
 template <class T>
-inline void load_block(const T* base, index_t n, index_t d, index_t w, vec64<T>* block,
-                       lane_mask<T>* nan_count) {
-  using V = vec64<T>;
-  const V inf = V{} + std::numeric_limits<T>::infinity();
-  for (int u = 0; u < BLOCK_VECS; ++u) nan_count[u] = lane_mask<T>{};
+inline void load_block(const T* base, index_t n, index_t d, index_t w, keyvec<T>* block) {
+  using V = keyvec<T>;
   for (index_t i = 0; i < n; ++i) {
-    V* row = block + i * BLOCK_VECS;
-    if (w == block_lanes<T>()) {
-      std::memcpy(row, base + i * d, sizeof(V) * BLOCK_VECS);
-    } else {
-      std::memset(static_cast<void*>(row), 0, sizeof(V) * BLOCK_VECS);
-      std::memcpy(row, base + i * d, sizeof(T) * w);
-    }
-    for (int u = 0; u < BLOCK_VECS; ++u) {
-      const lane_mask<T> nan = row[u] != row[u];
-      nan_count[u] -= nan;  // a true lane of a vector comparison is -1
-      row[u] = nan ? inf : row[u];
-    }
+    V bits[BLOCK_VECS] = {};
+    if (w == block_lanes<T>())
+      for (int u = 0; u < BLOCK_VECS; ++u) bits[u] = load_vec<V>(base + i * d + u * vec_lanes<T>());
+    else
+      std::memcpy(bits, base + i * d, sizeof(T) * w);
+    for (int u = 0; u < BLOCK_VECS; ++u) store_vec(block + i * BLOCK_VECS + u, value_to_key<T>(bits[u]));
   }
 }
 
-// The compare-exchange is written per lane, in std::min/std::max form, because GCC turns that
-// into vminps/vmaxps; the same select on the 64-byte generic vectors came out as scalar
-// vminss/vmaxss with spills. The block holds no NaN here (load_block made them +Inf).
 template <class T>
-inline void sort_block(vec64<T>* block, const Comparators& net) {
-  constexpr index_t lanes = block_lanes<T>();
+inline void order_block(keyvec<T>* block, const Comparators& net) {
+  using V = keyvec<T>;
   for (const auto& [a, b] : net) {
-    T* __restrict ra = reinterpret_cast<T*>(block + static_cast<index_t>(a) * BLOCK_VECS);
-    T* __restrict rb = reinterpret_cast<T*>(block + static_cast<index_t>(b) * BLOCK_VECS);
-    for (index_t l = 0; l < lanes; ++l) {
-      const T x = ra[l], y = rb[l];
-      ra[l] = y < x ? y : x;
-      rb[l] = y < x ? x : y;
+    V* ra = block + static_cast<index_t>(a) * BLOCK_VECS;
+    V* rb = block + static_cast<index_t>(b) * BLOCK_VECS;
+    for (int u = 0; u < BLOCK_VECS; ++u) {
+      const V x = load_vec<V>(ra + u), y = load_vec<V>(rb + u);
+      store_vec(ra + u, x < y ? x : y);
+      store_vec(rb + u, x < y ? y : x);
     }
   }
-}
-
-// Puts the NaNs back at the top of each sorted lane.
-template <class T>
-inline void restore_nans(vec64<T>* block, index_t n, const lane_mask<T>* nan_count) {
-  using M = lane_mask<T>;
-  M any = M{};
-  for (int u = 0; u < BLOCK_VECS; ++u) any |= nan_count[u];
-  bool has_nan = false;
-  for (size_t l = 0; l < sizeof(M) / sizeof(any[0]); ++l) has_nan |= any[l] != 0;
-  if (!has_nan) return;
-  const vec64<T> nan = vec64<T>{} + std::numeric_limits<T>::quiet_NaN();
-  for (index_t p = 0; p < n; ++p)
-    for (int u = 0; u < BLOCK_VECS; ++u) {
-      const M above = nan_count[u] >= (M{} + static_cast<std::int32_t>(n - p));
-      block[p * BLOCK_VECS + u] = above ? nan : block[p * BLOCK_VECS + u];
-    }
 }
 
 }  // namespace byzkern
