@@ -45,23 +45,20 @@ void mean(const T* X, index_t B, index_t n, index_t d, index_t tile, T* out) {
 }
 
 // ---- rules on ordered columns --------------------------------------------------------------
-// Each rule reads an ordered block (select.hpp) one key vector (8 floats or 4 doubles) at a
-// time, in double, exactly as the reference computes on its float64 copy, and returns the
-// result lanes. network_classes says which output positions the rule must find exactly.
+// Each rule reads an ordered block (select.hpp) four lanes at a time (group g), in double,
+// exactly as the reference computes on its float64 copy, and returns the four results.
+// network_classes says which output positions the rule must find exactly.
 
 template <class T>
-using dvec = typename vec_of<double, 8 * vec_lanes<T>()>::type;  // a key vector's lanes as doubles
-
-template <class T>
-inline dvec<T> value_at(const keyvec<T>* block, index_t p, int u) {
-  return __builtin_convertvector(key_to_value<T>(load_vec<keyvec<T>>(block + p * BLOCK_VECS + u)), dvec<T>);
+inline v4d value_at(const keyvec<T>* block, index_t p, index_t g) {
+  return values_as_double<T>(block + p * BLOCK_VECS, g);
 }
 
 // The median as the reference takes it: 0.5*lo + 0.5*hi in double, halves first so huge float64
 // values do not overflow; for odd n lo and hi are the same element.
 template <class T>
-inline dvec<T> block_median(const keyvec<T>* block, index_t n, int u) {
-  return 0.5 * value_at<T>(block, (n - 1) / 2, u) + 0.5 * value_at<T>(block, n / 2, u);
+inline v4d block_median(const keyvec<T>* block, index_t n, index_t g) {
+  return 0.5 * value_at<T>(block, (n - 1) / 2, g) + 0.5 * value_at<T>(block, n / 2, g);
 }
 
 struct MedianOfBlock {
@@ -71,8 +68,8 @@ struct MedianOfBlock {
     return c;
   }
   template <class T>
-  dvec<T> operator()(const keyvec<T>* block, index_t n, int u) const {
-    return block_median<T>(block, n, u);
+  v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
+    return block_median<T>(block, n, g);
   }
 };
 
@@ -86,9 +83,9 @@ struct TrimmedMeanOfBlock {
     return c;
   }
   template <class T>
-  dvec<T> operator()(const keyvec<T>* block, index_t n, int u) const {
-    dvec<T> acc = value_at<T>(block, f, u);
-    for (index_t p = f + 1; p < n - f; ++p) acc += value_at<T>(block, p, u);
+  v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
+    v4d acc = value_at<T>(block, f, g);
+    for (index_t p = f + 1; p < n - f; ++p) acc += value_at<T>(block, p, g);
     return acc / static_cast<double>(n - 2 * f);
   }
 };
@@ -112,12 +109,12 @@ struct MeanAroundMedianOfBlock {
     return c;
   }
   template <class T>
-  dvec<T> operator()(const keyvec<T>* block, index_t n, int u) const {
-    using D = dvec<T>;
-    const D med = block_median<T>(block, n, u);
+  v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
+    using D = v4d;
+    const D med = block_median<T>(block, n, g);
     const D inf = D{} + std::numeric_limits<double>::infinity();
     auto dist = [&](index_t p) {
-      const D diff = value_at<T>(block, p, u) - med;
+      const D diff = value_at<T>(block, p, g) - med;
       const D a = diff < 0 ? -diff : diff;
       return a == a ? a : inf;
     };
@@ -130,29 +127,65 @@ struct MeanAroundMedianOfBlock {
       start = ok ? D{} + static_cast<double>(s) : start;
     }
     D acc = D{};
-    for (index_t p = f; p < keep; ++p) acc += value_at<T>(block, p, u);
-    for (index_t p = 0; p < f; ++p) acc += start <= static_cast<double>(p) ? value_at<T>(block, p, u) : D{};
+    for (index_t p = f; p < keep; ++p) acc += value_at<T>(block, p, g);
+    for (index_t p = 0; p < f; ++p) acc += start <= static_cast<double>(p) ? value_at<T>(block, p, g) : D{};
     for (index_t p = keep; p < n; ++p)
-      acc += start + static_cast<double>(keep) > static_cast<double>(p) ? value_at<T>(block, p, u) : D{};
+      acc += start + static_cast<double>(keep) > static_cast<double>(p) ? value_at<T>(block, p, g) : D{};
     return acc / static_cast<double>(keep);
   }
 };
 
-// One column tile [0, w) of batch item base: block by block, keys in, network, rule out.
-template <class T, class Rule>
-inline void ordered_rule_tile(const T* base, index_t n, index_t d, index_t w, const Comparators* net,
-                              keyvec<T>* block, Rule rule, T* out) {
-  constexpr index_t lanes = vec_lanes<T>();
-  for (index_t c = 0; c < w; c += block_lanes<T>()) {
-    load_block(base + c, n, d, std::min(block_lanes<T>(), w - c), block);
-    order_block<T>(block, *net);
-    for (int u = 0; u < BLOCK_VECS && c + u * lanes < w; ++u) {
-      const vec32<T> r = __builtin_convertvector(rule.template operator()<T>(block, n, u), vec32<T>);
-      std::memcpy(out + c + u * lanes, &r, sizeof(T) * std::min(lanes, w - c - u * lanes));
+// Rows known at compile time (N <= MAX_STATIC_ROWS, unrolled network) or not (N = 0).
+template <class T, int N>
+struct RowCount {
+  using value_type = T;
+  static constexpr int rows = N;
+};
+
+// One column tile [0, w) of batch item base: block by block, keys in, network, rule out. A
+// last block narrower than block_lanes is first copied into tail (n rows of block_lanes, the
+// rest zero), so the loads are full vectors everywhere.
+template <class S, class Rule>
+inline void ordered_rule_tile(const typename S::value_type* base, index_t n, index_t d, index_t w,
+                              const Comparators* net, keyvec<typename S::value_type>* block,
+                              typename S::value_type* tail, Rule rule, typename S::value_type* out) {
+  using T = typename S::value_type;
+  constexpr index_t lanes = block_lanes<T>();
+  for (index_t c = 0; c < w; c += lanes) {
+    const index_t wb = std::min(lanes, w - c);
+    const T* src = base + c;
+    index_t stride = d;
+    if (wb < lanes) {
+      std::fill(tail, tail + n * lanes, T(0));
+      for (index_t i = 0; i < n; ++i) std::memcpy(tail + i * lanes, src + i * d, sizeof(T) * wb);
+      src = tail;
+      stride = lanes;
+    }
+    if constexpr (S::rows > 0) {
+      load_and_order_block_static<T, S::rows>(src, stride, block,
+                                              std::make_index_sequence<static_sorting_network<S::rows>().size()>{});
+    } else {
+      load_block(src, n, stride, block);
+      order_block<T>(block, *net);
+    }
+    for (index_t g = 0; 4 * g < wb; ++g) {
+      const vec4<T> r = __builtin_convertvector(rule.template operator()<T>(block, n, g), vec4<T>);
+      std::memcpy(out + c + 4 * g, &r, sizeof(T) * std::min<index_t>(4, wb - 4 * g));
     }
   }
 }
 BYZKERN_DISPATCH(ordered_rule_tile_dispatched, ordered_rule_tile)
+
+// The tile kernel with the network unrolled for n rows where there is one, else the runtime one.
+template <class T, int N = 1, class... A>
+void ordered_rule_tile_for(index_t n, A... a) {
+  if constexpr (N <= MAX_STATIC_ROWS) {
+    if (n == N) return ordered_rule_tile_dispatched<RowCount<T, N>>(a...);
+    ordered_rule_tile_for<T, N + 1>(n, a...);
+  } else {
+    ordered_rule_tile_dispatched<RowCount<T, 0>>(a...);
+  }
+}
 
 // OpenMP over (batch item, column tile).
 template <class T, class Rule>
@@ -162,11 +195,12 @@ void ordered_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rul
 #pragma omp parallel
   {
     AlignedVectors<keyvec<T>> block(n * BLOCK_VECS);
+    std::vector<T> tail(n * block_lanes<T>());
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
       const index_t b = job / tiles, c0 = (job % tiles) * tile;
-      ordered_rule_tile_dispatched<T>(X + b * n * d + c0, n, d, std::min(tile, d - c0), &net,
-                                      block.data(), rule, out + b * d + c0);
+      ordered_rule_tile_for<T>(n, X + b * n * d + c0, n, d, std::min(tile, d - c0), &net, block.data(), tail.data(),
+                               rule, out + b * d + c0);
     }
   }
 }

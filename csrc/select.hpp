@@ -8,6 +8,7 @@
 // not turn a < b ? a : b into vminps, which differs from it only for NaN), and the key puts
 // every NaN above +Inf, the 'outlier' order of SPEC §8, with no NaN bookkeeping.
 #pragma once
+#include <array>
 #include <utility>
 
 #include "common.hpp"
@@ -18,15 +19,39 @@ using Comparators = std::vector<std::pair<std::int32_t, std::int32_t>>;
 
 // Batcher's odd-even merge sort (Knuth, TAOCP vol. 3, 5.3.4) for any n: the network for the
 // next power of two with every comparator touching an index >= n removed, which is exact
-// because those positions would hold +Inf padding that no comparator moves.
-inline Comparators sorting_network(index_t n) {
-  Comparators net;
+// because those positions would hold +Inf padding that no comparator moves. emit(a, b) is
+// called for each comparator in order; constexpr, so the small networks are built at compile time.
+template <class Emit>
+constexpr void batcher_comparators(index_t n, Emit&& emit) {
   for (index_t p = 1; p < n; p <<= 1)
     for (index_t k = p; k >= 1; k >>= 1)
       for (index_t j = k % p; j + k < n; j += 2 * k)
         for (index_t i = 0; i < std::min(k, n - j - k); ++i)
-          if ((i + j) / (2 * p) == (i + j + k) / (2 * p))
-            net.emplace_back(static_cast<std::int32_t>(i + j), static_cast<std::int32_t>(i + j + k));
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) emit(i + j, i + j + k);
+}
+
+inline Comparators sorting_network(index_t n) {
+  Comparators net;
+  batcher_comparators(n, [&](index_t a, index_t b) {
+    net.emplace_back(static_cast<std::int32_t>(a), static_cast<std::int32_t>(b));
+  });
+  return net;
+}
+
+struct Comparator {
+  int a, b;
+};
+template <int N>
+constexpr index_t sorting_network_size() {
+  index_t size = 0;
+  batcher_comparators(N, [&](index_t, index_t) { ++size; });
+  return size;
+}
+template <int N>
+constexpr std::array<Comparator, sorting_network_size<N>()> static_sorting_network() {
+  std::array<Comparator, sorting_network_size<N>()> net{};
+  index_t k = 0;
+  batcher_comparators(N, [&](index_t a, index_t b) { net[k++] = Comparator{int(a), int(b)}; });
   return net;
 }
 
@@ -69,12 +94,15 @@ using vec32 = typename vec_of<T, 32>::type;  // 8 floats or 4 doubles: one AVX2 
 template <class T>
 using keyvec = vec32<typename KeyTraits<T>::type>;
 template <class T>
+using vec4 = typename vec_of<T, 4 * sizeof(T)>::type;  // four lanes: what a rule computes at once
+template <class T>
 constexpr index_t vec_lanes() {
   return static_cast<index_t>(32 / sizeof(T));
 }
 
-template <class T>
-inline keyvec<T> flip_negative(const keyvec<T>& v) {
+// V: any vector of T's keys (a block row's 8 lanes, or 4 of them).
+template <class T, class V>
+inline V flip_negative(const V& v) {
   using K = KeyTraits<T>;
   constexpr int sign_shift = 8 * sizeof(typename K::type) - 1;
   return v ^ ((v >> sign_shift) & K::magnitude);
@@ -86,9 +114,12 @@ inline keyvec<T> value_to_key(const keyvec<T>& bits) {
   return (bits & K::magnitude) > K::inf ? keyvec<T>{} + K::nan : flip_negative<T>(bits);
 }
 
+// Four lanes from lane 4 * g of row p of a block, as values in double (exact for float).
 template <class T>
-inline vec32<T> key_to_value(const keyvec<T>& key) {
-  return reinterpret_cast<vec32<T>>(flip_negative<T>(key));
+inline v4d values_as_double(const keyvec<T>* block_row, index_t g) {
+  using Key = typename KeyTraits<T>::type;
+  const vec4<Key> bits = flip_negative<T>(load_vec<vec4<Key>>(reinterpret_cast<const Key*>(block_row) + 4 * g));
+  return __builtin_convertvector(reinterpret_cast<vec4<T>>(bits), v4d);
 }
 
 // ---- blocks -------------------------------------------------------------------------------
@@ -100,18 +131,13 @@ constexpr index_t block_lanes() {
   return BLOCK_VECS * vec_lanes<T>();
 }
 
-// Keys of w <= block_lanes columns of n rows (row stride d); lanes past w hold key 0.
+// Keys of block_lanes columns of n rows (row stride d).
 template <class T>
-inline void load_block(const T* base, index_t n, index_t d, index_t w, keyvec<T>* block) {
+inline void load_block(const T* base, index_t n, index_t d, keyvec<T>* block) {
   using V = keyvec<T>;
-  for (index_t i = 0; i < n; ++i) {
-    V bits[BLOCK_VECS] = {};
-    if (w == block_lanes<T>())
-      for (int u = 0; u < BLOCK_VECS; ++u) bits[u] = load_vec<V>(base + i * d + u * vec_lanes<T>());
-    else
-      std::memcpy(bits, base + i * d, sizeof(T) * w);
-    for (int u = 0; u < BLOCK_VECS; ++u) store_vec(block + i * BLOCK_VECS + u, value_to_key<T>(bits[u]));
-  }
+  for (index_t i = 0; i < n; ++i)
+    for (int u = 0; u < BLOCK_VECS; ++u)
+      store_vec(block + i * BLOCK_VECS + u, value_to_key<T>(load_vec<V>(base + i * d + u * vec_lanes<T>())));
 }
 
 template <class T>
@@ -125,6 +151,32 @@ inline void order_block(keyvec<T>* block, const Comparators& net) {
       store_vec(ra + u, x < y ? x : y);
       store_vec(rb + u, x < y ? y : x);
     }
+  }
+}
+
+// For n <= MAX_STATIC_ROWS the whole network is unrolled at compile time over n key vectors in
+// registers (GCC spills some past 16), fused with loading the keys: no store and reload of the
+// block per comparator, which bounds the loop of order_block. Orders all n positions.
+constexpr int MAX_STATIC_ROWS = 32;
+
+template <class T>
+inline void compare_exchange(keyvec<T>& x, keyvec<T>& y) {
+  const keyvec<T> lo = x < y ? x : y, hi = x < y ? y : x;
+  x = lo;
+  y = hi;
+}
+
+// Keys of block_lanes columns of N rows (row stride d), ordered, into the block.
+template <class T, int N, std::size_t... I>
+inline void load_and_order_block_static(const T* base, index_t d, keyvec<T>* block,
+                                        std::index_sequence<I...>) {
+  using V = keyvec<T>;
+  [[maybe_unused]] constexpr auto net = static_sorting_network<N>();  // empty for N = 1
+  for (int u = 0; u < BLOCK_VECS; ++u) {
+    V r[N];
+    for (int i = 0; i < N; ++i) r[i] = value_to_key<T>(load_vec<V>(base + i * d + u * vec_lanes<T>()));
+    (compare_exchange<T>(r[net[I].a], r[net[I].b]), ...);
+    for (int i = 0; i < N; ++i) store_vec(block + i * BLOCK_VECS + u, r[i]);
   }
 }
 
