@@ -119,12 +119,21 @@ struct MeanAroundMedianOfBlock {
       return a == a ? a : inf;
     };
     const index_t keep = n - f;
-    D start = D{};
+    // Candidate s needs dist(s - 1) > dist(s + keep - 1) and dist(s + keep) >= dist(s); each
+    // distance is computed once, carried from one candidate to the next.
+    D start = D{}, left = dist(0), left_before = D{}, right_last = D{};
     for (index_t s = 0; s <= f; ++s) {
       auto ok = med == med || med != med;  // all lanes true
-      if (s > 0) ok &= dist(s - 1) > dist(s + keep - 1);
-      if (s < f) ok &= dist(s + keep) >= dist(s);
+      if (s > 0) ok &= left_before > right_last;
+      D right_next = D{};
+      if (s < f) {
+        right_next = dist(s + keep);
+        ok &= right_next >= left;
+      }
       start = ok ? D{} + static_cast<double>(s) : start;
+      left_before = left;
+      if (s < f) left = dist(s + 1);
+      right_last = right_next;
     }
     D acc = D{};
     for (index_t p = f; p < keep; ++p) acc += value_at<T>(block, p, g);
@@ -165,7 +174,7 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
       load_and_order_block_static<T, S::rows>(src, stride, block,
                                               std::make_index_sequence<static_sorting_network<S::rows>().size()>{});
     } else {
-      load_block(src, n, stride, block);
+      load_and_order_groups<T>(src, n, stride, block);
       order_block<T>(block, *net);
     }
     for (index_t g = 0; 4 * g < wb; ++g) {
@@ -190,7 +199,7 @@ void ordered_rule_tile_for(index_t n, A... a) {
 // OpenMP over (batch item, column tile).
 template <class T, class Rule>
 void ordered_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rule rule, T* out) {
-  const Comparators net = prune_network(sorting_network(n), rule.network_classes(n));
+  const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), rule.network_classes(n));
   const index_t tiles = num_tiles(d, tile);
 #pragma omp parallel
   {

@@ -21,20 +21,22 @@ using Comparators = std::vector<std::pair<std::int32_t, std::int32_t>>;
 // next power of two with every comparator touching an index >= n removed, which is exact
 // because those positions would hold +Inf padding that no comparator moves. emit(a, b) is
 // called for each comparator in order; constexpr, so the small networks are built at compile time.
+// Levels below first_level (a power of two) are left out: they only sort each aligned group
+// of first_level positions, which the caller does another way.
 template <class Emit>
-constexpr void batcher_comparators(index_t n, Emit&& emit) {
-  for (index_t p = 1; p < n; p <<= 1)
+constexpr void batcher_comparators(index_t n, Emit&& emit, index_t first_level = 1) {
+  for (index_t p = first_level; p < n; p <<= 1)
     for (index_t k = p; k >= 1; k >>= 1)
       for (index_t j = k % p; j + k < n; j += 2 * k)
         for (index_t i = 0; i < std::min(k, n - j - k); ++i)
           if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) emit(i + j, i + j + k);
 }
 
-inline Comparators sorting_network(index_t n) {
+inline Comparators sorting_network(index_t n, index_t first_level) {
   Comparators net;
-  batcher_comparators(n, [&](index_t a, index_t b) {
-    net.emplace_back(static_cast<std::int32_t>(a), static_cast<std::int32_t>(b));
-  });
+  batcher_comparators(
+      n, [&](index_t a, index_t b) { net.emplace_back(static_cast<std::int32_t>(a), static_cast<std::int32_t>(b)); },
+      first_level);
   return net;
 }
 
@@ -131,15 +133,6 @@ constexpr index_t block_lanes() {
   return BLOCK_VECS * vec_lanes<T>();
 }
 
-// Keys of block_lanes columns of n rows (row stride d).
-template <class T>
-inline void load_block(const T* base, index_t n, index_t d, keyvec<T>* block) {
-  using V = keyvec<T>;
-  for (index_t i = 0; i < n; ++i)
-    for (int u = 0; u < BLOCK_VECS; ++u)
-      store_vec(block + i * BLOCK_VECS + u, value_to_key<T>(load_vec<V>(base + i * d + u * vec_lanes<T>())));
-}
-
 template <class T>
 inline void order_block(keyvec<T>* block, const Comparators& net) {
   using V = keyvec<T>;
@@ -156,8 +149,11 @@ inline void order_block(keyvec<T>* block, const Comparators& net) {
 
 // For n <= MAX_STATIC_ROWS the whole network is unrolled at compile time over n key vectors in
 // registers (GCC spills some past 16), fused with loading the keys: no store and reload of the
-// block per comparator, which bounds the loop of order_block. Orders all n positions.
+// block per comparator, which bounds the loop of order_block. Orders all n positions. Larger n
+// sort each group of GROUP_ROWS rows that way and merge the groups with the rest of Batcher's
+// network at run time (its levels below GROUP_ROWS stay inside the groups).
 constexpr int MAX_STATIC_ROWS = 32;
+constexpr int GROUP_ROWS = 16;
 
 template <class T>
 inline void compare_exchange(keyvec<T>& x, keyvec<T>& y) {
@@ -177,6 +173,22 @@ inline void load_and_order_block_static(const T* base, index_t d, keyvec<T>* blo
     for (int i = 0; i < N; ++i) r[i] = value_to_key<T>(load_vec<V>(base + i * d + u * vec_lanes<T>()));
     (compare_exchange<T>(r[net[I].a], r[net[I].b]), ...);
     for (int i = 0; i < N; ++i) store_vec(block + i * BLOCK_VECS + u, r[i]);
+  }
+}
+
+// The first n rows of block ordered, group by group of GROUP_ROWS (the last may be shorter).
+template <class T, int M = 1>
+inline void load_and_order_groups(const T* base, index_t n, index_t d, keyvec<T>* block) {
+  if constexpr (M <= GROUP_ROWS) {
+    constexpr auto comparators = std::make_index_sequence<static_sorting_network<M>().size()>{};
+    if (M == GROUP_ROWS) {
+      for (index_t i = 0; i + GROUP_ROWS <= n; i += GROUP_ROWS)
+        load_and_order_block_static<T, M>(base + i * d, d, block + i * BLOCK_VECS, comparators);
+    } else if (n % GROUP_ROWS == M) {
+      const index_t i = n - M;
+      load_and_order_block_static<T, M>(base + i * d, d, block + i * BLOCK_VECS, comparators);
+    }
+    load_and_order_groups<T, M + 1>(base, n, d, block);
   }
 }
 
