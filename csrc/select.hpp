@@ -154,6 +154,7 @@ inline void order_block(keyvec<T>* block, const Comparators& net) {
 // network at run time (its levels below GROUP_ROWS stay inside the groups).
 constexpr int MAX_STATIC_ROWS = 32;
 constexpr int GROUP_ROWS = 16;
+constexpr int PREFETCH_BLOCKS = 4;  // how far ahead along each row the loads are prefetched
 
 template <class T>
 inline void compare_exchange(keyvec<T>& x, keyvec<T>& y) {
@@ -168,6 +169,9 @@ inline void load_and_order_block_static(const T* base, index_t d, keyvec<T>* blo
                                         std::index_sequence<I...>) {
   using V = keyvec<T>;
   [[maybe_unused]] constexpr auto net = static_sorting_network<N>();  // empty for N = 1
+  // One cache line per row per block: with tens of rows read side by side the hardware
+  // prefetchers lose track of the streams, and the loads wait on memory.
+  for (int i = 0; i < N; ++i) __builtin_prefetch(base + i * d + PREFETCH_BLOCKS * block_lanes<T>());
   for (int u = 0; u < BLOCK_VECS; ++u) {
     V r[N];
     for (int i = 0; i < N; ++i) r[i] = value_to_key<T>(load_vec<V>(base + i * d + u * vec_lanes<T>()));
