@@ -154,7 +154,7 @@ inline void order_block(keyvec<T>* block, const Comparators& net) {
 // network at run time (its levels below GROUP_ROWS stay inside the groups).
 constexpr int MAX_STATIC_ROWS = 32;
 constexpr int GROUP_ROWS = 16;
-constexpr int PREFETCH_BLOCKS = 4;  // how far ahead along each row the loads are prefetched
+constexpr int PREFETCH_BLOCKS = 8;  // how far ahead along each row the loads are prefetched
 
 template <class T>
 inline void compare_exchange(keyvec<T>& x, keyvec<T>& y) {
