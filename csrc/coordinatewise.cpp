@@ -44,46 +44,49 @@ void mean(const T* X, index_t B, index_t n, index_t d, index_t tile, T* out) {
   }
 }
 
-// ---- rules on sorted columns ---------------------------------------------------------------
-// Each rule reads a sorted block (select.hpp) eight lanes at a time in double, exactly as the
-// reference computes on its float64 copy, and writes w lanes of the result.
+// ---- rules on ordered columns --------------------------------------------------------------
+// Each rule reads an ordered block (select.hpp) four lanes at a time (group g), in double,
+// exactly as the reference computes on its float64 copy, and returns the four results.
+// network_classes says which output positions the rule must find exactly.
 
 template <class T>
-const T* block_row(const T* block, index_t p) {
-  return block + p * block_lanes<T>();
-}
-
-template <class T>
-inline void store_lanes(T* out, index_t w, const v8d& r) {
-  T buf[8];
-  store8_rounded(buf, r);
-  std::memcpy(out, buf, sizeof(T) * std::min<index_t>(8, w));
+inline v4d value_at(const keyvec<T>* block, index_t p, index_t g) {
+  return values_as_double<T>(block + p * BLOCK_VECS, g);
 }
 
 // The median as the reference takes it: 0.5*lo + 0.5*hi in double, halves first so huge float64
 // values do not overflow; for odd n lo and hi are the same element.
 template <class T>
-inline v8d block_median(const T* block, index_t n, index_t g) {
-  const v8d lo = load8_as_double(block_row(block, (n - 1) / 2) + g);
-  const v8d hi = load8_as_double(block_row(block, n / 2) + g);
-  return 0.5 * lo + 0.5 * hi;
+inline v4d block_median(const keyvec<T>* block, index_t n, index_t g) {
+  return 0.5 * value_at<T>(block, (n - 1) / 2, g) + 0.5 * value_at<T>(block, n / 2, g);
 }
 
 struct MedianOfBlock {
+  std::vector<int> network_classes(index_t n) const {
+    std::vector<int> c(n);
+    for (index_t p = 0; p < n; ++p) c[p] = p < (n - 1) / 2 ? 0 : p == (n - 1) / 2 ? 1 : p == n / 2 ? 2 : 3;
+    return c;
+  }
   template <class T>
-  void operator()(const T* block, index_t n, index_t g, index_t w, T* out) const {
-    store_lanes(out, w, block_median(block, n, g));
+  v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
+    return block_median<T>(block, n, g);
   }
 };
 
-// Middle n - 2f values summed in row order, as numpy sums the reference's sorted slice.
+// The middle n - 2f values summed in position order (the network leaves them as a set, not
+// sorted: the sum differs from the reference's only by rounding, within the tests' tolerance).
 struct TrimmedMeanOfBlock {
   index_t f;
+  std::vector<int> network_classes(index_t n) const {
+    std::vector<int> c(n);
+    for (index_t p = 0; p < n; ++p) c[p] = p < f ? 0 : p < n - f ? 1 : 2;
+    return c;
+  }
   template <class T>
-  void operator()(const T* block, index_t n, index_t g, index_t w, T* out) const {
-    v8d acc = load8_as_double(block_row(block, f) + g);
-    for (index_t p = f + 1; p < n - f; ++p) acc += load8_as_double(block_row(block, p) + g);
-    store_lanes(out, w, acc / static_cast<double>(n - 2 * f));
+  v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
+    v4d acc = value_at<T>(block, f, g);
+    for (index_t p = f + 1; p < n - f; ++p) acc += value_at<T>(block, p, g);
+    return acc / static_cast<double>(n - 2 * f);
   }
 };
 
@@ -93,81 +96,135 @@ struct TrimmedMeanOfBlock {
 // falling inward) and the right end (rising outward), so s is the merge-path split where the
 // last dropped left value is strictly farther than the first kept right one and the last
 // dropped right value is at least as far as the first kept left one. A NaN distance (NaN value
-// or infinite median) counts as +Inf, as in the reference.
+// or infinite median) counts as +Inf, as in the reference. Only positions [0, f], [n-f-1, n)
+// and the median's must be exact; the rest of the middle is summed as a set.
 struct MeanAroundMedianOfBlock {
   index_t f;
+  std::vector<int> network_classes(index_t n) const {
+    std::vector<int> c(n);
+    for (index_t p = 0; p < n; ++p) {
+      const bool middle = p > f && p < n - f - 1 && p != (n - 1) / 2 && p != n / 2;
+      c[p] = middle ? -1 : static_cast<int>(p);
+    }
+    return c;
+  }
   template <class T>
-  void operator()(const T* block, index_t n, index_t g, index_t w, T* out) const {
-    const v8d med = block_median(block, n, g);
-    const v8d inf = v8d{} + std::numeric_limits<double>::infinity();
+  v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
+    using D = v4d;
+    const D med = block_median<T>(block, n, g);
+    const D inf = D{} + std::numeric_limits<double>::infinity();
     auto dist = [&](index_t p) {
-      const v8d diff = load8_as_double(block_row(block, p) + g) - med;
-      const v8d a = diff < 0 ? -diff : diff;
+      const D diff = value_at<T>(block, p, g) - med;
+      const D a = diff < 0 ? -diff : diff;
       return a == a ? a : inf;
     };
     const index_t keep = n - f;
-    v8d start = v8d{};
+    // Candidate s needs dist(s - 1) > dist(s + keep - 1) and dist(s + keep) >= dist(s); each
+    // distance is computed once, carried from one candidate to the next.
+    D start = D{}, left = dist(0), left_before = D{}, right_last = D{};
     for (index_t s = 0; s <= f; ++s) {
-      auto ok = dist(s) == dist(s);  // all true
-      if (s > 0) ok &= dist(s - 1) > dist(s + keep - 1);
-      if (s < f) ok &= dist(s + keep) >= dist(s);
-      start = ok ? v8d{} + static_cast<double>(s) : start;
+      auto ok = med == med || med != med;  // all lanes true
+      if (s > 0) ok &= left_before > right_last;
+      D right_next = D{};
+      if (s < f) {
+        right_next = dist(s + keep);
+        ok &= right_next >= left;
+      }
+      start = ok ? D{} + static_cast<double>(s) : start;
+      left_before = left;
+      if (s < f) left = dist(s + 1);
+      right_last = right_next;
     }
-    v8d acc = v8d{};
-    for (index_t p = f; p < keep; ++p) acc += load8_as_double(block_row(block, p) + g);
-    for (index_t p = 0; p < f; ++p) {
-      const v8d x = load8_as_double(block_row(block, p) + g);
-      acc += start <= static_cast<double>(p) ? x : v8d{};
-    }
-    for (index_t p = keep; p < n; ++p) {
-      const v8d x = load8_as_double(block_row(block, p) + g);
-      acc += start + static_cast<double>(keep) > static_cast<double>(p) ? x : v8d{};
-    }
-    store_lanes(out, w, acc / static_cast<double>(keep));
+    D acc = D{};
+    for (index_t p = f; p < keep; ++p) acc += value_at<T>(block, p, g);
+    for (index_t p = 0; p < f; ++p) acc += start <= static_cast<double>(p) ? value_at<T>(block, p, g) : D{};
+    for (index_t p = keep; p < n; ++p)
+      acc += start + static_cast<double>(keep) > static_cast<double>(p) ? value_at<T>(block, p, g) : D{};
+    return acc / static_cast<double>(keep);
   }
 };
 
-template <class T, class Rule>
-inline void sorted_rule_block(const T* base, index_t n, index_t d, index_t w, const Comparators* net,
-                              vec64<T>* block, lane_mask<T>* nan_count, Rule rule, T* out) {
-  load_block(base, n, d, w, block, nan_count);
-  sort_block<T>(block, *net);
-  restore_nans<T>(block, n, nan_count);
-  for (index_t g = 0; g < w; g += 8) rule(reinterpret_cast<const T*>(block), n, g, w - g, out + g);
-}
-BYZKERN_DISPATCH(sorted_rule_block_dispatched, sorted_rule_block)
+// Rows known at compile time (N <= MAX_STATIC_ROWS, unrolled network) or not (N = 0).
+template <class T, int N>
+struct RowCount {
+  using value_type = T;
+  static constexpr int rows = N;
+};
 
-// OpenMP over (batch item, column tile); each tile is cut into blocks of block_lanes columns.
+// One column tile [0, w) of batch item base: block by block, keys in, network, rule out. A
+// last block narrower than block_lanes is first copied into tail (n rows of block_lanes, the
+// rest zero), so the loads are full vectors everywhere.
+template <class S, class Rule>
+inline void ordered_rule_tile(const typename S::value_type* base, index_t n, index_t d, index_t w,
+                              const Comparators* net, keyvec<typename S::value_type>* block,
+                              typename S::value_type* tail, Rule rule, typename S::value_type* out) {
+  using T = typename S::value_type;
+  constexpr index_t lanes = block_lanes<T>();
+  for (index_t c = 0; c < w; c += lanes) {
+    const index_t wb = std::min(lanes, w - c);
+    const T* src = base + c;
+    index_t stride = d;
+    if (wb < lanes) {
+      std::fill(tail, tail + n * lanes, T(0));
+      for (index_t i = 0; i < n; ++i) std::memcpy(tail + i * lanes, src + i * d, sizeof(T) * wb);
+      src = tail;
+      stride = lanes;
+    }
+    if constexpr (S::rows > 0) {
+      load_and_order_block_static<T, S::rows>(src, stride, block,
+                                              std::make_index_sequence<static_sorting_network<S::rows>().size()>{});
+    } else {
+      load_and_order_groups<T>(src, n, stride, block);
+      order_block<T>(block, *net);
+    }
+    for (index_t g = 0; 4 * g < wb; ++g) {
+      const vec4<T> r = __builtin_convertvector(rule.template operator()<T>(block, n, g), vec4<T>);
+      std::memcpy(out + c + 4 * g, &r, sizeof(T) * std::min<index_t>(4, wb - 4 * g));
+    }
+  }
+}
+BYZKERN_DISPATCH(ordered_rule_tile_dispatched, ordered_rule_tile)
+
+// The tile kernel with the network unrolled for n rows where there is one, else the runtime one.
+template <class T, int N = 1, class... A>
+void ordered_rule_tile_for(index_t n, A... a) {
+  if constexpr (N <= MAX_STATIC_ROWS) {
+    if (n == N) return ordered_rule_tile_dispatched<RowCount<T, N>>(a...);
+    ordered_rule_tile_for<T, N + 1>(n, a...);
+  } else {
+    ordered_rule_tile_dispatched<RowCount<T, 0>>(a...);
+  }
+}
+
+// OpenMP over (batch item, column tile).
 template <class T, class Rule>
-void sorted_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rule rule, T* out) {
-  const Comparators net = sorting_network(n);
-  const index_t tiles = num_tiles(d, tile), lanes = block_lanes<T>();
+void ordered_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rule rule, T* out) {
+  const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), rule.network_classes(n));
+  const index_t tiles = num_tiles(d, tile);
 #pragma omp parallel
   {
-    AlignedVectors<vec64<T>> block(n * BLOCK_VECS);
-    AlignedVectors<lane_mask<T>> nan_count(BLOCK_VECS);
+    AlignedVectors<keyvec<T>> block(n * BLOCK_VECS);
+    std::vector<T> tail(n * block_lanes<T>());
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
       const index_t b = job / tiles, c0 = (job % tiles) * tile;
-      const index_t c1 = std::min(d, c0 + tile);
-      for (index_t c = c0; c < c1; c += lanes)
-        sorted_rule_block_dispatched<T>(X + b * n * d + c, n, d, std::min(lanes, c1 - c), &net,
-                                        block.data(), nan_count.data(), rule, out + b * d + c);
+      ordered_rule_tile_for<T>(n, X + b * n * d + c0, n, d, std::min(tile, d - c0), &net, block.data(), tail.data(),
+                               rule, out + b * d + c0);
     }
   }
 }
 
 template <class T>
 void cwmed(const T* X, index_t B, index_t n, index_t d, index_t tile, T* out) {
-  sorted_rule(X, B, n, d, tile, MedianOfBlock{}, out);
+  ordered_rule(X, B, n, d, tile, MedianOfBlock{}, out);
 }
 template <class T>
 void cwtm(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile, T* out) {
-  sorted_rule(X, B, n, d, tile, TrimmedMeanOfBlock{f}, out);
+  ordered_rule(X, B, n, d, tile, TrimmedMeanOfBlock{f}, out);
 }
 template <class T>
 void meamed(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile, T* out) {
-  sorted_rule(X, B, n, d, tile, MeanAroundMedianOfBlock{f}, out);
+  ordered_rule(X, B, n, d, tile, MeanAroundMedianOfBlock{f}, out);
 }
 
 #define BYZKERN_INSTANTIATE(T)                                                              \

@@ -195,3 +195,31 @@ def test_mean_past_2_to_the_31_elements():
     X[0, -1] = n * pattern  # exact in float32: n * 7 < 2^24
     X[0, n // 2] = -n * pattern[::-1]
     np.testing.assert_array_equal(cpu.mean(X)[0], (pattern - pattern[::-1]).astype(np.float32))
+
+
+def _columns_with_every_hazard(rng, n, d, dtype):
+    """Ties, -0 and +0, +-Inf, 1e38 and NaN of either sign (x86's default NaN is negative),
+    scattered so that some columns hold more non-finite entries than any f tolerates."""
+    X = rng.integers(-3, 4, size=(1, n, d)).astype(dtype) * rng.choice([1.0, 0.5, 1e38], size=(1, n, d))
+    hazards = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0], dtype)
+    where = rng.random((1, n, d)) < 0.15
+    X[where] = rng.choice(hazards, size=where.sum())
+    return X
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_coordinatewise_rules_for_every_row_count(dtype, monkeypatch):
+    """cwmed, cwtm and meamed against the reference for n = 1..70: the networks unrolled at
+    compile time (small n) and the runtime one, with d not a multiple of the block width."""
+    from _harness import assert_close
+    from byzkern.backends import reference
+
+    monkeypatch.setattr(_config, "COL_TILE", 40)
+    rng = np.random.default_rng(11)
+    for n in range(1, 71):
+        X = _columns_with_every_hazard(rng, n, 83, dtype)
+        with np.errstate(invalid="ignore", over="ignore"):  # the reference meets Inf - Inf
+            assert_close(cpu.cwmed(X), reference.cwmed(X), exact=True)
+            for f in sorted({0, (n - 1) // 2, n // 5}):
+                assert_close(cpu.cwtm(X, f), reference.cwtm(X, f))
+                assert_close(cpu.meamed(X, f), reference.meamed(X, f))
