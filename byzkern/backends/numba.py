@@ -8,6 +8,7 @@ Sums are accumulated in float64 for float32 input too.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -67,13 +68,76 @@ def mean(X):
 
 
 _MEDIAN, _TRIMMED_MEAN, _MEAN_AROUND_MEDIAN = 0, 1, 2
+#: columns sorted together: one sorting network runs across all of them, so each
+#: compare-exchange is an elementwise min/max of two block rows that LLVM vectorizes. A
+#: compile-time constant, because the loop over lanes must keep a known trip count.
+_LANES = 64
+
+
+@functools.lru_cache(maxsize=None)
+def _sorting_network(n):
+    """Batcher's odd-even merge sort for any n as (comparators, 2) int64 pairs (a < b): the
+    network of the next power of two without the comparators that touch an index >= n, exact
+    because those positions would hold +Inf padding that no comparator moves (csrc/select.hpp)."""
+    net = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        net.append((i + j, i + j + k))
+            k >>= 1
+        p <<= 1
+    return np.array(net, dtype=np.int64).reshape(-1, 2)
 
 
 @numba.njit(inline="always")
-def _middle(s):
-    n = s.size
-    # halves first, in float64, exactly as the reference (no overflow for huge values)
-    return 0.5 * np.float64(s[(n - 1) // 2]) + 0.5 * np.float64(s[n // 2])
+def _load_block(X, b, s0, w, block, nans):
+    """Copies columns s0:s0+w of the n rows into block lanes 0..w with NaN replaced by +Inf, and
+    counts the NaNs per lane: NaN orders above +Inf, so after sorting the last nans[l]
+    positions of lane l are its NaNs. Returns whether any lane has one."""
+    nans[:] = 0
+    for i in range(X.shape[1]):
+        row = X[b, i, s0:s0 + w]  # a row slice: the copy loop vectorizes, 3-D indexing did not
+        lanes = block[i]
+        for l in range(w):
+            x = row[l]
+            nan = x != x
+            nans[l] += nan
+            lanes[l] = np.inf if nan else x
+    any_nan = 0
+    for l in range(w):
+        any_nan |= nans[l]
+    return any_nan != 0
+
+
+@numba.njit(inline="always")
+def _sort_block(block, net):
+    for q in range(net.shape[0]):
+        low, high = block[net[q, 0]], block[net[q, 1]]
+        for l in range(_LANES):
+            x, y = low[l], high[l]
+            low[l] = y if y < x else x
+            high[l] = x if y < x else y
+
+
+@numba.njit(inline="always")
+def _restore_nans(block, w, nans):
+    n = block.shape[0]
+    for l in range(w):
+        for p in range(n - nans[l], n):
+            block[p, l] = np.nan
+
+
+@numba.njit(inline="always")
+def _median_lanes(block, w, med):
+    """The reference's median per lane: halves first, in float64 (no overflow for huge values)."""
+    n = block.shape[0]
+    lo, hi = block[(n - 1) // 2], block[n // 2]
+    for l in range(w):
+        med[l] = 0.5 * np.float64(lo[l]) + 0.5 * np.float64(hi[l])
 
 
 @numba.njit(inline="always")
@@ -83,54 +147,75 @@ def _far(value, med):
     return np.inf if dist != dist else dist
 
 
-@numba.njit
-def _mean_around_median(s, keep):
-    """Mean of the ``keep`` values of sorted ``s`` closest to its median, distance ties going to
-    the smaller value. The closest values form a window around the middle: grow it one value at
-    a time from the side whose next value is closer (the lower side on ties)."""
-    n = s.size
-    med = _middle(s)
-    lo, hi = (n - 1) // 2, (n - 1) // 2 + 1  # window s[lo + 1 : hi] grows from empty
-    total = 0.0
-    for _ in range(keep):
-        if hi >= n or (lo >= 0 and _far(s[lo], med) <= _far(s[hi], med)):
-            total += s[lo]
-            lo -= 1
-        else:
-            total += s[hi]
-            hi += 1
-    return total / keep
+@numba.njit(inline="always")
+def _mean_around_median_lanes(block, w, f, med, start, acc):
+    """Mean of the n - f values of each sorted lane closest to its median, distance ties going to
+    the smaller value. They form a window [s, s + n - f) with s in [0, f]: dropping the f values
+    of largest (distance, position) merges the left end (distances falling inward) with the
+    right end (rising outward), so s is where the last dropped left value is strictly farther
+    than the first kept right one and the last dropped right value is at least as far as the
+    first kept left one (as csrc/coordinatewise.cpp)."""
+    n = block.shape[0]
+    keep = n - f
+    _median_lanes(block, w, med)
+    start[:w] = 0
+    for s in range(f + 1):
+        for l in range(w):
+            ok = True
+            if s > 0:
+                ok = _far(block[s - 1, l], med[l]) > _far(block[s + keep - 1, l], med[l])
+            if s < f:
+                ok = ok and _far(block[s + keep, l], med[l]) >= _far(block[s, l], med[l])
+            if ok:
+                start[l] = s
+    acc[:w] = 0.0
+    for p in range(n):
+        row = block[p]
+        for l in range(w):
+            if start[l] <= p < start[l] + keep:
+                acc[l] += row[l]
+    for l in range(w):
+        acc[l] /= keep
 
 
 @numba.njit(**_KERNEL)
-def _coordinatewise(X, rule, f, tile, out):
+def _coordinatewise(X, rule, f, net, tile, out):
     B, n, d = X.shape
     tiles = (d + tile - 1) // tile
     for job in numba.prange(B * tiles):
         b, c0 = job // tiles, (job % tiles) * tile
-        w = min(tile, d - c0)
-        # one contiguous column per value set: reads of X stay row-wise, selection is local
-        columns = np.empty((w, n), X.dtype)
-        for i in range(n):
-            for j in range(w):
-                columns[j, i] = X[b, i, c0 + j]
-        for j in range(w):
-            s = columns[j]
-            s.sort()  # Numba's float sort puts NaN after +Inf: the 'outlier' order
+        c1 = min(d, c0 + tile)
+        # lanes past w keep stale finite values: they are sorted along but never read
+        block = np.zeros((n, _LANES), X.dtype)
+        nans = np.empty(_LANES, np.int64)
+        result = np.empty(_LANES)
+        start = np.empty(_LANES, np.int64)
+        med = np.empty(_LANES)
+        for s0 in range(c0, c1, _LANES):
+            w = min(_LANES, c1 - s0)
+            has_nan = _load_block(X, b, s0, w, block, nans)
+            _sort_block(block, net)
+            if has_nan:
+                _restore_nans(block, w, nans)
             if rule == _MEDIAN:
-                out[b, c0 + j] = _middle(s)
+                _median_lanes(block, w, result)
             elif rule == _TRIMMED_MEAN:
-                total = 0.0
-                for i in range(f, n - f):
-                    total += s[i]
-                out[b, c0 + j] = total / (n - 2 * f)
+                result[:w] = 0.0
+                for p in range(f, n - f):  # in row order, as numpy sums the sorted slice
+                    row = block[p]
+                    for l in range(w):
+                        result[l] += row[l]
+                for l in range(w):
+                    result[l] /= n - 2 * f
             else:
-                out[b, c0 + j] = _mean_around_median(s, n - f)
+                _mean_around_median_lanes(block, w, f, med, start, result)
+            for l in range(w):
+                out[b, s0 + l] = result[l]
 
 
 def _run_coordinatewise(X, rule, f):
     out = np.empty((X.shape[0], X.shape[2]), X.dtype)
-    _coordinatewise(X, rule, f, _config.COL_TILE, out)
+    _coordinatewise(X, rule, f, _sorting_network(X.shape[1]), _config.COL_TILE, out)
     return out
 
 
