@@ -332,17 +332,29 @@ def _mix_rows(X, idx, tile, out):
         b, c0 = job // tiles, (job % tiles) * tile
         w = min(tile, d - c0)
         acc = np.empty(w)
+        rows = np.empty(k, np.int64)
         for j in range(m):
-            acc[:] = 0.0
             count = 0
             for t in range(k):
-                r = idx[b, j, t]
-                if r >= 0:
+                if idx[b, j, t] >= 0:
+                    rows[count] = idx[b, j, t]
                     count += 1
-                    for c in range(w):
-                        acc[c] += X[b, r, c0 + c]
+            # rows as slices, four per pass over acc: the same additions in the same order
+            acc[:] = 0.0
+            t = 0
+            while t + 4 <= count:
+                r0, r1 = X[b, rows[t], c0:c0 + w], X[b, rows[t + 1], c0:c0 + w]
+                r2, r3 = X[b, rows[t + 2], c0:c0 + w], X[b, rows[t + 3], c0:c0 + w]
+                for c in range(w):
+                    acc[c] = (((acc[c] + r0[c]) + r1[c]) + r2[c]) + r3[c]
+                t += 4
+            for t in range(t, count):
+                row = X[b, rows[t], c0:c0 + w]
+                for c in range(w):
+                    acc[c] += row[c]
+            dst = out[b, j, c0:c0 + w]
             for c in range(w):
-                out[b, j, c0 + c] = acc[c] / count
+                dst[c] = acc[c] / count
 
 
 def mix_rows(X, idx):
@@ -362,26 +374,27 @@ def _norm_partials(X, q, tile, partial, probe):
         c0 = t * tile
         c1 = min(d, c0 + tile)
         for i in range(n):
+            row = X[b, i, c0:c1]
             total, zero = 0.0, 0.0
             if q == 2.0:
-                for c in range(c0, c1):
-                    x = np.float64(X[b, i, c])
+                for c in range(c1 - c0):
+                    x = np.float64(row[c])
                     total += x * x
                     zero += x * 0.0
             elif q == 1.0:
-                for c in range(c0, c1):
-                    x = np.float64(X[b, i, c])
+                for c in range(c1 - c0):
+                    x = np.float64(row[c])
                     total += abs(x)
                     zero += x * 0.0
             elif q == np.inf:
-                for c in range(c0, c1):
-                    x = abs(np.float64(X[b, i, c]))
+                for c in range(c1 - c0):
+                    x = abs(np.float64(row[c]))
                     if x > total or x != x:  # a NaN, once seen, stays
                         total = x
                     zero += x * 0.0
             else:
-                for c in range(c0, c1):
-                    x = np.float64(X[b, i, c])
+                for c in range(c1 - c0):
+                    x = np.float64(row[c])
                     total += abs(x) ** q
                     zero += x * 0.0
             partial[b, t, i] = total
@@ -417,8 +430,9 @@ def _scale_rows(X, scale, tile, out):
         c1 = min(d, c0 + tile)
         for i in range(n):
             s = scale[b, i]
-            for c in range(c0, c1):
-                out[b, i, c] = np.float64(X[b, i, c]) * s
+            row, dst = X[b, i, c0:c1], out[b, i, c0:c1]
+            for c in range(c1 - c0):
+                dst[c] = np.float64(row[c]) * s
 
 
 def _clip_scale(norms, tau):
@@ -438,9 +452,10 @@ def clip(X, tau):
 @numba.njit(inline="always")
 def _row_sqdist(X, b, i, v, c0, c1):
     """sum over columns c0:c1 of (x_i - v)^2 in float64."""
+    row, center = X[b, i, c0:c1], v[b, c0:c1]
     total = 0.0
-    for c in range(c0, c1):
-        diff = np.float64(X[b, i, c]) - v[b, c]
+    for c in range(c1 - c0):
+        diff = np.float64(row[c]) - center[c]
         total += diff * diff
     return total
 
@@ -455,9 +470,10 @@ def _sqdist_to_center(X, v, tile, sq, probe):
         c0 = t * tile
         c1 = min(d, c0 + tile)
         for i in range(n):
+            row = X[b, i, c0:c1]
             zero = 0.0
-            for c in range(c0, c1):
-                zero += np.float64(X[b, i, c]) * 0.0
+            for c in range(c1 - c0):
+                zero += np.float64(row[c]) * 0.0
             probe[b, t, i] = zero
             sq[b, t, i] = _row_sqdist(X, b, i, v, c0, c1)
 
@@ -481,17 +497,19 @@ def _update_center(X, coef, divisor, centered, rows, items, v, tile, block, sq):
         for s0 in range(c0, c1, block):
             s1 = min(c1, s0 + block)
             acc[:] = 0.0
+            center = v[b, s0:s1]
             for i in range(n):
                 if rows[b, i]:
                     a = coef[b, i]
+                    row = X[b, i, s0:s1]
                     if centered:
-                        for c in range(s0, s1):
-                            acc[c - s0] += a * (np.float64(X[b, i, c]) - v[b, c])
+                        for c in range(s1 - s0):
+                            acc[c] += a * (np.float64(row[c]) - center[c])
                     else:
-                        for c in range(s0, s1):
-                            acc[c - s0] += a * np.float64(X[b, i, c])
-            for c in range(s0, s1):
-                v[b, c] = v[b, c] + acc[c - s0] / divisor[b] if centered else acc[c - s0] / divisor[b]
+                        for c in range(s1 - s0):
+                            acc[c] += a * np.float64(row[c])
+            for c in range(s1 - s0):
+                center[c] = center[c] + acc[c] / divisor[b] if centered else acc[c] / divisor[b]
             for i in range(n):
                 if rows[b, i]:
                     sq[b, t, i] += _row_sqdist(X, b, i, v, s0, s1)
