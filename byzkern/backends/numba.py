@@ -13,6 +13,7 @@ import math
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz
 
 from .. import _config, _random
 from . import serial_when_small
@@ -728,7 +729,8 @@ def _randk(X, k, seed, values, indices):
     n, d = X.shape
     scale = np.float64(d) / np.float64(k)
     for row in numba.prange(n):
-        chosen = np.zeros(d, np.bool_)
+        # a bitset: its scan in index order touches d / 64 words, not d flags
+        chosen = np.zeros((d + 63) // 64, np.uint64)
         w = np.empty(4, np.uint64)
         for s in range(k):
             if s % 2 == 0:
@@ -736,15 +738,18 @@ def _randk(X, k, seed, values, indices):
             o = (s % 2) * 2
             j = d - k + s
             t = _below(_uniform53(w[o], w[o + 1]), j + 1)
-            if chosen[t]:
-                chosen[j] = True
-            else:
-                chosen[t] = True
+            if (chosen[t >> 6] >> np.uint64(t & 63)) & _U1:
+                t = j
+            chosen[t >> 6] |= _U1 << np.uint64(t & 63)
         out = 0
-        for i in range(d):
-            if chosen[i]:
+        x = X[row]
+        for word in range(chosen.size):
+            bits = chosen[word]
+            while bits:
+                i = word * 64 + np.int64(trailing_zeros(bits))
+                bits &= bits - _U1
                 indices[row, out] = i
-                values[row, out] = np.float64(X[row, i]) * scale
+                values[row, out] = np.float64(x[i]) * scale
                 out += 1
 
 
