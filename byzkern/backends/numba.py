@@ -967,18 +967,18 @@ def _mean_std(X, ddof, tile, mean, std):
         w = min(tile, d - c0)
         mu = np.zeros(w)
         ss = np.zeros(w)
-        for i in range(h):
-            for j in range(w):
-                mu[j] += X[b, i, c0 + j]
+        _add_rows(X, b, c0, w, mu)
         for j in range(w):
             mu[j] /= h
         for i in range(h):  # two-pass variance over the tile while it is in cache
+            row = X[b, i, c0:c0 + w]
             for j in range(w):
-                dev = X[b, i, c0 + j] - mu[j]
+                dev = row[j] - mu[j]
                 ss[j] += dev * dev
+        mean_out, std_out = mean[b, c0:c0 + w], std[b, c0:c0 + w]
         for j in range(w):
-            mean[b, c0 + j] = mu[j]
-            std[b, c0 + j] = math.sqrt(ss[j] / (h - ddof))
+            mean_out[j] = mu[j]
+            std_out[j] = math.sqrt(ss[j] / (h - ddof))
 
 
 def mean_std(X, ddof):
