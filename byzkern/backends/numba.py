@@ -652,17 +652,25 @@ def _unpack(src, pos, m, width, codes):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _ordered_row_sums(X, square, out):
+def _ordered_row_sums(X, square, lanes, out):
     n, d = X.shape
     chunks = (d + _SUM_CHUNK - 1) // _SUM_CHUNK
     partial = np.empty(n * chunks)
     for job in numba.prange(n * chunks):
         row, c0 = job // chunks, (job % chunks) * _SUM_CHUNK
         c1 = min(d, c0 + _SUM_CHUNK)
+        x = X[row, c0:c1]
         lane = np.zeros(8)
-        for i in range(c0, c1):
-            v = np.float64(X[row, i])
-            lane[(i - c0) % 8] += v * v if square else abs(v)
+        whole = (c1 - c0) // 8 * 8
+        for i in range(0, whole, 8):
+            # ``lanes`` is 8, passed at run time: with a constant trip count this loop is
+            # unrolled into scalar code (Numba runs no SLP vectorizer); unknown, it vectorizes
+            for j in range(lanes):
+                v = np.float64(x[i + j])
+                lane[j] += v * v if square else abs(v)
+        for i in range(whole, c1 - c0):
+            v = np.float64(x[i])
+            lane[i - whole] += v * v if square else abs(v)
         partial[job] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
     for row in range(n):
         total = partial[row * chunks]
@@ -786,7 +794,7 @@ def _qsgd(X, levels, seed, scale, tile, width, codes):
 def qsgd(X, levels, seed):
     n, d = X.shape
     sums = np.empty(n)
-    _ordered_row_sums(X, True, sums)
+    _ordered_row_sums(X, True, 8, sums)
     norms = np.sqrt(sums).astype(X.dtype)
     norm64 = norms.astype(np.float64)
     ok = np.isfinite(norm64) & (norm64 > 0)
@@ -848,10 +856,17 @@ def _sign(X, tile, codes):
     for job in numba.prange(n * tiles):
         row, e0 = job // tiles, (job % tiles) * tile
         e1 = min(d, e0 + tile)
-        c = np.empty(e1 - e0, np.uint32)
-        for e in range(e0, e1):
-            c[e - e0] = 1 if X[row, e] < 0 else 0  # sign(0) = +1, NaN positive
-        _pack(c, e1 - e0, 1, codes[row], e0 // 8)
+        x, out = X[row, e0:e1], codes[row, e0 // 8:(e1 + 7) // 8]
+        # flags first, then eight flags per byte: both loops vectorize (packing straight from
+        # float64 comparisons did not)
+        negative = np.empty(e1 - e0, np.uint8)
+        for e in range(e1 - e0):
+            negative[e] = x[e] < 0  # sign(0) = +1, NaN positive
+        for q in range(out.size):
+            byte = 0
+            for t in range(min(8, e1 - e0 - 8 * q)):
+                byte |= negative[8 * q + t] << t
+            out[q] = byte
 
 
 def sign(X):
@@ -862,7 +877,7 @@ def sign(X):
 
 def scaled_sign(X):
     sums = np.empty(X.shape[0])
-    _ordered_row_sums(X, False, sums)
+    _ordered_row_sums(X, False, 8, sums)
     return (sums / np.float64(X.shape[1])).astype(X.dtype), sign(X)
 
 
