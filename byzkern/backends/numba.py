@@ -588,8 +588,8 @@ _SUM_CHUNK = 65536  # reference.SUM_CHUNK: it fixes the bits of norms and scales
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _philox(seed, block, row, stream, w):
-    """The four words of Philox block ``block`` of (seed, row, stream) into w[0..3] (uint64)."""
+def _philox_words(seed, block, row, stream):
+    """The four words (uint64) of Philox block ``block`` of (seed, row, stream)."""
     k0, k1 = seed & _LO, seed >> _U32
     c0, c1, c2, c3 = block & _LO, block >> _U32, row & _LO, stream
     for _ in range(10):
@@ -598,7 +598,21 @@ def _philox(seed, block, row, stream, w):
         c0, c1, c2, c3 = (p1 >> _U32) ^ c1 ^ k0, p1 & _LO, (p0 >> _U32) ^ c3 ^ k1, p0 & _LO
         k0 = (k0 + _W0) & _LO
         k1 = (k1 + _W1) & _LO
-    w[0], w[1], w[2], w[3] = c0, c1, c2, c3
+    return c0, c1, c2, c3
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _philox(seed, block, row, stream, w):
+    w[0], w[1], w[2], w[3] = _philox_words(seed, block, row, stream)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _philox_run(seed, block0, row, stream, words):
+    """words[4 j + t] = word t of Philox block block0 + j: a loop of independent blocks with no
+    branch, which LLVM vectorizes (vpmuludq), unlike drawing a block whenever an entry needs one."""
+    for j in range(words.size // 4):
+        words[4 * j], words[4 * j + 1], words[4 * j + 2], words[4 * j + 3] = _philox_words(
+            seed, np.uint64(block0 + j), np.uint64(row), stream)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -622,19 +636,26 @@ def _code_tile():
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _pack(codes, m, width, out, pos):
-    """Codes[0..m) of ``width`` bits into out[pos..], little-endian bit stream; the last byte is
-    written even when partly filled (the row's zero padding)."""
-    acc, used = np.uint64(0), 0
-    for j in range(m):
-        acc |= np.uint64(codes[j]) << np.uint64(used)
-        used += width
-        while used >= 8:
-            out[pos] = np.uint8(acc & np.uint64(0xFF))
-            acc >>= np.uint64(8)
-            used -= 8
-            pos += 1
-    if used > 0:
-        out[pos] = np.uint8(acc)
+    """Codes[0..m) of ``width`` <= 16 bits into out[pos..], little-endian bit stream; the last
+    byte is written even when partly filled (the row's zero padding). Eight codes fill exactly
+    ``width`` bytes, so each group of eight is built in two 64-bit words (at most 128 bits) and
+    stored whole, without a branch per code."""
+    w64 = np.uint64(width)
+    for g in range((m + 7) // 8):
+        count = min(8, m - 8 * g)
+        lo, hi = np.uint64(0), np.uint64(0)
+        for t in range(count):
+            code, shift = np.uint64(codes[8 * g + t]), np.uint64(t) * w64
+            if shift < 64:
+                lo |= code << shift
+                if shift + w64 > 64:
+                    hi |= code >> (np.uint64(64) - shift)
+            else:
+                hi |= code << (shift - np.uint64(64))
+        for byte in range((count * width + 7) // 8):
+            word = lo if byte < 8 else hi
+            out[pos + byte] = np.uint8((word >> np.uint64(8 * (byte % 8))) & np.uint64(0xFF))
+        pos += width
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -776,18 +797,18 @@ def _qsgd(X, levels, seed, scale, tile, width, codes):
     for job in numba.prange(n * tiles):
         row, e0 = job // tiles, (job % tiles) * tile
         e1 = min(d, e0 + tile)
+        x = X[row, e0:e1]
+        words = np.empty((e1 - e0 + 3) // 4 * 4, np.uint64)  # entry e draws word e
+        _philox_run(seed, e0 // 4, row, _QSGD, words)  # tiles start at multiples of 8
         c = np.empty(e1 - e0, np.uint32)
-        w = np.empty(4, np.uint64)
         s = scale[row]
-        for e in range(e0, e1):
-            if e % 4 == 0 or e == e0:
-                _philox(seed, np.uint64(e // 4), np.uint64(row), _QSGD, w)
-            x = np.float64(X[row, e])
-            r = 0.0 if s == 0.0 else abs(x) * s
+        for e in range(e1 - e0):
+            v = np.float64(x[e])
+            r = 0.0 if s == 0.0 else abs(v) * s
             low = math.floor(r)
-            up = 1.0 if np.float64(w[e % 4]) < (r - low) * 4294967296.0 else 0.0
+            up = 1.0 if np.float64(words[e]) < (r - low) * 4294967296.0 else 0.0
             level = min(low + up, top)
-            c[e - e0] = (sign_bit if x < 0 else np.uint32(0)) | np.uint32(level)
+            c[e] = (sign_bit if v < 0 else np.uint32(0)) | np.uint32(level)
         _pack(c, e1 - e0, width, codes[row], e0 // 8 * width)
 
 
@@ -806,35 +827,34 @@ def qsgd(X, levels, seed):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _natural(bits, negative, nan, seed, tile, ebits, pbits, codes):
+def _natural(X, bits, seed, tile, ebits, pbits, codes):
     n, d = bits.shape
     tiles = (d + tile - 1) // tile
     wide = pbits > 32  # float64: 64 random bits (two words) per entry
+    per_word = 2 if wide else 1
     emask = (np.uint64(1) << np.uint64(ebits)) - _U1
     mmask = (np.uint64(1) << np.uint64(pbits)) - _U1
     for job in numba.prange(n * tiles):
         row, e0 = job // tiles, (job % tiles) * tile
         e1 = min(d, e0 + tile)
+        x, b = X[row, e0:e1], bits[row, e0:e1]
+        words = np.empty(((e1 - e0) * per_word + 3) // 4 * 4, np.uint64)  # entry e: word e or 2e, 2e+1
+        _philox_run(seed, e0 * per_word // 4, row, _NATURAL, words)  # tiles start at multiples of 8
         c = np.empty(e1 - e0, np.uint32)
-        w = np.empty(4, np.uint64)
-        for e in range(e0, e1):
-            word = 2 * e if wide else e
-            if word % 4 == 0 or e == e0:
-                _philox(seed, np.uint64(word // 4), np.uint64(row), _NATURAL, w)
+        for e in range(e1 - e0):
             if wide:
-                u = ((w[word % 4] << _U32) | w[word % 4 + 1]) >> np.uint64(64 - pbits)
+                u = ((words[2 * e] << _U32) | words[2 * e + 1]) >> np.uint64(64 - pbits)
             else:
-                u = w[word % 4] >> np.uint64(32 - pbits)
-            b = np.uint64(bits[row, e])
-            mantissa = b & mmask
-            exponent = (b >> np.uint64(pbits)) & emask
+                u = words[e] >> np.uint64(32 - pbits)
+            mantissa = np.uint64(b[e]) & mmask
+            exponent = (np.uint64(b[e]) >> np.uint64(pbits)) & emask
             if exponent != emask and u < mantissa:
                 exponent += _U1
-            if nan[row, e]:
-                c[e - e0] = np.uint32(1) << np.uint32(ebits)
+            if x[e] != x[e]:
+                c[e] = np.uint32(1) << np.uint32(ebits)
             else:
-                sign = np.uint32(1) if negative[row, e] and exponent != 0 else np.uint32(0)
-                c[e - e0] = (sign << np.uint32(ebits)) | np.uint32(exponent)
+                sign = np.uint32(1) if x[e] < 0 and exponent != 0 else np.uint32(0)
+                c[e] = (sign << np.uint32(ebits)) | np.uint32(exponent)
         _pack(c, e1 - e0, ebits + 1, codes[row], e0 // 8 * (ebits + 1))
 
 
@@ -845,7 +865,7 @@ def natural(X, seed):
     n, d = X.shape
     uint, ebits, pbits = _FLOAT_BITS[X.dtype]
     codes = np.empty((n, _row_bytes(d, ebits + 1)), np.uint8)
-    _natural(X.view(uint), X < 0, np.isnan(X), np.uint64(seed), _code_tile(), ebits, pbits, codes)
+    _natural(X, X.view(uint), np.uint64(seed), _code_tile(), ebits, pbits, codes)
     return codes
 
 
