@@ -494,26 +494,63 @@ def _update_center(X, coef, divisor, centered, rows, items, v, tile, block, sq):
             continue
         c0 = t * tile
         c1 = min(d, c0 + tile)
+        used = np.empty(n, np.int64)
+        m = 0
+        for i in range(n):
+            if rows[b, i]:
+                used[m] = i
+                m += 1
+        quads = m // 4 * 4
         acc = np.empty(block)
         for s0 in range(c0, c1, block):
             s1 = min(c1, s0 + block)
-            acc[:] = 0.0
+            w = s1 - s0
+            acc[:w] = 0.0
             center = v[b, s0:s1]
-            for i in range(n):
-                if rows[b, i]:
-                    a = coef[b, i]
-                    row = X[b, i, s0:s1]
-                    if centered:
-                        for c in range(s1 - s0):
-                            acc[c] += a * (np.float64(row[c]) - center[c])
-                    else:
-                        for c in range(s1 - s0):
-                            acc[c] += a * np.float64(row[c])
-            for c in range(s1 - s0):
+            # four rows per pass over acc and center: a quarter of their loads and stores
+            for g in range(0, quads, 4):
+                i0, i1, i2, i3 = used[g], used[g + 1], used[g + 2], used[g + 3]
+                a0, a1, a2, a3 = coef[b, i0], coef[b, i1], coef[b, i2], coef[b, i3]
+                r0, r1 = X[b, i0, s0:s1], X[b, i1, s0:s1]
+                r2, r3 = X[b, i2, s0:s1], X[b, i3, s0:s1]
+                if centered:
+                    for c in range(w):
+                        z = center[c]
+                        acc[c] += (a0 * (np.float64(r0[c]) - z) + a1 * (np.float64(r1[c]) - z)
+                                   + a2 * (np.float64(r2[c]) - z) + a3 * (np.float64(r3[c]) - z))
+                else:
+                    for c in range(w):
+                        acc[c] += (a0 * np.float64(r0[c]) + a1 * np.float64(r1[c])
+                                   + a2 * np.float64(r2[c]) + a3 * np.float64(r3[c]))
+            for g in range(quads, m):
+                a, row = coef[b, used[g]], X[b, used[g], s0:s1]
+                if centered:
+                    for c in range(w):
+                        acc[c] += a * (np.float64(row[c]) - center[c])
+                else:
+                    for c in range(w):
+                        acc[c] += a * np.float64(row[c])
+            for c in range(w):
                 center[c] = center[c] + acc[c] / divisor[b] if centered else acc[c] / divisor[b]
-            for i in range(n):
-                if rows[b, i]:
-                    sq[b, t, i] += _row_sqdist(X, b, i, v, s0, s1)
+            for g in range(0, quads, 4):
+                i0, i1, i2, i3 = used[g], used[g + 1], used[g + 2], used[g + 3]
+                r0, r1 = X[b, i0, s0:s1], X[b, i1, s0:s1]
+                r2, r3 = X[b, i2, s0:s1], X[b, i3, s0:s1]
+                q0 = q1 = q2 = q3 = 0.0
+                for c in range(w):
+                    z = center[c]
+                    e0, e1 = np.float64(r0[c]) - z, np.float64(r1[c]) - z
+                    e2, e3 = np.float64(r2[c]) - z, np.float64(r3[c]) - z
+                    q0 += e0 * e0
+                    q1 += e1 * e1
+                    q2 += e2 * e2
+                    q3 += e3 * e3
+                sq[b, t, i0] += q0
+                sq[b, t, i1] += q1
+                sq[b, t, i2] += q2
+                sq[b, t, i3] += q3
+            for g in range(quads, m):
+                sq[b, t, used[g]] += _row_sqdist(X, b, used[g], v, s0, s1)
 
 
 def _distances(X, v):
