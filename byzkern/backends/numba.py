@@ -256,8 +256,8 @@ def meamed(X, f):
 def _pairwise_partials(X, chunk, cols, partial):
     """partial[b, g, i, j] (i < j): sum over the columns of chunk g of (x_i - x_j)^2, with
     exact float64 differences. Each block of ``cols`` columns is converted to float64 once for
-    all pairs, and a 2 x 4 block of row pairs keeps its eight sums in registers (as
-    csrc/distances.cpp): six row loads per eight squared differences."""
+    all pairs, and a 4 x 4 block of row pairs keeps its sixteen sums in registers: eight row
+    loads per sixteen squared differences, so the subtract and the FMA bound the loop."""
     B, n, d = X.shape
     chunks = partial.shape[1]
     padded = (n + 3) // 4 * 4
@@ -272,31 +272,37 @@ def _pairwise_partials(X, chunk, cols, partial):
                 row, dst = X[b, i, s0:s0 + w], xd[i]
                 for k in range(w):
                     dst[k] = row[k]
-            for I in range(0, padded, 2):
-                a0, a1 = xd[I], xd[I + 1]
-                for J in range(I // 4 * 4, padded, 4):
+            for I in range(0, padded, 4):
+                a0, a1, a2, a3 = xd[I], xd[I + 1], xd[I + 2], xd[I + 3]
+                for J in range(I, padded, 4):
                     b0, b1, b2, b3 = xd[J], xd[J + 1], xd[J + 2], xd[J + 3]
                     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
+                    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = 0.0
                     for k in range(w):
-                        x0, x1 = a0[k], a1[k]
-                        t = x0 - b0[k]
-                        s00 += t * t
-                        t = x1 - b0[k]
-                        s10 += t * t
-                        t = x0 - b1[k]
-                        s01 += t * t
-                        t = x1 - b1[k]
-                        s11 += t * t
-                        t = x0 - b2[k]
-                        s02 += t * t
-                        t = x1 - b2[k]
-                        s12 += t * t
-                        t = x0 - b3[k]
-                        s03 += t * t
-                        t = x1 - b3[k]
-                        s13 += t * t
-                    sums = ((s00, s01, s02, s03), (s10, s11, s12, s13))
-                    for r in range(2):
+                        x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
+                        y = b0[k]
+                        s00 += (x0 - y) * (x0 - y)
+                        s10 += (x1 - y) * (x1 - y)
+                        s20 += (x2 - y) * (x2 - y)
+                        s30 += (x3 - y) * (x3 - y)
+                        y = b1[k]
+                        s01 += (x0 - y) * (x0 - y)
+                        s11 += (x1 - y) * (x1 - y)
+                        s21 += (x2 - y) * (x2 - y)
+                        s31 += (x3 - y) * (x3 - y)
+                        y = b2[k]
+                        s02 += (x0 - y) * (x0 - y)
+                        s12 += (x1 - y) * (x1 - y)
+                        s22 += (x2 - y) * (x2 - y)
+                        s32 += (x3 - y) * (x3 - y)
+                        y = b3[k]
+                        s03 += (x0 - y) * (x0 - y)
+                        s13 += (x1 - y) * (x1 - y)
+                        s23 += (x2 - y) * (x2 - y)
+                        s33 += (x3 - y) * (x3 - y)
+                    sums = ((s00, s01, s02, s03), (s10, s11, s12, s13), (s20, s21, s22, s23),
+                            (s30, s31, s32, s33))
+                    for r in range(4):
                         for q in range(4):
                             i, j = I + r, J + q
                             if i < j < n:
