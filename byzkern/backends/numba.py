@@ -1066,25 +1066,34 @@ def mean_std(X, ddof):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _gaussian(own, std, seed, out):
+def _gaussian(own, std, seed, tile, out):
+    """Box-Muller: Philox block m of a row gives entries 2m (cos) and 2m + 1 (sin) from u1
+    (words 0, 1) and u2 (words 2, 3). Parallel over (row, tile of ``tile`` pairs), so that a
+    single row (Mimic's draw) uses every thread; the words of a tile come first, in one
+    vectorized loop."""
     rows, d = own.shape
+    pairs = (d + 1) // 2
+    tiles = (pairs + tile - 1) // tile
     two_pi = 2.0 * np.pi
-    for row in numba.prange(rows):
-        w = np.empty(4, np.uint64)
-        for m in range((d + 1) // 2):
-            # Box-Muller: block m of the row gives u1 (words 0, 1) and u2 (words 2, 3)
-            _philox(seed, np.uint64(m), np.uint64(row), _GAUSSIAN, w)
+    for job in numba.prange(rows * tiles):
+        row, m0 = job // tiles, (job % tiles) * tile
+        m1 = min(pairs, m0 + tile)
+        words = np.empty(4 * (m1 - m0), np.uint64)
+        _philox_run(seed, m0, row, _GAUSSIAN, words)
+        x, y = own[row], out[row]
+        for m in range(m0, m1):
+            w = words[4 * (m - m0):4 * (m - m0) + 4]
             radius = math.sqrt(-2.0 * math.log1p(-_uniform53(w[0], w[1])))
             angle = two_pi * _uniform53(w[2], w[3])
-            out[row, 2 * m] = np.float64(own[row, 2 * m]) + std * (radius * math.cos(angle))
+            y[2 * m] = np.float64(x[2 * m]) + std * (radius * math.cos(angle))
             if 2 * m + 1 < d:
-                out[row, 2 * m + 1] = np.float64(own[row, 2 * m + 1]) + std * (radius * math.sin(angle))
+                y[2 * m + 1] = np.float64(x[2 * m + 1]) + std * (radius * math.sin(angle))
 
 
 def gaussian(own, std, seed):
     B, f, d = own.shape
     out = np.empty((B * f, d), own.dtype)
-    _gaussian(own.reshape(B * f, d), std, np.uint64(seed), out)
+    _gaussian(own.reshape(B * f, d), std, np.uint64(seed), _code_tile() // 2, out)
     return out.reshape(B, f, d)
 
 
