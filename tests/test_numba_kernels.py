@@ -43,6 +43,51 @@ def test_coordinatewise_every_n(n, dtype):
             assert_close(nb.meamed(X, f), ref.meamed(X, f))
 
 
+def test_full_blocks_inside_wide_tiles(dtype, monkeypatch):
+    """conftest's 8-column tiles keep every sorting block and pair block partial: with wide
+    tiles the full 64-lane sorting blocks and full pair blocks run too, beside a partial tail."""
+    from byzkern import _config
+
+    monkeypatch.setattr(_config, "COL_TILE", 160)
+    X = outliers(np.random.default_rng(12), (2, 9, 2 * 160 + 37), dtype)
+    X[:, :, 40:] = np.nan_to_num(X[:, :, 40:], nan=1.5, posinf=2.5, neginf=-2.5)  # finite blocks too
+    Y = gaussian(np.random.default_rng(13), (2, 6, 1100), dtype)
+    with np.errstate(invalid="ignore"):
+        assert_close(nb.cwmed(X), ref.cwmed(X), exact=True)
+        assert_close(nb.cwtm(X, 2), ref.cwtm(X, 2))
+        assert_close(nb.meamed(X, 2), ref.meamed(X, 2))
+    assert_close(nb.pairwise_sqdist(Y), ref.pairwise_sqdist(Y))
+
+
+def special_values(rng, shape, dtype):
+    """Gaussian rows with NaN, +-Inf, +-0 and subnormal entries."""
+    X = gaussian(rng, shape, dtype)
+    flat = X.reshape(-1)
+    picks = rng.choice(flat.size, min(flat.size, 6 * max(1, flat.size // 50)), replace=False)
+    tiny = np.finfo(dtype).smallest_subnormal
+    for value, where in zip([np.nan, np.inf, -np.inf, 0.0, -0.0, tiny], np.array_split(picks, 6)):
+        flat[where] = value
+    return X
+
+
+@pytest.mark.parametrize("d", [1, 7, 8, 61, 200])
+def test_compressors_equal_the_reference_bit_for_bit(d, dtype):
+    """Every width of the group-of-eight code packer (qsgd levels 1 .. 32767, natural's 9 and
+    12 bits, sign), the tile-wide Philox runs and randk's bitset, on tiles of 8 entries."""
+    X = special_values(np.random.default_rng(d), (3, d), dtype)
+    calls = {f"qsgd levels={s}": (lambda M, s=s: M.qsgd(X, s, 11)) for s in (1, 2, 3, 7, 100, 32767)}
+    calls.update({"natural": lambda M: M.natural(X, 11), "sign": lambda M: M.sign(X),
+                  "scaled_sign": lambda M: M.scaled_sign(X), "randk": lambda M: M.randk(X, max(1, d // 3), 11),
+                  "topk": lambda M: M.topk(X, max(1, d // 4))})
+    for name, call in calls.items():
+        with np.errstate(invalid="ignore", over="ignore"):
+            got, want = call(nb), call(ref)
+        got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
+
+
 def test_nearly_equal_rows_keep_their_distance(dtype):
     """Rows that differ by 1e-4 in one coordinate out of 1e6, on a common offset of 1e3: the
     distance is that one squared difference, to float64 rounding (the Gram trick loses it)."""

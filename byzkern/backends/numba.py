@@ -8,10 +8,12 @@ Sums are accumulated in float64 for float32 input too.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz
 
 from .. import _config, _random
 from . import serial_when_small
@@ -45,7 +47,26 @@ def _block(n, tile):
 
 # ---- coordinate-wise rules ------------------------------------------------------------------
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+@numba.njit(inline="always")
+def _add_rows(X, b, c0, w, acc):
+    """acc[:w] += the n rows of columns c0:c0+w, in row order, four rows per pass over acc: the
+    same additions as one row per pass with a quarter of the accumulator loads and stores.
+    Rows are taken as slices, whose loops vectorize (3-D indexing in the loop did not)."""
+    n = X.shape[1]
+    i = 0
+    while i + 4 <= n:
+        r0, r1 = X[b, i, c0:c0 + w], X[b, i + 1, c0:c0 + w]
+        r2, r3 = X[b, i + 2, c0:c0 + w], X[b, i + 3, c0:c0 + w]
+        for j in range(w):
+            acc[j] = (((acc[j] + r0[j]) + r1[j]) + r2[j]) + r3[j]
+        i += 4
+    for i in range(i, n):
+        row = X[b, i, c0:c0 + w]
+        for j in range(w):
+            acc[j] += row[j]
+
+
+@numba.njit(**_KERNEL)
 def _mean(X, tile, out):
     B, n, d = X.shape
     tiles = (d + tile - 1) // tile
@@ -53,11 +74,10 @@ def _mean(X, tile, out):
         b, c0 = job // tiles, (job % tiles) * tile
         w = min(tile, d - c0)
         acc = np.zeros(w)  # double accumulation, as in csrc/coordinatewise.cpp
-        for i in range(n):
-            for j in range(w):
-                acc[j] += X[b, i, c0 + j]
+        _add_rows(X, b, c0, w, acc)
+        dst = out[b, c0:c0 + w]
         for j in range(w):
-            out[b, c0 + j] = acc[j] / n
+            dst[j] = acc[j] / n
 
 
 def mean(X):
@@ -67,13 +87,76 @@ def mean(X):
 
 
 _MEDIAN, _TRIMMED_MEAN, _MEAN_AROUND_MEDIAN = 0, 1, 2
+#: columns sorted together: one sorting network runs across all of them, so each
+#: compare-exchange is an elementwise min/max of two block rows that LLVM vectorizes. A
+#: compile-time constant, because the loop over lanes must keep a known trip count.
+_LANES = 64
+
+
+@functools.lru_cache(maxsize=None)
+def _sorting_network(n):
+    """Batcher's odd-even merge sort for any n as (comparators, 2) int64 pairs (a < b): the
+    network of the next power of two without the comparators that touch an index >= n, exact
+    because those positions would hold +Inf padding that no comparator moves (csrc/select.hpp)."""
+    net = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        net.append((i + j, i + j + k))
+            k >>= 1
+        p <<= 1
+    return np.array(net, dtype=np.int64).reshape(-1, 2)
 
 
 @numba.njit(inline="always")
-def _middle(s):
-    n = s.size
-    # halves first, in float64, exactly as the reference (no overflow for huge values)
-    return 0.5 * np.float64(s[(n - 1) // 2]) + 0.5 * np.float64(s[n // 2])
+def _load_block(X, b, s0, w, block, nans):
+    """Copies columns s0:s0+w of the n rows into block lanes 0..w with NaN replaced by +Inf, and
+    counts the NaNs per lane: NaN orders above +Inf, so after sorting the last nans[l]
+    positions of lane l are its NaNs. Returns whether any lane has one."""
+    nans[:] = 0
+    for i in range(X.shape[1]):
+        row = X[b, i, s0:s0 + w]  # a row slice: the copy loop vectorizes, 3-D indexing did not
+        lanes = block[i]
+        for l in range(w):
+            x = row[l]
+            nan = x != x
+            nans[l] += nan
+            lanes[l] = np.inf if nan else x
+    any_nan = 0
+    for l in range(w):
+        any_nan |= nans[l]
+    return any_nan != 0
+
+
+@numba.njit(inline="always")
+def _sort_block(block, net):
+    for q in range(net.shape[0]):
+        low, high = block[net[q, 0]], block[net[q, 1]]
+        for l in range(_LANES):
+            x, y = low[l], high[l]
+            low[l] = y if y < x else x
+            high[l] = x if y < x else y
+
+
+@numba.njit(inline="always")
+def _restore_nans(block, w, nans):
+    n = block.shape[0]
+    for l in range(w):
+        for p in range(n - nans[l], n):
+            block[p, l] = np.nan
+
+
+@numba.njit(inline="always")
+def _median_lanes(block, w, med):
+    """The reference's median per lane: halves first, in float64 (no overflow for huge values)."""
+    n = block.shape[0]
+    lo, hi = block[(n - 1) // 2], block[n // 2]
+    for l in range(w):
+        med[l] = 0.5 * np.float64(lo[l]) + 0.5 * np.float64(hi[l])
 
 
 @numba.njit(inline="always")
@@ -83,54 +166,75 @@ def _far(value, med):
     return np.inf if dist != dist else dist
 
 
-@numba.njit
-def _mean_around_median(s, keep):
-    """Mean of the ``keep`` values of sorted ``s`` closest to its median, distance ties going to
-    the smaller value. The closest values form a window around the middle: grow it one value at
-    a time from the side whose next value is closer (the lower side on ties)."""
-    n = s.size
-    med = _middle(s)
-    lo, hi = (n - 1) // 2, (n - 1) // 2 + 1  # window s[lo + 1 : hi] grows from empty
-    total = 0.0
-    for _ in range(keep):
-        if hi >= n or (lo >= 0 and _far(s[lo], med) <= _far(s[hi], med)):
-            total += s[lo]
-            lo -= 1
-        else:
-            total += s[hi]
-            hi += 1
-    return total / keep
+@numba.njit(inline="always")
+def _mean_around_median_lanes(block, w, f, med, start, acc):
+    """Mean of the n - f values of each sorted lane closest to its median, distance ties going to
+    the smaller value. They form a window [s, s + n - f) with s in [0, f]: dropping the f values
+    of largest (distance, position) merges the left end (distances falling inward) with the
+    right end (rising outward), so s is where the last dropped left value is strictly farther
+    than the first kept right one and the last dropped right value is at least as far as the
+    first kept left one (as csrc/coordinatewise.cpp)."""
+    n = block.shape[0]
+    keep = n - f
+    _median_lanes(block, w, med)
+    start[:w] = 0
+    for s in range(f + 1):
+        for l in range(w):
+            ok = True
+            if s > 0:
+                ok = _far(block[s - 1, l], med[l]) > _far(block[s + keep - 1, l], med[l])
+            if s < f:
+                ok = ok and _far(block[s + keep, l], med[l]) >= _far(block[s, l], med[l])
+            if ok:
+                start[l] = s
+    acc[:w] = 0.0
+    for p in range(n):
+        row = block[p]
+        for l in range(w):
+            if start[l] <= p < start[l] + keep:
+                acc[l] += row[l]
+    for l in range(w):
+        acc[l] /= keep
 
 
 @numba.njit(**_KERNEL)
-def _coordinatewise(X, rule, f, tile, out):
+def _coordinatewise(X, rule, f, net, tile, out):
     B, n, d = X.shape
     tiles = (d + tile - 1) // tile
     for job in numba.prange(B * tiles):
         b, c0 = job // tiles, (job % tiles) * tile
-        w = min(tile, d - c0)
-        # one contiguous column per value set: reads of X stay row-wise, selection is local
-        columns = np.empty((w, n), X.dtype)
-        for i in range(n):
-            for j in range(w):
-                columns[j, i] = X[b, i, c0 + j]
-        for j in range(w):
-            s = columns[j]
-            s.sort()  # Numba's float sort puts NaN after +Inf: the 'outlier' order
+        c1 = min(d, c0 + tile)
+        # lanes past w keep stale finite values: they are sorted along but never read
+        block = np.zeros((n, _LANES), X.dtype)
+        nans = np.empty(_LANES, np.int64)
+        result = np.empty(_LANES)
+        start = np.empty(_LANES, np.int64)
+        med = np.empty(_LANES)
+        for s0 in range(c0, c1, _LANES):
+            w = min(_LANES, c1 - s0)
+            has_nan = _load_block(X, b, s0, w, block, nans)
+            _sort_block(block, net)
+            if has_nan:
+                _restore_nans(block, w, nans)
             if rule == _MEDIAN:
-                out[b, c0 + j] = _middle(s)
+                _median_lanes(block, w, result)
             elif rule == _TRIMMED_MEAN:
-                total = 0.0
-                for i in range(f, n - f):
-                    total += s[i]
-                out[b, c0 + j] = total / (n - 2 * f)
+                result[:w] = 0.0
+                for p in range(f, n - f):  # in row order, as numpy sums the sorted slice
+                    row = block[p]
+                    for l in range(w):
+                        result[l] += row[l]
+                for l in range(w):
+                    result[l] /= n - 2 * f
             else:
-                out[b, c0 + j] = _mean_around_median(s, n - f)
+                _mean_around_median_lanes(block, w, f, med, start, result)
+            for l in range(w):
+                out[b, s0 + l] = result[l]
 
 
 def _run_coordinatewise(X, rule, f):
     out = np.empty((X.shape[0], X.shape[2]), X.dtype)
-    _coordinatewise(X, rule, f, _config.COL_TILE, out)
+    _coordinatewise(X, rule, f, _sorting_network(X.shape[1]), _config.COL_TILE, out)
     return out
 
 
@@ -149,24 +253,65 @@ def meamed(X, f):
 # ---- distances ------------------------------------------------------------------------------
 
 @numba.njit(**_SUM_KERNEL)
-def _pairwise_partials(X, chunk, block, partial):
+def _pairwise_partials(X, chunk, cols, partial):
     """partial[b, g, i, j] (i < j): sum over the columns of chunk g of (x_i - x_j)^2, with
-    exact float64 differences."""
+    exact float64 differences. Each block of ``cols`` columns is converted to float64 once for
+    all pairs, and a 4 x 4 block of row pairs keeps its sixteen sums in registers: eight row
+    loads per sixteen squared differences, so the subtract and the FMA bound the loop."""
     B, n, d = X.shape
     chunks = partial.shape[1]
+    padded = (n + 3) // 4 * 4
     for job in numba.prange(B * chunks):
         b, g = job // chunks, job % chunks
         start, stop = g * chunk, min(d, (g + 1) * chunk)
         acc = partial[b, g]
-        for s0 in range(start, stop, block):
-            s1 = min(stop, s0 + block)
+        xd = np.zeros((padded, cols))  # rows past n stay zero
+        for s0 in range(start, stop, cols):
+            w = min(cols, stop - s0)
             for i in range(n):
-                for j in range(i + 1, n):
-                    total = 0.0
-                    for c in range(s0, s1):
-                        diff = np.float64(X[b, i, c]) - np.float64(X[b, j, c])
-                        total += diff * diff
-                    acc[i, j] += total
+                row, dst = X[b, i, s0:s0 + w], xd[i]
+                for k in range(w):
+                    dst[k] = row[k]
+            for I in range(0, padded, 4):
+                a0, a1, a2, a3 = xd[I], xd[I + 1], xd[I + 2], xd[I + 3]
+                for J in range(I, padded, 4):
+                    b0, b1, b2, b3 = xd[J], xd[J + 1], xd[J + 2], xd[J + 3]
+                    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
+                    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = 0.0
+                    for k in range(w):
+                        x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
+                        y = b0[k]
+                        s00 += (x0 - y) * (x0 - y)
+                        s10 += (x1 - y) * (x1 - y)
+                        s20 += (x2 - y) * (x2 - y)
+                        s30 += (x3 - y) * (x3 - y)
+                        y = b1[k]
+                        s01 += (x0 - y) * (x0 - y)
+                        s11 += (x1 - y) * (x1 - y)
+                        s21 += (x2 - y) * (x2 - y)
+                        s31 += (x3 - y) * (x3 - y)
+                        y = b2[k]
+                        s02 += (x0 - y) * (x0 - y)
+                        s12 += (x1 - y) * (x1 - y)
+                        s22 += (x2 - y) * (x2 - y)
+                        s32 += (x3 - y) * (x3 - y)
+                        y = b3[k]
+                        s03 += (x0 - y) * (x0 - y)
+                        s13 += (x1 - y) * (x1 - y)
+                        s23 += (x2 - y) * (x2 - y)
+                        s33 += (x3 - y) * (x3 - y)
+                    sums = ((s00, s01, s02, s03), (s10, s11, s12, s13), (s20, s21, s22, s23),
+                            (s30, s31, s32, s33))
+                    for r in range(4):
+                        for q in range(4):
+                            i, j = I + r, J + q
+                            if i < j < n:
+                                acc[i, j] += sums[r][q]
+
+
+def _pair_block_columns(n):
+    """Columns per block of _pairwise_partials: the padded rows of float64 in about 32 KiB (L1)."""
+    return max(16, min(512, 4096 // ((n + 3) // 4 * 4)))
 
 
 def pairwise_sqdist(X):
@@ -175,7 +320,7 @@ def pairwise_sqdist(X):
     tiles = _tiles(d, tile)
     chunk = tile * _tiles(tiles, min(tiles, max(1, _PAIR_JOBS // B)))
     partial = np.zeros((B, _tiles(d, chunk), n, n))
-    _pairwise_partials(X, chunk, _block(n, tile), partial)
+    _pairwise_partials(X, chunk, _pair_block_columns(n), partial)
     upper = partial.sum(axis=1)  # chunk order: fixed
     D = upper + upper.transpose(0, 2, 1)
     # a pair with a non-finite row sums to NaN or +Inf; overflow of finite rows gives +Inf
@@ -194,17 +339,29 @@ def _mix_rows(X, idx, tile, out):
         b, c0 = job // tiles, (job % tiles) * tile
         w = min(tile, d - c0)
         acc = np.empty(w)
+        rows = np.empty(k, np.int64)
         for j in range(m):
-            acc[:] = 0.0
             count = 0
             for t in range(k):
-                r = idx[b, j, t]
-                if r >= 0:
+                if idx[b, j, t] >= 0:
+                    rows[count] = idx[b, j, t]
                     count += 1
-                    for c in range(w):
-                        acc[c] += X[b, r, c0 + c]
+            # rows as slices, four per pass over acc: the same additions in the same order
+            acc[:] = 0.0
+            t = 0
+            while t + 4 <= count:
+                r0, r1 = X[b, rows[t], c0:c0 + w], X[b, rows[t + 1], c0:c0 + w]
+                r2, r3 = X[b, rows[t + 2], c0:c0 + w], X[b, rows[t + 3], c0:c0 + w]
+                for c in range(w):
+                    acc[c] = (((acc[c] + r0[c]) + r1[c]) + r2[c]) + r3[c]
+                t += 4
+            for t in range(t, count):
+                row = X[b, rows[t], c0:c0 + w]
+                for c in range(w):
+                    acc[c] += row[c]
+            dst = out[b, j, c0:c0 + w]
             for c in range(w):
-                out[b, j, c0 + c] = acc[c] / count
+                dst[c] = acc[c] / count
 
 
 def mix_rows(X, idx):
@@ -224,26 +381,27 @@ def _norm_partials(X, q, tile, partial, probe):
         c0 = t * tile
         c1 = min(d, c0 + tile)
         for i in range(n):
+            row = X[b, i, c0:c1]
             total, zero = 0.0, 0.0
             if q == 2.0:
-                for c in range(c0, c1):
-                    x = np.float64(X[b, i, c])
+                for c in range(c1 - c0):
+                    x = np.float64(row[c])
                     total += x * x
                     zero += x * 0.0
             elif q == 1.0:
-                for c in range(c0, c1):
-                    x = np.float64(X[b, i, c])
+                for c in range(c1 - c0):
+                    x = np.float64(row[c])
                     total += abs(x)
                     zero += x * 0.0
             elif q == np.inf:
-                for c in range(c0, c1):
-                    x = abs(np.float64(X[b, i, c]))
+                for c in range(c1 - c0):
+                    x = abs(np.float64(row[c]))
                     if x > total or x != x:  # a NaN, once seen, stays
                         total = x
                     zero += x * 0.0
             else:
-                for c in range(c0, c1):
-                    x = np.float64(X[b, i, c])
+                for c in range(c1 - c0):
+                    x = np.float64(row[c])
                     total += abs(x) ** q
                     zero += x * 0.0
             partial[b, t, i] = total
@@ -279,8 +437,9 @@ def _scale_rows(X, scale, tile, out):
         c1 = min(d, c0 + tile)
         for i in range(n):
             s = scale[b, i]
-            for c in range(c0, c1):
-                out[b, i, c] = np.float64(X[b, i, c]) * s
+            row, dst = X[b, i, c0:c1], out[b, i, c0:c1]
+            for c in range(c1 - c0):
+                dst[c] = np.float64(row[c]) * s
 
 
 def _clip_scale(norms, tau):
@@ -300,9 +459,10 @@ def clip(X, tau):
 @numba.njit(inline="always")
 def _row_sqdist(X, b, i, v, c0, c1):
     """sum over columns c0:c1 of (x_i - v)^2 in float64."""
+    row, center = X[b, i, c0:c1], v[b, c0:c1]
     total = 0.0
-    for c in range(c0, c1):
-        diff = np.float64(X[b, i, c]) - v[b, c]
+    for c in range(c1 - c0):
+        diff = np.float64(row[c]) - center[c]
         total += diff * diff
     return total
 
@@ -317,9 +477,10 @@ def _sqdist_to_center(X, v, tile, sq, probe):
         c0 = t * tile
         c1 = min(d, c0 + tile)
         for i in range(n):
+            row = X[b, i, c0:c1]
             zero = 0.0
-            for c in range(c0, c1):
-                zero += np.float64(X[b, i, c]) * 0.0
+            for c in range(c1 - c0):
+                zero += np.float64(row[c]) * 0.0
             probe[b, t, i] = zero
             sq[b, t, i] = _row_sqdist(X, b, i, v, c0, c1)
 
@@ -339,24 +500,63 @@ def _update_center(X, coef, divisor, centered, rows, items, v, tile, block, sq):
             continue
         c0 = t * tile
         c1 = min(d, c0 + tile)
+        used = np.empty(n, np.int64)
+        m = 0
+        for i in range(n):
+            if rows[b, i]:
+                used[m] = i
+                m += 1
+        quads = m // 4 * 4
         acc = np.empty(block)
         for s0 in range(c0, c1, block):
             s1 = min(c1, s0 + block)
-            acc[:] = 0.0
-            for i in range(n):
-                if rows[b, i]:
-                    a = coef[b, i]
-                    if centered:
-                        for c in range(s0, s1):
-                            acc[c - s0] += a * (np.float64(X[b, i, c]) - v[b, c])
-                    else:
-                        for c in range(s0, s1):
-                            acc[c - s0] += a * np.float64(X[b, i, c])
-            for c in range(s0, s1):
-                v[b, c] = v[b, c] + acc[c - s0] / divisor[b] if centered else acc[c - s0] / divisor[b]
-            for i in range(n):
-                if rows[b, i]:
-                    sq[b, t, i] += _row_sqdist(X, b, i, v, s0, s1)
+            w = s1 - s0
+            acc[:w] = 0.0
+            center = v[b, s0:s1]
+            # four rows per pass over acc and center: a quarter of their loads and stores
+            for g in range(0, quads, 4):
+                i0, i1, i2, i3 = used[g], used[g + 1], used[g + 2], used[g + 3]
+                a0, a1, a2, a3 = coef[b, i0], coef[b, i1], coef[b, i2], coef[b, i3]
+                r0, r1 = X[b, i0, s0:s1], X[b, i1, s0:s1]
+                r2, r3 = X[b, i2, s0:s1], X[b, i3, s0:s1]
+                if centered:
+                    for c in range(w):
+                        z = center[c]
+                        acc[c] += (a0 * (np.float64(r0[c]) - z) + a1 * (np.float64(r1[c]) - z)
+                                   + a2 * (np.float64(r2[c]) - z) + a3 * (np.float64(r3[c]) - z))
+                else:
+                    for c in range(w):
+                        acc[c] += (a0 * np.float64(r0[c]) + a1 * np.float64(r1[c])
+                                   + a2 * np.float64(r2[c]) + a3 * np.float64(r3[c]))
+            for g in range(quads, m):
+                a, row = coef[b, used[g]], X[b, used[g], s0:s1]
+                if centered:
+                    for c in range(w):
+                        acc[c] += a * (np.float64(row[c]) - center[c])
+                else:
+                    for c in range(w):
+                        acc[c] += a * np.float64(row[c])
+            for c in range(w):
+                center[c] = center[c] + acc[c] / divisor[b] if centered else acc[c] / divisor[b]
+            for g in range(0, quads, 4):
+                i0, i1, i2, i3 = used[g], used[g + 1], used[g + 2], used[g + 3]
+                r0, r1 = X[b, i0, s0:s1], X[b, i1, s0:s1]
+                r2, r3 = X[b, i2, s0:s1], X[b, i3, s0:s1]
+                q0 = q1 = q2 = q3 = 0.0
+                for c in range(w):
+                    z = center[c]
+                    e0, e1 = np.float64(r0[c]) - z, np.float64(r1[c]) - z
+                    e2, e3 = np.float64(r2[c]) - z, np.float64(r3[c]) - z
+                    q0 += e0 * e0
+                    q1 += e1 * e1
+                    q2 += e2 * e2
+                    q3 += e3 * e3
+                sq[b, t, i0] += q0
+                sq[b, t, i1] += q1
+                sq[b, t, i2] += q2
+                sq[b, t, i3] += q3
+            for g in range(quads, m):
+                sq[b, t, used[g]] += _row_sqdist(X, b, used[g], v, s0, s1)
 
 
 def _distances(X, v):
@@ -431,8 +631,8 @@ _SUM_CHUNK = 65536  # reference.SUM_CHUNK: it fixes the bits of norms and scales
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _philox(seed, block, row, stream, w):
-    """The four words of Philox block ``block`` of (seed, row, stream) into w[0..3] (uint64)."""
+def _philox_words(seed, block, row, stream):
+    """The four words (uint64) of Philox block ``block`` of (seed, row, stream)."""
     k0, k1 = seed & _LO, seed >> _U32
     c0, c1, c2, c3 = block & _LO, block >> _U32, row & _LO, stream
     for _ in range(10):
@@ -441,7 +641,21 @@ def _philox(seed, block, row, stream, w):
         c0, c1, c2, c3 = (p1 >> _U32) ^ c1 ^ k0, p1 & _LO, (p0 >> _U32) ^ c3 ^ k1, p0 & _LO
         k0 = (k0 + _W0) & _LO
         k1 = (k1 + _W1) & _LO
-    w[0], w[1], w[2], w[3] = c0, c1, c2, c3
+    return c0, c1, c2, c3
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _philox(seed, block, row, stream, w):
+    w[0], w[1], w[2], w[3] = _philox_words(seed, block, row, stream)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _philox_run(seed, block0, row, stream, words):
+    """words[4 j + t] = word t of Philox block block0 + j: a loop of independent blocks with no
+    branch, which LLVM vectorizes (vpmuludq), unlike drawing a block whenever an entry needs one."""
+    for j in range(words.size // 4):
+        words[4 * j], words[4 * j + 1], words[4 * j + 2], words[4 * j + 3] = _philox_words(
+            seed, np.uint64(block0 + j), np.uint64(row), stream)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -465,19 +679,26 @@ def _code_tile():
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _pack(codes, m, width, out, pos):
-    """Codes[0..m) of ``width`` bits into out[pos..], little-endian bit stream; the last byte is
-    written even when partly filled (the row's zero padding)."""
-    acc, used = np.uint64(0), 0
-    for j in range(m):
-        acc |= np.uint64(codes[j]) << np.uint64(used)
-        used += width
-        while used >= 8:
-            out[pos] = np.uint8(acc & np.uint64(0xFF))
-            acc >>= np.uint64(8)
-            used -= 8
-            pos += 1
-    if used > 0:
-        out[pos] = np.uint8(acc)
+    """Codes[0..m) of ``width`` <= 16 bits into out[pos..], little-endian bit stream; the last
+    byte is written even when partly filled (the row's zero padding). Eight codes fill exactly
+    ``width`` bytes, so each group of eight is built in two 64-bit words (at most 128 bits) and
+    stored whole, without a branch per code."""
+    w64 = np.uint64(width)
+    for g in range((m + 7) // 8):
+        count = min(8, m - 8 * g)
+        lo, hi = np.uint64(0), np.uint64(0)
+        for t in range(count):
+            code, shift = np.uint64(codes[8 * g + t]), np.uint64(t) * w64
+            if shift < 64:
+                lo |= code << shift
+                if shift + w64 > 64:
+                    hi |= code >> (np.uint64(64) - shift)
+            else:
+                hi |= code << (shift - np.uint64(64))
+        for byte in range((count * width + 7) // 8):
+            word = lo if byte < 8 else hi
+            out[pos + byte] = np.uint8((word >> np.uint64(8 * (byte % 8))) & np.uint64(0xFF))
+        pos += width
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -495,17 +716,25 @@ def _unpack(src, pos, m, width, codes):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _ordered_row_sums(X, square, out):
+def _ordered_row_sums(X, square, lanes, out):
     n, d = X.shape
     chunks = (d + _SUM_CHUNK - 1) // _SUM_CHUNK
     partial = np.empty(n * chunks)
     for job in numba.prange(n * chunks):
         row, c0 = job // chunks, (job % chunks) * _SUM_CHUNK
         c1 = min(d, c0 + _SUM_CHUNK)
+        x = X[row, c0:c1]
         lane = np.zeros(8)
-        for i in range(c0, c1):
-            v = np.float64(X[row, i])
-            lane[(i - c0) % 8] += v * v if square else abs(v)
+        whole = (c1 - c0) // 8 * 8
+        for i in range(0, whole, 8):
+            # ``lanes`` is 8, passed at run time: with a constant trip count this loop is
+            # unrolled into scalar code (Numba runs no SLP vectorizer); unknown, it vectorizes
+            for j in range(lanes):
+                v = np.float64(x[i + j])
+                lane[j] += v * v if square else abs(v)
+        for i in range(whole, c1 - c0):
+            v = np.float64(x[i])
+            lane[i - whole] += v * v if square else abs(v)
         partial[job] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
     for row in range(n):
         total = partial[row * chunks]
@@ -572,7 +801,8 @@ def _randk(X, k, seed, values, indices):
     n, d = X.shape
     scale = np.float64(d) / np.float64(k)
     for row in numba.prange(n):
-        chosen = np.zeros(d, np.bool_)
+        # a bitset: its scan in index order touches d / 64 words, not d flags
+        chosen = np.zeros((d + 63) // 64, np.uint64)
         w = np.empty(4, np.uint64)
         for s in range(k):
             if s % 2 == 0:
@@ -580,15 +810,18 @@ def _randk(X, k, seed, values, indices):
             o = (s % 2) * 2
             j = d - k + s
             t = _below(_uniform53(w[o], w[o + 1]), j + 1)
-            if chosen[t]:
-                chosen[j] = True
-            else:
-                chosen[t] = True
+            if (chosen[t >> 6] >> np.uint64(t & 63)) & _U1:
+                t = j
+            chosen[t >> 6] |= _U1 << np.uint64(t & 63)
         out = 0
-        for i in range(d):
-            if chosen[i]:
+        x = X[row]
+        for word in range(chosen.size):
+            bits = chosen[word]
+            while bits:
+                i = word * 64 + np.int64(trailing_zeros(bits))
+                bits &= bits - _U1
                 indices[row, out] = i
-                values[row, out] = np.float64(X[row, i]) * scale
+                values[row, out] = np.float64(x[i]) * scale
                 out += 1
 
 
@@ -607,25 +840,25 @@ def _qsgd(X, levels, seed, scale, tile, width, codes):
     for job in numba.prange(n * tiles):
         row, e0 = job // tiles, (job % tiles) * tile
         e1 = min(d, e0 + tile)
+        x = X[row, e0:e1]
+        words = np.empty((e1 - e0 + 3) // 4 * 4, np.uint64)  # entry e draws word e
+        _philox_run(seed, e0 // 4, row, _QSGD, words)  # tiles start at multiples of 8
         c = np.empty(e1 - e0, np.uint32)
-        w = np.empty(4, np.uint64)
         s = scale[row]
-        for e in range(e0, e1):
-            if e % 4 == 0 or e == e0:
-                _philox(seed, np.uint64(e // 4), np.uint64(row), _QSGD, w)
-            x = np.float64(X[row, e])
-            r = 0.0 if s == 0.0 else abs(x) * s
+        for e in range(e1 - e0):
+            v = np.float64(x[e])
+            r = 0.0 if s == 0.0 else abs(v) * s
             low = math.floor(r)
-            up = 1.0 if np.float64(w[e % 4]) < (r - low) * 4294967296.0 else 0.0
+            up = 1.0 if np.float64(words[e]) < (r - low) * 4294967296.0 else 0.0
             level = min(low + up, top)
-            c[e - e0] = (sign_bit if x < 0 else np.uint32(0)) | np.uint32(level)
+            c[e] = (sign_bit if v < 0 else np.uint32(0)) | np.uint32(level)
         _pack(c, e1 - e0, width, codes[row], e0 // 8 * width)
 
 
 def qsgd(X, levels, seed):
     n, d = X.shape
     sums = np.empty(n)
-    _ordered_row_sums(X, True, sums)
+    _ordered_row_sums(X, True, 8, sums)
     norms = np.sqrt(sums).astype(X.dtype)
     norm64 = norms.astype(np.float64)
     ok = np.isfinite(norm64) & (norm64 > 0)
@@ -637,35 +870,34 @@ def qsgd(X, levels, seed):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _natural(bits, negative, nan, seed, tile, ebits, pbits, codes):
+def _natural(X, bits, seed, tile, ebits, pbits, codes):
     n, d = bits.shape
     tiles = (d + tile - 1) // tile
     wide = pbits > 32  # float64: 64 random bits (two words) per entry
+    per_word = 2 if wide else 1
     emask = (np.uint64(1) << np.uint64(ebits)) - _U1
     mmask = (np.uint64(1) << np.uint64(pbits)) - _U1
     for job in numba.prange(n * tiles):
         row, e0 = job // tiles, (job % tiles) * tile
         e1 = min(d, e0 + tile)
+        x, b = X[row, e0:e1], bits[row, e0:e1]
+        words = np.empty(((e1 - e0) * per_word + 3) // 4 * 4, np.uint64)  # entry e: word e or 2e, 2e+1
+        _philox_run(seed, e0 * per_word // 4, row, _NATURAL, words)  # tiles start at multiples of 8
         c = np.empty(e1 - e0, np.uint32)
-        w = np.empty(4, np.uint64)
-        for e in range(e0, e1):
-            word = 2 * e if wide else e
-            if word % 4 == 0 or e == e0:
-                _philox(seed, np.uint64(word // 4), np.uint64(row), _NATURAL, w)
+        for e in range(e1 - e0):
             if wide:
-                u = ((w[word % 4] << _U32) | w[word % 4 + 1]) >> np.uint64(64 - pbits)
+                u = ((words[2 * e] << _U32) | words[2 * e + 1]) >> np.uint64(64 - pbits)
             else:
-                u = w[word % 4] >> np.uint64(32 - pbits)
-            b = np.uint64(bits[row, e])
-            mantissa = b & mmask
-            exponent = (b >> np.uint64(pbits)) & emask
+                u = words[e] >> np.uint64(32 - pbits)
+            mantissa = np.uint64(b[e]) & mmask
+            exponent = (np.uint64(b[e]) >> np.uint64(pbits)) & emask
             if exponent != emask and u < mantissa:
                 exponent += _U1
-            if nan[row, e]:
-                c[e - e0] = np.uint32(1) << np.uint32(ebits)
+            if x[e] != x[e]:
+                c[e] = np.uint32(1) << np.uint32(ebits)
             else:
-                sign = np.uint32(1) if negative[row, e] and exponent != 0 else np.uint32(0)
-                c[e - e0] = (sign << np.uint32(ebits)) | np.uint32(exponent)
+                sign = np.uint32(1) if x[e] < 0 and exponent != 0 else np.uint32(0)
+                c[e] = (sign << np.uint32(ebits)) | np.uint32(exponent)
         _pack(c, e1 - e0, ebits + 1, codes[row], e0 // 8 * (ebits + 1))
 
 
@@ -676,7 +908,7 @@ def natural(X, seed):
     n, d = X.shape
     uint, ebits, pbits = _FLOAT_BITS[X.dtype]
     codes = np.empty((n, _row_bytes(d, ebits + 1)), np.uint8)
-    _natural(X.view(uint), X < 0, np.isnan(X), np.uint64(seed), _code_tile(), ebits, pbits, codes)
+    _natural(X, X.view(uint), np.uint64(seed), _code_tile(), ebits, pbits, codes)
     return codes
 
 
@@ -687,10 +919,17 @@ def _sign(X, tile, codes):
     for job in numba.prange(n * tiles):
         row, e0 = job // tiles, (job % tiles) * tile
         e1 = min(d, e0 + tile)
-        c = np.empty(e1 - e0, np.uint32)
-        for e in range(e0, e1):
-            c[e - e0] = 1 if X[row, e] < 0 else 0  # sign(0) = +1, NaN positive
-        _pack(c, e1 - e0, 1, codes[row], e0 // 8)
+        x, out = X[row, e0:e1], codes[row, e0 // 8:(e1 + 7) // 8]
+        # flags first, then eight flags per byte: both loops vectorize (packing straight from
+        # float64 comparisons did not)
+        negative = np.empty(e1 - e0, np.uint8)
+        for e in range(e1 - e0):
+            negative[e] = x[e] < 0  # sign(0) = +1, NaN positive
+        for q in range(out.size):
+            byte = 0
+            for t in range(min(8, e1 - e0 - 8 * q)):
+                byte |= negative[8 * q + t] << t
+            out[q] = byte
 
 
 def sign(X):
@@ -701,7 +940,7 @@ def sign(X):
 
 def scaled_sign(X):
     sums = np.empty(X.shape[0])
-    _ordered_row_sums(X, False, sums)
+    _ordered_row_sums(X, False, 8, sums)
     return (sums / np.float64(X.shape[1])).astype(X.dtype), sign(X)
 
 
@@ -806,18 +1045,18 @@ def _mean_std(X, ddof, tile, mean, std):
         w = min(tile, d - c0)
         mu = np.zeros(w)
         ss = np.zeros(w)
-        for i in range(h):
-            for j in range(w):
-                mu[j] += X[b, i, c0 + j]
+        _add_rows(X, b, c0, w, mu)
         for j in range(w):
             mu[j] /= h
         for i in range(h):  # two-pass variance over the tile while it is in cache
+            row = X[b, i, c0:c0 + w]
             for j in range(w):
-                dev = X[b, i, c0 + j] - mu[j]
+                dev = row[j] - mu[j]
                 ss[j] += dev * dev
+        mean_out, std_out = mean[b, c0:c0 + w], std[b, c0:c0 + w]
         for j in range(w):
-            mean[b, c0 + j] = mu[j]
-            std[b, c0 + j] = math.sqrt(ss[j] / (h - ddof))
+            mean_out[j] = mu[j]
+            std_out[j] = math.sqrt(ss[j] / (h - ddof))
 
 
 def mean_std(X, ddof):
@@ -827,25 +1066,34 @@ def mean_std(X, ddof):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _gaussian(own, std, seed, out):
+def _gaussian(own, std, seed, tile, out):
+    """Box-Muller: Philox block m of a row gives entries 2m (cos) and 2m + 1 (sin) from u1
+    (words 0, 1) and u2 (words 2, 3). Parallel over (row, tile of ``tile`` pairs), so that a
+    single row (Mimic's draw) uses every thread; the words of a tile come first, in one
+    vectorized loop."""
     rows, d = own.shape
+    pairs = (d + 1) // 2
+    tiles = (pairs + tile - 1) // tile
     two_pi = 2.0 * np.pi
-    for row in numba.prange(rows):
-        w = np.empty(4, np.uint64)
-        for m in range((d + 1) // 2):
-            # Box-Muller: block m of the row gives u1 (words 0, 1) and u2 (words 2, 3)
-            _philox(seed, np.uint64(m), np.uint64(row), _GAUSSIAN, w)
+    for job in numba.prange(rows * tiles):
+        row, m0 = job // tiles, (job % tiles) * tile
+        m1 = min(pairs, m0 + tile)
+        words = np.empty(4 * (m1 - m0), np.uint64)
+        _philox_run(seed, m0, row, _GAUSSIAN, words)
+        x, y = own[row], out[row]
+        for m in range(m0, m1):
+            w = words[4 * (m - m0):4 * (m - m0) + 4]
             radius = math.sqrt(-2.0 * math.log1p(-_uniform53(w[0], w[1])))
             angle = two_pi * _uniform53(w[2], w[3])
-            out[row, 2 * m] = np.float64(own[row, 2 * m]) + std * (radius * math.cos(angle))
+            y[2 * m] = np.float64(x[2 * m]) + std * (radius * math.cos(angle))
             if 2 * m + 1 < d:
-                out[row, 2 * m + 1] = np.float64(own[row, 2 * m + 1]) + std * (radius * math.sin(angle))
+                y[2 * m + 1] = np.float64(x[2 * m + 1]) + std * (radius * math.sin(angle))
 
 
 def gaussian(own, std, seed):
     B, f, d = own.shape
     out = np.empty((B * f, d), own.dtype)
-    _gaussian(own.reshape(B * f, d), std, np.uint64(seed), out)
+    _gaussian(own.reshape(B * f, d), std, np.uint64(seed), _code_tile() // 2, out)
     return out.reshape(B, f, d)
 
 
