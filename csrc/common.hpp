@@ -112,14 +112,16 @@ inline bool cpu_has_avx2() {
 // else for the baseline. body must be an inline template so each variant gets its own copy;
 // flatten makes GCC inline it even where it judges the body too big (it kept pair_block
 // out of line, and the AVX2 variant then jumped to the baseline code).
-#define BYZKERN_DISPATCH(name, body)                                                     \
+// BYZKERN_DISPATCH_CALLS is the general form, for bodies that take an ISA-specific argument:
+// each variant makes its own call.
+#define BYZKERN_DISPATCH_CALLS(name, baseline_call, avx2_call)                          \
   template <class T, class... A>                                                         \
   __attribute__((flatten)) void name##_baseline(A... a) {                                \
-    body<T>(a...);                                                                       \
+    baseline_call(a...);                                                                 \
   }                                                                                      \
   template <class T, class... A>                                                         \
   BYZKERN_AVX2 __attribute__((flatten)) void name##_avx2(A... a) {                       \
-    body<T>(a...);                                                                       \
+    avx2_call(a...);                                                                     \
   }                                                                                      \
   template <class T, class... A>                                                         \
   void name(A... a) {                                                                    \
@@ -128,5 +130,6 @@ inline bool cpu_has_avx2() {
     else                                                                                 \
       name##_baseline<T>(a...);                                                          \
   }
+#define BYZKERN_DISPATCH(name, body) BYZKERN_DISPATCH_CALLS(name, body<T>, body<T>)
 
 }  // namespace byzkern

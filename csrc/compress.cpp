@@ -122,22 +122,8 @@ void for_each_code_tile(index_t n, index_t d, index_t tile, Job job) {
 
 // Like BYZKERN_DISPATCH, for bodies that also take the Philox instruction set (philox.hpp) as
 // their second template argument.
-#define BYZKERN_PHILOX_DISPATCH(name, body)                                              \
-  template <class T, class... A>                                                         \
-  __attribute__((flatten)) void name##_baseline(A... a) {                                \
-    body<T, PhiloxSse2>(a...);                                                           \
-  }                                                                                      \
-  template <class T, class... A>                                                         \
-  BYZKERN_AVX2 __attribute__((flatten)) void name##_avx2(A... a) {                       \
-    body<T, PhiloxAvx2>(a...);                                                           \
-  }                                                                                      \
-  template <class T, class... A>                                                         \
-  void name(A... a) {                                                                    \
-    if (cpu_has_avx2())                                                                  \
-      name##_avx2<T>(a...);                                                              \
-    else                                                                                 \
-      name##_baseline<T>(a...);                                                          \
-  }
+#define BYZKERN_PHILOX_DISPATCH(name, body) \
+  BYZKERN_DISPATCH_CALLS(name, (body<T, PhiloxSse2>), (body<T, PhiloxAvx2>))
 
 template <class Decode>
 void decode_rows(const std::uint8_t* in, index_t n, index_t d, index_t tile, int width, Decode decode) {
