@@ -225,7 +225,9 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     eta = xp.asarray(etas)
     candidates = xp.empty((B, E, h + f, d), A.dtype)
     candidates[:, :, :h] = A.data[:, None]
-    candidates[:, :, h:] = (mu[:, None, None, :] + eta[None, :, None, None] * direction[:, None, None, :]).astype(A.dtype)
+    # the f Byzantine rows of a candidate are equal: compute one per eta and broadcast it
+    byzantine = (mu[:, None, :] + eta[None, :, None] * direction[:, None, :]).astype(A.dtype)
+    candidates[:, :, h:] = byzantine[:, :, None, :]
     batch = Adapted(None, A.lib, A.device, A.user_dtype, A.torch_device, 0)
     aggregated = aggregator(batch.restore(candidates.reshape(B * E, h + f, d)))
     aggregated = adapt(aggregated, name="aggregator output", ndims=(2,)).data
