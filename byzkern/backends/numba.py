@@ -715,6 +715,37 @@ def _unpack(src, pos, m, width, codes):
         have -= width
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _add_lanes(x, i0, i1, square, lanes, lane):
+    """lane[j] += term(x[i]) for the entries i = j (mod 8) of [i0, i1), i0 a multiple of 8 and
+    i1 - i0 too, in increasing i: reference.ordered_row_sums's order."""
+    for i in range(i0, i1, 8):
+        # ``lanes`` is 8, passed at run time: with a constant trip count this loop is
+        # unrolled into scalar code (Numba runs no SLP vectorizer); unknown, it vectorizes
+        for j in range(lanes):
+            v = np.float64(x[i + j])
+            lane[j] += v * v if square else abs(v)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _chunk_total(x, whole, square, lane):
+    """Adds the entries after ``whole`` (fewer than 8) to their lanes; the lanes' fixed tree."""
+    for i in range(whole, x.size):
+        v = np.float64(x[i])
+        lane[i - whole] += v * v if square else abs(v)
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
+
+
+@numba.njit(nogil=True, cache=True)
+def _row_totals(partial, n, out):
+    chunks = partial.size // n
+    for row in range(n):
+        total = partial[row * chunks]
+        for c in range(1, chunks):
+            total += partial[row * chunks + c]
+        out[row] = total
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _ordered_row_sums(X, square, lanes, out):
     n, d = X.shape
@@ -722,25 +753,12 @@ def _ordered_row_sums(X, square, lanes, out):
     partial = np.empty(n * chunks)
     for job in numba.prange(n * chunks):
         row, c0 = job // chunks, (job % chunks) * _SUM_CHUNK
-        c1 = min(d, c0 + _SUM_CHUNK)
-        x = X[row, c0:c1]
+        x = X[row, c0:min(d, c0 + _SUM_CHUNK)]
         lane = np.zeros(8)
-        whole = (c1 - c0) // 8 * 8
-        for i in range(0, whole, 8):
-            # ``lanes`` is 8, passed at run time: with a constant trip count this loop is
-            # unrolled into scalar code (Numba runs no SLP vectorizer); unknown, it vectorizes
-            for j in range(lanes):
-                v = np.float64(x[i + j])
-                lane[j] += v * v if square else abs(v)
-        for i in range(whole, c1 - c0):
-            v = np.float64(x[i])
-            lane[i - whole] += v * v if square else abs(v)
-        partial[job] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
-    for row in range(n):
-        total = partial[row * chunks]
-        for c in range(1, chunks):
-            total += partial[row * chunks + c]
-        out[row] = total
+        whole = x.size // 8 * 8
+        _add_lanes(x, 0, whole, square, lanes, lane)
+        partial[job] = _chunk_total(x, whole, square, lane)
+    _row_totals(partial, n, out)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -912,6 +930,28 @@ def natural(X, seed):
     return codes
 
 
+_GATHER_BITS = np.uint64(0x0102040810204080)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _sign_bytes(x, out):
+    """out[q] bit t set where x[8 q + t] < 0 (sign(0) = +1, NaN positive)."""
+    whole = x.size // 8
+    # 0/1 flags, then eight flags (bytes of one little-endian word) gathered into the top byte
+    # by one multiply; both loops vectorize
+    negative = np.empty(whole * 8, np.uint8)
+    for e in range(whole * 8):
+        negative[e] = x[e] < 0
+    flags = negative.view(np.uint64)
+    for q in range(whole):
+        out[q] = np.uint8((flags[q] * _GATHER_BITS) >> np.uint64(56))
+    if whole < out.size:
+        byte = 0
+        for t in range(x.size - 8 * whole):
+            byte |= np.uint8(x[8 * whole + t] < 0) << t
+        out[whole] = byte
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _sign(X, tile, codes):
     n, d = X.shape
@@ -919,17 +959,7 @@ def _sign(X, tile, codes):
     for job in numba.prange(n * tiles):
         row, e0 = job // tiles, (job % tiles) * tile
         e1 = min(d, e0 + tile)
-        x, out = X[row, e0:e1], codes[row, e0 // 8:(e1 + 7) // 8]
-        # flags first, then eight flags per byte: both loops vectorize (packing straight from
-        # float64 comparisons did not)
-        negative = np.empty(e1 - e0, np.uint8)
-        for e in range(e1 - e0):
-            negative[e] = x[e] < 0  # sign(0) = +1, NaN positive
-        for q in range(out.size):
-            byte = 0
-            for t in range(min(8, e1 - e0 - 8 * q)):
-                byte |= negative[8 * q + t] << t
-            out[q] = byte
+        _sign_bytes(X[row, e0:e1], codes[row, e0 // 8:(e1 + 7) // 8])
 
 
 def sign(X):
@@ -938,10 +968,30 @@ def sign(X):
     return codes
 
 
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _scaled_sign(X, lanes, codes, sums):
+    """The sign bits and the ordered |x|_1 of each row in one pass over X."""
+    n, d = X.shape
+    chunks = (d + _SUM_CHUNK - 1) // _SUM_CHUNK
+    partial = np.empty(n * chunks)
+    for job in numba.prange(n * chunks):
+        row, c0 = job // chunks, (job % chunks) * _SUM_CHUNK
+        c1 = min(d, c0 + _SUM_CHUNK)
+        x, out = X[row, c0:c1], codes[row, c0 // 8:(c1 + 7) // 8]
+        lane = np.zeros(8)
+        whole = x.size // 8 * 8
+        _add_lanes(x, 0, whole, False, lanes, lane)
+        _sign_bytes(x, out)  # the chunk is still in L2
+        partial[job] = _chunk_total(x, whole, False, lane)
+    _row_totals(partial, n, sums)
+
+
 def scaled_sign(X):
-    sums = np.empty(X.shape[0])
-    _ordered_row_sums(X, False, 8, sums)
-    return (sums / np.float64(X.shape[1])).astype(X.dtype), sign(X)
+    n, d = X.shape
+    sums = np.empty(n)
+    codes = np.empty((n, _row_bytes(d, 1)), np.uint8)
+    _scaled_sign(X, 8, codes, sums)
+    return (sums / np.float64(d)).astype(X.dtype), codes
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
