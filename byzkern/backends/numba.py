@@ -680,25 +680,25 @@ def _code_tile():
 @numba.njit(nogil=True, cache=True, inline="always")
 def _pack(codes, m, width, out, pos):
     """Codes[0..m) of ``width`` <= 16 bits into out[pos..], little-endian bit stream; the last
-    byte is written even when partly filled (the row's zero padding). Eight codes fill exactly
-    ``width`` bytes, so each group of eight is built in two 64-bit words (at most 128 bits) and
-    stored whole, without a branch per code."""
+    byte is written even when partly filled (the row's zero padding). The codes stream into a
+    64-bit accumulator, stored word by word into a buffer whose bytes (a little-endian host's)
+    are the stream: no per-byte work."""
+    words = np.zeros((m * width + 63) // 64, np.uint64)
     w64 = np.uint64(width)
-    for g in range((m + 7) // 8):
-        count = min(8, m - 8 * g)
-        lo, hi = np.uint64(0), np.uint64(0)
-        for t in range(count):
-            code, shift = np.uint64(codes[8 * g + t]), np.uint64(t) * w64
-            if shift < 64:
-                lo |= code << shift
-                if shift + w64 > 64:
-                    hi |= code >> (np.uint64(64) - shift)
-            else:
-                hi |= code << (shift - np.uint64(64))
-        for byte in range((count * width + 7) // 8):
-            word = lo if byte < 8 else hi
-            out[pos + byte] = np.uint8((word >> np.uint64(8 * (byte % 8))) & np.uint64(0xFF))
-        pos += width
+    acc, have, k = np.uint64(0), np.uint64(0), 0
+    for j in range(m):
+        code = np.uint64(codes[j])
+        acc |= code << have
+        have += w64
+        if have >= 64:
+            words[k] = acc
+            k += 1
+            have -= np.uint64(64)
+            acc = code >> (w64 - have)  # its bits that did not fit (none when have == 0)
+    if have:
+        words[k] = acc
+    nbytes = (m * width + 7) // 8
+    out[pos:pos + nbytes] = words.view(np.uint8)[:nbytes]
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -888,34 +888,37 @@ def qsgd(X, levels, seed):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _natural(X, bits, seed, tile, ebits, pbits, codes):
+def _natural(bits, seed, tile, ebits, pbits, codes):
     n, d = bits.shape
     tiles = (d + tile - 1) // tile
     wide = pbits > 32  # float64: 64 random bits (two words) per entry
     per_word = 2 if wide else 1
     emask = (np.uint64(1) << np.uint64(ebits)) - _U1
     mmask = (np.uint64(1) << np.uint64(pbits)) - _U1
+    nan_code = np.uint32(1) << np.uint32(ebits)
     for job in numba.prange(n * tiles):
         row, e0 = job // tiles, (job % tiles) * tile
         e1 = min(d, e0 + tile)
-        x, b = X[row, e0:e1], bits[row, e0:e1]
+        b = bits[row, e0:e1]
         words = np.empty(((e1 - e0) * per_word + 3) // 4 * 4, np.uint64)  # entry e: word e or 2e, 2e+1
         _philox_run(seed, e0 * per_word // 4, row, _NATURAL, words)  # tiles start at multiples of 8
+        uniform = np.empty(e1 - e0, np.uint64)  # the top pbits of the entry's random bits
+        if wide:
+            for e in range(e1 - e0):
+                uniform[e] = ((words[2 * e] << _U32) | words[2 * e + 1]) >> np.uint64(64 - pbits)
+        else:
+            for e in range(e1 - e0):
+                uniform[e] = words[e] >> np.uint64(32 - pbits)
         c = np.empty(e1 - e0, np.uint32)
         for e in range(e1 - e0):
-            if wide:
-                u = ((words[2 * e] << _U32) | words[2 * e + 1]) >> np.uint64(64 - pbits)
-            else:
-                u = words[e] >> np.uint64(32 - pbits)
-            mantissa = np.uint64(b[e]) & mmask
-            exponent = (np.uint64(b[e]) >> np.uint64(pbits)) & emask
-            if exponent != emask and u < mantissa:
-                exponent += _U1
-            if x[e] != x[e]:
-                c[e] = np.uint32(1) << np.uint32(ebits)
-            else:
-                sign = np.uint32(1) if x[e] < 0 and exponent != 0 else np.uint32(0)
-                c[e] = (sign << np.uint32(ebits)) | np.uint32(exponent)
+            # integers only and no branch, so the loop vectorizes; the sign bit of a value
+            # rounded to zero is dropped (sign 1 with exponent 0 is the NaN code)
+            v = np.uint64(b[e])
+            mantissa, exponent = v & mmask, (v >> np.uint64(pbits)) & emask
+            nan = (exponent == emask) & (mantissa != 0)
+            exponent += np.uint64((exponent != emask) & (uniform[e] < mantissa))
+            sign = (v >> np.uint64(ebits + pbits)) & np.uint64(exponent != 0)
+            c[e] = nan_code if nan else np.uint32((sign << np.uint64(ebits)) | exponent)
         _pack(c, e1 - e0, ebits + 1, codes[row], e0 // 8 * (ebits + 1))
 
 
@@ -926,7 +929,7 @@ def natural(X, seed):
     n, d = X.shape
     uint, ebits, pbits = _FLOAT_BITS[X.dtype]
     codes = np.empty((n, _row_bytes(d, ebits + 1)), np.uint8)
-    _natural(X, X.view(uint), np.uint64(seed), _code_tile(), ebits, pbits, codes)
+    _natural(X.view(uint), np.uint64(seed), _code_tile(), ebits, pbits, codes)
     return codes
 
 
