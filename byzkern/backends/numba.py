@@ -761,56 +761,94 @@ def _ordered_row_sums(X, square, lanes, out):
     _row_totals(partial, n, out)
 
 
+#: entries of a row sampled (strided) for topk's candidate threshold
+_TOPK_SAMPLE = 4096
+_TOPK_BUCKETS = 2048
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _topk_threshold(key, k, magnitude, nan_key):
+    """A key t such that, with near certainty, at least k entries have key >= t and not many
+    more (the sample's expected count plus 4 sigma); 0 (every entry) for short rows."""
+    d = key.size
+    expected = _TOPK_SAMPLE * k / d
+    rank = np.int64(expected + 4.0 * math.sqrt(expected) + 4.0)
+    if d < 16 * _TOPK_SAMPLE or rank >= _TOPK_SAMPLE:
+        return key.dtype.type(0)
+    sample = np.empty(_TOPK_SAMPLE, key.dtype)
+    stride = d // _TOPK_SAMPLE
+    for s in range(_TOPK_SAMPLE):
+        sample[s] = min(key[s * stride] & magnitude, nan_key)
+    return np.sort(sample)[_TOPK_SAMPLE - 1 - rank]
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _kth_largest(keys, k):
+    """The k-th largest of keys: a histogram over their range finds the bucket holding it, a
+    sort finishes within that bucket (a few keys, not all)."""
+    low, high = keys.min(), keys.max()
+    shift = 0
+    while ((high - low) >> shift) >= _TOPK_BUCKETS:
+        shift += 1
+    hist = np.zeros(_TOPK_BUCKETS, np.int64)
+    for key in keys:
+        hist[np.int64((key - low) >> shift)] += 1
+    bucket, above = _TOPK_BUCKETS - 1, 0  # keys in the buckets above ``bucket``
+    while above + hist[bucket] < k:
+        above += hist[bucket]
+        bucket -= 1
+    inside = np.empty(hist[bucket], keys.dtype)
+    t = 0
+    for key in keys:
+        if np.int64((key - low) >> shift) == bucket:
+            inside[t] = key
+            t += 1
+    return np.sort(inside)[inside.size - (k - above)]
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _topk(X, k, bits, magnitude, shift, buckets, values, indices):
+def _topk(X, k, bits, magnitude, nan_key, values, indices):
+    """As csrc/compress.cpp's TopkRow: candidates with key >= a sampled threshold, collected in
+    one pass in index order, then the k-th largest candidate key; the output is every candidate
+    above it and the lowest-index ones equal to it. If the sample misled (fewer than k
+    candidates) every entry is a candidate: only the cost depends on the sample."""
     n, d = X.shape
     for row in numba.prange(n):
-        # magnitude keys computed on the fly: an (n, d) key array would triple the memory
-        key = bits[row]
-        hist = np.zeros(buckets, np.int64)
+        key = bits[row]  # magnitude keys (the bits without the sign, NaN above Inf) on the fly
+        candidates = np.empty(d, np.int64)  # pages past the candidates are never touched
+        count = 0
+        t = _topk_threshold(key, k, magnitude, nan_key)
         for i in range(d):
-            hist[np.int64(key[i] & magnitude) >> shift] += 1
-        edge, above = buckets - 1, 0
-        while above + hist[edge] < k:
-            above += hist[edge]
-            edge -= 1
-        need = k - above
-        ties = np.empty(hist[edge], np.int64)
-        sure = np.empty(above, np.int64)
-        s = t = 0
-        for i in range(d):
-            bucket = np.int64(key[i] & magnitude) >> shift
-            if bucket > edge:
-                sure[s] = i
-                s += 1
-            elif bucket == edge:
-                ties[t] = i
-                t += 1
-        # larger key first, then lower index: a stable sort of -key keeps index order on ties
-        tied_keys = np.empty(ties.size, np.int64)
-        for t in range(ties.size):
-            tied_keys[t] = np.int64(key[ties[t]] & magnitude)
-        order = np.argsort(-tied_keys, kind="mergesort")
-        chosen = np.sort(ties[order[:need]])
-        s = t = 0
-        for j in range(k):
-            if t == need or (s < above and sure[s] < chosen[t]):
-                indices[row, j] = sure[s]
-                s += 1
-            else:
-                indices[row, j] = chosen[t]
-                t += 1
-            values[row, j] = X[row, indices[row, j]]
+            if min(key[i] & magnitude, nan_key) >= t:
+                candidates[count] = i
+                count += 1
+        if count < k:
+            count = d
+            for i in range(d):
+                candidates[i] = i
+        keys = np.empty(count, key.dtype)
+        for c in range(count):
+            keys[c] = min(key[candidates[c]] & magnitude, nan_key)
+        kth = _kth_largest(keys, k)
+        ties = k
+        for c in range(count):
+            ties -= keys[c] > kth  # entries equal to kth taken, lowest index first
+        out = 0
+        for c in range(count):
+            if keys[c] > kth or (keys[c] == kth and ties > 0):
+                ties -= keys[c] == kth
+                indices[row, out] = candidates[c]
+                values[row, out] = X[row, candidates[c]]
+                out += 1
 
 
 def topk(X, k):
     n = X.shape[0]
-    uint, ebits = (np.uint32, 8) if X.dtype == np.float32 else (np.uint64, 11)
-    # magnitude keys: the float bits without the sign; NaN above Inf, as the reference orders
+    uint, ebits, pbits = _FLOAT_BITS[X.dtype]
     magnitude = uint(np.iinfo(uint).max >> 1)
-    shift = np.iinfo(uint).bits - 1 - (ebits + 3)
+    nan_key = uint((((1 << ebits) - 1) << pbits) + 1)  # every NaN: one key just above Inf
     values, indices = np.empty((n, k), X.dtype), np.empty((n, k), np.int64)
-    _topk(X, k, X.view(uint), magnitude, shift, 1 << (ebits + 3), values, indices)
+    _topk(X, k, X.view(uint), magnitude, nan_key, values, indices)
     return values, indices
 
 
