@@ -94,10 +94,12 @@ _LANES = 64
 
 
 @functools.lru_cache(maxsize=None)
-def _sorting_network(n):
+def _sorting_network(n, rule, f):
     """Batcher's odd-even merge sort for any n as (comparators, 2) int64 pairs (a < b): the
     network of the next power of two without the comparators that touch an index >= n, exact
-    because those positions would hold +Inf padding that no comparator moves (csrc/select.hpp)."""
+    because those positions would hold +Inf padding that no comparator moves; then pruned to
+    what ``rule`` reads (csrc/select.hpp's prune_network): a comparator of two positions of one
+    class that no later kept comparator touches only permutes values within that class."""
     net = []
     p = 1
     while p < n:
@@ -109,7 +111,25 @@ def _sorting_network(n):
                         net.append((i + j, i + j + k))
             k >>= 1
         p <<= 1
-    return np.array(net, dtype=np.int64).reshape(-1, 2)
+    classes = [_position_class(p, n, rule, f) for p in range(n)]
+    touched_later, kept = [False] * n, []
+    for a, b in reversed(net):
+        if touched_later[a] or touched_later[b] or classes[a] != classes[b]:
+            touched_later[a] = touched_later[b] = True
+            kept.append((a, b))
+    return np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
+
+
+def _position_class(p, n, rule, f):
+    """Which output positions a rule must find exactly (as csrc/coordinatewise.cpp's
+    network_classes): the median reads (n-1)/2 and n/2; a trimmed mean sums the middle n - 2f as
+    a set; the mean around the median needs [0, f], [n-f-1, n) and the median's positions."""
+    if rule == _MEDIAN:
+        return 0 if p < (n - 1) // 2 else 1 if p == (n - 1) // 2 else 2 if p == n // 2 else 3
+    if rule == _TRIMMED_MEAN:
+        return 0 if p < f else 1 if p < n - f else 2
+    middle = f < p < n - f - 1 and p != (n - 1) // 2 and p != n // 2
+    return -1 if middle else p
 
 
 @numba.njit(inline="always")
@@ -220,7 +240,7 @@ def _coordinatewise(X, rule, f, net, tile, out):
                 _median_lanes(block, w, result)
             elif rule == _TRIMMED_MEAN:
                 result[:w] = 0.0
-                for p in range(f, n - f):  # in row order, as numpy sums the sorted slice
+                for p in range(f, n - f):  # the middle as a set: the sum's bits may differ
                     row = block[p]
                     for l in range(w):
                         result[l] += row[l]
@@ -234,7 +254,7 @@ def _coordinatewise(X, rule, f, net, tile, out):
 
 def _run_coordinatewise(X, rule, f):
     out = np.empty((X.shape[0], X.shape[2]), X.dtype)
-    _coordinatewise(X, rule, f, _sorting_network(X.shape[1]), _config.COL_TILE, out)
+    _coordinatewise(X, rule, f, _sorting_network(X.shape[1], rule, f), _config.COL_TILE, out)
     return out
 
 
