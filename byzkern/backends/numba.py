@@ -736,15 +736,35 @@ def _unpack(src, pos, m, width, codes):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _add_lanes(x, i0, i1, square, lanes, lane):
-    """lane[j] += term(x[i]) for the entries i = j (mod 8) of [i0, i1), i0 a multiple of 8 and
-    i1 - i0 too, in increasing i: reference.ordered_row_sums's order."""
-    for i in range(i0, i1, 8):
-        # ``lanes`` is 8, passed at run time: with a constant trip count this loop is
-        # unrolled into scalar code (Numba runs no SLP vectorizer); unknown, it vectorizes
-        for j in range(lanes):
-            v = np.float64(x[i + j])
-            lane[j] += v * v if square else abs(v)
+def _add_lanes(x, whole, square, lane):
+    """lane[j] += term(x[i]) for the entries i = j (mod 8) of [0, whole), whole a multiple of
+    8, in increasing i: reference.ordered_row_sums's order. Eight scalar accumulators in
+    registers, the term chosen outside the loop: faster than a lane array in memory that the
+    loop reads and writes on every group (4.1x -> 2.5x the read floor, 1 thread)."""
+    l0, l1, l2, l3, l4, l5, l6, l7 = lane[0], lane[1], lane[2], lane[3], lane[4], lane[5], lane[6], lane[7]
+    if square:
+        for i in range(0, whole, 8):
+            a0, a1, a2, a3 = np.float64(x[i]), np.float64(x[i + 1]), np.float64(x[i + 2]), np.float64(x[i + 3])
+            a4, a5, a6, a7 = np.float64(x[i + 4]), np.float64(x[i + 5]), np.float64(x[i + 6]), np.float64(x[i + 7])
+            l0 += a0 * a0
+            l1 += a1 * a1
+            l2 += a2 * a2
+            l3 += a3 * a3
+            l4 += a4 * a4
+            l5 += a5 * a5
+            l6 += a6 * a6
+            l7 += a7 * a7
+    else:
+        for i in range(0, whole, 8):
+            l0 += abs(np.float64(x[i]))
+            l1 += abs(np.float64(x[i + 1]))
+            l2 += abs(np.float64(x[i + 2]))
+            l3 += abs(np.float64(x[i + 3]))
+            l4 += abs(np.float64(x[i + 4]))
+            l5 += abs(np.float64(x[i + 5]))
+            l6 += abs(np.float64(x[i + 6]))
+            l7 += abs(np.float64(x[i + 7]))
+    lane[0], lane[1], lane[2], lane[3], lane[4], lane[5], lane[6], lane[7] = l0, l1, l2, l3, l4, l5, l6, l7
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -767,7 +787,7 @@ def _row_totals(partial, n, out):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _ordered_row_sums(X, square, lanes, out):
+def _ordered_row_sums(X, square, out):
     n, d = X.shape
     chunks = (d + _SUM_CHUNK - 1) // _SUM_CHUNK
     partial = np.empty(n * chunks)
@@ -776,7 +796,7 @@ def _ordered_row_sums(X, square, lanes, out):
         x = X[row, c0:min(d, c0 + _SUM_CHUNK)]
         lane = np.zeros(8)
         whole = x.size // 8 * 8
-        _add_lanes(x, 0, whole, square, lanes, lane)
+        _add_lanes(x, whole, square, lane)
         partial[job] = _chunk_total(x, whole, square, lane)
     _row_totals(partial, n, out)
 
@@ -934,7 +954,7 @@ def _qsgd(X, levels, seed, scale, tile, width, codes):
 def qsgd(X, levels, seed):
     n, d = X.shape
     sums = np.empty(n)
-    _ordered_row_sums(X, True, 8, sums)
+    _ordered_row_sums(X, True, sums)
     norms = np.sqrt(sums).astype(X.dtype)
     norm64 = norms.astype(np.float64)
     ok = np.isfinite(norm64) & (norm64 > 0)
@@ -1030,7 +1050,7 @@ def sign(X):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _scaled_sign(X, lanes, codes, sums):
+def _scaled_sign(X, codes, sums):
     """The sign bits and the ordered |x|_1 of each row in one pass over X."""
     n, d = X.shape
     chunks = (d + _SUM_CHUNK - 1) // _SUM_CHUNK
@@ -1041,7 +1061,7 @@ def _scaled_sign(X, lanes, codes, sums):
         x, out = X[row, c0:c1], codes[row, c0 // 8:(c1 + 7) // 8]
         lane = np.zeros(8)
         whole = x.size // 8 * 8
-        _add_lanes(x, 0, whole, False, lanes, lane)
+        _add_lanes(x, whole, False, lane)
         _sign_bytes(x, out)  # the chunk is still in L2
         partial[job] = _chunk_total(x, whole, False, lane)
     _row_totals(partial, n, sums)
@@ -1051,7 +1071,7 @@ def scaled_sign(X):
     n, d = X.shape
     sums = np.empty(n)
     codes = np.empty((n, _row_bytes(d, 1)), np.uint8)
-    _scaled_sign(X, 8, codes, sums)
+    _scaled_sign(X, codes, sums)
     return (sums / np.float64(d)).astype(X.dtype), codes
 
 
