@@ -1,4 +1,9 @@
 // Coordinate-wise rules on row-major (B, n, d) buffers.
+//
+// This file is compiled twice: here for float, and through coordinatewise_double.cpp for double
+// (BYZKERN_COORDINATEWISE_TYPE). The networks unrolled for every n <= MAX_STATIC_ROWS make it by
+// far the slowest file to compile; two translation units let the parallel build (setup.py's
+// ParallelCompile) run the halves on two cores instead of making one file the critical path.
 #include "coordinatewise.hpp"
 
 #include "select.hpp"
@@ -227,12 +232,13 @@ void meamed(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile
   ordered_rule(X, B, n, d, tile, MeanAroundMedianOfBlock{f}, out);
 }
 
-#define BYZKERN_INSTANTIATE(T)                                                              \
-  template void mean<T>(const T*, index_t, index_t, index_t, index_t, T*);                  \
-  template void cwmed<T>(const T*, index_t, index_t, index_t, index_t, T*);                 \
-  template void cwtm<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*);         \
-  template void meamed<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*);
-BYZKERN_INSTANTIATE(float)
-BYZKERN_INSTANTIATE(double)
+#ifndef BYZKERN_COORDINATEWISE_TYPE
+#define BYZKERN_COORDINATEWISE_TYPE float
+#endif
+using Instantiated = BYZKERN_COORDINATEWISE_TYPE;
+template void mean<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, Instantiated*);
+template void cwmed<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, Instantiated*);
+template void cwtm<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, index_t, Instantiated*);
+template void meamed<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, index_t, Instantiated*);
 
 }  // namespace byzkern
