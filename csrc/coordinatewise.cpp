@@ -52,7 +52,9 @@ void mean(const T* X, index_t B, index_t n, index_t d, index_t tile, T* out) {
 // ---- rules on ordered columns --------------------------------------------------------------
 // Each rule reads an ordered block (select.hpp) four lanes at a time (group g), in double,
 // exactly as the reference computes on its float64 copy, and returns the four results.
-// network_classes says which output positions the rule must find exactly.
+// position_class(n, p) says which output positions the rule must find exactly (select.hpp's
+// pruning); compile_time_classes prunes the unrolled networks, where the classes do not
+// depend on a runtime parameter (f), and is AllPositions where they do.
 
 template <class T>
 inline v4d value_at(const keyvec<T>* block, index_t p, index_t g) {
@@ -67,10 +69,9 @@ inline v4d block_median(const keyvec<T>* block, index_t n, index_t g) {
 }
 
 struct MedianOfBlock {
-  std::vector<int> network_classes(index_t n) const {
-    std::vector<int> c(n);
-    for (index_t p = 0; p < n; ++p) c[p] = p < (n - 1) / 2 ? 0 : p == (n - 1) / 2 ? 1 : p == n / 2 ? 2 : 3;
-    return c;
+  using compile_time_classes = MedianOfBlock;
+  static constexpr int position_class(index_t n, index_t p) {
+    return p < (n - 1) / 2 ? 0 : p == (n - 1) / 2 ? 1 : p == n / 2 ? 2 : 3;
   }
   template <class T>
   v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
@@ -82,11 +83,8 @@ struct MedianOfBlock {
 // sorted: the sum differs from the reference's only by rounding, within the tests' tolerance).
 struct TrimmedMeanOfBlock {
   index_t f;
-  std::vector<int> network_classes(index_t n) const {
-    std::vector<int> c(n);
-    for (index_t p = 0; p < n; ++p) c[p] = p < f ? 0 : p < n - f ? 1 : 2;
-    return c;
-  }
+  using compile_time_classes = AllPositions;
+  int position_class(index_t n, index_t p) const { return p < f ? 0 : p < n - f ? 1 : 2; }
   template <class T>
   v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
     v4d acc = value_at<T>(block, f, g);
@@ -105,13 +103,10 @@ struct TrimmedMeanOfBlock {
 // and the median's must be exact; the rest of the middle is summed as a set.
 struct MeanAroundMedianOfBlock {
   index_t f;
-  std::vector<int> network_classes(index_t n) const {
-    std::vector<int> c(n);
-    for (index_t p = 0; p < n; ++p) {
-      const bool middle = p > f && p < n - f - 1 && p != (n - 1) / 2 && p != n / 2;
-      c[p] = middle ? -1 : static_cast<int>(p);
-    }
-    return c;
+  using compile_time_classes = AllPositions;
+  int position_class(index_t n, index_t p) const {
+    const bool middle = p > f && p < n - f - 1 && p != (n - 1) / 2 && p != n / 2;
+    return middle ? -1 : static_cast<int>(p);
   }
   template <class T>
   v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
@@ -156,7 +151,7 @@ struct RowCount {
   static constexpr int rows = N;
 };
 
-// One column tile [0, w) of batch item base: block by block, keys in, network, rule out. A
+// One column tile [0, w) of batch item base: block by block, keys in, network, values back, rule out. A
 // last block narrower than block_lanes is first copied into tail (n rows of block_lanes, the
 // rest zero), so the loads are full vectors everywhere.
 template <class S, class Rule>
@@ -176,14 +171,18 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
       stride = lanes;
     }
     if constexpr (S::rows > 0) {
-      load_and_order_block_static<T, S::rows>(src, stride, block,
-                                              std::make_index_sequence<static_sorting_network<S::rows>().size()>{});
+      using Classes = typename Rule::compile_time_classes;
+      load_and_order_block_static<T, S::rows, Classes, true>(
+          src, stride, block, std::make_index_sequence<StaticNetwork<S::rows, Classes>::size()>{});
     } else {
       load_and_order_groups<T>(src, n, stride, block);
       order_block<T>(block, *net);
+      keys_to_values<T>(block, n);
     }
+    // The rule sees n as a constant where the network is unrolled, so its loops unroll too.
+    const index_t rows = S::rows > 0 ? S::rows : n;
     for (index_t g = 0; 4 * g < wb; ++g) {
-      const vec4<T> r = __builtin_convertvector(rule.template operator()<T>(block, n, g), vec4<T>);
+      const vec4<T> r = __builtin_convertvector(rule.template operator()<T>(block, rows, g), vec4<T>);
       std::memcpy(out + c + 4 * g, &r, sizeof(T) * std::min<index_t>(4, wb - 4 * g));
     }
   }
@@ -204,7 +203,9 @@ void ordered_rule_tile_for(index_t n, A... a) {
 // OpenMP over (batch item, column tile).
 template <class T, class Rule>
 void ordered_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rule rule, T* out) {
-  const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), rule.network_classes(n));
+  std::vector<int> classes(n);
+  for (index_t p = 0; p < n; ++p) classes[p] = rule.position_class(n, p);
+  const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), classes);
   const index_t tiles = num_tiles(d, tile);
 #pragma omp parallel
   {
