@@ -183,7 +183,11 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
     const index_t rows = S::rows > 0 ? S::rows : n;
     for (index_t g = 0; 4 * g < wb; ++g) {
       const vec4<T> r = __builtin_convertvector(rule.template operator()<T>(block, rows, g), vec4<T>);
-      std::memcpy(out + c + 4 * g, &r, sizeof(T) * std::min<index_t>(4, wb - 4 * g));
+      // A constant-size copy is one vector store; the variable one, a call to memcpy.
+      if (4 * g + 4 <= wb)
+        store_vec(out + c + 4 * g, r);
+      else
+        std::memcpy(out + c + 4 * g, &r, sizeof(T) * (wb - 4 * g));
     }
   }
 }
