@@ -1,4 +1,9 @@
 // Coordinate-wise rules on row-major (B, n, d) buffers.
+//
+// This file is compiled twice: here for float, and through coordinatewise_double.cpp for double
+// (BYZKERN_COORDINATEWISE_TYPE). The networks unrolled for every n <= MAX_STATIC_ROWS make it by
+// far the slowest file to compile; two translation units let the parallel build (setup.py's
+// ParallelCompile) run the halves on two cores instead of making one file the critical path.
 #include "coordinatewise.hpp"
 
 #include "select.hpp"
@@ -47,7 +52,9 @@ void mean(const T* X, index_t B, index_t n, index_t d, index_t tile, T* out) {
 // ---- rules on ordered columns --------------------------------------------------------------
 // Each rule reads an ordered block (select.hpp) four lanes at a time (group g), in double,
 // exactly as the reference computes on its float64 copy, and returns the four results.
-// network_classes says which output positions the rule must find exactly.
+// position_class(n, p) says which output positions the rule must find exactly (select.hpp's
+// pruning); compile_time_classes prunes the unrolled networks, where the classes do not
+// depend on a runtime parameter (f), and is AllPositions where they do.
 
 template <class T>
 inline v4d value_at(const keyvec<T>* block, index_t p, index_t g) {
@@ -62,10 +69,9 @@ inline v4d block_median(const keyvec<T>* block, index_t n, index_t g) {
 }
 
 struct MedianOfBlock {
-  std::vector<int> network_classes(index_t n) const {
-    std::vector<int> c(n);
-    for (index_t p = 0; p < n; ++p) c[p] = p < (n - 1) / 2 ? 0 : p == (n - 1) / 2 ? 1 : p == n / 2 ? 2 : 3;
-    return c;
+  using compile_time_classes = MedianOfBlock;
+  static constexpr int position_class(index_t n, index_t p) {
+    return p < (n - 1) / 2 ? 0 : p == (n - 1) / 2 ? 1 : p == n / 2 ? 2 : 3;
   }
   template <class T>
   v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
@@ -77,11 +83,8 @@ struct MedianOfBlock {
 // sorted: the sum differs from the reference's only by rounding, within the tests' tolerance).
 struct TrimmedMeanOfBlock {
   index_t f;
-  std::vector<int> network_classes(index_t n) const {
-    std::vector<int> c(n);
-    for (index_t p = 0; p < n; ++p) c[p] = p < f ? 0 : p < n - f ? 1 : 2;
-    return c;
-  }
+  using compile_time_classes = AllPositions;
+  int position_class(index_t n, index_t p) const { return p < f ? 0 : p < n - f ? 1 : 2; }
   template <class T>
   v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
     v4d acc = value_at<T>(block, f, g);
@@ -100,13 +103,10 @@ struct TrimmedMeanOfBlock {
 // and the median's must be exact; the rest of the middle is summed as a set.
 struct MeanAroundMedianOfBlock {
   index_t f;
-  std::vector<int> network_classes(index_t n) const {
-    std::vector<int> c(n);
-    for (index_t p = 0; p < n; ++p) {
-      const bool middle = p > f && p < n - f - 1 && p != (n - 1) / 2 && p != n / 2;
-      c[p] = middle ? -1 : static_cast<int>(p);
-    }
-    return c;
+  using compile_time_classes = AllPositions;
+  int position_class(index_t n, index_t p) const {
+    const bool middle = p > f && p < n - f - 1 && p != (n - 1) / 2 && p != n / 2;
+    return middle ? -1 : static_cast<int>(p);
   }
   template <class T>
   v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
@@ -151,7 +151,7 @@ struct RowCount {
   static constexpr int rows = N;
 };
 
-// One column tile [0, w) of batch item base: block by block, keys in, network, rule out. A
+// One column tile [0, w) of batch item base: block by block, keys in, network, values back, rule out. A
 // last block narrower than block_lanes is first copied into tail (n rows of block_lanes, the
 // rest zero), so the loads are full vectors everywhere.
 template <class S, class Rule>
@@ -171,15 +171,23 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
       stride = lanes;
     }
     if constexpr (S::rows > 0) {
-      load_and_order_block_static<T, S::rows>(src, stride, block,
-                                              std::make_index_sequence<static_sorting_network<S::rows>().size()>{});
+      using Classes = typename Rule::compile_time_classes;
+      load_and_order_block_static<T, S::rows, Classes, true>(
+          src, stride, block, std::make_index_sequence<StaticNetwork<S::rows, Classes>::size()>{});
     } else {
       load_and_order_groups<T>(src, n, stride, block);
       order_block<T>(block, *net);
+      keys_to_values<T>(block, n);
     }
+    // The rule sees n as a constant where the network is unrolled, so its loops unroll too.
+    const index_t rows = S::rows > 0 ? S::rows : n;
     for (index_t g = 0; 4 * g < wb; ++g) {
-      const vec4<T> r = __builtin_convertvector(rule.template operator()<T>(block, n, g), vec4<T>);
-      std::memcpy(out + c + 4 * g, &r, sizeof(T) * std::min<index_t>(4, wb - 4 * g));
+      const vec4<T> r = __builtin_convertvector(rule.template operator()<T>(block, rows, g), vec4<T>);
+      // A constant-size copy is one vector store; the variable one, a call to memcpy.
+      if (4 * g + 4 <= wb)
+        store_vec(out + c + 4 * g, r);
+      else
+        std::memcpy(out + c + 4 * g, &r, sizeof(T) * (wb - 4 * g));
     }
   }
 }
@@ -199,7 +207,9 @@ void ordered_rule_tile_for(index_t n, A... a) {
 // OpenMP over (batch item, column tile).
 template <class T, class Rule>
 void ordered_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rule rule, T* out) {
-  const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), rule.network_classes(n));
+  std::vector<int> classes(n);
+  for (index_t p = 0; p < n; ++p) classes[p] = rule.position_class(n, p);
+  const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), classes);
   const index_t tiles = num_tiles(d, tile);
 #pragma omp parallel
   {
@@ -227,12 +237,13 @@ void meamed(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile
   ordered_rule(X, B, n, d, tile, MeanAroundMedianOfBlock{f}, out);
 }
 
-#define BYZKERN_INSTANTIATE(T)                                                              \
-  template void mean<T>(const T*, index_t, index_t, index_t, index_t, T*);                  \
-  template void cwmed<T>(const T*, index_t, index_t, index_t, index_t, T*);                 \
-  template void cwtm<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*);         \
-  template void meamed<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*);
-BYZKERN_INSTANTIATE(float)
-BYZKERN_INSTANTIATE(double)
+#ifndef BYZKERN_COORDINATEWISE_TYPE
+#define BYZKERN_COORDINATEWISE_TYPE float
+#endif
+using Instantiated = BYZKERN_COORDINATEWISE_TYPE;
+template void mean<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, Instantiated*);
+template void cwmed<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, Instantiated*);
+template void cwtm<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, index_t, Instantiated*);
+template void meamed<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, index_t, Instantiated*);
 
 }  // namespace byzkern

@@ -15,7 +15,10 @@
 
 namespace byzkern {
 
-using Comparators = std::vector<std::pair<std::int32_t, std::int32_t>>;
+struct Comparator {
+  int a, b;
+};
+using Comparators = std::vector<Comparator>;
 
 // Batcher's odd-even merge sort (Knuth, TAOCP vol. 3, 5.3.4) for any n: the network for the
 // next power of two with every comparator touching an index >= n removed, which is exact
@@ -34,44 +37,73 @@ constexpr void batcher_comparators(index_t n, Emit&& emit, index_t first_level =
 
 inline Comparators sorting_network(index_t n, index_t first_level) {
   Comparators net;
-  batcher_comparators(
-      n, [&](index_t a, index_t b) { net.emplace_back(static_cast<std::int32_t>(a), static_cast<std::int32_t>(b)); },
-      first_level);
+  batcher_comparators(n, [&](index_t a, index_t b) { net.push_back(Comparator{int(a), int(b)}); }, first_level);
   return net;
 }
 
-struct Comparator {
-  int a, b;
-};
-template <int N>
-constexpr index_t sorting_network_size() {
-  index_t size = 0;
-  batcher_comparators(N, [&](index_t, index_t) { ++size; });
-  return size;
-}
-template <int N>
-constexpr std::array<Comparator, sorting_network_size<N>()> static_sorting_network() {
-  std::array<Comparator, sorting_network_size<N>()> net{};
-  index_t k = 0;
-  batcher_comparators(N, [&](index_t a, index_t b) { net[k++] = Comparator{int(a), int(b)}; });
-  return net;
-}
-
-// The comparators of net that a rule needs. A rule reads the output positions by class (the
-// median reads positions (n-1)/2 and n/2, a trimmed mean only the set in the middle), so a
-// comparator of two positions of one class that no later kept comparator touches only
-// permutes values inside that class, and is dropped. Walking backwards finds them all.
-inline Comparators prune_network(const Comparators& net, const std::vector<int>& position_class) {
-  std::vector<bool> touched_later(position_class.size(), false);
-  Comparators kept;
-  for (auto it = net.rbegin(); it != net.rend(); ++it) {
-    const auto [a, b] = *it;
-    if (!touched_later[a] && !touched_later[b] && position_class[a] == position_class[b]) continue;
-    touched_later[a] = touched_later[b] = true;
-    kept.push_back(*it);
+// Which comparators of net a rule needs. A rule reads the output positions by class (the median
+// reads positions (n-1)/2 and n/2, a trimmed mean only the set in the middle), so a comparator
+// of two positions of one class that no later needed comparator touches only permutes values
+// inside that class, and is dropped. Walking backwards finds them all. constexpr, so the
+// networks unrolled at compile time are pruned the same way as the runtime ones.
+template <class Net, class Class, class Touched, class Flags>
+constexpr void mark_needed(const Net& net, Class position_class, Touched& touched_later, Flags& needed) {
+  for (std::size_t k = net.size(); k-- > 0;) {
+    const int a = net[k].a, b = net[k].b;
+    needed[k] = touched_later[a] || touched_later[b] || position_class(a) != position_class(b);
+    if (needed[k]) touched_later[a] = touched_later[b] = true;
   }
-  return Comparators(kept.rbegin(), kept.rend());
 }
+
+inline Comparators prune_network(const Comparators& net, const std::vector<int>& position_class) {
+  std::vector<bool> touched_later(position_class.size(), false), needed(net.size());
+  mark_needed(net, [&](int p) { return position_class[p]; }, touched_later, needed);
+  Comparators kept;
+  for (std::size_t k = 0; k < net.size(); ++k)
+    if (needed[k]) kept.push_back(net[k]);
+  return kept;
+}
+
+// The classes of a rule that reads every position in order: nothing is pruned.
+struct AllPositions {
+  static constexpr int position_class(index_t, index_t p) { return static_cast<int>(p); }
+};
+
+// The network for N rows, pruned for Classes::position_class(N, p), built at compile time.
+template <int N, class Classes>
+struct StaticNetwork {
+  static constexpr index_t full_size() {
+    index_t size = 0;
+    batcher_comparators(N, [&](index_t, index_t) { ++size; });
+    return size;
+  }
+  static constexpr std::array<Comparator, full_size()> full() {
+    std::array<Comparator, full_size()> net{};
+    index_t k = 0;
+    batcher_comparators(N, [&](index_t a, index_t b) { net[k++] = Comparator{int(a), int(b)}; });
+    return net;
+  }
+  static constexpr std::array<bool, full_size()> needed() {
+    std::array<bool, full_size()> flags{};
+    std::array<bool, N> touched_later{};
+    mark_needed(full(), [](int p) { return Classes::position_class(N, p); }, touched_later, flags);
+    return flags;
+  }
+  static constexpr index_t size() {
+    index_t size = 0;
+    for (bool b : needed()) size += b;
+    return size;
+  }
+  static constexpr std::array<Comparator, size()> comparators() {
+    std::array<Comparator, size()> net{};
+    const auto all = full();
+    const auto flags = needed();
+    index_t k = 0;
+    for (std::size_t i = 0; i < all.size(); ++i)
+      if (flags[i]) net[k++] = all[i];
+    return net;
+  }
+};
 
 // ---- order-preserving integer keys --------------------------------------------------------
 // Flipping the magnitude bits of negative values makes signed integer order the float order
@@ -116,12 +148,11 @@ inline keyvec<T> value_to_key(const keyvec<T>& bits) {
   return (bits & K::magnitude) > K::inf ? keyvec<T>{} + K::nan : flip_negative<T>(bits);
 }
 
-// Four lanes from lane 4 * g of row p of a block, as values in double (exact for float).
+// Four lanes from lane 4 * g of row p of an ordered block (which holds values by then, not
+// keys), in double (exact for float).
 template <class T>
 inline v4d values_as_double(const keyvec<T>* block_row, index_t g) {
-  using Key = typename KeyTraits<T>::type;
-  const vec4<Key> bits = flip_negative<T>(load_vec<vec4<Key>>(reinterpret_cast<const Key*>(block_row) + 4 * g));
-  return __builtin_convertvector(reinterpret_cast<vec4<T>>(bits), v4d);
+  return __builtin_convertvector(load_vec<vec4<T>>(reinterpret_cast<const T*>(block_row) + 4 * g), v4d);
 }
 
 // ---- blocks -------------------------------------------------------------------------------
@@ -163,12 +194,21 @@ inline void compare_exchange(keyvec<T>& x, keyvec<T>& y) {
   y = hi;
 }
 
-// Keys of block_lanes columns of N rows (row stride d), ordered, into the block.
-template <class T, int N, std::size_t... I>
+// The n rows of an ordered block from keys back to values: done once per element here, eight
+// lanes at a time, instead of at every read of a rule.
+template <class T>
+inline void keys_to_values(keyvec<T>* block, index_t n) {
+  for (index_t i = 0; i < n * BLOCK_VECS; ++i) store_vec(block + i, flip_negative<T>(load_vec<keyvec<T>>(block + i)));
+}
+
+// Keys of block_lanes columns of N rows (row stride d), ordered, into the block; as values
+// (keys_to_values) where AsValues, for a rule to read, else as keys, for more ordering.
+// Positions are ordered as far as Classes needs (AllPositions: fully).
+template <class T, int N, class Classes, bool AsValues, std::size_t... I>
 inline void load_and_order_block_static(const T* base, index_t d, keyvec<T>* block,
                                         std::index_sequence<I...>) {
   using V = keyvec<T>;
-  [[maybe_unused]] constexpr auto net = static_sorting_network<N>();  // empty for N = 1
+  [[maybe_unused]] constexpr auto net = StaticNetwork<N, Classes>::comparators();  // empty for N = 1
   // One cache line per row per block: with tens of rows read side by side the hardware
   // prefetchers lose track of the streams, and the loads wait on memory.
   for (int i = 0; i < N; ++i) __builtin_prefetch(base + i * d + PREFETCH_BLOCKS * block_lanes<T>());
@@ -176,7 +216,7 @@ inline void load_and_order_block_static(const T* base, index_t d, keyvec<T>* blo
     V r[N];
     for (int i = 0; i < N; ++i) r[i] = value_to_key<T>(load_vec<V>(base + i * d + u * vec_lanes<T>()));
     (compare_exchange<T>(r[net[I].a], r[net[I].b]), ...);
-    for (int i = 0; i < N; ++i) store_vec(block + i * BLOCK_VECS + u, r[i]);
+    for (int i = 0; i < N; ++i) store_vec(block + i * BLOCK_VECS + u, AsValues ? flip_negative<T>(r[i]) : r[i]);
   }
 }
 
@@ -184,13 +224,13 @@ inline void load_and_order_block_static(const T* base, index_t d, keyvec<T>* blo
 template <class T, int M = 1>
 inline void load_and_order_groups(const T* base, index_t n, index_t d, keyvec<T>* block) {
   if constexpr (M <= GROUP_ROWS) {
-    constexpr auto comparators = std::make_index_sequence<static_sorting_network<M>().size()>{};
+    constexpr auto comparators = std::make_index_sequence<StaticNetwork<M, AllPositions>::size()>{};
     if (M == GROUP_ROWS) {
       for (index_t i = 0; i + GROUP_ROWS <= n; i += GROUP_ROWS)
-        load_and_order_block_static<T, M>(base + i * d, d, block + i * BLOCK_VECS, comparators);
+        load_and_order_block_static<T, M, AllPositions, false>(base + i * d, d, block + i * BLOCK_VECS, comparators);
     } else if (n % GROUP_ROWS == M) {
       const index_t i = n - M;
-      load_and_order_block_static<T, M>(base + i * d, d, block + i * BLOCK_VECS, comparators);
+      load_and_order_block_static<T, M, AllPositions, false>(base + i * d, d, block + i * BLOCK_VECS, comparators);
     }
     load_and_order_groups<T, M + 1>(base, n, d, block);
   }
