@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -236,13 +237,21 @@ void pairwise_sqdist(const T* X, index_t B, index_t n, index_t d, index_t tile, 
     double* Db = D + b * n * n;
     std::vector<char> recompute(n * n, 0);
     std::vector<index_t> near;  // rows of the pairs to recompute, ascending
+    // A centred norm overflows for a finite row far from the centre (the centre can be an
+    // outlier's value); only a row with a NaN or Inf entry is at +Inf from every other row.
+    std::vector<char> finite_row(n);
+    for (index_t i = 0; i < n; ++i) {
+      const T* x = X + (b * n + i) * d;
+      finite_row[i] = std::isfinite(Gb[i * n + i]) || std::all_of(x, x + d, [](T v) { return std::isfinite(v); });
+    }
     for (index_t i = 0; i < n; ++i) {
       Db[i * n + i] = 0.0;
       for (index_t j = i + 1; j < n; ++j) {
         const double norms = Gb[i * n + i] + Gb[j * n + j], dist = norms - 2.0 * Gb[i * n + j];
-        // NaN, +-Inf (a non-finite row) and overflow all become +Inf
         Db[i * n + j] = Db[j * n + i] = std::isfinite(dist) ? dist : std::numeric_limits<double>::infinity();
-        if (std::isfinite(dist) && dist * GRAM_TRUST <= norms) recompute[i * n + j] = recompute[j * n + i] = 1;
+        const bool cancels = std::isfinite(dist) && dist * GRAM_TRUST <= norms;
+        const bool overflowed = !std::isfinite(dist) && finite_row[i] && finite_row[j];
+        if (cancels || overflowed) recompute[i * n + j] = recompute[j * n + i] = 1;
       }
     }
     for (index_t i = 0; i < n; ++i)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from byzkern import _config, _dispatch
+from byzkern.backends import reference
 
 cpu, _why = _dispatch.load("cpu")
 pytestmark = pytest.mark.skipif(cpu is None, reason=f"cpu backend unavailable: {_why}")
@@ -145,7 +146,6 @@ def test_one_and_two_threads_give_the_same_bits(dtype):
 def test_compressors_give_the_bits_of_the_reference(dtype, tile, monkeypatch):
     """The SIMD encoders (Philox lanes, movemask signs, packing per code width) and topk's
     sampled threshold against reference.py, on many work tiles and on the default one."""
-    from byzkern.backends import reference
 
     monkeypatch.setattr(_config, "COL_TILE", tile)
     X = _long_rows(dtype)
@@ -172,11 +172,24 @@ def test_pairwise_sqdist_is_exact_for_nearly_equal_rows(dtype):
     assert D[0, 0] == D[1, 1] == 0.0
 
 
+@pytest.mark.parametrize("huge_rows", [[0], [0, 3]], ids=["with-a-nan", "two-of-the-three-centre-rows"])
+def test_pairwise_sqdist_when_the_gram_centre_is_huge(huge_rows):
+    """The Gram's centre comes from rows 0, n/2 and n-1. Centred on a value near the float64
+    maximum, honest rows' norms overflow; their distances must still be the exact ones (the
+    fuzzer found krum picking a NaN row when they all came out +Inf)."""
+    X = np.random.default_rng(0).standard_normal((1, 5, 3))
+    X[0, huge_rows] = 1.7e308
+    if len(huge_rows) == 1:
+        X[0, 0, 1] = np.nan
+    with np.errstate(over="ignore"):  # the huge rows' own distances overflow to +Inf
+        want = reference.pairwise_sqdist(X)
+    np.testing.assert_allclose(cpu.pairwise_sqdist(X), want, rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_wide_tiles_match_the_reference(dtype, monkeypatch):
     """The session's 8-column tiles never fill mix_rows' 32-column register strips: with the
     default tile the strips, their prefetches and the tail columns run."""
-    from byzkern.backends import reference
 
     monkeypatch.setattr(_config, "COL_TILE", 4096)
     X, mixing = _inputs(dtype)
@@ -212,7 +225,6 @@ def test_coordinatewise_rules_for_every_row_count(dtype, monkeypatch):
     """cwmed, cwtm and meamed against the reference for n = 1..70: the networks unrolled at
     compile time (small n) and the runtime one, with d not a multiple of the block width."""
     from _harness import assert_close
-    from byzkern.backends import reference
 
     monkeypatch.setattr(_config, "COL_TILE", 40)
     rng = np.random.default_rng(11)
