@@ -855,17 +855,22 @@ def _topk(X, k, bits, magnitude, nan_key, values, indices):
     n, d = X.shape
     for row in numba.prange(n):
         key = bits[row]  # magnitude keys (the bits without the sign, NaN above Inf) on the fly
-        candidates = np.empty(d, np.int64)  # pages past the candidates are never touched
+        # grown on demand: a buffer of d indices per row would cost twice the input's memory
+        candidates = np.empty(min(d, 2 * k + _TOPK_SAMPLE), np.int64)
         count = 0
         t = _topk_threshold(key, k, magnitude, nan_key)
         for i in range(d):
             if min(key[i] & magnitude, nan_key) >= t:
+                if count == candidates.size:
+                    grown = np.empty(min(d, 2 * count), np.int64)
+                    for c in range(count):  # a slice assignment here trips parfors' size check
+                        grown[c] = candidates[c]
+                    candidates = grown
                 candidates[count] = i
                 count += 1
         if count < k:
             count = d
-            for i in range(d):
-                candidates[i] = i
+            candidates = np.arange(d)
         keys = np.empty(count, key.dtype)
         for c in range(count):
             keys[c] = min(key[candidates[c]] & magnitude, nan_key)
