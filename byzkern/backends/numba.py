@@ -809,17 +809,18 @@ _TOPK_BUCKETS = 2048
 @numba.njit(nogil=True, cache=True, inline="always")
 def _topk_threshold(key, k, magnitude, nan_key):
     """A key t such that, with near certainty, at least k entries have key >= t and not many
-    more (the sample's expected count plus 4 sigma); 0 (every entry) for short rows."""
+    more (the sample's expected count plus 4 sigma), and a bound on how many do: twice the
+    count the sample predicts; (0, d) (every entry) for short rows."""
     d = key.size
     expected = _TOPK_SAMPLE * k / d
     rank = np.int64(expected + 4.0 * math.sqrt(expected) + 4.0)
     if d < 16 * _TOPK_SAMPLE or rank >= _TOPK_SAMPLE:
-        return key.dtype.type(0)
+        return key.dtype.type(0), d
     sample = np.empty(_TOPK_SAMPLE, key.dtype)
     stride = d // _TOPK_SAMPLE
     for s in range(_TOPK_SAMPLE):
         sample[s] = min(key[s * stride] & magnitude, nan_key)
-    return np.sort(sample)[_TOPK_SAMPLE - 1 - rank]
+    return np.sort(sample)[_TOPK_SAMPLE - 1 - rank], min(d, 2 * (rank + 1) * (stride + 1) + k)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -855,20 +856,17 @@ def _topk(X, k, bits, magnitude, nan_key, values, indices):
     n, d = X.shape
     for row in numba.prange(n):
         key = bits[row]  # magnitude keys (the bits without the sign, NaN above Inf) on the fly
-        # grown on demand: a buffer of d indices per row would cost twice the input's memory
-        candidates = np.empty(min(d, 2 * k + _TOPK_SAMPLE), np.int64)
+        # sized by the sample: a buffer of d indices per row would cost twice the input's memory
+        t, capacity = _topk_threshold(key, k, magnitude, nan_key)
+        candidates = np.empty(capacity, np.int64)
         count = 0
-        t = _topk_threshold(key, k, magnitude, nan_key)
         for i in range(d):
             if min(key[i] & magnitude, nan_key) >= t:
-                if count == candidates.size:
-                    grown = np.empty(min(d, 2 * count), np.int64)
-                    for c in range(count):  # a slice assignment here trips parfors' size check
-                        grown[c] = candidates[c]
-                    candidates = grown
+                if count == capacity:
+                    break
                 candidates[count] = i
                 count += 1
-        if count < k:
+        if count < k or count == capacity < d:  # the sample misled: every entry is a candidate
             count = d
             candidates = np.arange(d)
         keys = np.empty(count, key.dtype)
