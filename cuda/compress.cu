@@ -304,21 +304,37 @@ __global__ void sign_encode(const T* X, index_t n, index_t d, unsigned char* cod
 
 // ---- decoders --------------------------------------------------------------------------------
 
+// The layout of a QSGD message's codes (sign bit above the level bits), read a group at a time.
+struct QsgdCodes {
+  int width;
+  unsigned level_mask;
+  index_t groups, stride;
+  __device__ QsgdCodes(index_t d, index_t levels)
+      : width(byzkern::bit_length(static_cast<unsigned>(levels)) + 1),
+        level_mask((1u << (width - 1)) - 1u),
+        groups((d + 7) / 8),
+        stride(byzkern::row_bytes(d, width)) {}
+  // The codes of group g into c; returns where the group lies.
+  __device__ byzkern::Group load(const unsigned char* codes, index_t g, index_t d, unsigned c[8]) const {
+    const byzkern::Group group(g, groups, d);
+    byzkern::load_group(codes + group.row * stride + group.first / 8 * width, group.size, width, c);
+    return group;
+  }
+};
+
 // Level l of row r decodes to (T)(norm_r * (l / s)), negated when the sign bit is set.
 template <class T>
 __global__ void qsgd_decode(const T* norms, const unsigned char* codes, index_t n, index_t d, index_t levels, T* out) {
-  const int width = byzkern::bit_length(static_cast<unsigned>(levels)) + 1;
-  const unsigned level_mask = (1u << (width - 1)) - 1u;
-  const index_t groups = (d + 7) / 8, stride = byzkern::row_bytes(d, width);
-  for (index_t g = byzkern::global_thread(); g < n * groups; g += byzkern::global_stride()) {
-    const byzkern::Group group(g, groups, d);
+  const QsgdCodes layout(d, levels);
+  for (index_t g = byzkern::global_thread(); g < n * layout.groups; g += byzkern::global_stride()) {
     unsigned c[8];
-    byzkern::load_group(codes + group.row * stride + group.first / 8 * width, group.size, width, c);
+    const byzkern::Group group = layout.load(codes, g, d, c);
     const double norm = static_cast<double>(norms[group.row]);
     T* o = out + group.row * d + group.first;
     for (int j = 0; j < group.size; ++j) {
-      const T v = static_cast<T>(__dmul_rn(norm, static_cast<double>(c[j] & level_mask) / static_cast<double>(levels)));
-      o[j] = (c[j] >> (width - 1)) ? -v : v;
+      const double level = static_cast<double>(c[j] & layout.level_mask);
+      const T v = static_cast<T>(__dmul_rn(norm, level / static_cast<double>(levels)));
+      o[j] = (c[j] >> (layout.width - 1)) ? -v : v;
     }
   }
 }
@@ -378,15 +394,12 @@ __global__ void indices_check(const I* indices, index_t n, index_t k, unsigned l
 
 // Every level of a QSGD message at most `levels`.
 __global__ void qsgd_levels_check(const unsigned char* codes, index_t n, index_t d, index_t levels, int* bad) {
-  const int width = byzkern::bit_length(static_cast<unsigned>(levels)) + 1;
-  const unsigned level_mask = (1u << (width - 1)) - 1u;
-  const index_t groups = (d + 7) / 8, stride = byzkern::row_bytes(d, width);
-  for (index_t g = byzkern::global_thread(); g < n * groups; g += byzkern::global_stride()) {
-    const byzkern::Group group(g, groups, d);
+  const QsgdCodes layout(d, levels);
+  for (index_t g = byzkern::global_thread(); g < n * layout.groups; g += byzkern::global_stride()) {
     unsigned c[8];
-    byzkern::load_group(codes + group.row * stride + group.first / 8 * width, group.size, width, c);
+    const byzkern::Group group = layout.load(codes, g, d, c);
     for (int j = 0; j < group.size; ++j) {
-      if ((c[j] & level_mask) > static_cast<unsigned>(levels)) *bad = 1;
+      if ((c[j] & layout.level_mask) > static_cast<unsigned>(levels)) *bad = 1;
     }
   }
 }
