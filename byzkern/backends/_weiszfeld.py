@@ -1,0 +1,141 @@
+"""Smoothed Weiszfeld for the cpu and numba backends: the steps on coefficients, not on X.
+
+After its first step every Weiszfeld iterate is a convex combination of the kept rows,
+z = sum_i a_i x_i with a = beta / sum(beta) >= 0, and for such a z, exactly,
+
+    ||z - x_j||^2 = s_j - q,   s_j = sum_i a_i D_ij,   q = 1/2 a^T D a = sum_i a_i ||z - x_i||^2,
+
+with D the pairwise squared distances. So one ``pairwise_sqdist`` (float64, exact-difference
+accuracy) gives every step's distances, the objective and the stopping rule as (n, n) work, and
+X is read once more at the end for z itself: about one pairwise_sqdist plus one pass, where
+stepping on z takes a pass per step.
+
+The subtraction cancels where x_j is much nearer z than the a-weighted spread of the rows
+(z converging onto a row, duplicated rows, far outliers): its error is a few ulps of s_j + q,
+against ||z - x_j||^2. A step whose distance is not above ``TRUST`` (s_j + q) for every kept
+row is taken on X instead (the backend's fused pass: z from the coefficients, then the direct
+distances), and so is every step of an item whose D overflows among finite rows. Only the
+distances of that step come from X; the iterate is still the coefficients.
+
+``init="zero"`` or an array needs the distances from that point (one pass); after the first
+step the iterate is a combination again.
+
+A backend gives three kernels (``kernels``):
+``pairwise_sqdist(X)``; ``center_distances(X, center) -> (dist, finite)``: float64 distances
+(B, n) from ``center`` (B, d) float64 and which rows are finite; and
+``weighted_center(X, coef, items, distances) -> (z, dist)``: for the items marked,
+z[b] = sum_{coef_i != 0} coef_i x_i / sum coef formed in float64 and rounded to X's dtype, and
+the direct distances (B, n) from the float64 z when ``distances`` (else None); the other items'
+rows are undefined.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: a distance from the Gram formula is trusted when ||z - x_j||^2 > TRUST (s_j + q): its
+#: relative error is then below about 2^7 times that of D and of the sums (a few ulps each),
+#: an error in z of about 1e-13 of the rows' spread, inside the float64 parity tolerance.
+TRUST = 2.0 ** -8
+
+
+def gram_sqdist(D, a):
+    """(||z - x_j||^2 for z = sum_i a_i x_i, trusted) from D (B, n, n) and a (B, n), sum a = 1.
+
+    D must be finite and zero outside the kept rows; ``trusted[b, j]`` says whether row j's
+    value is above TRUST (s_j + q), i.e. clear of the cancellation."""
+    s = np.matmul(D, a[:, :, None])[:, :, 0]
+    q = 0.5 * (a * s).sum(axis=1, keepdims=True)
+    sq = s - q
+    return np.maximum(sq, 0.0), sq > TRUST * (s + q)
+
+
+def _drop_nonfinite_rows(X, D, w):
+    """Zero the weight of kept rows with a NaN or Inf entry (weights w changed in place).
+
+    Such a row is at +Inf from every other row, so only rows with a non-finite distance (and a
+    lone kept row, which has none) are read to tell a non-finite row from a finite one whose
+    distances overflowed."""
+    kept = w > 0
+    lone = kept & (kept.sum(axis=1, keepdims=True) == 1)
+    suspect = lone | (_pairs(kept) & ~np.isfinite(D)).any(axis=2)
+    for b, i in zip(*np.nonzero(suspect)):
+        if not np.isfinite(X[b, i]).all():
+            w[b, i] = 0.0
+
+
+def _pairs(kept):
+    """(B, n, n): both rows kept, off the diagonal."""
+    n = kept.shape[1]
+    return kept[:, :, None] & kept[:, None, :] & ~np.eye(n, dtype=bool)
+
+
+def geomed(X, weights, init, maxiter, eps, nu, kernels):
+    B, n, d = X.shape
+    w = weights.copy()
+    from_mean = isinstance(init, str) and init == "mean"
+    if not from_mean:
+        start = np.zeros((B, d)) if isinstance(init, str) else init.astype(np.float64)
+        dist, finite = kernels.center_distances(X, start)
+        w[~finite] = 0.0
+    if not from_mean and maxiter == 0:
+        obj = (w * np.where(w > 0, dist, 0.0)).sum(axis=1)
+        return start.astype(X.dtype), np.zeros(B, np.int64), obj
+
+    D = kernels.pairwise_sqdist(X)
+    if from_mean:
+        _drop_nonfinite_rows(X, D, w)
+    kept = w > 0
+    pairs = _pairs(kept)
+    # items whose every step is taken on X: distances overflowed among finite rows, or no row left
+    on_x = (pairs & ~np.isfinite(D)).any(axis=(1, 2)) | ~kept.any(axis=1)
+    D = np.where(pairs & ~on_x[:, None, None], D, 0.0)
+    z = np.empty((B, d), X.dtype)
+    z_is_current = np.zeros(B, dtype=bool)  # z[b] holds the current iterate (set by a pass on X)
+
+    def take(items, new):
+        """z[items] = new[items], without the copy when new is every item's."""
+        nonlocal z
+        if items.all():
+            z = new
+        else:
+            z[items] = new[items]
+
+    def step_distances(coef, items):
+        """Distances (B, n) from z = coef-weighted mean of the kept rows, for ``items``."""
+        total = coef.sum(axis=1, keepdims=True)
+        a = np.divide(coef, total, out=np.zeros_like(coef), where=total > 0)
+        sq, trusted = gram_sqdist(D, a)
+        fresh = np.sqrt(sq)
+        exact = items & (on_x | ~(trusted | ~kept).all(axis=1))
+        if exact.any():
+            new, direct = kernels.weighted_center(X, coef, exact, True)
+            take(exact, new)
+            fresh[exact] = direct[exact]
+        z_is_current[items] = exact[items]
+        return np.where(kept, fresh, 0.0)
+
+    if from_mean:
+        coef = w.copy()
+        dist = step_distances(coef, np.ones(B, dtype=bool))
+    else:
+        coef = np.zeros((B, n))
+        dist = np.where(kept, dist, 0.0)
+    obj = (w * dist).sum(axis=1)
+    iters = np.zeros(B, np.int64)
+    active = np.ones(B, dtype=bool)
+    for t in range(1, maxiter + 1):
+        beta = np.zeros((B, n))
+        np.divide(w, np.maximum(nu, dist), out=beta, where=kept & active[:, None])
+        coef[active] = beta[active]
+        dist = np.where(active[:, None], step_distances(coef, active), dist)
+        new_obj = (w * dist).sum(axis=1)
+        iters[active] = t
+        converged = np.abs(obj - new_obj) < eps * new_obj  # RFA's relative stopping rule
+        obj = np.where(active, new_obj, obj)
+        active &= ~converged
+        if not active.any():
+            break
+    stale = ~z_is_current
+    if stale.any():
+        take(stale, kernels.weighted_center(X, coef, stale, False)[0])
+    return z, iters, obj
