@@ -1,7 +1,8 @@
-"""Geometric median on the cpu and numba backends: Weiszfeld steps on coefficients
-(byzkern/backends/_weiszfeld.py), with the passes over X counted, and the steps whose Gram-style
-distances would cancel taken on X instead. Every case is checked against the reference:
-the point within RTOL, the iteration counts equal, the objective within 1e-10.
+"""Geometric median on the cpu and numba backends (byzkern/backends/_weiszfeld.py): Weiszfeld
+steps on coefficients from one pairwise_sqdist, the steps whose Gram-style distances would
+cancel taken on X, and the route that takes every step on X (many rows, few steps), with the
+passes over X counted. Every case is checked against the reference: the point within RTOL, the
+iteration counts equal, the objective within 1e-10.
 """
 import types
 
@@ -33,6 +34,13 @@ def passes(request):
 
     spy = types.SimpleNamespace(**{name: recorded(name) for name in vars(real)}, calls=calls)
     return spy
+
+
+@pytest.fixture(params=["coefficients", "x"])
+def route(request, monkeypatch):
+    """Steps on coefficients wherever maxiter > 0, or every step on X."""
+    monkeypatch.setattr(_weiszfeld, "GRAM_ROWS_PER_STEP", 10**9 if request.param == "coefficients" else 0)
+    return request.param
 
 
 def exact_steps(passes):
@@ -78,7 +86,18 @@ def test_clean_data_reads_x_for_the_result_only(passes, dtype):
     assert [name for name, _ in passes.calls] == ["center_distances", "pairwise_sqdist", "weighted_center"]
 
 
-def test_a_step_onto_a_duplicated_row_is_taken_on_x(passes, dtype):
+def test_many_rows_and_few_steps_take_every_step_on_x(passes, dtype):
+    """n >= GRAM_ROWS_PER_STEP * maxiter: pairwise_sqdist would cost more than the steps it saves;
+    one pass per step, as many as the steps (the last one gives z)."""
+    X = gaussian(np.random.default_rng(8), (2, 40, 21), dtype)
+    check(passes, X, maxiter=2)
+    assert [name for name, _ in passes.calls] == ["weighted_center"] * 3
+    passes.calls.clear()
+    check(passes, X, init="zero", maxiter=2)
+    assert [name for name, _ in passes.calls] == ["center_distances"] + ["weighted_center"] * 2
+
+
+def test_a_step_onto_a_duplicated_row_is_taken_on_x(passes, route, dtype):
     """A majority of equal rows: the median is that row, and once z is near it the Gram-style
     distance to it is below TRUST (s_j + q), so those steps read X."""
     rng = np.random.default_rng(2)
@@ -88,7 +107,7 @@ def test_a_step_onto_a_duplicated_row_is_taken_on_x(passes, dtype):
     assert exact_steps(passes) > 0
 
 
-def test_far_outliers_take_their_steps_on_x(passes, dtype):
+def test_far_outliers_take_their_steps_on_x(passes, route, dtype):
     """Rows 1e4 times farther than the others carry tiny coefficients and huge D entries: every
     distance to an honest row is below TRUST (s_j + q)."""
     rng = np.random.default_rng(3)
@@ -99,7 +118,7 @@ def test_far_outliers_take_their_steps_on_x(passes, dtype):
 
 
 @pytest.mark.parametrize("eps", [1e-3, 1e-6, 1e-11])
-def test_eps_stops_at_the_reference_iteration(passes, dtype, eps):
+def test_eps_stops_at_the_reference_iteration(passes, route, dtype, eps):
     """Three items that stop at different steps (batched stops): a zero weight; three far rows;
     a non-finite row and four rows close together (slow to converge, steps on X)."""
     rng = np.random.default_rng(4)
@@ -114,9 +133,10 @@ def test_eps_stops_at_the_reference_iteration(passes, dtype, eps):
 
 
 @pytest.mark.parametrize("init", ["mean", "zero", "array"])
-def test_non_finite_rows_get_zero_weight(passes, dtype, init):
-    """NaN and Inf rows (found from their +Inf distances with init="mean"), and an item left
-    with one weighted row once its non-finite row is dropped."""
+def test_non_finite_rows_get_zero_weight(passes, route, dtype, init):
+    """NaN and Inf rows (with init="mean" found from their non-finite distances, then the items
+    that had them start again), and an item left with one weighted row once its non-finite row
+    is dropped."""
     rng = np.random.default_rng(5)
     X = gaussian(rng, (3, 7, 13), dtype)
     X[0, 1, 3], X[0, 4, 0], X[0, 5, 5] = np.nan, np.inf, -np.inf
@@ -129,12 +149,12 @@ def test_non_finite_rows_get_zero_weight(passes, dtype, init):
 
 
 @pytest.mark.parametrize("init", ["mean", "zero", "array"])
-def test_one_row(passes, dtype, init):
+def test_one_row(passes, route, dtype, init):
     X = gaussian(np.random.default_rng(7), (2, 1, 9), dtype)
     check(passes, X, init=X[:, 0] + 1 if init == "array" else init, maxiter=3)
 
 
-def test_overflowing_distances_take_every_step_on_x(passes):
+def test_overflowing_distances_take_every_step_on_x(passes, route):
     """float64 rows of 1e200: D overflows among finite rows, so D cannot give the distances."""
     rng = np.random.default_rng(6)
     X = gaussian(rng, (2, 7, 11), np.float64)
