@@ -12,8 +12,8 @@ stepping on z takes a pass per step.
 
 The subtraction cancels where x_j is much nearer z than the a-weighted spread of the rows
 (z converging onto a row, duplicated rows, far outliers): its error is a few ulps of s_j + q,
-against ||z - x_j||^2. A step whose distance is not above ``TRUST`` (s_j + q) for every kept
-row is taken on X instead (the backend's fused pass: z from the coefficients, then the direct
+against ||z - x_j||^2. A step whose distance is not above ``TRUST[dtype]`` (s_j + q) for every
+kept row is taken on X instead (the backend's fused pass: z from the coefficients, then the direct
 distances), and so is every step of an item whose D overflows among finite rows. Only the
 distances of that step come from X; the iterate is still the coefficients.
 
@@ -42,20 +42,23 @@ import numpy as np
 #: are taken on coefficients when that is less than maxiter, else all on X.
 GRAM_ROWS_PER_STEP = 16
 #: a distance from the Gram formula is trusted when ||z - x_j||^2 > TRUST (s_j + q): its
-#: relative error is then below about 2^7 times that of D and of the sums (a few ulps each),
-#: an error in z of about 1e-13 of the rows' spread, inside the float64 parity tolerance.
-TRUST = 2.0 ** -8
+#: relative error is then below 1 / (2 TRUST) times that of D and of the sums (a few ulps of
+#: float64 each). For float64 results 2^7 ulps: an error in z of about 1e-13 of the rows'
+#: spread, inside the float64 parity tolerance (1e-12); for float32 results 2^15 ulps (3e-12),
+#: far below float32's rounding, which keeps rows up to about 1e5 times farther than the others
+#: (a Gaussian attack on small gradients) on the coefficient steps.
+TRUST = {np.dtype(np.float32): 2.0 ** -16, np.dtype(np.float64): 2.0 ** -8}
 
 
-def gram_sqdist(D, a):
+def gram_sqdist(D, a, trust):
     """(||z - x_j||^2 for z = sum_i a_i x_i, trusted) from D (B, n, n) and a (B, n), sum a = 1.
 
     D must be finite and zero outside the kept rows; ``trusted[b, j]`` says whether row j's
-    value is above TRUST (s_j + q), i.e. clear of the cancellation."""
+    value is above trust (s_j + q), i.e. clear of the cancellation."""
     s = np.matmul(D, a[:, :, None])[:, :, 0]
     q = 0.5 * (a * s).sum(axis=1, keepdims=True)
     sq = s - q
-    return np.maximum(sq, 0.0), sq > TRUST * (s + q)
+    return np.maximum(sq, 0.0), sq > trust * (s + q)
 
 
 def _drop_nonfinite_rows(X, suspect, w):
@@ -122,7 +125,7 @@ def geomed(X, weights, init, maxiter, eps, nu, kernels):
         if D is not None:
             total = coef.sum(axis=1, keepdims=True)
             a = np.divide(coef, total, out=np.zeros_like(coef), where=total > 0)
-            sq, trusted = gram_sqdist(D, a)
+            sq, trusted = gram_sqdist(D, a, TRUST[X.dtype])
             fresh = np.sqrt(sq)
             exact |= items & ~(trusted | (w <= 0)).all(axis=1)
         if exact.any():
