@@ -117,22 +117,25 @@ def geomed(X, weights, init, maxiter, eps, nu, kernels):
         else:
             z[items] = new[items]
 
+    trust, unweighted = TRUST[X.dtype], w <= 0  # w no longer changes on the coefficient route
+
     def step_distances(coef, items):
         """Distances (B, n) from z = coef-weighted mean of the rows, for ``items``; non-finite
         where a row or z is (rows of zero weight included)."""
         exact = items & on_x
-        fresh = np.zeros(coef.shape)
-        if D is not None:
+        if D is None:
+            fresh = np.zeros(coef.shape)
+        else:
             total = coef.sum(axis=1, keepdims=True)
             a = np.divide(coef, total, out=np.zeros_like(coef), where=total > 0)
-            sq, trusted = gram_sqdist(D, a, TRUST[X.dtype])
+            sq, trusted = gram_sqdist(D, a, trust)
             fresh = np.sqrt(sq)
-            exact |= items & ~(trusted | (w <= 0)).all(axis=1)
+            exact |= items & ~(trusted | unweighted).all(axis=1)
         if exact.any():
             new, direct = kernels.weighted_center(X, coef, exact, True)
             take(exact, new)
-            fresh[exact] = direct[exact]
-        z_is_current[items] = exact[items]
+            np.copyto(fresh, direct, where=exact[:, None])
+        np.copyto(z_is_current, exact, where=items)
         return fresh
 
     if from_mean:
@@ -151,10 +154,10 @@ def geomed(X, weights, init, maxiter, eps, nu, kernels):
     iters = np.zeros(B, np.int64)
     active = np.ones(B, dtype=bool)
     for t in range(1, maxiter + 1):
-        beta = np.zeros((B, n))
-        np.divide(w, np.maximum(nu, dist), out=beta, where=kept & active[:, None])
-        coef[active] = beta[active]
-        dist = np.where(active[:, None] & kept, step_distances(coef, active), dist)
+        live = active[:, None]
+        # the rows of zero weight have distance 0 here, so beta 0
+        np.copyto(coef, w / np.maximum(nu, dist), where=live)
+        dist = np.where(live & kept, step_distances(coef, active), dist)
         new_obj = (w * dist).sum(axis=1)
         iters[active] = t
         converged = np.abs(obj - new_obj) < eps * new_obj  # RFA's relative stopping rule
