@@ -3,7 +3,8 @@
 // Geometric median: byzkern/backends/_weiszfeld.py takes the Weiszfeld steps on coefficients
 // (distances from pairwise_sqdist) and asks here for the passes it still needs: the distances
 // from a given start (init "zero" or an array), the weighted mean of the rows (the result),
-// and that mean with its direct distances where the coefficient formula would cancel.
+// and that mean with its direct distances where the coefficient formula would cancel, or at
+// every step where the rows are too many for pairwise_sqdist to pay off.
 // Centered clipping: every step is a pass here.
 //
 // One pass fuses a center and the distances to it: for a strip of 8 columns it forms the new
