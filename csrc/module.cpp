@@ -135,6 +135,40 @@ py::array_t<T> clip_py(carray<T> X, double tau, index_t tile, index_t slabs) {
   return out;
 }
 
+// init: "mean", "zero" or a (B, d) array of X's dtype.
+template <class T>
+py::tuple geomed_py(carray<T> X, carray<double> weights, py::object init, index_t maxiter, double eps, double nu,
+                    index_t tile, index_t slabs) {
+  const Shape s = shape_of(X, "geomed");
+  if (weights.ndim() != 2 || weights.shape(0) != s.B || weights.shape(1) != s.n)
+    throw std::invalid_argument("geomed: weights must be (B, n)");
+  byzkern::GeomedInit kind = byzkern::GeomedInit::given;
+  carray<T> init_array;
+  if (py::isinstance<py::str>(init)) {
+    const std::string name = init.cast<std::string>();
+    if (name != "mean" && name != "zero") throw std::invalid_argument("geomed: init must be 'mean', 'zero' or an array");
+    kind = name == "mean" ? byzkern::GeomedInit::mean : byzkern::GeomedInit::zero;
+  } else {
+    init_array = init.cast<carray<T>>();
+    if (init_array.ndim() != 2 || init_array.shape(0) != s.B || init_array.shape(1) != s.d)
+      throw std::invalid_argument("geomed: init must be (B, d)");
+  }
+  py::array_t<T> z({s.B, s.d});
+  py::array_t<std::int64_t> iterations(s.B);
+  py::array_t<double> objective(s.B);
+  const T* x = X.data();
+  const double* w = weights.data();
+  const T* z0 = kind == byzkern::GeomedInit::given ? init_array.data() : nullptr;
+  T* zo = z.mutable_data();
+  std::int64_t* it = iterations.mutable_data();
+  double* obj = objective.mutable_data();
+  {
+    py::gil_scoped_release release;
+    byzkern::geomed<T>(x, s.B, s.n, s.d, w, kind, z0, maxiter, eps, nu, tile, slabs, zo, it, obj);
+  }
+  return py::make_tuple(z, iterations, objective);
+}
+
 template <class T>
 py::tuple center_distances_py(carray<T> X, carray<double> center, index_t tile, index_t slabs) {
   const Shape s = shape_of(X, "center_distances");
@@ -433,6 +467,9 @@ PYBIND11_MODULE(_cpu, m) {
            py::arg("idx"), py::arg("tile"));
   def_both(m, "clip", &clip_py<float>, &clip_py<double>, "Rows clipped to l2 norm <= tau.", py::arg("tau"),
            py::arg("tile"), py::arg("slabs"));
+  def_both(m, "geomed", &geomed_py<float>, &geomed_py<double>, "Smoothed Weiszfeld -> (z, iterations, objective).",
+           py::arg("weights"), py::arg("init"), py::arg("maxiter"), py::arg("eps"), py::arg("nu"), py::arg("tile"),
+           py::arg("slabs"));
   def_both(m, "center_distances", &center_distances_py<float>, &center_distances_py<double>,
            "Distances (B, n) from each row to center (B, d) float64, and which rows are finite.",
            py::arg("center"), py::arg("tile"), py::arg("slabs"));

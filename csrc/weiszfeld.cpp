@@ -4,7 +4,8 @@
 // (distances from pairwise_sqdist) and asks here for the passes it still needs: the distances
 // from a given start (init "zero" or an array), the weighted mean of the rows (the result),
 // and that mean with its direct distances where the coefficient formula would cancel, or at
-// every step where the rows are too many for pairwise_sqdist to pay off.
+// every step where the rows are too many for pairwise_sqdist to pay off. Small inputs run the
+// whole loop here instead (geomed), every step a pass, without a Python call per step.
 // Centered clipping: every step is a pass here.
 //
 // One pass fuses a center and the distances to it: for a strip of 8 columns it forms the new
@@ -187,6 +188,87 @@ void weighted_center(const T* X, index_t B, index_t n, index_t d, const double* 
 }
 
 template <class T>
+void geomed(const T* X, index_t B, index_t n, index_t d, const double* weights, GeomedInit init_kind,
+            const T* init, index_t maxiter, double eps, double nu, index_t tile, index_t slabs, T* z,
+            std::int64_t* iterations, double* objective) {
+  std::vector<double> w(weights, weights + B * n), coef(B * n), dist(B * n), start;
+  std::unique_ptr<bool[]> finite(new bool[B * n]);
+  // One pass for the items marked in `on`: the weighted mean of coef (rounded into z) or the
+  // distances from `start`, and the rows' finiteness when asked.
+  auto pass = [&](Center kind, const std::vector<char>& on, bool check_finite) {
+    std::vector<PassItem<T>> items(B);
+    for (index_t b = 0; b < B; ++b) {
+      if (!on[b]) continue;
+      if (kind == Center::given) {
+        items[b].center = start.data() + b * d;  // given: only read
+        continue;
+      }
+      double sum = 0.0;
+      for (index_t i = 0; i < n; ++i) sum += coef[b * n + i];
+      items[b].coef = coef.data() + b * n;
+      items[b].coef_sum = sum;
+      items[b].rounded = z + b * d;
+    }
+    center_pass(X, B, n, d, tile, slabs, kind, items, dist.data(), check_finite ? finite.get() : nullptr);
+  };
+  std::vector<char> active(B, 1);
+  if (init_kind == GeomedInit::mean) {
+    coef = w;
+    pass(Center::weighted_mean, active, true);
+    // Rows found non-finite get weight zero; the items that had given them weight start over.
+    std::vector<char> redo(B, 0);
+    bool any = false;
+    for (index_t r = 0; r < B * n; ++r)
+      if (!finite[r] && w[r] > 0) {
+        w[r] = 0.0;
+        redo[r / n] = any = true;
+      }
+    if (any) {
+      coef = w;
+      pass(Center::weighted_mean, redo, false);
+    }
+  } else {
+    start.resize(B * d);
+    for (index_t r = 0; r < B * d; ++r) start[r] = init_kind == GeomedInit::zero ? 0.0 : double(init[r]);
+    pass(Center::given, active, true);
+    for (index_t r = 0; r < B * n; ++r)
+      if (!finite[r]) w[r] = 0.0;
+    for (index_t r = 0; r < B * d; ++r) z[r] = static_cast<T>(start[r]);  // the result if maxiter == 0
+  }
+  auto objective_of = [&](index_t b) {
+    double obj = 0.0;
+    for (index_t i = 0; i < n; ++i)
+      if (w[b * n + i] > 0) obj += w[b * n + i] * dist[b * n + i];
+    return obj;
+  };
+  for (index_t b = 0; b < B; ++b) {
+    objective[b] = objective_of(b);
+    iterations[b] = 0;
+    active[b] = maxiter > 0;
+  }
+  for (index_t t = 1; t <= maxiter; ++t) {
+    bool any = false;
+    for (index_t b = 0; b < B; ++b) {
+      if (!active[b]) continue;
+      any = true;
+      for (index_t i = 0; i < n; ++i) {
+        const double wi = w[b * n + i];
+        coef[b * n + i] = wi > 0 ? wi / std::max(nu, dist[b * n + i]) : 0.0;
+      }
+    }
+    if (!any) break;
+    pass(Center::weighted_mean, active, false);
+    for (index_t b = 0; b < B; ++b) {
+      if (!active[b]) continue;
+      const double previous = objective[b];
+      objective[b] = objective_of(b);
+      iterations[b] = t;
+      if (std::fabs(previous - objective[b]) < eps * objective[b]) active[b] = 0;  // RFA's stopping rule
+    }
+  }
+}
+
+template <class T>
 void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iters, const T* v0, index_t tile,
            index_t slabs, T* out) {
   if (iters == 0) {
@@ -214,6 +296,8 @@ void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iter
                                     double*, bool*);                                                           \
   template void weighted_center<T>(const T*, index_t, index_t, index_t, const double*, const bool*, index_t,    \
                                    index_t, T*, double*);                                                      \
+  template void geomed<T>(const T*, index_t, index_t, index_t, const double*, GeomedInit, const T*, index_t,      \
+                          double, double, index_t, index_t, T*, std::int64_t*, double*);                       \
   template void cclip<T>(const T*, index_t, index_t, index_t, double, index_t, const T*, index_t, index_t, T*);
 BYZKERN_INSTANTIATE(float)
 BYZKERN_INSTANTIATE(double)

@@ -12,6 +12,14 @@ void center_distances(const T* X, index_t B, index_t n, index_t d, const double*
 template <class T>
 void weighted_center(const T* X, index_t B, index_t n, index_t d, const double* coef, const bool* which,
                      index_t tile, index_t slabs, T* z, double* dist);
+enum class GeomedInit { mean = 0, zero = 1, given = 2 };
+
+// The whole smoothed Weiszfeld loop with every step a pass over X (the reference's algorithm):
+// for inputs small enough that backends/_weiszfeld.py's per-step Python costs more than a pass.
+template <class T>
+void geomed(const T* X, index_t B, index_t n, index_t d, const double* weights, GeomedInit init_kind,
+            const T* init, index_t maxiter, double eps, double nu, index_t tile, index_t slabs, T* z,
+            std::int64_t* iterations, double* objective);
 template <class T>
 void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iters, const T* v0, index_t tile,
            index_t slabs, T* out);

@@ -165,3 +165,27 @@ def test_overflowing_distances_take_every_step_on_x(passes, route):
     with np.errstate(over="ignore", invalid="ignore"):  # the reference's +Inf objective
         check(passes, X, maxiter=4, nu=1e-6)
     assert exact_steps(passes) >= 4
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6])
+@pytest.mark.parametrize("elements", [0, 10**9])
+def test_cpu_takes_the_coefficient_steps_only_for_a_fixed_step_count_on_large_inputs(
+        monkeypatch, dtype, eps, elements):
+    """cpu's geomed: the C++ loop on X for small inputs and for eps > 0 (its steps stop early),
+    the coefficient steps for eps = 0 at COEFFICIENT_MIN_ELEMENTS and above; both equal the
+    reference."""
+    cpu, reason = _dispatch.load("cpu")
+    if cpu is None:
+        pytest.skip(f"backend cpu unavailable: {reason}")
+    monkeypatch.setattr(_weiszfeld, "COEFFICIENT_MIN_ELEMENTS", elements)
+    calls, real = [], _weiszfeld.geomed
+    monkeypatch.setattr(_weiszfeld, "geomed", lambda *args: calls.append(args) or real(*args))
+    X = gaussian(np.random.default_rng(9), (2, 9, 31), dtype)
+    X[1, 4, 2] = np.inf
+    weights = np.ones((2, 9))
+    z, iters, obj = cpu.geomed(X, weights, "mean", 8, eps, 1e-6)
+    z_ref, iters_ref, obj_ref = ref.geomed(X, weights, "mean", 8, eps, 1e-6)
+    np.testing.assert_array_equal(iters, iters_ref)
+    assert_close(z, z_ref)
+    np.testing.assert_allclose(obj, obj_ref, rtol=1e-10)
+    assert len(calls) == (eps == 0 and elements == 0)

@@ -66,7 +66,9 @@ def clip(X, tau):
 
 
 def geomed(X, weights, init, maxiter, eps, nu):
-    return _weiszfeld.geomed(X, weights, init, maxiter, eps, nu, _WEISZFELD_PASSES)
+    if _weiszfeld.steps_on_coefficients(X.shape, maxiter, eps):
+        return _weiszfeld.geomed(X, weights, init, maxiter, eps, nu, _WEISZFELD_PASSES)
+    return _cpu.geomed(X, weights, init, maxiter, eps, nu, _config.COL_TILE, _config.REDUCTION_SLABS)
 
 
 def cclip(X, tau, iters, v0):
