@@ -74,9 +74,17 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     small that ``w_i |x_i| / nu`` overflows float64.
 
     ``weights`` (n,) or (B, n): non-negative, not all zero. nan_policy="outlier" gives rows with
-    a NaN or Inf entry zero weight. Distances are direct (float64), not Gram-based.
+    a NaN or Inf entry zero weight.
     With ``return_info=True`` returns ``(z, {"iterations": ..., "objective": ...})``.
-    Cost: two reads of X per step (distances, then the weighted sum).
+
+    Numerics and cost: every iterate after the first is z = sum_i a_i x_i with sum_i a_i = 1,
+    so on the cpu and numba backends, when n < 16 maxiter, the distances come from one
+    ``pairwise_sqdist``: ``||z - x_j||^2 = sum_i a_i D_ij - a^T D a / 2`` (float64), and X is
+    read once more for z (once more again for ``init="zero"`` or an array). A step where that
+    difference would cancel (z close to a row compared with the rows' spread: duplicated rows,
+    far outliers) takes its distances directly from X instead, one read of X for that step.
+    With more rows (pairwise_sqdist costing more than the steps it saves) every step reads X
+    once, distances direct, as the reference does; the cuda backend reads X twice per step.
     """
     A = adapt(X)
     B, n, d = A.data.shape

@@ -170,6 +170,50 @@ py::tuple geomed_py(carray<T> X, carray<double> weights, py::object init, index_
 }
 
 template <class T>
+py::tuple center_distances_py(carray<T> X, carray<double> center, index_t tile, index_t slabs) {
+  const Shape s = shape_of(X, "center_distances");
+  if (center.ndim() != 2 || center.shape(0) != s.B || center.shape(1) != s.d)
+    throw std::invalid_argument("center_distances: center must be (B, d)");
+  py::array_t<double> dist({s.B, s.n});
+  py::array_t<bool> finite({s.B, s.n});
+  const T* x = X.data();
+  const double* c = center.data();
+  double* dd = dist.mutable_data();
+  bool* f = finite.mutable_data();
+  {
+    py::gil_scoped_release release;
+    byzkern::center_distances<T>(x, s.B, s.n, s.d, c, tile, slabs, dd, f);
+  }
+  return py::make_tuple(dist, finite);
+}
+
+template <class T>
+py::tuple weighted_center_py(carray<T> X, carray<double> coef, py::array_t<bool, py::array::c_style> items,
+                             bool distances, index_t tile, index_t slabs) {
+  const Shape s = shape_of(X, "weighted_center");
+  if (coef.ndim() != 2 || coef.shape(0) != s.B || coef.shape(1) != s.n)
+    throw std::invalid_argument("weighted_center: coef must be (B, n)");
+  if (items.ndim() != 1 || items.shape(0) != s.B) throw std::invalid_argument("weighted_center: items must be (B,)");
+  py::array_t<T> z({s.B, s.d});
+  py::object dist = py::none();
+  double* dd = nullptr;
+  if (distances) {
+    py::array_t<double> d({s.B, s.n});
+    dd = d.mutable_data();
+    dist = d;
+  }
+  const T* x = X.data();
+  const double* a = coef.data();
+  const bool* which = items.data();
+  T* zo = z.mutable_data();
+  {
+    py::gil_scoped_release release;
+    byzkern::weighted_center<T>(x, s.B, s.n, s.d, a, which, tile, slabs, zo, dd);
+  }
+  return py::make_tuple(z, dist);
+}
+
+template <class T>
 py::array_t<T> cclip_py(carray<T> X, double tau, index_t iters, carray<T> v0, index_t tile, index_t slabs) {
   const Shape s = shape_of(X, "cclip");
   if (v0.ndim() != 2 || v0.shape(0) != s.B || v0.shape(1) != s.d) throw std::invalid_argument("cclip: v0 must be (B, d)");
@@ -426,6 +470,13 @@ PYBIND11_MODULE(_cpu, m) {
   def_both(m, "geomed", &geomed_py<float>, &geomed_py<double>, "Smoothed Weiszfeld -> (z, iterations, objective).",
            py::arg("weights"), py::arg("init"), py::arg("maxiter"), py::arg("eps"), py::arg("nu"), py::arg("tile"),
            py::arg("slabs"));
+  def_both(m, "center_distances", &center_distances_py<float>, &center_distances_py<double>,
+           "Distances (B, n) from each row to center (B, d) float64, and which rows are finite.",
+           py::arg("center"), py::arg("tile"), py::arg("slabs"));
+  def_both(m, "weighted_center", &weighted_center_py<float>, &weighted_center_py<double>,
+           "For the items marked: z = sum_i coef_i x_i / sum coef (rows with coef 0 left out) -> "
+           "(z (B, d), its distances (B, n) or None).",
+           py::arg("coef"), py::arg("items"), py::arg("distances"), py::arg("tile"), py::arg("slabs"));
   def_both(m, "cclip", &cclip_py<float>, &cclip_py<double>, "Centered clipping from v0 -> (B, d).", py::arg("tau"),
            py::arg("iters"), py::arg("v0"), py::arg("tile"), py::arg("slabs"));
   m.def("isa", []() { return byzkern::cpu_has_avx2() ? "avx2" : "baseline"; }, "SIMD variant the kernels run.");

@@ -1,15 +1,23 @@
-// Iterative rules: geometric median by smoothed Weiszfeld, and centered clipping.
+// Passes over X for the iterative rules: a center and the per-row distances ||x_i - c||.
 //
-// Both are a center c and per-row distances ||x_i - c||. One pass over X per step is fused:
-// for a strip of 8 columns it forms the new center from the coefficients of the previous step
-// (all rows of the strip are read), then, while the strip is still in L1, adds the strip's part
-// of every ||x_i - c_new||^2. Distances are direct differences in double
-// (not Gram-based): Weiszfeld steps that approach a data point need ||z - x_i|| accurate to
-// below nu, which a Gram matrix centered elsewhere cannot give. Per-slab partial distances are
-// added in slab order, so 1 and 2 threads give the same bits.
+// Geometric median: byzkern/backends/_weiszfeld.py takes the Weiszfeld steps on coefficients
+// (distances from pairwise_sqdist) and asks here for the passes it still needs: the distances
+// from a given start (init "zero" or an array), the weighted mean of the rows (the result),
+// and that mean with its direct distances where the coefficient formula would cancel, or at
+// every step where the rows are too many for pairwise_sqdist to pay off. Small inputs run the
+// whole loop here instead (geomed), every step a pass, without a Python call per step.
+// Centered clipping: every step is a pass here.
+//
+// One pass fuses a center and the distances to it: for a strip of 8 columns it forms the new
+// center from the coefficients (all rows of the strip are read), then, while the strip is still
+// in L1, adds the strip's part of every ||x_i - c||^2. Distances are direct differences in
+// double (not Gram-based): they are the fallback for steps that come close to a data point.
+// Per-slab partial distances are added in slab order, so 1 and 2 threads give the same bits.
 #include "weiszfeld.hpp"
 
 #include <cmath>
+#include <memory>
+#include <vector>
 
 namespace byzkern {
 
@@ -19,13 +27,18 @@ enum class Center {
   clip_step,      // c = c + (1/n) sum_i a_i (x_i - c) (centered clipping)
 };
 
-struct PassItem {      // one batch item of a pass
-  const double* coef;  // a_i; rows with a_i == 0 never enter a sum (their NaN/Inf stay out)
-  double coef_sum;     // sum_i a_i for weighted_mean, n for clip_step
-  double* center;      // (d,) in/out
-  double* sqdist;      // (slabs, n) partial ||x_i - c||^2, or null when not needed
-  double* nonfinite;   // (slabs, n) partial sums of x * 0 (NaN for a non-finite row), or null
+template <class T>
+struct PassItem {      // one batch item of a pass; an item with neither center nor rounded is skipped
+  const double* coef = nullptr;  // a_i; rows with a_i == 0 never enter a sum (their NaN/Inf stay out)
+  double coef_sum = 0.0;         // sum_i a_i for weighted_mean, n for clip_step
+  double* center = nullptr;      // (d,) read by given and clip_step, written by clip_step
+  T* rounded = nullptr;          // (d,) weighted_mean's center, rounded to T; distances use it unrounded
+  double* sqdist = nullptr;      // (slabs, n) partial ||x_i - c||^2, or null when not needed
+  double* nonfinite = nullptr;   // (slabs, n) partial sums of x * 0 (NaN for a non-finite row), or null
 };
+
+inline void store4_rounded(double* p, const v4d& v) { store_vec(p, v); }
+inline void store4_rounded(float* p, const v4d& v) { store_vec(p, __builtin_convertvector(v, v4f)); }
 
 // Asks for the bytes of the same row a few strips ahead: the rows are n streams read 32 bytes
 // at a time each, more streams than the hardware prefetcher follows.
@@ -37,12 +50,17 @@ inline void prefetch_ahead(const void* x) { __builtin_prefetch(static_cast<const
 // four lanes per row (sq, check: n x 4 doubles, summed at the end of the slab).
 template <class T>
 inline void center_slab(const T* Xb, index_t n, index_t d, index_t c0, index_t w, Center kind,
-                         PassItem item, double* sq, double* check) {
-  double* c = item.center + c0;
+                        PassItem<T> item, double* sq, double* check) {
+  double* c = item.center == nullptr ? nullptr : item.center + c0;
+  T* rounded = item.rounded == nullptr ? nullptr : item.rounded + c0;
   const v4d total = {item.coef_sum, item.coef_sum, item.coef_sum, item.coef_sum}, zero = {0, 0, 0, 0};
   index_t k = 0;
   for (; k + 8 <= w; k += 8) {
-    v4d c_lo = load_vec<v4d>(c + k), c_hi = load_vec<v4d>(c + k + 4);
+    v4d c_lo = zero, c_hi = zero;
+    if (kind != Center::weighted_mean) {
+      c_lo = load_vec<v4d>(c + k);
+      c_hi = load_vec<v4d>(c + k + 4);
+    }
     if (kind != Center::given) {
       v4d s_lo = zero, s_hi = zero;
       for (index_t i = 0; i < n; ++i) {
@@ -59,10 +77,17 @@ inline void center_slab(const T* Xb, index_t n, index_t d, index_t c0, index_t w
           s_hi += av * (load4_as_double(x + 4) - c_hi);
         }
       }
-      c_lo = kind == Center::weighted_mean ? s_lo / total : c_lo + s_lo / total;
-      c_hi = kind == Center::weighted_mean ? s_hi / total : c_hi + s_hi / total;
-      store_vec(c + k, c_lo);
-      store_vec(c + k + 4, c_hi);
+      if (kind == Center::weighted_mean) {
+        c_lo = s_lo / total;
+        c_hi = s_hi / total;
+        store4_rounded(rounded + k, c_lo);
+        store4_rounded(rounded + k + 4, c_hi);
+      } else {
+        c_lo += s_lo / total;
+        c_hi += s_hi / total;
+        store_vec(c + k, c_lo);
+        store_vec(c + k + 4, c_hi);
+      }
     }
     if (sq != nullptr || check != nullptr)
       for (index_t i = 0; i < n; ++i) {
@@ -77,30 +102,46 @@ inline void center_slab(const T* Xb, index_t n, index_t d, index_t c0, index_t w
       }
   }
   for (; k < w; ++k) {  // the last columns, fewer than a strip
+    double ck = kind == Center::weighted_mean ? 0.0 : c[k];
     if (kind != Center::given) {
       double s = 0.0;
       for (index_t i = 0; i < n; ++i) {
         const double a = item.coef[i], x = static_cast<double>(Xb[i * d + c0 + k]);
-        if (a != 0.0) s += kind == Center::weighted_mean ? a * x : a * (x - c[k]);
+        if (a != 0.0) s += kind == Center::weighted_mean ? a * x : a * (x - ck);
       }
-      c[k] = kind == Center::weighted_mean ? s / item.coef_sum : c[k] + s / item.coef_sum;
+      if (kind == Center::weighted_mean) {
+        ck = s / item.coef_sum;
+        rounded[k] = static_cast<T>(ck);
+      } else {
+        ck += s / item.coef_sum;
+        c[k] = ck;
+      }
     }
     for (index_t i = 0; i < n; ++i) {
       const double x = static_cast<double>(Xb[i * d + c0 + k]);
-      if (sq != nullptr) sq[4 * i] += (x - c[k]) * (x - c[k]);
+      if (sq != nullptr) sq[4 * i] += (x - ck) * (x - ck);
       if (check != nullptr) check[4 * i] += x * 0.0;
     }
   }
 }
 BYZKERN_DISPATCH(center_slab_dispatched, center_slab)
 
-// One pass over X for the items with items[b].center != null.
+// One pass over X for the items that have a center or a rounded center, then the slab sums
+// reduced in slab order: dist[b * n + i] = ||x_i - c|| (when dist is given) and
+// finite[b * n + i] (when finite is given) for those items.
 template <class T>
-void center_pass(const T* X, index_t B, index_t n, index_t d, index_t tile, const Slabs& slabs, Center kind,
-                 const std::vector<PassItem>& items) {
+void center_pass(const T* X, index_t B, index_t n, index_t d, index_t tile, index_t max_slabs, Center kind,
+                 std::vector<PassItem<T>> items, double* dist, bool* finite) {
+  const Slabs slabs(d, tile, max_slabs);
+  auto active = [&](index_t b) { return items[b].center != nullptr || items[b].rounded != nullptr; };
+  std::vector<double> sqdist(dist ? B * slabs.count * n : 0), nonfinite(finite ? B * slabs.count * n : 0);
+  for (index_t b = 0; b < B; ++b) {
+    items[b].sqdist = dist ? sqdist.data() + b * slabs.count * n : nullptr;
+    items[b].nonfinite = finite ? nonfinite.data() + b * slabs.count * n : nullptr;
+  }
   for_each_slab(B, d, tile, slabs, [&](index_t b, index_t s, index_t c0, index_t c1) {
-    const PassItem& item = items[b];
-    if (item.center == nullptr) return;
+    const PassItem<T>& item = items[b];
+    if (!active(b)) return;
     std::vector<double> sq(item.sqdist ? 4 * n : 0, 0.0), check(item.nonfinite ? 4 * n : 0, 0.0);
     center_slab_dispatched<T>(X + b * n * d, n, d, c0, c1 - c0, kind, item, item.sqdist ? sq.data() : nullptr,
                               item.nonfinite ? check.data() : nullptr);
@@ -109,88 +150,95 @@ void center_pass(const T* X, index_t B, index_t n, index_t d, index_t tile, cons
       if (item.nonfinite) item.nonfinite[s * n + i] = sum_lanes(load_vec<v4d>(check.data() + 4 * i));
     }
   });
-}
-
-// Per-item buffers and the slab reductions shared by geomed and cclip.
-template <class T>
-struct CenterState {
-  index_t B, n, d, tile;
-  Slabs slabs;
-  std::vector<double> center, coef, coef_sum, sqdist, nonfinite, dist;
-  std::vector<char> bad;  // rows with a NaN or Inf entry
-
-  CenterState(index_t B_, index_t n_, index_t d_, index_t tile_, index_t max_slabs)
-      : B(B_), n(n_), d(d_), tile(tile_), slabs(d_, tile_, max_slabs), center(B_ * d_), coef(B_ * n_),
-        coef_sum(B_), sqdist(B_ * slabs.count * n_), nonfinite(B_ * slabs.count * n_), dist(B_ * n_),
-        bad(B_ * n_, 0) {}
-
-  // Runs a pass on the items marked in `active`; distances always, finiteness when asked.
-  void pass(const T* X, Center kind, const std::vector<char>& active, bool distances, bool check_finite) {
-    std::vector<PassItem> items(B);
-    for (index_t b = 0; b < B; ++b)
-      if (active[b])
-        items[b] = {coef.data() + b * n, coef_sum[b], center.data() + b * d,
-                    distances ? sqdist.data() + b * slabs.count * n : nullptr,
-                    check_finite ? nonfinite.data() + b * slabs.count * n : nullptr};
-    center_pass(X, B, n, d, tile, slabs, kind, items);
-    for (index_t b = 0; b < B; ++b) {
-      if (!active[b]) continue;
-      for (index_t i = 0; i < n; ++i) {
-        double sq = 0.0, check = 0.0;
-        for (index_t s = 0; s < slabs.count; ++s) {
-          sq += sqdist[(b * slabs.count + s) * n + i];
-          check += nonfinite[(b * slabs.count + s) * n + i];
-        }
-        if (distances) dist[b * n + i] = std::sqrt(sq);
-        if (check_finite) bad[b * n + i] = check != 0.0;  // NaN != 0
+  for (index_t b = 0; b < B; ++b) {
+    if (!active(b)) continue;
+    for (index_t i = 0; i < n; ++i) {
+      double sq = 0.0, check = 0.0;
+      for (index_t s = 0; s < slabs.count; ++s) {
+        if (dist) sq += sqdist[(b * slabs.count + s) * n + i];
+        if (finite) check += nonfinite[(b * slabs.count + s) * n + i];
       }
+      if (dist) dist[b * n + i] = std::sqrt(sq);
+      if (finite) finite[b * n + i] = check == 0.0;  // NaN != 0
     }
   }
+}
 
-  template <class U>
-  void write_center(U* out) const {
-    for (index_t r = 0; r < B * d; ++r) out[r] = static_cast<U>(center[r]);
+template <class T>
+void center_distances(const T* X, index_t B, index_t n, index_t d, const double* center, index_t tile,
+                      index_t slabs, double* dist, bool* finite) {
+  std::vector<PassItem<T>> items(B);
+  for (index_t b = 0; b < B; ++b) items[b].center = const_cast<double*>(center + b * d);  // given: only read
+  center_pass(X, B, n, d, tile, slabs, Center::given, items, dist, finite);
+}
+
+template <class T>
+void weighted_center(const T* X, index_t B, index_t n, index_t d, const double* coef, const bool* which,
+                     index_t tile, index_t slabs, T* z, double* dist) {
+  std::vector<PassItem<T>> items(B);
+  for (index_t b = 0; b < B; ++b) {
+    if (!which[b]) continue;
+    double sum = 0.0;
+    for (index_t i = 0; i < n; ++i) sum += coef[b * n + i];
+    items[b].coef = coef + b * n;
+    items[b].coef_sum = sum;
+    items[b].rounded = z + b * d;
   }
-};
+  center_pass(X, B, n, d, tile, slabs, Center::weighted_mean, items, dist, nullptr);
+}
 
 template <class T>
 void geomed(const T* X, index_t B, index_t n, index_t d, const double* weights, GeomedInit init_kind,
             const T* init, index_t maxiter, double eps, double nu, index_t tile, index_t slabs, T* z,
             std::int64_t* iterations, double* objective) {
-  CenterState<T> st(B, n, d, tile, slabs);
-  std::vector<double> w(weights, weights + B * n);
-  std::vector<char> active(B, 1);
-  auto set_weighted_mean = [&](index_t b) {
-    double sum = 0.0;
-    for (index_t i = 0; i < n; ++i) sum += st.coef[b * n + i] = w[b * n + i];
-    st.coef_sum[b] = sum;
+  std::vector<double> w(weights, weights + B * n), coef(B * n), dist(B * n), start;
+  std::unique_ptr<bool[]> finite(new bool[B * n]);
+  // One pass for the items marked in `on`: the weighted mean of coef (rounded into z) or the
+  // distances from `start`, and the rows' finiteness when asked.
+  auto pass = [&](Center kind, const std::vector<char>& on, bool check_finite) {
+    std::vector<PassItem<T>> items(B);
+    for (index_t b = 0; b < B; ++b) {
+      if (!on[b]) continue;
+      if (kind == Center::given) {
+        items[b].center = start.data() + b * d;  // given: only read
+        continue;
+      }
+      double sum = 0.0;
+      for (index_t i = 0; i < n; ++i) sum += coef[b * n + i];
+      items[b].coef = coef.data() + b * n;
+      items[b].coef_sum = sum;
+      items[b].rounded = z + b * d;
+    }
+    center_pass(X, B, n, d, tile, slabs, kind, items, dist.data(), check_finite ? finite.get() : nullptr);
   };
+  std::vector<char> active(B, 1);
   if (init_kind == GeomedInit::mean) {
-    for (index_t b = 0; b < B; ++b) set_weighted_mean(b);
-    st.pass(X, Center::weighted_mean, active, true, true);
+    coef = w;
+    pass(Center::weighted_mean, active, true);
     // Rows found non-finite get weight zero; the items that had given them weight start over.
     std::vector<char> redo(B, 0);
     bool any = false;
     for (index_t r = 0; r < B * n; ++r)
-      if (st.bad[r] && w[r] > 0) {
+      if (!finite[r] && w[r] > 0) {
         w[r] = 0.0;
         redo[r / n] = any = true;
       }
     if (any) {
-      for (index_t b = 0; b < B; ++b)
-        if (redo[b]) set_weighted_mean(b);
-      st.pass(X, Center::weighted_mean, redo, true, false);
+      coef = w;
+      pass(Center::weighted_mean, redo, false);
     }
   } else {
-    for (index_t r = 0; r < B * d; ++r) st.center[r] = init_kind == GeomedInit::zero ? 0.0 : double(init[r]);
-    st.pass(X, Center::given, active, true, true);
+    start.resize(B * d);
+    for (index_t r = 0; r < B * d; ++r) start[r] = init_kind == GeomedInit::zero ? 0.0 : double(init[r]);
+    pass(Center::given, active, true);
     for (index_t r = 0; r < B * n; ++r)
-      if (st.bad[r]) w[r] = 0.0;
+      if (!finite[r]) w[r] = 0.0;
+    for (index_t r = 0; r < B * d; ++r) z[r] = static_cast<T>(start[r]);  // the result if maxiter == 0
   }
   auto objective_of = [&](index_t b) {
     double obj = 0.0;
     for (index_t i = 0; i < n; ++i)
-      if (w[b * n + i] > 0) obj += w[b * n + i] * st.dist[b * n + i];
+      if (w[b * n + i] > 0) obj += w[b * n + i] * dist[b * n + i];
     return obj;
   };
   for (index_t b = 0; b < B; ++b) {
@@ -203,16 +251,13 @@ void geomed(const T* X, index_t B, index_t n, index_t d, const double* weights, 
     for (index_t b = 0; b < B; ++b) {
       if (!active[b]) continue;
       any = true;
-      double sum = 0.0;
       for (index_t i = 0; i < n; ++i) {
         const double wi = w[b * n + i];
-        st.coef[b * n + i] = wi > 0 ? wi / std::max(nu, st.dist[b * n + i]) : 0.0;
-        sum += st.coef[b * n + i];
+        coef[b * n + i] = wi > 0 ? wi / std::max(nu, dist[b * n + i]) : 0.0;
       }
-      st.coef_sum[b] = sum;
     }
     if (!any) break;
-    st.pass(X, Center::weighted_mean, active, true, false);
+    pass(Center::weighted_mean, active, false);
     for (index_t b = 0; b < B; ++b) {
       if (!active[b]) continue;
       const double previous = objective[b];
@@ -221,7 +266,6 @@ void geomed(const T* X, index_t B, index_t n, index_t d, const double* weights, 
       if (std::fabs(previous - objective[b]) < eps * objective[b]) active[b] = 0;  // RFA's stopping rule
     }
   }
-  st.write_center(z);
 }
 
 template <class T>
@@ -231,23 +275,28 @@ void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iter
     std::copy(v0, v0 + B * d, out);
     return;
   }
-  CenterState<T> st(B, n, d, tile, slabs);
-  const std::vector<char> all(B, 1);
-  for (index_t r = 0; r < B * d; ++r) st.center[r] = static_cast<double>(v0[r]);
-  st.pass(X, Center::given, all, true, true);
+  std::vector<double> center(v0, v0 + B * d), coef(B * n), dist(B * n);
+  std::unique_ptr<bool[]> finite(new bool[B * n]);
+  std::vector<PassItem<T>> items(B);
+  for (index_t b = 0; b < B; ++b)
+    items[b] = {coef.data() + b * n, static_cast<double>(n), center.data() + b * d};  // bad rows add 0 but count
+  center_pass(X, B, n, d, tile, slabs, Center::given, items, dist.data(), finite.get());
   for (index_t t = 1; t <= iters; ++t) {
     for (index_t r = 0; r < B * n; ++r) {
-      const double norm = st.dist[r];
-      st.coef[r] = st.bad[r] ? 0.0 : std::min(1.0, tau / (norm > 0 ? norm : 1.0));
+      const double norm = dist[r];
+      coef[r] = finite[r] ? std::min(1.0, tau / (norm > 0 ? norm : 1.0)) : 0.0;
     }
-    std::fill(st.coef_sum.begin(), st.coef_sum.end(), static_cast<double>(n));  // bad rows add 0 but count
-    st.pass(X, Center::clip_step, all, t < iters, false);
+    center_pass(X, B, n, d, tile, slabs, Center::clip_step, items, t < iters ? dist.data() : nullptr, nullptr);
   }
-  st.write_center(out);
+  for (index_t r = 0; r < B * d; ++r) out[r] = static_cast<T>(center[r]);
 }
 
-#define BYZKERN_INSTANTIATE(T)                                                                                 \
-  template void geomed<T>(const T*, index_t, index_t, index_t, const double*, GeomedInit, const T*, index_t,    \
+#define BYZKERN_INSTANTIATE(T)                                                                                  \
+  template void center_distances<T>(const T*, index_t, index_t, index_t, const double*, index_t, index_t,       \
+                                    double*, bool*);                                                           \
+  template void weighted_center<T>(const T*, index_t, index_t, index_t, const double*, const bool*, index_t,    \
+                                   index_t, T*, double*);                                                      \
+  template void geomed<T>(const T*, index_t, index_t, index_t, const double*, GeomedInit, const T*, index_t,      \
                           double, double, index_t, index_t, T*, std::int64_t*, double*);                       \
   template void cclip<T>(const T*, index_t, index_t, index_t, double, index_t, const T*, index_t, index_t, T*);
 BYZKERN_INSTANTIATE(float)

@@ -9,10 +9,11 @@ depend on the thread count.
 from __future__ import annotations
 
 import json
+import types
 from importlib import resources
 
 from .. import _config
-from . import serial_when_small
+from . import _weiszfeld, serial_when_small
 
 try:
     from .. import _cpu
@@ -65,6 +66,8 @@ def clip(X, tau):
 
 
 def geomed(X, weights, init, maxiter, eps, nu):
+    if _weiszfeld.steps_on_coefficients(X.shape, maxiter, eps):
+        return _weiszfeld.geomed(X, weights, init, maxiter, eps, nu, _WEISZFELD_PASSES)
     return _cpu.geomed(X, weights, init, maxiter, eps, nu, _config.COL_TILE, _config.REDUCTION_SLABS)
 
 
@@ -130,5 +133,13 @@ def mean_std(X, ddof):
 def gaussian(own, std, seed):
     return _cpu.gaussian(own, std, seed)
 
+
+#: the passes over X that backends/_weiszfeld.py's coefficient steps ask for
+_WEISZFELD_PASSES = types.SimpleNamespace(
+    pairwise_sqdist=pairwise_sqdist,
+    center_distances=lambda X, center: _cpu.center_distances(X, center, _config.COL_TILE, _config.REDUCTION_SLABS),
+    weighted_center=lambda X, coef, items, distances: _cpu.weighted_center(
+        X, coef, items, distances, _config.COL_TILE, _config.REDUCTION_SLABS),
+)
 
 serial_when_small(globals(), _cpu.max_threads, _cpu.set_threads)

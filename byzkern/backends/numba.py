@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import math
+import types
 
 import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz
 
 from .. import _config, _random
-from . import serial_when_small
+from . import _weiszfeld, serial_when_small
 
 #: ``error_model="numpy"``: a float division by zero gives Inf/NaN as in the reference, not an
 #: exception.
@@ -477,11 +478,10 @@ def clip(X, tau):
 # ---- iterative rules: geometric median, centered clipping -----------------------------------
 
 @numba.njit(inline="always")
-def _row_sqdist(X, b, i, v, c0, c1):
-    """sum over columns c0:c1 of (x_i - v)^2 in float64."""
-    row, center = X[b, i, c0:c1], v[b, c0:c1]
+def _row_sqdist(row, center):
+    """sum_c (row_c - center_c)^2 in float64."""
     total = 0.0
-    for c in range(c1 - c0):
+    for c in range(row.shape[0]):
         diff = np.float64(row[c]) - center[c]
         total += diff * diff
     return total
@@ -502,16 +502,17 @@ def _sqdist_to_center(X, v, tile, sq, probe):
             for c in range(c1 - c0):
                 zero += np.float64(row[c]) * 0.0
             probe[b, t, i] = zero
-            sq[b, t, i] = _row_sqdist(X, b, i, v, c0, c1)
+            sq[b, t, i] = _row_sqdist(row, v[b, c0:c1])
 
 
 @numba.njit(**_SUM_KERNEL)
-def _update_center(X, coef, divisor, centered, rows, items, v, tile, block, sq):
+def _update_center(X, coef, divisor, centered, rows, items, v, tile, block, distances, sq):
     """One step of a reweighted center, then the new distances, in one read of X:
     v <- sum_i coef_i x_i / divisor (Weiszfeld), or with ``centered``
     v <- v + sum_i coef_i (x_i - v) / divisor (centered clipping); only ``rows`` enter a sum.
-    sq[b, t, i] gets row i's squared distance to the new v over tile t (items not in
-    ``items`` are left alone)."""
+    The center is formed in float64 and stored in v's dtype (Weiszfeld's result is stored in
+    X's dtype at once). With ``distances``, sq[b, t, i] gets every row's squared distance over
+    tile t to the float64 center. Items not in ``items`` are left alone."""
     B, n, d = X.shape
     tiles = (d + tile - 1) // tile
     for job in numba.prange(B * tiles):
@@ -557,14 +558,17 @@ def _update_center(X, coef, divisor, centered, rows, items, v, tile, block, sq):
                     for c in range(w):
                         acc[c] += a * np.float64(row[c])
             for c in range(w):
-                center[c] = center[c] + acc[c] / divisor[b] if centered else acc[c] / divisor[b]
-            for g in range(0, quads, 4):
-                i0, i1, i2, i3 = used[g], used[g + 1], used[g + 2], used[g + 3]
-                r0, r1 = X[b, i0, s0:s1], X[b, i1, s0:s1]
-                r2, r3 = X[b, i2, s0:s1], X[b, i3, s0:s1]
+                acc[c] = center[c] + acc[c] / divisor[b] if centered else acc[c] / divisor[b]
+                center[c] = acc[c]
+            if not distances:
+                continue
+            # every row's distance, also the rows left out of the sum (Weiszfeld's zero coefficients)
+            for i0 in range(0, n // 4 * 4, 4):
+                r0, r1 = X[b, i0, s0:s1], X[b, i0 + 1, s0:s1]
+                r2, r3 = X[b, i0 + 2, s0:s1], X[b, i0 + 3, s0:s1]
                 q0 = q1 = q2 = q3 = 0.0
                 for c in range(w):
-                    z = center[c]
+                    z = acc[c]
                     e0, e1 = np.float64(r0[c]) - z, np.float64(r1[c]) - z
                     e2, e3 = np.float64(r2[c]) - z, np.float64(r3[c]) - z
                     q0 += e0 * e0
@@ -572,11 +576,11 @@ def _update_center(X, coef, divisor, centered, rows, items, v, tile, block, sq):
                     q2 += e2 * e2
                     q3 += e3 * e3
                 sq[b, t, i0] += q0
-                sq[b, t, i1] += q1
-                sq[b, t, i2] += q2
-                sq[b, t, i3] += q3
-            for g in range(quads, m):
-                sq[b, t, used[g]] += _row_sqdist(X, b, used[g], v, s0, s1)
+                sq[b, t, i0 + 1] += q1
+                sq[b, t, i0 + 2] += q2
+                sq[b, t, i0 + 3] += q3
+            for i in range(n // 4 * 4, n):
+                sq[b, t, i] += _row_sqdist(X[b, i, s0:s1], acc[:w])
 
 
 def _distances(X, v):
@@ -589,40 +593,25 @@ def _distances(X, v):
     return np.where(finite, np.sqrt(sq.sum(axis=1)), 0.0), finite
 
 
-def _step(X, v, coef, divisor, *, centered, rows, items):
-    """Update v in place (see _update_center); the rows' new distances (B, n), 0 where unused."""
+def _step(X, v, coef, divisor, *, centered, rows, items, distances=True):
+    """Update v in place (see _update_center); the rows' new distances (B, n), or None without
+    ``distances``."""
     B, n, d = X.shape
     tile = _config.COL_TILE
-    sq = np.zeros((B, _tiles(d, tile), n))
-    _update_center(X, coef, divisor, centered, rows, items, v, tile, _block(n, tile), sq)
-    return np.sqrt(sq.sum(axis=1))
+    sq = np.zeros((B, _tiles(d, tile), n) if distances else (B, 0, n))
+    _update_center(X, coef, divisor, centered, rows, items, v, tile, _block(n, tile), distances, sq)
+    return np.sqrt(sq.sum(axis=1)) if distances else None
+
+
+def _weighted_center(X, coef, items, distances):
+    z = np.empty((X.shape[0], X.shape[2]), X.dtype)
+    dist = _step(X, z, coef, coef.sum(axis=1), centered=False, rows=coef != 0, items=items,
+                 distances=distances)
+    return z, dist
 
 
 def geomed(X, weights, init, maxiter, eps, nu):
-    B, n, d = X.shape
-    v = np.zeros((B, d)) if isinstance(init, str) else init.astype(np.float64)
-    dist, finite = _distances(X, v)
-    w = np.where(finite, weights, 0.0)
-    used = w > 0
-    everything = np.ones(B, dtype=np.bool_)
-    if isinstance(init, str) and init == "mean":
-        dist = _step(X, v, w, w.sum(axis=1), centered=False, rows=used, items=everything)
-    obj = (w * dist).sum(axis=1)
-    iters = np.zeros(B, np.int64)
-    active = everything.copy()
-    for t in range(1, maxiter + 1):
-        beta = np.zeros((B, n))
-        np.divide(w, np.maximum(nu, dist), out=beta, where=used & active[:, None])
-        dist = _step(X, v, beta, beta.sum(axis=1), centered=False, rows=used & active[:, None],
-                     items=active)
-        new_obj = (w * dist).sum(axis=1)
-        iters[active] = t
-        converged = np.abs(obj - new_obj) < eps * new_obj  # RFA's relative stopping rule
-        obj = np.where(active, new_obj, obj)
-        active &= ~converged
-        if not active.any():
-            break
-    return v.astype(X.dtype), iters, obj
+    return _weiszfeld.geomed(X, weights, init, maxiter, eps, nu, _WEISZFELD_PASSES)
 
 
 def cclip(X, tau, iters, v0):
@@ -635,6 +624,11 @@ def cclip(X, tau, iters, v0):
         scale = np.where(finite, _clip_scale(dist, tau), 0.0)
         dist = _step(X, v, scale, divisor, centered=True, rows=finite, items=everything)
     return v.astype(X.dtype)
+
+
+#: the passes over X that backends/_weiszfeld.py's coefficient steps ask for
+_WEISZFELD_PASSES = types.SimpleNamespace(pairwise_sqdist=pairwise_sqdist, center_distances=_distances,
+                                          weighted_center=_weighted_center)
 
 
 # ---- compressors and attacks (SPEC §4, §5) ---------------------------------------------------

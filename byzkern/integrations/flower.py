@@ -53,7 +53,10 @@ def aggregate_arrayrecords(records, pipeline, weighted_by_key="num-examples"):
                                       dtype=np.float64)
     out = pipeline(np.stack(rows), **options)
     pieces = unflatten(out, specs[0])
-    return ArrayRecord({k: Array(np.asarray(p, dtype=x.dtype)) for k, p, x in zip(keys, pieces, ndarrays[0])})
+    # integer arrays (step counters) come back rounded: a weighted mean of equal integers may
+    # land an ulp below them, which a cast would truncate to the integer below
+    return ArrayRecord({k: Array(np.asarray(np.rint(p) if np.issubdtype(x.dtype, np.integer) else p, dtype=x.dtype))
+                        for k, p, x in zip(keys, pieces, ndarrays[0])})
 
 
 def _layout(record):
