@@ -37,39 +37,45 @@ inline index_t padded_rows(index_t n) { return (n + PAIR_ROWS - 1) / PAIR_ROWS *
 inline index_t pair_block_columns(index_t n_padded) {
   return std::max<index_t>(16, std::min<index_t>(512, 4096 / n_padded)) / 4 * 4;
 }
-// Columns per block of the Gram sums: n_padded rows of doubles in about 16 KiB, so the 96 bytes a
-// 4 x 8 tile reads per column come from L1 (measured: 16 KiB blocks beat 8, 64 and 256 KiB).
+// Columns per block of the Gram sums: 128, or fewer where the block's centred rows (np x cols
+// doubles) would pass 256 KiB (L2). Each register tile sums a whole block before it touches G,
+// so long blocks keep G's loads and stores and the tiles' starts rare: at (256, 1e4), 1 thread,
+// 16-column blocks (the whole block in L1) ran at 39% of the CPU's multiply-add peak, 128 at
+// 75%; 256 and 512 columns were no faster (a pair of column panels no longer fits in L1).
 inline index_t gram_block_columns(index_t n_padded) {
-  return std::max<index_t>(16, (2 << 10) / n_padded) / 4 * 4;
+  return std::max<index_t>(16, std::min<index_t>(128, (32 << 10) / n_padded)) / 4 * 4;
 }
 
-// Asks for the next block's columns of every row while this block is computed: the rows are n
-// separate streams, more than the hardware prefetcher follows.
+// Asks for columns [c, c + w) of the rows [i0, i1): the rows are n separate streams, more than
+// the hardware prefetcher follows.
 template <class T>
-inline void prefetch_block(const T* const* rows, index_t n, index_t c, index_t w) {
-  for (index_t i = 0; i < n; ++i)
+inline void prefetch_rows(const T* const* rows, index_t i0, index_t i1, index_t c, index_t w) {
+  for (index_t i = i0; i < i1; ++i)
     for (index_t k = 0; k < w; k += 64 / static_cast<index_t>(sizeof(T))) __builtin_prefetch(rows[i] + c + k);
 }
 
-// G[i0.., j0..] += the 4 x 4Q Gram block (Q <= 2: 4 x 8 takes 8 of the 16 AVX registers for
-// sums; 4 x 12 spilled one, and its store-to-load chain through the stack set the pace) of the columns in yt (column-major: yt[k * np + i]),
-// each entry summed over k in order, so every entry is the same chain of roundings.
-template <int Q>
-inline void gram_tile(const double* yt, index_t np, index_t w, index_t i0, index_t j0, double* G) {
-  v4d acc[4][Q] = {};
+// The centred block is stored in panels of four rows: panel p holds y_(4p+r),k at
+// Y[(p * cols + k) * 4 + r], so a tile reads each of its panels as one contiguous stream.
+//
+// G[rows of the R/4 panels from pi, columns of the Q panels from pj] += that block of the Gram
+// matrix over the block's w columns: R x Q vectors of sums in registers (8 of the 16 AVX
+// registers: 4 x 12 spilled, and its store-to-load chain through the stack set the pace), each
+// entry summed over k in order, so every entry is the same chain of roundings whatever the tile.
+template <int R, int Q>
+inline void gram_tile(const double* Y, index_t cols, index_t w, index_t pi, index_t pj, index_t np, double* G) {
+  v4d acc[R][Q] = {};
   for (index_t k = 0; k < w; ++k) {
-    const double* col = yt + k * np;
     v4d b[Q];
-    for (int q = 0; q < Q; ++q) b[q] = load_vec<v4d>(col + j0 + 4 * q);
-    for (int r = 0; r < 4; ++r) {
-      const double a = col[i0 + r];
+    for (int q = 0; q < Q; ++q) b[q] = load_vec<v4d>(Y + ((pj + q) * cols + k) * 4);
+    for (int r = 0; r < R; ++r) {
+      const double a = Y[((pi + r / 4) * cols + k) * 4 + r % 4];
       const v4d av = {a, a, a, a};
       for (int q = 0; q < Q; ++q) acc[r][q] += av * b[q];
     }
   }
-  for (int r = 0; r < 4; ++r)
+  for (int r = 0; r < R; ++r)
     for (int q = 0; q < Q; ++q) {
-      double* g = G + (i0 + r) * np + j0 + 4 * q;
+      double* g = G + (4 * pi + r) * np + 4 * (pj + q);
       store_vec(g, load_vec<v4d>(g) + acc[r][q]);
     }
 }
@@ -86,6 +92,8 @@ inline void transpose4(v4d& y0, v4d& y1, v4d& y2, v4d& y3) {
   y3 = __builtin_shuffle(t1, t3, v4i{2, 3, 6, 7});
 }
 
+inline double median3(double a, double b, double e) { return std::max(std::min(a, b), std::min(std::max(a, b), e)); }
+
 // The centre of one block of columns. c_k = the median of x_0k, x_(n/2)k and x_(n-1)k, an input
 // value (so y = x - c stays exact in double for float32 input, and integer data integer) that
 // one outlying row among the three does not move: centred on an outlier, every honest pair
@@ -94,67 +102,82 @@ inline void transpose4(v4d& y0, v4d& y1, v4d& y2, v4d& y3) {
 template <class T>
 inline void block_centre(const T* const* rows, index_t n, index_t c, index_t w, double* centre) {
   const T *x0 = rows[0] + c, *x1 = rows[n / 2] + c, *x2 = rows[n - 1] + c;
-  double check = 0.0;
-  for (index_t k = 0; k < w; ++k)
-    check += (static_cast<double>(x0[k]) + static_cast<double>(x1[k]) + static_cast<double>(x2[k])) * 0.0;
-  if (check == 0.0) {
-    for (index_t k = 0; k < w; ++k) {
-      const double a = x0[k], b = x1[k], e = x2[k];
-      centre[k] = std::max(std::min(a, b), std::min(std::max(a, b), e));
-    }
-    return;
+  v4d check = {0, 0, 0, 0};  // NaN in a lane as soon as one of its values is NaN or +-Inf
+  index_t k = 0;
+  for (; k + 4 <= w; k += 4) {
+    const v4d a = load4_as_double(x0 + k), b = load4_as_double(x1 + k), e = load4_as_double(x2 + k);
+    check += (a + b + e) * 0.0;
+    const v4d lo = b < a ? b : a, hi = a < b ? b : a;  // std::min and std::max, lane by lane
+    const v4d mid = e < hi ? e : hi;
+    store_vec(centre + k, lo < mid ? mid : lo);
   }
+  double tail_check = 0.0;
+  for (; k < w; ++k) {
+    const double a = x0[k], b = x1[k], e = x2[k];
+    tail_check += (a + b + e) * 0.0;
+    centre[k] = median3(a, b, e);
+  }
+  if (sum_lanes(check) + tail_check == 0.0) return;
   std::fill(centre, centre + w, 0.0);
   for (index_t i = n - 1; i >= 0; --i)
-    for (index_t k = 0; k < w; ++k) {
-      const double v = static_cast<double>(rows[i][c + k]);
-      centre[k] = v - v == 0.0 ? v : centre[k];
+    for (index_t kk = 0; kk < w; ++kk) {
+      const double v = static_cast<double>(rows[i][c + kk]);
+      centre[kk] = v - v == 0.0 ? v : centre[kk];
     }
 }
 
-// yt[k * np + i] = x_ik - c_k for the columns [c, c + w), four rows at a time; the padding
-// rows i >= n read zero_row (w zeros) and come out as -c_k, which only padded sums see.
+// The panels of x_ik - c_k for the columns [c, c + w); the padding rows i >= n read zero_row
+// (w zeros) and come out as -c_k, which only padded sums see.
 template <class T>
-inline void centred_columns(const T* const* rows, index_t n, index_t c, index_t w, const double* centre,
-                            const T* zero_row, double* yt) {
+inline void centred_panels(const T* const* rows, index_t n, index_t c, index_t w, index_t cols, const double* centre,
+                           const T* zero_row, double* Y) {
   const index_t np = padded_rows(n);
   for (index_t i0 = 0; i0 < np; i0 += 4) {
     const T* x[4];
     for (index_t r = 0; r < 4; ++r) x[r] = i0 + r < n ? rows[i0 + r] + c : zero_row;
+    double* panel = Y + i0 * cols;
     index_t k = 0;
     for (; k + 4 <= w; k += 4) {
       const v4d cen = load_vec<v4d>(centre + k);
       v4d y0 = load4_as_double(x[0] + k) - cen, y1 = load4_as_double(x[1] + k) - cen;
       v4d y2 = load4_as_double(x[2] + k) - cen, y3 = load4_as_double(x[3] + k) - cen;
       transpose4(y0, y1, y2, y3);
-      double* out = yt + k * np + i0;
-      store_vec(out, y0);
-      store_vec(out + np, y1);
-      store_vec(out + 2 * np, y2);
-      store_vec(out + 3 * np, y3);
+      store_vec(panel + 4 * k, y0);
+      store_vec(panel + 4 * k + 4, y1);
+      store_vec(panel + 4 * k + 8, y2);
+      store_vec(panel + 4 * k + 12, y3);
     }
     for (; k < w; ++k)
-      for (index_t r = 0; r < 4; ++r) yt[k * np + i0 + r] = static_cast<double>(x[r][k]) - centre[k];
+      for (index_t r = 0; r < 4; ++r) panel[4 * k + r] = static_cast<double>(x[r][k]) - centre[k];
   }
 }
 
 // The Gram sums of the rows over the columns [c0, c1), block by block, into G (np x np; the
-// blocks with j >= i are filled).
+// entries with j >= i are filled, some below the diagonal too). Column panels two at a time,
+// each against every row panel up to it, so the two stay in L1 while the row panels stream from
+// L2; a last odd column panel takes the row panels two at a time (4 x 4 tiles have too few sums
+// to hide the latency of an add).
 template <class T>
-inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, index_t cols, double* yt, double* G) {
-  const index_t np = padded_rows(n);
-  double* centre = yt + np * cols;
+inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, index_t cols, double* Y, double* G) {
+  const index_t np = padded_rows(n), panels = np / 4;
+  double* centre = Y + np * cols;
   const std::vector<T> zero_row(cols, T(0));
+  const index_t pairs_of_panels = (panels + 1) / 2, rows_per_step = (n + pairs_of_panels - 1) / pairs_of_panels;
   for (index_t c = c0; c < c1; c += cols) {
     const index_t w = std::min(cols, c1 - c);
     const index_t next_w = std::min(cols, c1 - c - w);
     block_centre(rows, n, c, w, centre);
-    centred_columns(rows, n, c, w, centre, zero_row.data(), yt);
-    for (index_t i0 = 0; i0 < np; i0 += 4) {
-      prefetch_block(rows + i0, std::min<index_t>(4, n - i0), c + w, next_w);  // spread over the tiles
-      index_t j0 = i0;
-      for (; j0 + 8 <= np; j0 += 8) gram_tile<2>(yt, np, w, i0, j0, G);
-      if (j0 < np) gram_tile<1>(yt, np, w, i0, j0, G);
+    centred_panels(rows, n, c, w, cols, centre, zero_row.data(), Y);
+    for (index_t pj = 0; pj < panels; pj += 2) {
+      const index_t r0 = pj / 2 * rows_per_step;
+      prefetch_rows(rows, std::min(n, r0), std::min(n, r0 + rows_per_step), c + w, next_w);
+      if (pj + 2 <= panels) {
+        for (index_t pi = 0; pi <= pj + 1; ++pi) gram_tile<4, 2>(Y, cols, w, pi, pj, np, G);
+        continue;
+      }
+      index_t pi = 0;
+      for (; pi + 1 <= pj; pi += 2) gram_tile<8, 1>(Y, cols, w, pi, pj, np, G);
+      if (pi <= pj) gram_tile<4, 1>(Y, cols, w, pi, pj, np, G);
     }
   }
 }

@@ -235,3 +235,19 @@ def test_coordinatewise_rules_for_every_row_count(dtype, monkeypatch):
             for f in sorted({0, (n - 1) // 2, n // 5}):
                 assert_close(cpu.cwtm(X, f), reference.cwtm(X, f))
                 assert_close(cpu.meamed(X, f), reference.meamed(X, f))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_pairwise_sqdist_for_every_panel_count(dtype, monkeypatch):
+    """n = 1..29: one to eight four-row panels, odd counts (the last column panel takes its row
+    panels in pairs and one alone) and padded rows, over two whole 128-column Gram blocks and a
+    tail not a multiple of 4; duplicated rows stay at distance 0 and their distances tie exactly."""
+    monkeypatch.setattr(_config, "COL_TILE", 4096)
+    rng = np.random.default_rng(12)
+    for n in range(1, 30):
+        X = rng.standard_normal((1, n, 2 * 128 + 45)).astype(dtype)
+        X[0, n // 2] = X[0, 0]
+        D, want = cpu.pairwise_sqdist(X)[0], reference.pairwise_sqdist(X)[0]
+        np.testing.assert_allclose(D, want, rtol=1e-12, atol=0, err_msg=f"n={n}")
+        assert D[0, n // 2] == D[n // 2, 0] == 0.0
+        np.testing.assert_array_equal(D[0], D[n // 2])
