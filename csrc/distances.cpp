@@ -376,16 +376,44 @@ void row_norms(const T* X, index_t B, index_t n, index_t d, double q, index_t ti
 
 // ---- mix_rows and clip ---------------------------------------------------------------------
 
+// The rows of every output, negative entries dropped, in idx order (the reference's order of
+// summation): rows[r * k ...] holds count[r] row indices for output r of the (B * m) outputs.
+struct MixTable {
+  index_t k;
+  std::vector<std::int64_t> rows;
+  std::vector<index_t> count;
+  MixTable(const std::int64_t* idx, index_t outputs, index_t k_) : k(k_), rows(outputs * k_), count(outputs, 0) {
+    for (index_t r = 0; r < outputs; ++r)
+      for (index_t t = 0; t < k; ++t)
+        if (idx[r * k + t] >= 0) rows[r * k + count[r]++] = idx[r * k + t];
+  }
+  const std::int64_t* of(index_t r) const { return rows.data() + r * k; }
+};
+
+// sum / count, as the reference divides. A power-of-two count multiplies by its reciprocal
+// instead: the same real number, so the same rounding, at a fraction of a division's cost
+// (bucketing and resampling with s = 2; nnm at n = 20, f = 4).
+struct MeanOf {
+  double count, inverse;
+  explicit MeanOf(index_t c)
+      : count(static_cast<double>(c)), inverse((c & (c - 1)) == 0 ? 1.0 / static_cast<double>(c) : 0.0) {}
+  v4d operator()(const v4d& sum) const { return inverse != 0.0 ? sum * inverse : sum / count; }
+  double operator()(double sum) const { return inverse != 0.0 ? sum * inverse : sum / count; }
+};
+
+inline void store4_rounded(double* p, const v4d& v) { store_vec(p, v); }
+inline void store4_rounded(float* p, const v4d& v) { store_vec(p, __builtin_convertvector(v, v4f)); }
+
 // Columns per strip of mix_strips: 8 vectors of 4 doubles, eight independent sums in registers.
 constexpr index_t MIX_STRIP = 32;
 
-// out[j] = mean of the rows idx[j, t] >= 0 over one column range, summed in double in idx order
-// (the reference's order), for tables that use each row several times (nnm, resampling). Strip
-// by strip, the strip of every row is converted to double once
-// (xd: n rows of MIX_STRIP, in L1) and every output sums its rows from there in registers, so
-// an add costs one load rather than a load, a conversion and a load and a store of the sum.
+// out[j] = mean of the rows of output j over one column range, summed in double in idx order,
+// for tables that use each row several times (nnm, resampling). Strip by strip, the strip of
+// every row is converted to double once (xd: n rows of MIX_STRIP, in L1) and every output sums
+// its rows from there in registers, so an add costs one load rather than a load, a conversion
+// and a load and a store of the sum.
 template <class T>
-inline void mix_strips(const T* Xb, index_t n, index_t d, const std::int64_t* idx, index_t m, index_t k, index_t c0,
+inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable& table, index_t r0, index_t m, index_t c0,
                        index_t w, double* xd, T* outb) {
   constexpr index_t AHEAD = 8 * MIX_STRIP;  // prefetch distance: the rows are n separate streams
   index_t s = 0;
@@ -398,75 +426,95 @@ inline void mix_strips(const T* Xb, index_t n, index_t d, const std::int64_t* id
       for (index_t q = 0; q < MIX_STRIP; q += 4) store_vec(xd + i * MIX_STRIP + q, load4_as_double(x + q));
     }
     for (index_t j = 0; j < m; ++j) {
+      const std::int64_t* rows = table.of(r0 + j);
+      const index_t count = table.count[r0 + j];
       v4d acc[MIX_STRIP / 4] = {};
-      double count = 0.0;
-      for (index_t t = 0; t < k; ++t) {
-        const std::int64_t r = idx[j * k + t];
-        if (r < 0) continue;
-        const double* x = xd + r * MIX_STRIP;
+      for (index_t t = 0; t < count; ++t) {
+        const double* x = xd + rows[t] * MIX_STRIP;
         for (index_t q = 0; q < MIX_STRIP / 4; ++q) acc[q] += load_vec<v4d>(x + 4 * q);
-        count += 1.0;
       }
+      const MeanOf mean(count);
       T* o = outb + j * d + c;
-      for (index_t q = 0; q < MIX_STRIP / 4; ++q) {
-        const v4d mean = acc[q] / count;
-        for (int l = 0; l < 4; ++l) o[4 * q + l] = static_cast<T>(mean[l]);
-      }
+      for (index_t q = 0; q < MIX_STRIP / 4; ++q) store4_rounded(o + 4 * q, mean(acc[q]));
     }
   }
   for (index_t j = 0; j < m && s < w; ++j) {  // the last columns, fewer than a strip
-    double acc[MIX_STRIP] = {}, count = 0.0;
-    for (index_t t = 0; t < k; ++t) {
-      const std::int64_t r = idx[j * k + t];
-      if (r < 0) continue;
-      const T* row = Xb + r * d + c0;
-      for (index_t c = s; c < w; ++c) acc[c - s] += static_cast<double>(row[c]);
-      count += 1.0;
-    }
-    T* o = outb + j * d + c0;
-    for (index_t c = s; c < w; ++c) o[c] = static_cast<T>(acc[c - s] / count);
+    const std::int64_t* rows = table.of(r0 + j);
+    const index_t count = table.count[r0 + j];
+    double acc[MIX_STRIP] = {};
+    for (index_t t = 0; t < count; ++t)
+      for (index_t c = s; c < w; ++c) acc[c - s] += static_cast<double>(Xb[rows[t] * d + c0 + c]);
+    const MeanOf mean(count);
+    for (index_t c = s; c < w; ++c) outb[j * d + c0 + c] = static_cast<T>(mean(acc[c - s]));
   }
 }
 BYZKERN_DISPATCH(mix_strips_dispatched, mix_strips)
 
-// The same means, output by output over the whole column range (acc: w doubles), for tables that
-// use each row at most about once (bucketing, norm_filter, krum): every row is then read in long
-// contiguous runs, where the strips would read all n rows in short pieces and convert rows no
-// output uses.
+// Columns per chunk of mix_rows_streaming (its sums: 8 KiB, in L1) and rows summed per pass.
+constexpr index_t MIX_CHUNK = 1024, MIX_GROUP = 4;
+
+// The same means, output by output, for tables that use each row about once (bucketing,
+// norm_filter, Krum's row, Multi-Krum's mean): up to four of an output's rows are read side by
+// side and added to the sums in registers, so an output of at most four rows is one pass at
+// memory speed with no sums through memory, and a longer one reads four streams at a time
+// (at (64, 1e6), Multi-Krum's 52 rows side by side ran 1.5x slower than four at a time).
 template <class T>
-inline void mix_rows_in_turn(const T* Xb, index_t d, const std::int64_t* idx, index_t m, index_t k, index_t c0,
-                             index_t w, double* acc, T* outb) {
+inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable& table, index_t r0, index_t m, index_t c0,
+                               index_t w, double* acc, T* outb) {
   for (index_t j = 0; j < m; ++j) {
-    std::fill(acc, acc + w, 0.0);
-    index_t count = 0;
-    for (index_t t = 0; t < k; ++t) {
-      const std::int64_t r = idx[j * k + t];
-      if (r < 0) continue;
-      const T* row = Xb + r * d + c0;
-      for (index_t c = 0; c < w; ++c) acc[c] += static_cast<double>(row[c]);
-      ++count;
+    const std::int64_t* rows = table.of(r0 + j);
+    const index_t count = table.count[r0 + j];
+    const MeanOf mean(count);
+    for (index_t c1 = 0; c1 < w; c1 += MIX_CHUNK) {
+      const index_t cw = std::min(MIX_CHUNK, w - c1);
+      T* o = outb + j * d + c0 + c1;
+      for (index_t t0 = 0; t0 < count; t0 += MIX_GROUP) {
+        const index_t g = std::min(MIX_GROUP, count - t0);
+        const bool first = t0 == 0, last = t0 + g == count;
+        const T* x[MIX_GROUP];
+        for (index_t t = 0; t < g; ++t) x[t] = Xb + rows[t0 + t] * d + c0 + c1;
+        index_t c = 0;
+        for (; c + 4 <= cw; c += 4) {
+          v4d sum = first ? v4d{0, 0, 0, 0} : load_vec<v4d>(acc + c);
+          for (index_t t = 0; t < g; ++t) sum += load4_as_double(x[t] + c);
+          if (last)
+            store4_rounded(o + c, mean(sum));
+          else
+            store_vec(acc + c, sum);
+        }
+        for (; c < cw; ++c) {
+          double sum = first ? 0.0 : acc[c];
+          for (index_t t = 0; t < g; ++t) sum += static_cast<double>(x[t][c]);
+          if (last)
+            o[c] = static_cast<T>(mean(sum));
+          else
+            acc[c] = sum;
+        }
+      }
     }
-    T* o = outb + j * d + c0;
-    for (index_t c = 0; c < w; ++c) o[c] = static_cast<T>(acc[c] / static_cast<double>(count));
   }
 }
-BYZKERN_DISPATCH(mix_rows_in_turn_dispatched, mix_rows_in_turn)
+BYZKERN_DISPATCH(mix_rows_streaming_dispatched, mix_rows_streaming)
 
 template <class T>
 void mix_rows(const T* X, index_t B, index_t n, index_t d, const std::int64_t* idx, index_t m, index_t k,
               index_t tile, T* out) {
   const index_t tiles = num_tiles(d, tile);
-  const bool strips = m * k > n;  // (64, 1e6): nnm's mixing 2x faster in strips, norm_filter's 1.4x slower
+  const MixTable table(idx, B * m, k);
+  // Strips when the table uses each row more than twice: at (64, 1e6) nnm mixes 2x faster in
+  // strips, while resampling with s = 2 runs 1.45x faster streaming (a row's second read within
+  // a tile comes from L2).
+  const bool strips = m * k > 2 * n;
 #pragma omp parallel
   {
-    std::vector<double> buffer(strips ? n * MIX_STRIP : tile);
+    std::vector<double> buffer(strips ? n * MIX_STRIP : MIX_CHUNK);
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
       const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
       if (strips)
-        mix_strips_dispatched<T>(X + b * n * d, n, d, idx + b * m * k, m, k, c0, w, buffer.data(), out + b * m * d);
+        mix_strips_dispatched<T>(X + b * n * d, n, d, table, b * m, m, c0, w, buffer.data(), out + b * m * d);
       else
-        mix_rows_in_turn_dispatched<T>(X + b * n * d, d, idx + b * m * k, m, k, c0, w, buffer.data(), out + b * m * d);
+        mix_rows_streaming_dispatched<T>(X + b * n * d, d, table, b * m, m, c0, w, buffer.data(), out + b * m * d);
     }
   }
 }

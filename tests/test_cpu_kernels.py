@@ -251,3 +251,18 @@ def test_pairwise_sqdist_for_every_panel_count(dtype, monkeypatch):
         np.testing.assert_allclose(D, want, rtol=1e-12, atol=0, err_msg=f"n={n}")
         assert D[0, n // 2] == D[n // 2, 0] == 0.0
         np.testing.assert_array_equal(D[0], D[n // 2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_mix_rows_streaming_every_group_count(dtype, monkeypatch):
+    """Tables that use each row at most twice are streamed: outputs of 1..11 rows (one to three
+    passes of four rows, power-of-two counts multiplied by their reciprocal), skipped -1 entries,
+    over 1024-column chunks with a tail not a multiple of 4."""
+    monkeypatch.setattr(_config, "COL_TILE", 4096)
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((1, 24, 2 * 1024 + 4096 + 7)).astype(dtype)
+    for k in range(1, 12):
+        idx = np.stack([rng.permutation(24)[:k] for _ in range(2)])[None]
+        idx[0, 1, k // 2] = -1 if k > 1 else idx[0, 1, 0]
+        np.testing.assert_allclose(cpu.mix_rows(X, idx), reference.mix_rows(X, idx),
+                                   rtol=1e-6 if dtype == np.float32 else 1e-12, err_msg=f"k={k}")
