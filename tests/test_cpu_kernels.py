@@ -88,6 +88,10 @@ def kernel_results(dtype):
         **_compress_then_decompress(X),
         **{f"{name} (long rows)": call(cpu, _long_rows(dtype)) for name, call in LONG_COMPRESSIONS.items()},
     }
+    _config.COL_TILE = 4096  # whole 128-column Gram blocks and 1024-column mixing chunks
+    wide = np.random.default_rng(7).standard_normal((1, 21, 2 * 1024 + 4096 + 7)).astype(dtype)
+    out["pairwise_sqdist (wide tiles)"] = cpu.pairwise_sqdist(wide)
+    out["mix_rows (wide tiles)"] = cpu.mix_rows(wide, np.array([[[3, 0, 20, 7, 11, -1, 5], [1, 2, 4, 6, 8, 9, 10]]]))
     return {name: tuple(np.asarray(a) for a in (r if isinstance(r, tuple) else (r,)))
             for name, r in out.items()}
 
