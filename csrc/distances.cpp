@@ -154,9 +154,11 @@ inline void centred_panels(const T* const* rows, index_t n, index_t c, index_t w
 
 // The Gram sums of the rows over the columns [c0, c1), block by block, into G (np x np; the
 // entries with j >= i are filled, some below the diagonal too). Column panels two at a time,
-// each against every row panel up to it, so the two stay in L1 while the row panels stream from
-// L2; a last odd column panel takes the row panels two at a time (4 x 4 tiles have too few sums
-// to hide the latency of an add).
+// each against every row panel up to the first of them, so the two stay in L1 while the row
+// panels stream from L2; the second one's diagonal block is a 4 x 4 tile of its own (as a row
+// panel of a 4 x 8 tile it would also sum a block below the diagonal; 4% faster at n = 20).
+// A last odd column panel takes the row panels two at a time (4 x 4 tiles have too few sums to
+// hide the latency of an add).
 template <class T>
 inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, index_t cols, double* Y, double* G) {
   const index_t np = padded_rows(n), panels = np / 4;
@@ -172,7 +174,8 @@ inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, i
       const index_t r0 = pj / 2 * rows_per_step;
       prefetch_rows(rows, std::min(n, r0), std::min(n, r0 + rows_per_step), c + w, next_w);
       if (pj + 2 <= panels) {
-        for (index_t pi = 0; pi <= pj + 1; ++pi) gram_tile<4, 2>(Y, cols, w, pi, pj, np, G);
+        for (index_t pi = 0; pi <= pj; ++pi) gram_tile<4, 2>(Y, cols, w, pi, pj, np, G);
+        gram_tile<4, 1>(Y, cols, w, pj + 1, pj + 1, np, G);
         continue;
       }
       index_t pi = 0;
