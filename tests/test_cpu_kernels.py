@@ -88,6 +88,10 @@ def kernel_results(dtype):
         **_compress_then_decompress(X),
         **{f"{name} (long rows)": call(cpu, _long_rows(dtype)) for name, call in LONG_COMPRESSIONS.items()},
     }
+    _config.COL_TILE = 4096  # whole 128-column Gram blocks and 1024-column mixing chunks
+    wide = np.random.default_rng(7).standard_normal((1, 21, 2 * 1024 + 4096 + 7)).astype(dtype)
+    out["pairwise_sqdist (wide tiles)"] = cpu.pairwise_sqdist(wide)
+    out["mix_rows (wide tiles)"] = cpu.mix_rows(wide, np.array([[[3, 0, 20, 7, 11, -1, 5], [1, 2, 4, 6, 8, 9, 10]]]))
     return {name: tuple(np.asarray(a) for a in (r if isinstance(r, tuple) else (r,)))
             for name, r in out.items()}
 
@@ -235,3 +239,34 @@ def test_coordinatewise_rules_for_every_row_count(dtype, monkeypatch):
             for f in sorted({0, (n - 1) // 2, n // 5}):
                 assert_close(cpu.cwtm(X, f), reference.cwtm(X, f))
                 assert_close(cpu.meamed(X, f), reference.meamed(X, f))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_pairwise_sqdist_for_every_panel_count(dtype, monkeypatch):
+    """n = 1..29: one to eight four-row panels, odd counts (the last column panel takes its row
+    panels in pairs and one alone) and padded rows, over two whole 128-column Gram blocks and a
+    tail not a multiple of 4; duplicated rows stay at distance 0 and their distances tie exactly."""
+    monkeypatch.setattr(_config, "COL_TILE", 4096)
+    rng = np.random.default_rng(12)
+    for n in range(1, 30):
+        X = rng.standard_normal((1, n, 2 * 128 + 45)).astype(dtype)
+        X[0, n // 2] = X[0, 0]
+        D, want = cpu.pairwise_sqdist(X)[0], reference.pairwise_sqdist(X)[0]
+        np.testing.assert_allclose(D, want, rtol=1e-12, atol=0, err_msg=f"n={n}")
+        assert D[0, n // 2] == D[n // 2, 0] == 0.0
+        np.testing.assert_array_equal(D[0], D[n // 2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_mix_rows_streaming_every_group_count(dtype, monkeypatch):
+    """Tables that use each row at most twice are streamed: outputs of 1..11 rows (one to three
+    passes of four rows, power-of-two counts multiplied by their reciprocal), skipped -1 entries,
+    over 1024-column chunks with a tail not a multiple of 4."""
+    monkeypatch.setattr(_config, "COL_TILE", 4096)
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((1, 24, 2 * 1024 + 4096 + 7)).astype(dtype)
+    for k in range(1, 12):
+        idx = np.stack([rng.permutation(24)[:k] for _ in range(2)])[None]
+        idx[0, 1, k // 2] = -1 if k > 1 else idx[0, 1, 0]
+        np.testing.assert_allclose(cpu.mix_rows(X, idx), reference.mix_rows(X, idx),
+                                   rtol=1e-6 if dtype == np.float32 else 1e-12, err_msg=f"k={k}")
