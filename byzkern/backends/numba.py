@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .. import _config, _random
@@ -277,15 +277,17 @@ def _run_coordinatewise(X, rule, f):
 # Each (n, rule, dtype) is a cfunc compiled on first use and cached on disk; one parallel driver
 # per dtype calls it by address, so a new n compiles only its own loop, not a parallel kernel.
 
-#: largest n with an unrolled network (csrc/select.hpp's MAX_STATIC_ROWS); larger n, and the
-#: mean around the median (whose window depends on the run-time f), take _coordinatewise
+#: largest n with an unrolled network (csrc/select.hpp's MAX_STATIC_ROWS); larger n take
+#: _coordinatewise
 _MAX_UNROLLED_ROWS = 32
+#: the integers whose order the keys of each float type are made to follow
 _KEY_TYPES = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
 @intrinsic
-def _column_rule(typingctx, keys, d, c, f, out, rows, rule):
-    """out[c] = rule over column c of the (rows, d) row-major keys (the float bits as integers).
+def _column_rule(typingctx, keys, stride, c, f, out, rows, rule):
+    """out[c] = rule over column c of rows rows of keys (the float bits as integers), row i
+    starting at keys + i * stride.
 
     Keys are made order-preserving as in csrc/select.hpp (magnitude bits of negative values
     flipped, every NaN the canonical quiet NaN above +Inf), ordered by the network, and turned
@@ -298,7 +300,7 @@ def _column_rule(typingctx, keys, d, c, f, out, rows, rule):
     network = _sorting_network(n, which if which == _MEDIAN else _EVERY_POSITION, 0)
 
     def codegen(context, builder, signature, args):
-        keys_ptr, d_, c_, f_, out_ptr = args[:5]
+        keys_ptr, stride_, c_, f_, out_ptr = args[:5]
         key = keys_ptr.type.pointee
         value = out_ptr.type.pointee
         bits = key.width
@@ -316,15 +318,16 @@ def _column_rule(typingctx, keys, d, c, f, out, rows, rule):
         keys_scope = module.add_metadata([module.add_metadata([ir.MetaDataString(module, "byzkern.keys"), domain])])
         column = []
         for i in range(n):
-            offset = builder.add(builder.mul(ir.Constant(d_.type, i), d_, flags=["nsw"]), c_, flags=["nsw"])
+            offset = builder.add(builder.mul(ir.Constant(stride_.type, i), stride_, flags=["nsw"]), c_, flags=["nsw"])
             x = builder.load(builder.gep(keys_ptr, [offset], inbounds=True))
             x.set_metadata("alias.scope", keys_scope)
             is_nan = builder.icmp_signed(">", builder.and_(x, magnitude), ir.Constant(key, inf))
             column.append(builder.select(is_nan, ir.Constant(key, nan), flip_negative(x)))
+        smin, smax = (cgutils.get_or_insert_function(module, ir.FunctionType(key, [key, key]), f"llvm.{m}.i{bits}")
+                      for m in ("smin", "smax"))
         for a, b in network:
-            less = builder.icmp_signed("<", column[a], column[b])
-            column[a], column[b] = (builder.select(less, column[a], column[b]),
-                                    builder.select(less, column[b], column[a]))
+            column[a], column[b] = (builder.call(smin, [column[a], column[b]]),
+                                    builder.call(smax, [column[a], column[b]]))
 
         double = ir.DoubleType()
 
@@ -388,13 +391,12 @@ def _column_rule(typingctx, keys, d, c, f, out, rows, rule):
         builder.store(result, builder.gep(out_ptr, [c_], inbounds=True)).set_metadata("noalias", keys_scope)
         return context.get_dummy_value()
 
-    return types.void(keys, d, c, f, out, rows, rule), codegen
+    return types.void(keys, stride, c, f, out, rows, rule), codegen
 
 
 #: columns per loop of the cfunc: a constant trip count that every SIMD width divides, so LLVM
-#: emits the vectorized network once, with no epilogue or scalar remainder copy of it (the
-#: copies made each compile three times slower); a tile's last partial group goes through a
-#: zero-padded scratch copy
+#: emits the vectorized network once, without a vector epilogue and a scalar remainder copy of
+#: it, each more compile time; a tile's last partial group goes through a zero-padded scratch
 _GROUP = 64
 
 
