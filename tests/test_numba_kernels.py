@@ -59,13 +59,14 @@ def test_full_blocks_inside_wide_tiles(dtype, monkeypatch):
     assert_close(nb.pairwise_sqdist(Y), ref.pairwise_sqdist(Y))
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 16, 17, 31, 32, 33])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 16, 17, 32, 33, 64, 65])
 @pytest.mark.parametrize("d", [1, 63, 64, 65, 2 * 160 + 37])
 def test_unrolled_networks_on_groups_and_tails(n, d, dtype, monkeypatch):
-    """n on both sides of the unrolled networks' limit (32), on 160-column tiles: full groups of
-    64 columns read in place beside the zero-padded partial group, or only the latter; columns
-    of ties, scattered NaN/+-Inf, whole rows of NaN, +Inf, -Inf and 1e38 (up to f of them), for
-    every f (the unrolled trimmed mean and mean around the median take f at run time)."""
+    """n on both sides of the unrolled networks' limits (64; meamed 32), on 160-column tiles:
+    full groups of 64 columns read in place beside the zero-padded partial group, or only the
+    latter; columns of ties, scattered NaN/+-Inf, whole rows of NaN, +Inf, -Inf and 1e38 (up to
+    f of them), for every f (the unrolled trimmed mean and mean around the median take f at run
+    time)."""
     from byzkern import _config
 
     monkeypatch.setattr(_config, "COL_TILE", 160)

@@ -261,7 +261,7 @@ def _coordinatewise(X, rule, f, net, tile, out):
 
 def _run_coordinatewise(X, rule, f):
     out = np.empty((X.shape[0], X.shape[2]), X.dtype)
-    if X.shape[1] <= _MAX_UNROLLED_ROWS:
+    if X.shape[1] <= _MAX_UNROLLED_ROWS[rule]:
         keys = X.view(_KEY_TYPES[X.dtype])
         _unrolled_tiles(keys, _unrolled_tile(X.shape[1], rule, X.dtype).address, f, _config.COL_TILE, out)
     else:
@@ -269,7 +269,7 @@ def _run_coordinatewise(X, rule, f):
     return out
 
 
-# ---- unrolled networks (n <= _MAX_UNROLLED_ROWS) ----------------------------------------------
+# ---- unrolled networks (n <= _MAX_UNROLLED_ROWS[rule]) -------------------------------------
 # As csrc/select.hpp's static networks: one column's n keys in registers, the network as
 # straight-line min/max, the rule's reads, one store. The code is emitted as LLVM IR by an
 # intrinsic (generated Python source would cost Numba's front end seconds per n) into a loop over
@@ -277,9 +277,11 @@ def _run_coordinatewise(X, rule, f):
 # Each (n, rule, dtype) is a cfunc compiled on first use and cached on disk; one parallel driver
 # per dtype calls it by address, so a new n compiles only its own loop, not a parallel kernel.
 
-#: largest n with an unrolled network (csrc/select.hpp's MAX_STATIC_ROWS); larger n take
-#: _coordinatewise
-_MAX_UNROLLED_ROWS = 32
+#: largest n with an unrolled network per rule; larger n take _coordinatewise. At n = 64 the
+#: unrolled cwmed and cwtm, spills and all, took at most 0.6x the time of _coordinatewise's
+#: comparator-by-comparator passes (AVX-512 and AVX2 code), twice csrc/select.hpp's
+#: MAX_STATIC_ROWS; meamed's window search grows as n^2 here, and at n = 64 it was slower.
+_MAX_UNROLLED_ROWS = {_MEDIAN: 64, _TRIMMED_MEAN: 64, _MEAN_AROUND_MEDIAN: 32}
 #: the integers whose order the keys of each float type are made to follow
 _KEY_TYPES = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
@@ -352,7 +354,7 @@ def _column_rule(typingctx, keys, stride, c, f, out, rows, rule):
         # halves first, as _median_lanes
         median = builder.fadd(builder.fmul(constant(0.5), value_at((n - 1) // 2)),
                               builder.fmul(constant(0.5), value_at(n // 2)))
-        f32 = builder.trunc(f_, ir.IntType(32))  # f < n <= _MAX_UNROLLED_ROWS
+        f32 = builder.trunc(f_, ir.IntType(32))  # f < n <= 64
         keep = builder.sub(small(n), f32)
         if which == _MEDIAN:
             result = median
