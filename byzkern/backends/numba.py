@@ -317,16 +317,18 @@ def _column_rule(typingctx, keys, stride, c, f, out, rows, rule):
         # so LLVM vectorizes without runtime alias checks and their scalar fallback copy.
         module = builder.module
         domain = module.add_metadata([ir.MetaDataString(module, "byzkern.column_rule")])
-        keys_scope = module.add_metadata([module.add_metadata([ir.MetaDataString(module, "byzkern.keys"), domain])])
+        scope = module.add_metadata([ir.MetaDataString(module, "byzkern.keys"), domain])
+        keys_scope = module.add_metadata([scope])
         column = []
         for i in range(n):
-            offset = builder.add(builder.mul(ir.Constant(stride_.type, i), stride_, flags=["nsw"]), c_, flags=["nsw"])
+            row = builder.mul(ir.Constant(stride_.type, i), stride_, flags=["nsw"])
+            offset = builder.add(row, c_, flags=["nsw"])
             x = builder.load(builder.gep(keys_ptr, [offset], inbounds=True))
             x.set_metadata("alias.scope", keys_scope)
             is_nan = builder.icmp_signed(">", builder.and_(x, magnitude), ir.Constant(key, inf))
             column.append(builder.select(is_nan, ir.Constant(key, nan), flip_negative(x)))
-        smin, smax = (cgutils.get_or_insert_function(module, ir.FunctionType(key, [key, key]), f"llvm.{m}.i{bits}")
-                      for m in ("smin", "smax"))
+        smin, smax = (cgutils.get_or_insert_function(module, ir.FunctionType(key, [key, key]), f"llvm.{name}.i{bits}")
+                      for name in ("smin", "smax"))
         for a, b in network:
             column[a], column[b] = (builder.call(smin, [column[a], column[b]]),
                                     builder.call(smax, [column[a], column[b]]))
@@ -350,6 +352,9 @@ def _column_rule(typingctx, keys, stride, c, f, out, rows, rule):
 
         def small(x):
             return ir.Constant(ir.IntType(32), x)
+
+        def count(flag):
+            return builder.zext(flag, ir.IntType(32))
 
         # halves first, as _median_lanes
         median = builder.fadd(builder.fmul(constant(0.5), value_at((n - 1) // 2)),
@@ -382,9 +387,9 @@ def _column_rule(typingctx, keys, stride, c, f, out, rows, rule):
                 left = distance(j)
                 above = small(j)
                 for r in right[:ends - j]:  # j + (ends - j) >= f settles it: not dropped
-                    above = builder.add(above, builder.zext(builder.fcmp_ordered(">=", r, left), ir.IntType(32)))
+                    above = builder.add(above, count(builder.fcmp_ordered(">=", r, left)))
                 dropped = builder.and_(builder.icmp_signed("<", small(j), f32), builder.icmp_signed("<", above, f32))
-                start = builder.add(start, builder.zext(dropped, ir.IntType(32)))
+                start = builder.add(start, count(dropped))
             end = builder.add(start, keep)
             result = masked_mean(lambda p: builder.and_(builder.icmp_signed("<=", start, small(p)),
                                                         builder.icmp_signed(">", end, small(p))), keep)
@@ -398,7 +403,7 @@ def _column_rule(typingctx, keys, stride, c, f, out, rows, rule):
 
 #: columns per loop of the cfunc: a constant trip count that every SIMD width divides, so LLVM
 #: emits the vectorized network once, without a vector epilogue and a scalar remainder copy of
-#: it, each more compile time; a tile's last partial group goes through a zero-padded scratch
+#: it (each more compile time); a tile's last partial group is copied into zero-padded scratch
 _GROUP = 64
 
 
