@@ -59,6 +59,35 @@ def test_full_blocks_inside_wide_tiles(dtype, monkeypatch):
     assert_close(nb.pairwise_sqdist(Y), ref.pairwise_sqdist(Y))
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 16, 17, 32, 33, 64, 65])
+@pytest.mark.parametrize("d", [1, 63, 64, 65, 2 * 160 + 37])
+def test_unrolled_networks_on_groups_and_tails(n, d, dtype, monkeypatch):
+    """n on both sides of the unrolled networks' limits (64; meamed 32), on 160-column tiles:
+    full groups of 64 columns read in place beside the zero-padded partial group, or only the
+    latter; columns of ties, scattered NaN/+-Inf, whole rows of NaN, +Inf, -Inf and 1e38 (up to
+    f of them), for every f (the unrolled trimmed mean and mean around the median take f at run
+    time)."""
+    from byzkern import _config
+
+    monkeypatch.setattr(_config, "COL_TILE", 160)
+    X = outliers(np.random.default_rng(n * 1000 + d), (2, n, d), dtype)
+    X[:, :, ::2] = np.nan_to_num(X[:, :, ::2], nan=0.5, posinf=1.5, neginf=-1.5)
+    X[:, -1, ::3] = X[:, 0, ::3]
+    columns = np.moveaxis(X, 1, 2).reshape(-1, n)
+    assert n == 1 or any(len(np.unique(c)) < n for c in columns), "no ties: the case proves nothing"
+    for f in range((n + 1) // 2):
+        Y = X.copy()
+        for row, poison in zip([0, n // 2, n - 1][:f], [np.nan, np.inf, 1e38 if f < 3 else -np.inf]):
+            Y[1, row] = poison
+        with np.errstate(invalid="ignore", over="ignore"):
+            if f == 0:
+                assert_close(nb.cwmed(Y), ref.cwmed(Y), exact=True)
+            assert_close(nb.cwtm(Y, f), ref.cwtm(Y, f))
+            assert_close(nb.meamed(Y, f), ref.meamed(Y, f))
+    with np.errstate(invalid="ignore"):
+        assert_close(nb.cwmed(Y), ref.cwmed(Y), exact=True)
+
+
 def special_values(rng, shape, dtype):
     """Gaussian rows with NaN, +-Inf, +-0 and subnormal entries."""
     X = gaussian(rng, shape, dtype)
@@ -186,14 +215,17 @@ def test_inputs_are_left_unchanged(dtype):
 
 def test_compiled_kernels_load_from_the_disk_cache_in_a_fresh_process():
     """cache=True: once this process has compiled the kernels, a new interpreter finds every
-    kernel it runs in the on-disk cache and compiles nothing."""
+    kernel it runs in the on-disk cache and compiles nothing (the unrolled networks' cfuncs
+    for its n = 5 too)."""
     script = textwrap.dedent("""
         import numpy as np
         from byzkern.backends import numba as nb
         import test_numba_kernels as t
         t.run_every_kernel()
         kernels = [k for k in vars(nb).values() if hasattr(k, "stats")]
-        print(sum(sum(k.stats.cache_misses.values()) for k in kernels),
+        tiles = [nb._unrolled_tile(5, rule, np.dtype(dtype)) for dtype in (np.float32, np.float64)
+                 for rule in (nb._MEDIAN, nb._TRIMMED_MEAN, nb._MEAN_AROUND_MEDIAN)]
+        print(sum(sum(k.stats.cache_misses.values()) for k in kernels) + sum(not t.cache_hits for t in tiles),
               sum(sum(k.stats.cache_hits.values()) for k in kernels))
     """)
     run_every_kernel()
