@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-import types
+from types import SimpleNamespace
 
 import numba
 import numpy as np
@@ -830,7 +830,7 @@ def cclip(X, tau, iters, v0):
 
 
 #: the passes over X that backends/_weiszfeld.py's coefficient steps ask for
-_WEISZFELD_PASSES = types.SimpleNamespace(pairwise_sqdist=pairwise_sqdist, center_distances=_distances,
+_WEISZFELD_PASSES = SimpleNamespace(pairwise_sqdist=pairwise_sqdist, center_distances=_distances,
                                           weighted_center=_weighted_center)
 
 
