@@ -159,7 +159,7 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
     if constexpr (S::rows > 0) {
       using Classes = typename Rule::compile_time_classes;
       load_and_order_block_static<T, S::rows, Classes, true>(
-          src, stride, block, std::make_index_sequence<StaticNetwork<S::rows, Classes>::size()>{});
+          src, stride, block, false, std::make_index_sequence<StaticNetwork<S::rows, Classes>::size()>{});
     } else {
       load_and_order_groups<T>(src, n, stride, block);
       order_block<T>(block, *net);
