@@ -96,16 +96,17 @@ struct TrimmedMeanOfBlock {
 // Mean of the n - f values closest to the median, ties in distance to the smaller value.
 // In a sorted column those values are a window [s, s + n - f) with s in [0, f]: dropping the f
 // values of largest (distance, position) merges two sorted lists, the left end (distances
-// falling inward) and the right end (rising outward), so s is the merge-path split where the
-// last dropped left value is strictly farther than the first kept right one and the last
-// dropped right value is at least as far as the first kept left one. A NaN distance (NaN value
-// or infinite median) counts as +Inf, as in the reference. Only positions [0, f], [n-f-1, n)
-// and the median's must be exact; the rest of the middle is summed as a set.
+// falling inward) and the right end (rising outward). So the left value p < f is dropped exactly
+// when it is strictly farther than the right value n - f + p it is paired with, and then that
+// right value is kept in its place: of each pair (p, n - f + p) exactly one is kept, and no
+// search for s is needed. A NaN distance (NaN value or infinite median) counts as +Inf, as in
+// the reference. Only positions [0, f), [n-f, n) and the median's must be exact; the middle is
+// summed as a set.
 struct MeanAroundMedianOfBlock {
   index_t f;
   using compile_time_classes = AllPositions;
   int position_class(index_t n, index_t p) const {
-    const bool middle = p > f && p < n - f - 1 && p != (n - 1) / 2 && p != n / 2;
+    const bool middle = p >= f && p < n - f && p != (n - 1) / 2 && p != n / 2;
     return middle ? -1 : static_cast<int>(p);
   }
   template <class T>
@@ -113,33 +114,18 @@ struct MeanAroundMedianOfBlock {
     using D = v4d;
     const D med = block_median<T>(block, n, g);
     const D inf = D{} + std::numeric_limits<double>::infinity();
-    auto dist = [&](index_t p) {
-      const D diff = value_at<T>(block, p, g) - med;
+    auto dist = [&](const D& v) {
+      const D diff = v - med;
       const D a = diff < 0 ? -diff : diff;
       return a == a ? a : inf;
     };
     const index_t keep = n - f;
-    // Candidate s needs dist(s - 1) > dist(s + keep - 1) and dist(s + keep) >= dist(s); each
-    // distance is computed once, carried from one candidate to the next.
-    D start = D{}, left = dist(0), left_before = D{}, right_last = D{};
-    for (index_t s = 0; s <= f; ++s) {
-      auto ok = med == med || med != med;  // all lanes true
-      if (s > 0) ok &= left_before > right_last;
-      D right_next = D{};
-      if (s < f) {
-        right_next = dist(s + keep);
-        ok &= right_next >= left;
-      }
-      start = ok ? D{} + static_cast<double>(s) : start;
-      left_before = left;
-      if (s < f) left = dist(s + 1);
-      right_last = right_next;
-    }
     D acc = D{};
     for (index_t p = f; p < keep; ++p) acc += value_at<T>(block, p, g);
-    for (index_t p = 0; p < f; ++p) acc += start <= static_cast<double>(p) ? value_at<T>(block, p, g) : D{};
-    for (index_t p = keep; p < n; ++p)
-      acc += start + static_cast<double>(keep) > static_cast<double>(p) ? value_at<T>(block, p, g) : D{};
+    for (index_t p = 0; p < f; ++p) {
+      const D left = value_at<T>(block, p, g), right = value_at<T>(block, keep + p, g);
+      acc += dist(left) > dist(right) ? right : left;
+    }
     return acc / static_cast<double>(keep);
   }
 };
@@ -173,7 +159,7 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
     if constexpr (S::rows > 0) {
       using Classes = typename Rule::compile_time_classes;
       load_and_order_block_static<T, S::rows, Classes, true>(
-          src, stride, block, std::make_index_sequence<StaticNetwork<S::rows, Classes>::size()>{});
+          src, stride, block, false, std::make_index_sequence<StaticNetwork<S::rows, Classes>::size()>{});
     } else {
       load_and_order_groups<T>(src, n, stride, block);
       order_block<T>(block, *net);

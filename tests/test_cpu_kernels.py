@@ -270,3 +270,34 @@ def test_mix_rows_streaming_every_group_count(dtype, monkeypatch):
         idx[0, 1, k // 2] = -1 if k > 1 else idx[0, 1, 0]
         np.testing.assert_allclose(cpu.mix_rows(X, idx), reference.mix_rows(X, idx),
                                    rtol=1e-6 if dtype == np.float32 else 1e-12, err_msg=f"k={k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_coordinatewise_rules_for_every_f_near_the_thresholds(dtype, monkeypatch):
+    """Every f around the row counts where the kernels change path (unrolled networks up to 32
+    rows, L2 prefetches past 28, the runtime network's groups of 16) and some f for the larger
+    runtime networks: meamed keeps one value of each edge pair (p, n-f+p), so every split of the
+    window between the two ends must occur, with ties and non-finite values at the edges."""
+    from _harness import assert_close
+
+    monkeypatch.setattr(_config, "COL_TILE", 40)
+    rng = np.random.default_rng(12)
+    for n in (28, 29, 32, 33, 47, 63, 64, 65, 100, 256, 257):
+        # Without 1e38 entries too: the tolerance scales with the largest output, and a value
+        # kept from the wrong end of a distance tie moves a small mean by at least 1/(n-f).
+        hazards = _columns_with_every_hazard(rng, n, 83, dtype)
+        small = np.where(np.abs(hazards) >= 1e38, 2.0, hazards).astype(dtype)
+        fs = range((n + 1) // 2) if n <= 65 else sorted({0, 1, n // 5, (n - 1) // 2})
+        for X in (hazards, small):
+            with np.errstate(invalid="ignore", over="ignore"):  # the reference meets Inf - Inf
+                assert_close(cpu.cwmed(X), reference.cwmed(X), exact=True)
+                for f in fs:
+                    assert_close(cpu.cwtm(X, f), reference.cwtm(X, f))
+                    assert_close(cpu.meamed(X, f), reference.meamed(X, f))
+
+
+def test_meamed_breaks_a_distance_tie_toward_the_smaller_value():
+    X = np.array([[-1.0], [0.0], [1.0], [2.0], [3.0]], np.float32)[None]  # -1 and 3 tie around 1
+    assert cpu.meamed(X, 1)[0, 0] == 0.5
+    wide = np.repeat(np.arange(-20.0, 21.0, dtype=np.float32)[None, :, None], 3, axis=2)  # n = 41
+    assert np.all(cpu.meamed(wide, 1) == np.float32(-0.5))
