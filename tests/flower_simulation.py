@@ -5,6 +5,7 @@ rounds; in the attacked runs supernode 4 sends -100 times its model. One ServerA
 without the attack, FedAvg with it, and RobustFedAvg(cwtm(f=1)) with it, and prints each run's
 distance to the true solution as one JSON line.
 """
+import faulthandler
 import json
 
 import numpy as np
@@ -61,4 +62,5 @@ def main():
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a crash prints every thread's stack to stderr, which the test shows
     main()
