@@ -1,7 +1,8 @@
 // Compressors and attacks on row-major buffers. The oracle is byzkern/backends/reference.py: the
 // wire bits (codes, indices, scales) and the Philox draws are the same, whatever the thread count.
-// The encoders are compiled for the x86-64 baseline and for AVX2 and chosen at run time (no
-// -march=native): Philox runs in SIMD lanes by intrinsics (philox.hpp), the codes come from
+// The encoders are compiled for the x86-64 baseline and for AVX2, those that draw Philox words
+// (qsgd, natural) also for AVX-512, and chosen at run time (no -march=native): Philox runs in
+// SIMD lanes by intrinsics (philox.hpp), the codes come from
 // branch-free loops the compiler vectorizes, sign bits from movemask, and the fixed-order sums
 // keep the reference's 8 lanes as two 4-double vectors. Every variant gives the same bits.
 #include "compress.hpp"
@@ -104,8 +105,9 @@ void unpack(const std::uint8_t* in, index_t count, int width, std::uint32_t* cod
   }
 }
 
-// Batches of 64 entries: 16 Philox blocks and a few codes at a time stay in registers/L1.
-constexpr index_t BATCH = 64;
+// Batches of 128 entries: 32 Philox blocks (AVX-512's 4 groups of 8) and a few codes at a time
+// stay in registers/L1.
+constexpr index_t BATCH = 128;
 
 // Runs job(row, e0, e1) on every (row, tile) of entries, in parallel; e0 is a multiple of 8, so
 // each job writes whole bytes of the packed codes.
@@ -120,10 +122,10 @@ void for_each_code_tile(index_t n, index_t d, index_t tile, Job job) {
   }
 }
 
-// Like BYZKERN_DISPATCH, for bodies that also take the Philox instruction set (philox.hpp) as
+// Like BYZKERN_DISPATCH3, for bodies that also take the Philox instruction set (philox.hpp) as
 // their second template argument.
 #define BYZKERN_PHILOX_DISPATCH(name, body) \
-  BYZKERN_DISPATCH_CALLS(name, (body<T, PhiloxSse2>), (body<T, PhiloxAvx2>))
+  BYZKERN_DISPATCH3_CALLS(name, (body<T, PhiloxSse2>), (body<T, PhiloxAvx2>), (body<T, PhiloxAvx512>))
 
 template <class Decode>
 void decode_rows(const std::uint8_t* in, index_t n, index_t d, index_t tile, int width, Decode decode) {
