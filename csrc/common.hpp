@@ -40,10 +40,11 @@ void for_each_slab(index_t B, index_t d, index_t tile, const Slabs& slabs, Job j
 
 // ---- SIMD ----------------------------------------------------------------------------------
 // Hot loops are written with GCC vector extensions (fixed-width vectors that GCC lowers to
-// whatever the target has) and compiled twice: for the x86-64 baseline that any wheel may
-// assume (SSE2), and for AVX2+FMA (Haswell, Zen and later). The variant is chosen once per
-// process from CPUID (__builtin_cpu_supports); BYZKERN_ISA=baseline forces the baseline so the
-// tests can run both. No -march=native anywhere.
+// whatever the target has) and compiled once per instruction-set tier: the x86-64 baseline that
+// any wheel may assume (SSE2), AVX2+FMA (Haswell, Zen and later) and, where it pays, AVX-512
+// (F, BW, DQ, VL: Skylake-X, Ice Lake, Zen 4 and later). The tier is chosen once per process from
+// CPUID (__builtin_cpu_supports); BYZKERN_ISA=baseline|avx2|avx512 caps it, so the tests can run
+// every tier on one machine and require the same bits. No -march=native anywhere.
 
 template <class T, int Bytes>
 struct vec_of {
@@ -97,24 +98,44 @@ typedef float v4f __attribute__((vector_size(16)));
 inline v4d load4_as_double(const double* p) { return load_vec<v4d>(p); }
 inline v4d load4_as_double(const float* p) { return __builtin_convertvector(load_vec<v4f>(p), v4d); }
 
-inline bool cpu_has_avx2() {
-  static const bool yes = [] {
+enum class Isa { baseline, avx2, avx512 };  // in increasing order
+
+inline const char* isa_name(Isa isa) {
+  return isa == Isa::avx512 ? "avx512" : isa == Isa::avx2 ? "avx2" : "baseline";
+}
+
+// The best tier this CPU runs, capped by BYZKERN_ISA (byzkern/backends/cpu.py refuses any value
+// but a tier's name, so an unknown one never reaches here).
+inline Isa cpu_isa() {
+  static const Isa isa = [] {
+    Isa best = Isa::baseline;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      best = Isa::avx2;
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        best = Isa::avx512;
+    }
     const char* forced = std::getenv("BYZKERN_ISA");
-    if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    for (Isa cap : {Isa::baseline, Isa::avx2})
+      if (forced != nullptr && std::strcmp(forced, isa_name(cap)) == 0) return std::min(best, cap);
+    return best;
   }();
-  return yes;
+  return isa;
 }
 
 #define BYZKERN_AVX2 __attribute__((target("avx2,fma")))
+#define BYZKERN_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
 
-// Defines name<T>(args...) that runs body<T>(args...) compiled for AVX2+FMA when the CPU has it,
-// else for the baseline. body must be an inline template so each variant gets its own copy;
-// flatten makes GCC inline it even where it judges the body too big (it kept pair_block
-// out of line, and the AVX2 variant then jumped to the baseline code).
+// Defines name<T>(args...) that runs body<T>(args...) compiled for the best tier the CPU has.
+// body must be an inline template so each variant gets its own copy; flatten makes GCC inline
+// it even where it judges the body too big (it kept pair_block out of line, and the AVX2
+// variant then jumped to the baseline code).
 // BYZKERN_DISPATCH_CALLS is the general form, for bodies that take an ISA-specific argument:
-// each variant makes its own call.
-#define BYZKERN_DISPATCH_CALLS(name, baseline_call, avx2_call)                          \
+// each variant makes its own call. It has no AVX-512 variant (an AVX-512 CPU runs the AVX2 one):
+// on Zen 4 the distance, Weiszfeld, mean and sign loops ran no faster with one (they wait on
+// memory), and each variant costs build time. BYZKERN_DISPATCH3_CALLS adds one, for the loops
+// it speeds up (the Philox encoders: 0.73-0.78 of their AVX2 time).
+#define BYZKERN_DISPATCH_VARIANTS_(name, baseline_call, avx2_call)                      \
   template <class T, class... A>                                                         \
   __attribute__((flatten)) void name##_baseline(A... a) {                                \
     baseline_call(a...);                                                                 \
@@ -122,14 +143,33 @@ inline bool cpu_has_avx2() {
   template <class T, class... A>                                                         \
   BYZKERN_AVX2 __attribute__((flatten)) void name##_avx2(A... a) {                       \
     avx2_call(a...);                                                                     \
+  }
+#define BYZKERN_DISPATCH_CALLS(name, baseline_call, avx2_call)                          \
+  BYZKERN_DISPATCH_VARIANTS_(name, baseline_call, avx2_call)                             \
+  template <class T, class... A>                                                         \
+  void name(A... a) {                                                                    \
+    if (cpu_isa() >= Isa::avx2)                                                          \
+      name##_avx2<T>(a...);                                                              \
+    else                                                                                 \
+      name##_baseline<T>(a...);                                                          \
+  }
+#define BYZKERN_DISPATCH3_CALLS(name, baseline_call, avx2_call, avx512_call)            \
+  BYZKERN_DISPATCH_VARIANTS_(name, baseline_call, avx2_call)                             \
+  template <class T, class... A>                                                         \
+  BYZKERN_AVX512 __attribute__((flatten)) void name##_avx512(A... a) {                   \
+    avx512_call(a...);                                                                   \
   }                                                                                      \
   template <class T, class... A>                                                         \
   void name(A... a) {                                                                    \
-    if (cpu_has_avx2())                                                                  \
+    const Isa isa = cpu_isa();                                                           \
+    if (isa == Isa::avx512)                                                              \
+      name##_avx512<T>(a...);                                                            \
+    else if (isa == Isa::avx2)                                                           \
       name##_avx2<T>(a...);                                                              \
     else                                                                                 \
       name##_baseline<T>(a...);                                                          \
   }
 #define BYZKERN_DISPATCH(name, body) BYZKERN_DISPATCH_CALLS(name, body<T>, body<T>)
+#define BYZKERN_DISPATCH3(name, body) BYZKERN_DISPATCH3_CALLS(name, body<T>, body<T>, body<T>)
 
 }  // namespace byzkern

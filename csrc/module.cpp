@@ -479,7 +479,7 @@ PYBIND11_MODULE(_cpu, m) {
            py::arg("coef"), py::arg("items"), py::arg("distances"), py::arg("tile"), py::arg("slabs"));
   def_both(m, "cclip", &cclip_py<float>, &cclip_py<double>, "Centered clipping from v0 -> (B, d).", py::arg("tau"),
            py::arg("iters"), py::arg("v0"), py::arg("tile"), py::arg("slabs"));
-  m.def("isa", []() { return byzkern::cpu_has_avx2() ? "avx2" : "baseline"; }, "SIMD variant the kernels run.");
+  m.def("isa", []() { return byzkern::isa_name(byzkern::cpu_isa()); }, "SIMD tier the kernels run.");
   static const int default_threads = omp_get_max_threads();
   m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP threads a kernel uses.");
   m.def(

@@ -1,4 +1,4 @@
-"""C++-specific checks of the cpu backend (csrc/): its two SIMD variants agree bit for bit,
+"""C++-specific checks of the cpu backend (csrc/): its SIMD tiers agree bit for bit,
 the kernels the public-op tests do not reach give the same bits on 1 and 2 OpenMP threads,
 the compressors give the reference's bits on rows long enough for every fast path,
 pairwise_sqdist is exact where the Gram trick cancels, and (opt-in) sizes past 2^31 elements.
@@ -102,7 +102,7 @@ REACHED_BY_PUBLIC_OPS = {"mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "
 
 
 def _save(path, dtype):
-    """Entry point of the subprocess that runs with another ISA variant."""
+    """Entry point of the subprocess that runs with another SIMD tier."""
     results = kernel_results(np.dtype(dtype).type)
     np.savez(path, isa=cpu.details()["isa"],
              **{f"{name}:{i}": a for name, r in results.items() for i, a in enumerate(r)})
@@ -114,21 +114,31 @@ def _assert_same_bits(a, b, what):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_baseline_isa_gives_the_same_bits(dtype, tmp_path):
-    """BYZKERN_ISA=baseline is read once per process, so the baseline runs in a subprocess."""
+@pytest.mark.parametrize("isa", cpu.ISAS[:-1] if cpu else [])
+def test_every_isa_gives_the_same_bits(isa, dtype, tmp_path):
+    """Each tier below this process's (the best the CPU has) against it. BYZKERN_ISA is read once
+    per process, so the capped run is a subprocess."""
     here = kernel_results(dtype)
-    path = tmp_path / "baseline.npz"
+    path = tmp_path / f"{isa}.npz"
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import test_cpu_kernels as t; t._save({str(path)!r}, {np.dtype(dtype).name!r})")
-    subprocess.run([sys.executable, "-c", code], env=dict(os.environ, BYZKERN_ISA="baseline"),
+    subprocess.run([sys.executable, "-c", code], env=dict(os.environ, BYZKERN_ISA=isa),
                    check=True, timeout=300)
-    baseline = np.load(path)
-    assert str(baseline["isa"]) == "baseline"
-    if cpu.details()["isa"] == "baseline":
-        pytest.skip("this CPU has no AVX2+FMA: both runs used the baseline")
+    with np.load(path) as npz:  # closed before a skip, which filterwarnings=error would fail
+        capped = dict(npz)
+    assert cpu.ISAS.index(str(capped["isa"])) <= cpu.ISAS.index(isa)
+    if str(capped["isa"]) == cpu.details()["isa"]:
+        pytest.skip(f"this CPU (or BYZKERN_ISA) gives no tier above {capped['isa']}: both runs used it")
     for name, arrays in here.items():
         for i, a in enumerate(arrays):
-            _assert_same_bits(a, baseline[f"{name}:{i}"], f"{name} output {i}")
+            _assert_same_bits(a, capped[f"{name}:{i}"], f"{name} output {i} ({isa} against {cpu.details()['isa']})")
+
+
+def test_an_unknown_isa_leaves_the_backend_out_with_the_reason():
+    code = "from byzkern import _dispatch; print(_dispatch.load('cpu')[1])"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, BYZKERN_ISA="avx9"),
+                         check=True, timeout=300, capture_output=True, text=True).stdout
+    assert "BYZKERN_ISA='avx9' is not one of baseline, avx2, avx512" in out
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

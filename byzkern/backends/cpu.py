@@ -1,7 +1,8 @@
 """The ``cpu`` backend: thin calls into the C++ extension ``byzkern._cpu`` (csrc/).
 
-Compiled for the portable x86-64 baseline plus an AVX2+FMA variant of each hot loop, chosen at
-run time from CPUID (``BYZKERN_ISA=baseline`` forces the baseline); no -march=native. OpenMP
+Compiled for the portable x86-64 baseline plus an AVX2+FMA variant of each hot loop and an
+AVX-512 variant of those it speeds up, chosen at run time from CPUID (``BYZKERN_ISA=baseline``,
+``avx2`` or ``avx512`` caps the tier; every tier gives the same bits); no -march=native. OpenMP
 over column tiles or batch items, GIL released inside every kernel. Column reductions
 (distances, norms) are summed per slab of tiles and the slabs added in order, so results do not
 depend on the thread count.
@@ -9,6 +10,7 @@ depend on the thread count.
 from __future__ import annotations
 
 import json
+import os
 import types
 from importlib import resources
 
@@ -23,6 +25,17 @@ except ImportError as exc:  # the build skipped the extension: say why
     except (OSError, KeyError, ValueError):
         why = ""
     raise ImportError(f"byzkern._cpu is not built ({why or exc})") from exc
+
+#: the SIMD tiers of csrc/common.hpp, lowest first
+ISAS = ("baseline", "avx2", "avx512")
+
+
+def unavailable_reason():
+    forced = os.environ.get("BYZKERN_ISA")
+    if forced and forced not in ISAS:
+        return f"BYZKERN_ISA={forced!r} is not one of {', '.join(ISAS)}"
+    return None
+
 
 def details():
     return {"threads": _cpu.max_threads(), "isa": _cpu.isa()}
