@@ -177,7 +177,7 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
     }
   }
 }
-BYZKERN_DISPATCH(ordered_rule_tile_dispatched, ordered_rule_tile)
+BYZKERN_DISPATCH3(ordered_rule_tile_dispatched, ordered_rule_tile)
 
 // The tile kernel with the network unrolled for n rows where there is one, else the runtime one.
 template <class T, int N = 1, class... A>
