@@ -2,8 +2,8 @@
 fresh virtual environment, works without the source tree.
 
 The build runs from a clean copy of the checkout, without isolation (``--no-isolation``: setuptools and pybind11 come from the
-test extra) so CI downloads nothing. The virtual environment sees the site packages for NumPy
-and Numba; the smoke script proves that byzkern itself and its ``_cpu`` extension are the
+test extra) so CI downloads nothing. The virtual environment sees the running environment's
+site packages for NumPy and Numba (appended to its path, after its own); the smoke script proves that byzkern itself and its ``_cpu`` extension are the
 wheel's, not the source tree's or an editable install's.
 """
 import os
@@ -61,11 +61,25 @@ def test_sdist_holds_the_sources(dist):
     assert expected <= names, f"missing from the sdist: {sorted(expected - names)}"
 
 
+def see_dependencies_of_this_environment(python):
+    """Append the site directories of NumPy and Numba here to ``python``'s path. Not
+    ``--system-site-packages``: when this interpreter is itself a venv, that flag shows the base
+    interpreter's site packages, which may lack them. A ``.pth`` line only appends a directory;
+    the ``.pth`` files inside it (this environment's editable byzkern) are not run."""
+    import numba
+    import numpy
+
+    dirs = {str(Path(module.__file__).resolve().parents[1]) for module in (numpy, numba)}
+    purelib = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip()
+    Path(purelib, "byzkern_test_dependencies.pth").write_text("\n".join(sorted(dirs)) + "\n")
+
+
 def test_wheel_installs_and_runs_without_the_source_tree(dist, tmp_path):
     (wheel,) = dist.glob("byzkern-*.whl")
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)])
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python, env = venv / "bin" / "python", clean_env()
+    see_dependencies_of_this_environment(python)
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
          "--quiet", str(wheel)], env=env)
     workdir = tmp_path / "elsewhere"
