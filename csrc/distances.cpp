@@ -57,16 +57,19 @@ template <class T>
 class SpreadPrefetch {
  public:
   SpreadPrefetch(const T* const* rows, index_t n, index_t c, index_t w, index_t calls)
-      : rows_(rows), c_(c), lines_per_row_((w * static_cast<index_t>(sizeof(T)) + 63) / 64),
-        lines_(n * lines_per_row_), per_call_((lines_ + calls - 1) / calls) {}
-  void next() {
-    for (const index_t end = std::min(lines_, done_ + per_call_); done_ < end; ++done_)
-      __builtin_prefetch(rows_[done_ / lines_per_row_] + c_ + done_ % lines_per_row_ * (64 / sizeof(T)));
+      : rows_(rows), n_(n), c_(c), line_end_(w), per_call_((n * ((w + LINE - 1) / LINE) + calls - 1) / calls) {}
+  void next() {  // no division per line: one took longer than the prefetch saved
+    for (index_t count = 0; count < per_call_ && row_ < n_; ++count) {
+      __builtin_prefetch(rows_[row_] + c_ + k_);
+      k_ += LINE;
+      if (k_ >= line_end_) k_ = 0, ++row_;
+    }
   }
 
  private:
+  static constexpr index_t LINE = 64 / static_cast<index_t>(sizeof(T));  // values per cache line
   const T* const* rows_;
-  index_t c_, lines_per_row_, lines_, per_call_, done_ = 0;
+  index_t n_, c_, line_end_, per_call_, row_ = 0, k_ = 0;
 };
 
 // Four values of T as doubles. Not load4_as_double: its __builtin_convertvector is lowered for
