@@ -40,9 +40,10 @@ inline index_t pair_block_columns(index_t n_padded) {
 // Columns per block of the Gram sums. Each register tile sums a whole block before it touches G,
 // so long blocks keep G's loads and stores and the tiles' starts rare, but where the block's
 // centred rows (np x cols doubles) can fit in 16 KiB (half of L1, next to the prefetched next
-// block) with at least 64 columns, they do: at n = 20, d = 1e6, 1 thread, 96 columns took 0.92
-// of the time of 128 (15 against 20 KiB); at n = 64, 64 columns 1.03 of 128's. Else 128, or
-// fewer where the rows would pass 256 KiB (L2).
+// block) with at least 64 columns, they do (100 columns at n = 20): at (20, 1e6), 1 thread, 96
+// columns took 0.92 of the time of 128 (15 against 20 KiB); 64 and 160 took 1.04 and 1.05 of
+// 100's; at n = 64, 64 columns 1.03 of 128's. Else 128, or fewer where the rows would pass
+// 256 KiB (L2).
 inline index_t gram_block_columns(index_t n_padded) {
   const index_t in_half_l1 = (2 << 10) / n_padded / 4 * 4;
   if (in_half_l1 >= 64) return std::min<index_t>(128, in_half_l1);
@@ -50,15 +51,15 @@ inline index_t gram_block_columns(index_t n_padded) {
 }
 
 // Asks for the columns [c, c + w) of every row a few lines at a time, spread over `calls` calls
-// of next(): the rows are n separate streams, more than the hardware prefetcher follows, and in
-// one burst per group of rows the prefetches filled the miss buffers and the loads behind them
-// waited (at n = 20 as long as a fifth of the tiles' time).
+// of next(): the rows are n separate streams, more than the hardware prefetcher follows, and
+// asked for in one burst per group of four rows they filled the miss buffers (spread: 0.89 of
+// the time at (64, 3e5), 1 thread).
 template <class T>
 class SpreadPrefetch {
  public:
   SpreadPrefetch(const T* const* rows, index_t n, index_t c, index_t w, index_t calls)
       : rows_(rows), n_(n), c_(c), line_end_(w), per_call_((n * ((w + LINE - 1) / LINE) + calls - 1) / calls) {}
-  void next() {  // no division per line: one took longer than the prefetch saved
+  void next() {  // counters, not a division per line: those took 14% of the time at (20, 8200)
     for (index_t count = 0; count < per_call_ && row_ < n_; ++count) {
       __builtin_prefetch(rows_[row_] + c_ + k_);
       k_ += LINE;
@@ -215,7 +216,8 @@ inline void gram_triangle(const T* const* rows, index_t n, index_t c, index_t w,
 // tiles of R rows (R = 2 or 4).
 template <class T, int R>
 inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, index_t cols, double* Y, double* G) {
-  const index_t np = padded_rows(n), groups = np / 4, calls = groups + 4 / R * groups * (groups - 1) / 2;
+  const index_t np = padded_rows(n), groups = np / 4;
+  const index_t calls = groups + 4 / R * groups * (groups - 1) / 2;  // triangles and tiles per block
   double* centre = Y + np * cols;
   for (index_t c = c0; c < c1; c += cols) {
     const index_t w = std::min(cols, c1 - c), w4 = (w + 3) / 4 * 4;
