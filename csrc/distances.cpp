@@ -37,59 +37,48 @@ inline index_t padded_rows(index_t n) { return (n + PAIR_ROWS - 1) / PAIR_ROWS *
 inline index_t pair_block_columns(index_t n_padded) {
   return std::max<index_t>(16, std::min<index_t>(512, 4096 / n_padded)) / 4 * 4;
 }
-// Columns per block of the Gram sums: 128, or fewer where the block's centred rows (np x cols
-// doubles) would pass 256 KiB (L2). Each register tile sums a whole block before it touches G,
-// so long blocks keep G's loads and stores and the tiles' starts rare: at (256, 1e4), 1 thread,
-// 16-column blocks (the whole block in L1) ran at 39% of the CPU's multiply-add peak, 128 at
-// 75%; 256 and 512 columns were no faster (a pair of column panels no longer fits in L1).
+// Columns per block of the Gram sums. Each register tile sums a whole block before it touches G,
+// so long blocks keep G's loads and stores and the tiles' starts rare, but where the block's
+// centred rows (np x cols doubles) can fit in 16 KiB (half of L1, next to the prefetched next
+// block) with at least 64 columns, they do (100 columns at n = 20): at (20, 1e6), 1 thread, 96
+// columns took 0.92 of the time of 128 (15 against 20 KiB); 64 and 160 took 1.04 and 1.05 of
+// 100's; at n = 64, 64 columns 1.03 of 128's. Else 128, or fewer where the rows would pass
+// 256 KiB (L2).
 inline index_t gram_block_columns(index_t n_padded) {
+  const index_t in_half_l1 = (2 << 10) / n_padded / 4 * 4;
+  if (in_half_l1 >= 64) return std::min<index_t>(128, in_half_l1);
   return std::max<index_t>(16, std::min<index_t>(128, (32 << 10) / n_padded)) / 4 * 4;
 }
 
-// Asks for columns [c, c + w) of the rows [i0, i1): the rows are n separate streams, more than
-// the hardware prefetcher follows.
+// Asks for the columns [c, c + w) of every row a few lines at a time, spread over `calls` calls
+// of next(): the rows are n separate streams, more than the hardware prefetcher follows, and
+// asked for in one burst per group of four rows they filled the miss buffers (spread: 0.89 of
+// the time at (64, 3e5), 1 thread).
 template <class T>
-inline void prefetch_rows(const T* const* rows, index_t i0, index_t i1, index_t c, index_t w) {
-  for (index_t i = i0; i < i1; ++i)
-    for (index_t k = 0; k < w; k += 64 / static_cast<index_t>(sizeof(T))) __builtin_prefetch(rows[i] + c + k);
-}
-
-// The centred block is stored in panels of four rows: panel p holds y_(4p+r),k at
-// Y[(p * cols + k) * 4 + r], so a tile reads each of its panels as one contiguous stream.
-//
-// G[rows of the R/4 panels from pi, columns of the Q panels from pj] += that block of the Gram
-// matrix over the block's w columns: R x Q vectors of sums in registers (8 of the 16 AVX
-// registers: 4 x 12 spilled, and its store-to-load chain through the stack set the pace), each
-// entry summed over k in order, so every entry is the same chain of roundings whatever the tile.
-template <int R, int Q>
-inline void gram_tile(const double* Y, index_t cols, index_t w, index_t pi, index_t pj, index_t np, double* G) {
-  v4d acc[R][Q] = {};
-  for (index_t k = 0; k < w; ++k) {
-    v4d b[Q];
-    for (int q = 0; q < Q; ++q) b[q] = load_vec<v4d>(Y + ((pj + q) * cols + k) * 4);
-    for (int r = 0; r < R; ++r) {
-      const double a = Y[((pi + r / 4) * cols + k) * 4 + r % 4];
-      const v4d av = {a, a, a, a};
-      for (int q = 0; q < Q; ++q) acc[r][q] += av * b[q];
+class SpreadPrefetch {
+ public:
+  SpreadPrefetch(const T* const* rows, index_t n, index_t c, index_t w, index_t calls)
+      : rows_(rows), n_(n), c_(c), line_end_(w), per_call_((n * ((w + LINE - 1) / LINE) + calls - 1) / calls) {}
+  void next() {  // counters, not a division per line: those took 14% of the time at (20, 8200)
+    for (index_t count = 0; count < per_call_ && row_ < n_; ++count) {
+      __builtin_prefetch(rows_[row_] + c_ + k_);
+      k_ += LINE;
+      if (k_ >= line_end_) k_ = 0, ++row_;
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < Q; ++q) {
-      double* g = G + (4 * pi + r) * np + 4 * (pj + q);
-      store_vec(g, load_vec<v4d>(g) + acc[r][q]);
-    }
-}
 
-// Four rows of four columns -> four columns of four rows (in place; separate variables, not an
-// array: GCC kept an array on the stack and copied each column out through it).
-inline void transpose4(v4d& y0, v4d& y1, v4d& y2, v4d& y3) {
-  typedef long long v4i __attribute__((vector_size(32)));
-  const v4d t0 = __builtin_shuffle(y0, y1, v4i{0, 4, 2, 6}), t1 = __builtin_shuffle(y0, y1, v4i{1, 5, 3, 7});
-  const v4d t2 = __builtin_shuffle(y2, y3, v4i{0, 4, 2, 6}), t3 = __builtin_shuffle(y2, y3, v4i{1, 5, 3, 7});
-  y0 = __builtin_shuffle(t0, t2, v4i{0, 1, 4, 5});
-  y1 = __builtin_shuffle(t1, t3, v4i{0, 1, 4, 5});
-  y2 = __builtin_shuffle(t0, t2, v4i{2, 3, 6, 7});
-  y3 = __builtin_shuffle(t1, t3, v4i{2, 3, 6, 7});
+ private:
+  static constexpr index_t LINE = 64 / static_cast<index_t>(sizeof(T));  // values per cache line
+  const T* const* rows_;
+  index_t n_, c_, line_end_, per_call_, row_ = 0, k_ = 0;
+};
+
+// Four values of T as doubles. Not load4_as_double: its __builtin_convertvector is lowered for
+// SSE2 before it is inlined into a tier (two 2-wide conversions and a trip through the stack
+// even in the AVX-512 variant); element by element, each tier vectorizes it for itself.
+template <class T>
+inline v4d widened4(const T* x) {
+  return v4d{double(x[0]), double(x[1]), double(x[2]), double(x[3])};
 }
 
 inline double median3(double a, double b, double e) { return std::max(std::min(a, b), std::min(std::max(a, b), e)); }
@@ -105,7 +94,7 @@ inline void block_centre(const T* const* rows, index_t n, index_t c, index_t w, 
   v4d check = {0, 0, 0, 0};  // NaN in a lane as soon as one of its values is NaN or +-Inf
   index_t k = 0;
   for (; k + 4 <= w; k += 4) {
-    const v4d a = load4_as_double(x0 + k), b = load4_as_double(x1 + k), e = load4_as_double(x2 + k);
+    const v4d a = widened4(x0 + k), b = widened4(x1 + k), e = widened4(x2 + k);
     check += (a + b + e) * 0.0;
     const v4d lo = b < a ? b : a, hi = a < b ? b : a;  // std::min and std::max, lane by lane
     const v4d mid = e < hi ? e : hi;
@@ -126,65 +115,125 @@ inline void block_centre(const T* const* rows, index_t n, index_t c, index_t w, 
     }
 }
 
-// The panels of x_ik - c_k for the columns [c, c + w); the padding rows i >= n read zero_row
-// (w zeros) and come out as -c_k, which only padded sums see.
+// The centred block is stored in panels of four rows: rows 4p..4p+3 and columns k..k+3 (k a
+// multiple of 4) are the 16 doubles from Y + (4p * cols + 4k), row by row, so the rows a tile
+// reads are one stream (as four separate rows, the tiles' loads missed L1 at n = 256).
+inline index_t row_in_panels(index_t cols, index_t i) { return i / 4 * 4 * cols + i % 4 * 4; }
+
+// Row i of the block from column k0 (a multiple of 4) on, into its panel: x_ik - c_k for k < w,
+// then zeros up to a multiple of 4 columns; all zeros for a padding row i >= n.
 template <class T>
-inline void centred_panels(const T* const* rows, index_t n, index_t c, index_t w, index_t cols, const double* centre,
-                           const T* zero_row, double* Y) {
-  const index_t np = padded_rows(n);
-  for (index_t i0 = 0; i0 < np; i0 += 4) {
-    const T* x[4];
-    for (index_t r = 0; r < 4; ++r) x[r] = i0 + r < n ? rows[i0 + r] + c : zero_row;
-    double* panel = Y + i0 * cols;
-    index_t k = 0;
-    for (; k + 4 <= w; k += 4) {
-      const v4d cen = load_vec<v4d>(centre + k);
-      v4d y0 = load4_as_double(x[0] + k) - cen, y1 = load4_as_double(x[1] + k) - cen;
-      v4d y2 = load4_as_double(x[2] + k) - cen, y3 = load4_as_double(x[3] + k) - cen;
-      transpose4(y0, y1, y2, y3);
-      store_vec(panel + 4 * k, y0);
-      store_vec(panel + 4 * k + 4, y1);
-      store_vec(panel + 4 * k + 8, y2);
-      store_vec(panel + 4 * k + 12, y3);
+inline void centred_row(const T* const* rows, index_t n, index_t i, index_t c, index_t k0, index_t w, index_t cols,
+                        const double* centre, double* Y) {
+  double* y = Y + row_in_panels(cols, i);
+  index_t k = k0;
+  if (i < n) {
+    const T* x = rows[i] + c;
+    for (; k + 4 <= w; k += 4) store_vec(y + 4 * k, widened4(x + k) - load_vec<v4d>(centre + k));
+    for (; k < w; ++k) y[4 * (k - k % 4) + k % 4] = static_cast<double>(x[k]) - centre[k];
+  }
+  for (; k % 4 != 0; ++k) y[4 * (k - k % 4) + k % 4] = 0.0;
+}
+
+// The lane sums (l0 + l1) + (l2 + l3) of four vectors of partial sums, as one vector (the order
+// sum_lanes adds them in).
+inline v4d lane_sums(const v4d& a, const v4d& b, const v4d& c, const v4d& e) {
+  typedef long long v4i __attribute__((vector_size(32)));
+  const v4d ab = __builtin_shuffle(a, b, v4i{0, 4, 2, 6}) + __builtin_shuffle(a, b, v4i{1, 5, 3, 7});
+  const v4d ce = __builtin_shuffle(c, e, v4i{0, 4, 2, 6}) + __builtin_shuffle(c, e, v4i{1, 5, 3, 7});
+  return __builtin_shuffle(ab, ce, v4i{0, 1, 4, 5}) + __builtin_shuffle(ab, ce, v4i{2, 3, 6, 7});
+}
+
+// Every Gram entry of a block is four sums in SIMD lanes, lane l over the columns k = l mod 4 in
+// order, then (l0 + l1) + (l2 + l3) added to G: the same chain of roundings whatever tile or
+// tier computes it, so the tiers can take different tile shapes and give the same bits.
+//
+// G[i0 + r, j0 + q] += that sum, for R rows from i0 and 4 from j0 (R x 4 vectors of sums in
+// registers: AVX2 has 16, for 2 x 4; AVX-512 32 (with VL, 256-bit vectors too), for 4 x 4).
+template <int R>
+inline void gram_tile(const double* Y, index_t cols, index_t w4, index_t i0, index_t j0, index_t np, double* G) {
+  v4d acc[R][4] = {};
+  const double* yi = Y + row_in_panels(cols, i0);
+  const double* yj = Y + row_in_panels(cols, j0);
+  for (index_t k = 0; k < w4; k += 4) {
+    v4d b[4];
+    for (int q = 0; q < 4; ++q) b[q] = load_vec<v4d>(yj + 4 * (k + q));
+    for (int r = 0; r < R; ++r) {
+      const v4d a = load_vec<v4d>(yi + 4 * (k + r));
+      for (int q = 0; q < 4; ++q) acc[r][q] += a * b[q];
     }
-    for (; k < w; ++k)
-      for (index_t r = 0; r < 4; ++r) panel[4 * k + r] = static_cast<double>(x[r][k]) - centre[k];
+  }
+  for (int r = 0; r < R; ++r) {
+    double* g = G + (i0 + r) * np + j0;
+    store_vec(g, load_vec<v4d>(g) + lane_sums(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
   }
 }
 
-// The Gram sums of the rows over the columns [c0, c1), block by block, into G (np x np; the
-// entries with j >= i are filled, some below the diagonal too). Column panels two at a time,
-// each against every row panel up to the first of them, so the two stay in L1 while the row
-// panels stream from L2; the second one's diagonal block is a 4 x 4 tile of its own (as a row
-// panel of a 4 x 8 tile it would also sum a block below the diagonal; 4% faster at n = 20).
-// A last odd column panel takes the row panels two at a time (4 x 4 tiles have too few sums to
-// hide the latency of an add).
+// The same for the ten pairs i <= j of the rows [i0, i0 + 4), which it first centres into their
+// panel: it loads the input values once for both, where a pass of its own took a fifth of the
+// time at n = 20.
 template <class T>
+inline void gram_triangle(const T* const* rows, index_t n, index_t c, index_t w, index_t cols, const double* centre,
+                          index_t i0, index_t np, double* Y, double* G) {
+  v4d a00 = {}, a01 = {}, a02 = {}, a03 = {}, a11 = {}, a12 = {}, a13 = {}, a22 = {}, a23 = {}, a33 = {};
+  const auto add_products = [&](const v4d& y0, const v4d& y1, const v4d& y2, const v4d& y3) {
+    a00 += y0 * y0, a01 += y0 * y1, a02 += y0 * y2, a03 += y0 * y3;
+    a11 += y1 * y1, a12 += y1 * y2, a13 += y1 * y3;
+    a22 += y2 * y2, a23 += y2 * y3;
+    a33 += y3 * y3;
+  };
+  double* y = Y + row_in_panels(cols, i0);
+  index_t k = 0;
+  if (i0 + 4 <= n) {  // else padding rows: centred_row fills them with zeros
+    const T *x0 = rows[i0] + c, *x1 = rows[i0 + 1] + c, *x2 = rows[i0 + 2] + c, *x3 = rows[i0 + 3] + c;
+    for (; k + 4 <= w; k += 4) {
+      const v4d cen = load_vec<v4d>(centre + k);
+      const v4d y0 = widened4(x0 + k) - cen, y1 = widened4(x1 + k) - cen;
+      const v4d y2 = widened4(x2 + k) - cen, y3 = widened4(x3 + k) - cen;
+      store_vec(y + 4 * k, y0);
+      store_vec(y + 4 * k + 4, y1);
+      store_vec(y + 4 * k + 8, y2);
+      store_vec(y + 4 * k + 12, y3);
+      add_products(y0, y1, y2, y3);
+    }
+  }
+  for (index_t r = 0; r < 4; ++r) centred_row(rows, n, i0 + r, c, k, w, cols, centre, Y);
+  for (; k < w; k += 4)
+    add_products(load_vec<v4d>(y + 4 * k), load_vec<v4d>(y + 4 * k + 4), load_vec<v4d>(y + 4 * k + 8),
+                 load_vec<v4d>(y + 4 * k + 12));
+  double* g = G + i0 * np + i0;
+  store_vec(g, load_vec<v4d>(g) + lane_sums(a00, a01, a02, a03));
+  const v4d zero = {0, 0, 0, 0}, s1 = lane_sums(a11, a12, a13, zero), s23 = lane_sums(a22, a23, a33, zero);
+  for (int q = 0; q < 3; ++q) g[np + 1 + q] += s1[q];
+  g[2 * np + 2] += s23[0];
+  g[2 * np + 3] += s23[1];
+  g[3 * np + 3] += s23[2];
+}
+
+// The Gram sums of the rows over the columns [c0, c1), block by block, into G (np x np, the
+// entries with j >= i). Four rows from j0 at a time: their own pairs (which centres them), then
+// against every row before them, so the four stay in L1 while the others stream from L1 or L2;
+// tiles of R rows (R = 2 or 4).
+template <class T, int R>
 inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, index_t cols, double* Y, double* G) {
-  const index_t np = padded_rows(n), panels = np / 4;
+  const index_t np = padded_rows(n), groups = np / 4;
+  const index_t calls = groups + 4 / R * groups * (groups - 1) / 2;  // triangles and tiles per block
   double* centre = Y + np * cols;
-  const std::vector<T> zero_row(cols, T(0));
-  const index_t pairs_of_panels = (panels + 1) / 2, rows_per_step = (n + pairs_of_panels - 1) / pairs_of_panels;
   for (index_t c = c0; c < c1; c += cols) {
-    const index_t w = std::min(cols, c1 - c);
-    const index_t next_w = std::min(cols, c1 - c - w);
+    const index_t w = std::min(cols, c1 - c), w4 = (w + 3) / 4 * 4;
+    SpreadPrefetch<T> next_block(rows, n, c + w, std::min(cols, c1 - c - w), calls);
     block_centre(rows, n, c, w, centre);
-    centred_panels(rows, n, c, w, cols, centre, zero_row.data(), Y);
-    for (index_t pj = 0; pj < panels; pj += 2) {
-      const index_t r0 = pj / 2 * rows_per_step;
-      prefetch_rows(rows, std::min(n, r0), std::min(n, r0 + rows_per_step), c + w, next_w);
-      if (pj + 2 <= panels) {
-        for (index_t pi = 0; pi <= pj; ++pi) gram_tile<4, 2>(Y, cols, w, pi, pj, np, G);
-        gram_tile<4, 1>(Y, cols, w, pj + 1, pj + 1, np, G);
-        continue;
+    for (index_t j0 = 0; j0 < np; j0 += 4) {
+      next_block.next();
+      gram_triangle(rows, n, c, w, cols, centre, j0, np, Y, G);
+      for (index_t i0 = 0; i0 < j0; i0 += R) {
+        next_block.next();
+        gram_tile<R>(Y, cols, w4, i0, j0, np, G);
       }
-      index_t pi = 0;
-      for (; pi + 1 <= pj; pi += 2) gram_tile<8, 1>(Y, cols, w, pi, pj, np, G);
-      if (pi <= pj) gram_tile<4, 1>(Y, cols, w, pi, pj, np, G);
     }
   }
 }
-BYZKERN_DISPATCH(gram_slab_dispatched, gram_slab)
+BYZKERN_DISPATCH3_CALLS(gram_slab_dispatched, (gram_slab<T, 2>), (gram_slab<T, 2>), (gram_slab<T, 4>))
 
 // Exact differences, for the pairs the Gram sums cannot give: each block of columns is converted
 // to double once and reused by all pairs; a 2 x 4 block of row pairs keeps its eight partial
