@@ -6,7 +6,7 @@
 // and that mean with its direct distances where the coefficient formula would cancel, or at
 // every step where the rows are too many for pairwise_sqdist to pay off. Small inputs run the
 // whole loop here instead (geomed), every step a pass, without a Python call per step.
-// Centered clipping: every step is a pass here.
+// Centered clipping has its own passes, at the end of this file.
 //
 // One pass fuses a center and the distances to it: for a strip of 8 columns it forms the new
 // center from the coefficients (all rows of the strip are read), then, while the strip is still
@@ -27,14 +27,13 @@ namespace byzkern {
 enum class Center {
   given,          // c is already in the center buffer
   weighted_mean,  // c = sum_i a_i x_i / sum_i a_i (Weiszfeld, RFA)
-  clip_step,      // c = c + (1/n) sum_i a_i (x_i - c) (centered clipping)
 };
 
 template <class T>
 struct PassItem {      // one batch item of a pass; an item with neither center nor rounded is skipped
   const double* coef = nullptr;  // a_i; rows with a_i == 0 never enter a sum (their NaN/Inf stay out)
-  double coef_sum = 0.0;         // sum_i a_i for weighted_mean, n for clip_step
-  double* center = nullptr;      // (d,) read by given and clip_step, written by clip_step
+  double coef_sum = 0.0;         // sum_i a_i for weighted_mean
+  double* center = nullptr;      // (d,) read by given
   T* rounded = nullptr;          // (d,) weighted_mean's center, rounded to T; distances use it unrounded
   double* sqdist = nullptr;      // (slabs, n) partial ||x_i - c||^2, or null when not needed
   double* nonfinite = nullptr;   // (slabs, n) partial sums of x * 0 (NaN for a non-finite row), or null
@@ -72,25 +71,13 @@ inline void center_slab(const T* Xb, index_t n, index_t d, index_t c0, index_t w
         const double a = item.coef[i];
         if (a == 0.0) continue;
         const v4d av = {a, a, a, a};
-        if (kind == Center::weighted_mean) {
-          s_lo += av * load4_as_double(x);
-          s_hi += av * load4_as_double(x + 4);
-        } else {
-          s_lo += av * (load4_as_double(x) - c_lo);
-          s_hi += av * (load4_as_double(x + 4) - c_hi);
-        }
+        s_lo += av * load4_as_double(x);
+        s_hi += av * load4_as_double(x + 4);
       }
-      if (kind == Center::weighted_mean) {
-        c_lo = s_lo / total;
-        c_hi = s_hi / total;
-        store4_rounded(rounded + k, c_lo);
-        store4_rounded(rounded + k + 4, c_hi);
-      } else {
-        c_lo += s_lo / total;
-        c_hi += s_hi / total;
-        store_vec(c + k, c_lo);
-        store_vec(c + k + 4, c_hi);
-      }
+      c_lo = s_lo / total;
+      c_hi = s_hi / total;
+      store4_rounded(rounded + k, c_lo);
+      store4_rounded(rounded + k + 4, c_hi);
     }
     if (sq != nullptr || check != nullptr)
       for (index_t i = 0; i < n; ++i) {
@@ -110,15 +97,10 @@ inline void center_slab(const T* Xb, index_t n, index_t d, index_t c0, index_t w
       double s = 0.0;
       for (index_t i = 0; i < n; ++i) {
         const double a = item.coef[i], x = static_cast<double>(Xb[i * d + c0 + k]);
-        if (a != 0.0) s += kind == Center::weighted_mean ? a * x : a * (x - ck);
+        if (a != 0.0) s += a * x;
       }
-      if (kind == Center::weighted_mean) {
-        ck = s / item.coef_sum;
-        rounded[k] = static_cast<T>(ck);
-      } else {
-        ck += s / item.coef_sum;
-        c[k] = ck;
-      }
+      ck = s / item.coef_sum;
+      rounded[k] = static_cast<T>(ck);
     }
     for (index_t i = 0; i < n; ++i) {
       const double x = static_cast<double>(Xb[i * d + c0 + k]);
