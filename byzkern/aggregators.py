@@ -165,17 +165,15 @@ def cclip(X, *, tau, iters=1, init=None, backend=None, nan_policy="outlier"):
     """Centered clipping (Karimireddy, He, Jaggi 2021):
     ``v <- v + (1/n) sum_i (x_i - v) min(1, tau / ||x_i - v||)``, ``iters`` times, from ``init``
     ((d,) or (B, d); default: the coordinate-wise median). A row with a NaN or Inf entry adds 0.
-    Cost: the median's read of X, then two reads of X per iteration.
+    Cost: on the cpu backend one read of X for the start (the median) and the distances to it,
+    then one per iteration; elsewhere the median's read, then two per iteration.
     """
     A = adapt(X)
     B, n, d = A.data.shape
     tau = _checks.real(tau, "tau", positive=True)
     iters = _checks.integer(iters, "iters", low=0)
     _dispatch.guard_nonfinite(A, nan_policy)
-    if init is None:
-        v0 = _dispatch.kernel("cwmed", A.device, backend)(A.data)
-    else:
-        v0 = A.aux(init, "init", (d,))
+    v0 = None if init is None else A.aux(init, "init", (d,))
     out = _dispatch.kernel("cclip", A.device, backend)(A.data, tau, iters, v0)
     return _dispatch.finish(A, out, nan_policy, "items")
 

@@ -223,6 +223,29 @@ void meamed(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile
   ordered_rule(X, B, n, d, tile, MeanAroundMedianOfBlock{f}, out);
 }
 
+template <class T>
+struct ColumnMedians<T>::Scratch {
+  index_t n;
+  Comparators net;
+  AlignedVectors<keyvec<T>> block;
+  std::vector<T> tail;
+  explicit Scratch(index_t n_) : n(n_), block(n_ * BLOCK_VECS), tail(n_ * block_lanes<T>()) {
+    std::vector<int> classes(n);
+    for (index_t p = 0; p < n; ++p) classes[p] = MedianOfBlock::position_class(n, p);
+    net = prune_network(sorting_network(n, GROUP_ROWS), classes);
+  }
+};
+
+template <class T>
+ColumnMedians<T>::ColumnMedians(index_t n) : scratch_(new Scratch(n)) {}
+template <class T>
+ColumnMedians<T>::~ColumnMedians() = default;
+template <class T>
+void ColumnMedians<T>::operator()(const T* base, index_t d, index_t w, T* out) {
+  Scratch& s = *scratch_;
+  ordered_rule_tile_for<T>(s.n, base, s.n, d, w, &s.net, s.block.data(), s.tail.data(), MedianOfBlock{}, out);
+}
+
 #ifndef BYZKERN_COORDINATEWISE_TYPE
 #define BYZKERN_COORDINATEWISE_TYPE float
 #endif
@@ -231,5 +254,6 @@ template void mean<Instantiated>(const Instantiated*, index_t, index_t, index_t,
 template void cwmed<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, Instantiated*);
 template void cwtm<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, index_t, Instantiated*);
 template void meamed<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, index_t, Instantiated*);
+template class ColumnMedians<Instantiated>;
 
 }  // namespace byzkern

@@ -1,4 +1,6 @@
 #pragma once
+#include <memory>
+
 #include "common.hpp"
 
 namespace byzkern {
@@ -11,5 +13,20 @@ template <class T>
 void cwtm(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile, T* out);
 template <class T>
 void meamed(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile, T* out);
+
+// cwmed one column range at a time, for a pass that does more with the columns while they are
+// still in cache (cclip takes the distances to the median). Holds scratch: one per thread.
+template <class T>
+class ColumnMedians {
+ public:
+  explicit ColumnMedians(index_t n);
+  ~ColumnMedians();
+  // out[j] = the median of base[i * d + j] over the n rows, j in [0, w)
+  void operator()(const T* base, index_t d, index_t w, T* out);
+
+ private:
+  struct Scratch;
+  std::unique_ptr<Scratch> scratch_;
+};
 
 }  // namespace byzkern

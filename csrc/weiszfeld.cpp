@@ -6,7 +6,7 @@
 // and that mean with its direct distances where the coefficient formula would cancel, or at
 // every step where the rows are too many for pairwise_sqdist to pay off. Small inputs run the
 // whole loop here instead (geomed), every step a pass, without a Python call per step.
-// Centered clipping: every step is a pass here.
+// Centered clipping has its own passes, at the end of this file.
 //
 // One pass fuses a center and the distances to it: for a strip of 8 columns it forms the new
 // center from the coefficients (all rows of the strip are read), then, while the strip is still
@@ -15,23 +15,27 @@
 // Per-slab partial distances are added in slab order, so 1 and 2 threads give the same bits.
 #include "weiszfeld.hpp"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
+
+#include "coordinatewise.hpp"
 
 namespace byzkern {
 
 enum class Center {
   given,          // c is already in the center buffer
   weighted_mean,  // c = sum_i a_i x_i / sum_i a_i (Weiszfeld, RFA)
-  clip_step,      // c = c + (1/n) sum_i a_i (x_i - c) (centered clipping)
 };
 
 template <class T>
 struct PassItem {      // one batch item of a pass; an item with neither center nor rounded is skipped
   const double* coef = nullptr;  // a_i; rows with a_i == 0 never enter a sum (their NaN/Inf stay out)
-  double coef_sum = 0.0;         // sum_i a_i for weighted_mean, n for clip_step
-  double* center = nullptr;      // (d,) read by given and clip_step, written by clip_step
+  double coef_sum = 0.0;         // sum_i a_i for weighted_mean
+  double* center = nullptr;      // (d,) read by given
   T* rounded = nullptr;          // (d,) weighted_mean's center, rounded to T; distances use it unrounded
   double* sqdist = nullptr;      // (slabs, n) partial ||x_i - c||^2, or null when not needed
   double* nonfinite = nullptr;   // (slabs, n) partial sums of x * 0 (NaN for a non-finite row), or null
@@ -69,25 +73,13 @@ inline void center_slab(const T* Xb, index_t n, index_t d, index_t c0, index_t w
         const double a = item.coef[i];
         if (a == 0.0) continue;
         const v4d av = {a, a, a, a};
-        if (kind == Center::weighted_mean) {
-          s_lo += av * load4_as_double(x);
-          s_hi += av * load4_as_double(x + 4);
-        } else {
-          s_lo += av * (load4_as_double(x) - c_lo);
-          s_hi += av * (load4_as_double(x + 4) - c_hi);
-        }
+        s_lo += av * load4_as_double(x);
+        s_hi += av * load4_as_double(x + 4);
       }
-      if (kind == Center::weighted_mean) {
-        c_lo = s_lo / total;
-        c_hi = s_hi / total;
-        store4_rounded(rounded + k, c_lo);
-        store4_rounded(rounded + k + 4, c_hi);
-      } else {
-        c_lo += s_lo / total;
-        c_hi += s_hi / total;
-        store_vec(c + k, c_lo);
-        store_vec(c + k + 4, c_hi);
-      }
+      c_lo = s_lo / total;
+      c_hi = s_hi / total;
+      store4_rounded(rounded + k, c_lo);
+      store4_rounded(rounded + k + 4, c_hi);
     }
     if (sq != nullptr || check != nullptr)
       for (index_t i = 0; i < n; ++i) {
@@ -107,15 +99,10 @@ inline void center_slab(const T* Xb, index_t n, index_t d, index_t c0, index_t w
       double s = 0.0;
       for (index_t i = 0; i < n; ++i) {
         const double a = item.coef[i], x = static_cast<double>(Xb[i * d + c0 + k]);
-        if (a != 0.0) s += kind == Center::weighted_mean ? a * x : a * (x - ck);
+        if (a != 0.0) s += a * x;
       }
-      if (kind == Center::weighted_mean) {
-        ck = s / item.coef_sum;
-        rounded[k] = static_cast<T>(ck);
-      } else {
-        ck += s / item.coef_sum;
-        c[k] = ck;
-      }
+      ck = s / item.coef_sum;
+      rounded[k] = static_cast<T>(ck);
     }
     for (index_t i = 0; i < n; ++i) {
       const double x = static_cast<double>(Xb[i * d + c0 + k]);
@@ -268,27 +255,194 @@ void geomed(const T* X, index_t B, index_t n, index_t d, const double* weights, 
   }
 }
 
+// ---- centered clipping -----------------------------------------------------------------------
+// X is read 1 + iters times. The first pass takes the start column range by column range (the
+// coordinate-wise median of the range, or init) and, while the range is still in L2, its part of
+// every ||x_i - v||^2: the median and the distances cost one read of X, not two. Each step's
+// pass then forms the new centre strip by strip from all rows (in row order, as the reference
+// adds) and, but for the last step, the distances to it. The centre is held in out (as T) at
+// the start and after the last step and in double between steps, so iters = 1 writes only out.
+
+// Columns per range of the first pass: n rows of them in about 256 KiB (a quarter of L2), a
+// multiple of the median's blocks (at most 64 columns).
+template <class T>
+inline index_t start_range_columns(index_t n) {
+  return std::max<index_t>(64, (256 << 10) / (n * static_cast<index_t>(sizeof(T))) / 64 * 64);
+}
+
+// Adds columns [c0, c0 + w) of every ||x_i - v||^2 to the four lanes of row i in sq; v holds
+// the start over those columns in double (converted once per range, not once per row). Row by
+// row: each row's range is one contiguous read from L2, so the loop is bound by its arithmetic:
+// four chains of sums (two 8-lane vectors: AVX-512 registers in that tier), and no finiteness
+// check here: a non-finite entry makes the row's sum non-finite, and only such rows are checked
+// afterwards. (The check and the per-row conversions made this loop 20% of cclip's time at
+// (20, 1e6), 1 thread; it is 8% now, the median 17%.)
+template <class T>
+inline void start_distances(const T* Xb, index_t n, index_t d, index_t c0, index_t w, const double* v, double* sq) {
+  for (index_t i = 0; i < n; ++i) {
+    const T* x = Xb + i * d + c0;
+    v8d s_lo = {}, s_hi = {};
+    index_t k = 0;
+    for (; k + 16 <= w; k += 16) {
+      const v8d t_lo = load8_as_double(x + k) - load_vec<v8d>(v + k);
+      const v8d t_hi = load8_as_double(x + k + 8) - load_vec<v8d>(v + k + 8);
+      s_lo += t_lo * t_lo;
+      s_hi += t_hi * t_hi;
+    }
+    const v8d s8 = s_lo + s_hi;
+    v4d s = {s8[0] + s8[4], s8[1] + s8[5], s8[2] + s8[6], s8[3] + s8[7]};
+    for (; k < w; ++k) {  // the last columns, fewer than a pass
+      const double t = static_cast<double>(x[k]) - v[k];
+      s[0] += t * t;
+    }
+    store_vec(sq + 4 * i, load_vec<v4d>(sq + 4 * i) + s);
+  }
+}
+BYZKERN_DISPATCH3(start_distances_dispatched, start_distances)
+
+// One step over columns [c0, c0 + w): v' = v + (1/n) sum_i a_i (x_i - v), rows with a_i == 0 left
+// out, v read from `from` and v' written to `to` (each T or double; the same buffer when both
+// are out); with sq non-null, every row's part of ||x_i - v'||^2 added into its four lanes.
+template <class T, class From, class To>
+inline void clip_step(const T* Xb, index_t n, index_t d, index_t c0, index_t w, const double* coef, const From* from,
+                      To* to, double* sq) {
+  const double count = static_cast<double>(n);
+  const v4d zero = {0, 0, 0, 0};
+  index_t k = c0;
+  for (; k + 8 <= c0 + w; k += 8) {
+    const v4d c_lo = load4_as_double(from + k), c_hi = load4_as_double(from + k + 4);
+    v4d s_lo = zero, s_hi = zero;
+    for (index_t i = 0; i < n; ++i) {
+      const T* x = Xb + i * d + k;
+      prefetch_ahead(x);
+      const double a = coef[i];
+      if (a == 0.0) continue;
+      const v4d av = {a, a, a, a};
+      s_lo += av * (load4_as_double(x) - c_lo);
+      s_hi += av * (load4_as_double(x + 4) - c_hi);
+    }
+    const v4d v_lo = c_lo + s_lo / count, v_hi = c_hi + s_hi / count;
+    store4_rounded(to + k, v_lo);
+    store4_rounded(to + k + 4, v_hi);
+    if (sq != nullptr)
+      for (index_t i = 0; i < n; ++i) {
+        const T* x = Xb + i * d + k;
+        const v4d t_lo = load4_as_double(x) - v_lo, t_hi = load4_as_double(x + 4) - v_hi;
+        store_vec(sq + 4 * i, load_vec<v4d>(sq + 4 * i) + t_lo * t_lo + t_hi * t_hi);
+      }
+  }
+  for (; k < c0 + w; ++k) {  // the last columns, fewer than a strip
+    const double ck = static_cast<double>(from[k]);
+    double s = 0.0;
+    for (index_t i = 0; i < n; ++i)
+      if (coef[i] != 0.0) s += coef[i] * (static_cast<double>(Xb[i * d + k]) - ck);
+    const double v = ck + s / count;
+    to[k] = static_cast<To>(v);
+    if (sq != nullptr)
+      for (index_t i = 0; i < n; ++i) {
+        const double t = static_cast<double>(Xb[i * d + k]) - v;
+        sq[4 * i] += t * t;
+      }
+  }
+}
+BYZKERN_DISPATCH(clip_step_dispatched, clip_step)
+
+// Runs slab(b, c0, c1, median, sq, v) for every (batch item, slab) pair in parallel, with sq (n x 4
+// lanes, zeroed), where a median is asked for the thread's ColumnMedians and its own v (range
+// doubles); then sqdist[(b * slabs + s) * n + i] is row i's lane sum, where sqdist is not null.
+// Each thread takes a contiguous share of the pairs, from its first forward or from its last
+// back (backward): passes alternate, so each starts on the columns the one before read last,
+// which are still in L3 (with 32 MiB of L3, about a third of the 80 MB of a (20, 1e6) float32 X).
+template <class T, class Slab>
+void for_each_cclip_slab(index_t B, index_t n, index_t d, index_t tile, const Slabs& slabs, bool median,
+                         bool backward, index_t range, double* sqdist, Slab slab) {
+  const index_t items = B * slabs.count;
+#pragma omp parallel
+  {
+    std::unique_ptr<ColumnMedians<T>> medians(median ? new ColumnMedians<T>(n) : nullptr);
+    std::vector<double> sq(4 * n), v(range);
+    const index_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const index_t first = items * t / threads, last = items * (t + 1) / threads;
+    for (index_t j = first; j < last; ++j) {
+      const index_t item = backward ? first + last - 1 - j : j;
+      const index_t b = item / slabs.count, s = item % slabs.count;
+      std::fill(sq.begin(), sq.end(), 0.0);
+      slab(b, slabs.first_tile(s) * tile, std::min(d, slabs.first_tile(s + 1) * tile), medians.get(), sq.data(),
+           v.data());
+      if (sqdist != nullptr)
+        for (index_t i = 0; i < n; ++i) sqdist[item * n + i] = sum_lanes(load_vec<v4d>(sq.data() + 4 * i));
+    }
+  }
+}
+
 template <class T>
 void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iters, const T* v0, index_t tile,
-           index_t slabs, T* out) {
-  if (iters == 0) {
+           index_t max_slabs, T* out) {
+  if (v0 != nullptr && iters == 0) {
     std::copy(v0, v0 + B * d, out);
     return;
   }
-  std::vector<double> center(v0, v0 + B * d), coef(B * n), dist(B * n);
+  const Slabs slabs(d, tile, max_slabs);
+  const T* start = v0 != nullptr ? v0 : out;
+  const index_t range = start_range_columns<T>(n);
+  std::vector<double> sqdist(iters > 0 ? B * slabs.count * n : 0);
+  for_each_cclip_slab<T>(
+      B, n, d, tile, slabs, v0 == nullptr, false, range, iters > 0 ? sqdist.data() : nullptr,
+      [&](index_t b, index_t c0, index_t c1, ColumnMedians<T>* median, double* sq, double* v) {
+        const T* Xb = X + b * n * d;
+        for (index_t c = c0; c < c1; c += range) {
+          const index_t w = std::min(range, c1 - c);
+          const T* start_range = start + b * d + c;
+          if (median != nullptr) (*median)(Xb + c, d, w, out + b * d + c);
+          if (iters == 0) continue;
+          for (index_t k = 0; k < w; ++k) v[k] = static_cast<double>(start_range[k]);
+          start_distances_dispatched<T>(Xb, n, d, c, w, v, sq);
+        }
+      });
+  if (iters == 0) return;
+  // ||x_i - v||: the slab sums in slab order.
+  std::vector<double> dist(B * n);
+  auto reduce = [&] {
+    for (index_t r = 0; r < B * n; ++r) {
+      const index_t b = r / n, i = r % n;
+      double sq = 0.0;
+      for (index_t s = 0; s < slabs.count; ++s) sq += sqdist[(b * slabs.count + s) * n + i];
+      dist[r] = std::sqrt(sq);
+    }
+  };
+  reduce();
+  // A row is finite where its distance is; one whose distance is not (a non-finite entry, an
+  // infinite start, an overflow) is checked entry by entry.
   std::unique_ptr<bool[]> finite(new bool[B * n]);
-  std::vector<PassItem<T>> items(B);
-  for (index_t b = 0; b < B; ++b)
-    items[b] = {coef.data() + b * n, static_cast<double>(n), center.data() + b * d};  // bad rows add 0 but count
-  center_pass(X, B, n, d, tile, slabs, Center::given, items, dist.data(), finite.get());
+  for (index_t r = 0; r < B * n; ++r) {
+    const T* x = X + r * d;
+    finite[r] = std::isfinite(dist[r]) || std::all_of(x, x + d, [](T value) { return std::isfinite(value); });
+  }
+  std::vector<double> center(iters > 1 ? B * d : 0), coef(B * n);
   for (index_t t = 1; t <= iters; ++t) {
     for (index_t r = 0; r < B * n; ++r) {
       const double norm = dist[r];
-      coef[r] = finite[r] ? std::min(1.0, tau / (norm > 0 ? norm : 1.0)) : 0.0;
+      coef[r] = finite[r] ? std::min(1.0, tau / (norm > 0 ? norm : 1.0)) : 0.0;  // bad rows add 0 but count
     }
-    center_pass(X, B, n, d, tile, slabs, Center::clip_step, items, t < iters ? dist.data() : nullptr, nullptr);
+    const bool distances = t < iters;
+    auto step = [&](const auto* from, auto* to) {
+      for_each_cclip_slab<T>(B, n, d, tile, slabs, false, t % 2 == 1, 0, distances ? sqdist.data() : nullptr,
+                             [&](index_t b, index_t c0, index_t c1, ColumnMedians<T>*, double* sq, double*) {
+                               clip_step_dispatched<T>(X + b * n * d, n, d, c0, c1 - c0, coef.data() + b * n,
+                                                       from + b * d, to + b * d, distances ? sq : nullptr);
+                             });
+    };
+    const double* between = center.data();
+    if (t == 1 && iters == 1)
+      step(start, out);
+    else if (t == 1)
+      step(start, center.data());
+    else if (t < iters)
+      step(between, center.data());
+    else
+      step(between, out);
+    if (distances) reduce();
   }
-  for (index_t r = 0; r < B * d; ++r) out[r] = static_cast<T>(center[r]);
 }
 
 #define BYZKERN_INSTANTIATE(T)                                                                                  \

@@ -335,6 +335,7 @@ def geomed(X, weights, init, maxiter, eps, nu):
 
 def cclip(X, tau, iters, v0):
     B, n, d = X.shape
+    v0 = cwmed(X) if v0 is None else v0
     v = cupy.array(v0, dtype=np.float64)
     scale = cupy.empty(B * n, np.float64)
     partial = nonfinite_row = None

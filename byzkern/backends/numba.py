@@ -819,6 +819,7 @@ def geomed(X, weights, init, maxiter, eps, nu):
 
 def cclip(X, tau, iters, v0):
     B, n, d = X.shape
+    v0 = cwmed(X) if v0 is None else v0
     v = v0.astype(np.float64)
     dist, finite = _distances(X, v)
     divisor = np.full(B, float(n))  # non-finite rows count in n but add 0

@@ -116,6 +116,7 @@ def geomed(X, weights, init, maxiter, eps, nu):
 
 def cclip(X, tau, iters, v0):
     B, n, d = X.shape
+    v0 = cwmed(X) if v0 is None else v0
     out = np.empty((B, d))
     bad = _nonfinite_rows(X)
     for b in range(B):
