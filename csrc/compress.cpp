@@ -685,6 +685,35 @@ void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::ui
   }
 }
 
+// Candidate e of item b: the h honest rows, then f copies of T(mu + etas[e] * direction) computed
+// in double (a multiply, then an add: the reference's two roundings). One pass over column tiles:
+// a tile of H is read once, while it is in cache, and written into every candidate.
+template <class T>
+void attack_candidates(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
+                       index_t d, index_t E, index_t f, index_t tile, T* out) {
+  const index_t tiles = num_tiles(d, tile), n = h + f;
+#pragma omp parallel
+  {
+    std::vector<T> byzantine(static_cast<std::size_t>(tile));
+#pragma omp for schedule(static)
+    for (index_t job = 0; job < B * tiles; ++job) {
+      const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
+      const T* m = mu + b * d + c0;
+      const T* a = direction + b * d + c0;
+      for (index_t e = 0; e < E; ++e) {
+        T* candidate = out + (b * E + e) * n * d + c0;
+        for (index_t i = 0; i < h; ++i)
+          std::memcpy(candidate + i * d, H + (b * h + i) * d + c0, static_cast<std::size_t>(w) * sizeof(T));
+        const double eta = etas[e];
+        for (index_t j = 0; j < w; ++j)
+          byzantine[static_cast<std::size_t>(j)] = static_cast<T>(static_cast<double>(m[j]) + eta * static_cast<double>(a[j]));
+        for (index_t i = h; i < n; ++i)
+          std::memcpy(candidate + i * d, byzantine.data(), static_cast<std::size_t>(w) * sizeof(T));
+      }
+    }
+  }
+}
+
 #define BYZKERN_COMPRESS_INSTANTIATE(T)                                                                   \
   template void topk<T>(const T*, index_t, index_t, index_t, T*, std::int64_t*);                           \
   template void randk<T>(const T*, index_t, index_t, index_t, std::uint64_t, T*, std::int64_t*);           \
@@ -697,7 +726,9 @@ void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::ui
   template void natural_decompress<T>(const std::uint8_t*, index_t, index_t, index_t, T*);                 \
   template void sign_decompress<T>(const std::uint8_t*, const T*, index_t, index_t, index_t, T*);          \
   template void mean_std<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*, T*);                \
-  template void gaussian<T>(const T*, index_t, index_t, index_t, double, std::uint64_t, T*);
+  template void gaussian<T>(const T*, index_t, index_t, index_t, double, std::uint64_t, T*);                \
+  template void attack_candidates<T>(const T*, const T*, const T*, const double*, index_t, index_t, index_t,  \
+                                     index_t, index_t, index_t, T*);
 
 BYZKERN_COMPRESS_INSTANTIATE(float)
 BYZKERN_COMPRESS_INSTANTIATE(double)

@@ -447,6 +447,28 @@ py::array_t<T> gaussian(carray<T> own, double std, std::uint64_t seed) {
   return out;
 }
 
+template <class T>
+py::array_t<T> attack_candidates(carray<T> H, carray<T> mu, carray<T> direction, carray<double> etas, index_t f,
+                                 index_t tile) {
+  if (H.ndim() != 3) throw std::invalid_argument("attack_candidates: H must be (B, h, d)");
+  const index_t B = H.shape(0), h = H.shape(1), d = H.shape(2), E = etas.size();
+  for (const auto* row : {&mu, &direction})
+    if (row->ndim() != 2 || row->shape(0) != B || row->shape(1) != d)
+      throw std::invalid_argument("attack_candidates: mu and direction must be (B, d)");
+  if (etas.ndim() != 1 || f < 0) throw std::invalid_argument("attack_candidates: etas must be 1-D and f >= 0");
+  py::array_t<T> out({B, E, h + f, d});
+  const T* x = H.data();
+  const T* m = mu.data();
+  const T* a = direction.data();
+  const double* e = etas.data();
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    byzkern::attack_candidates<T>(x, m, a, e, B, h, d, E, f, tile, o);
+  }
+  return out;
+}
+
 }  // namespace compress_py
 
 
@@ -515,4 +537,8 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("mean_std", &compress_py::mean_std<double>, py::arg("X"), py::arg("ddof"), py::arg("tile"));
   m.def("gaussian", &compress_py::gaussian<float>, py::arg("own"), py::arg("std"), py::arg("seed"), "own + std * N(0, 1) (Box-Muller on Philox).");
   m.def("gaussian", &compress_py::gaussian<double>, py::arg("own"), py::arg("std"), py::arg("seed"));
+  m.def("attack_candidates", &compress_py::attack_candidates<float>, py::arg("H"), py::arg("mu"), py::arg("direction"),
+        py::arg("etas"), py::arg("f"), py::arg("tile"), "(B, E, h + f, d): H, then f rows of mu + eta * direction.");
+  m.def("attack_candidates", &compress_py::attack_candidates<double>, py::arg("H"), py::arg("mu"), py::arg("direction"),
+        py::arg("etas"), py::arg("f"), py::arg("tile"));
 }

@@ -85,6 +85,7 @@ def kernel_results(dtype):
         "geomed": cpu.geomed(X, np.ones(X.shape[:2]), "mean", 8, 0.0, 1e-6),
         "cclip": cpu.cclip(X, 1.5, 2, cpu.cwmed(X)),
         "mean_std": cpu.mean_std(X, 1), "gaussian": cpu.gaussian(X, 2.0, 3),
+        "attack_candidates": cpu.attack_candidates(X, *cpu.mean_std(X, 1), np.array([0.0, 0.5, 7.0]), 3),
         **_compress_then_decompress(X),
         **{f"{name} (long rows)": call(cpu, _long_rows(dtype)) for name, call in LONG_COMPRESSIONS.items()},
     }

@@ -147,6 +147,10 @@ def gaussian(own, std, seed):
     return _cpu.gaussian(own, std, seed)
 
 
+def attack_candidates(H, mu, direction, etas, f):
+    return _cpu.attack_candidates(H, mu, direction, etas, f, _config.COL_TILE)
+
+
 #: the passes over X that backends/_weiszfeld.py's coefficient steps ask for
 _WEISZFELD_PASSES = types.SimpleNamespace(
     pairwise_sqdist=pairwise_sqdist,
