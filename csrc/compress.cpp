@@ -7,6 +7,7 @@
 // keep the reference's 8 lanes as two 4-double vectors. Every variant gives the same bits.
 #include "compress.hpp"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -685,6 +686,19 @@ void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::ui
   }
 }
 
+// dst[0..count) = src[0..count) with streaming stores where dst is 16-byte aligned: the
+// destination is never read back soon (it is far larger than the caches), and a plain store that
+// misses would first read its line from memory.
+template <class T>
+void copy_streaming(T* dst, const T* src, index_t count) {
+  constexpr index_t lane = 16 / sizeof(T);
+  index_t j = 0;
+  for (; j < count && reinterpret_cast<std::uintptr_t>(dst + j) % 16 != 0; ++j) dst[j] = src[j];
+  for (; j + lane <= count; j += lane)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + j), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j)));
+  for (; j < count; ++j) dst[j] = src[j];
+}
+
 // Candidate e of item b: the h honest rows, then f copies of T(mu + etas[e] * direction) computed
 // in double (a multiply, then an add: the reference's two roundings). One pass over column tiles:
 // a tile of H is read once, while it is in cache, and written into every candidate.
@@ -702,15 +716,14 @@ void attack_candidates(const T* H, const T* mu, const T* direction, const double
       const T* a = direction + b * d + c0;
       for (index_t e = 0; e < E; ++e) {
         T* candidate = out + (b * E + e) * n * d + c0;
-        for (index_t i = 0; i < h; ++i)
-          std::memcpy(candidate + i * d, H + (b * h + i) * d + c0, static_cast<std::size_t>(w) * sizeof(T));
+        for (index_t i = 0; i < h; ++i) copy_streaming(candidate + i * d, H + (b * h + i) * d + c0, w);
         const double eta = etas[e];
         for (index_t j = 0; j < w; ++j)
           byzantine[static_cast<std::size_t>(j)] = static_cast<T>(static_cast<double>(m[j]) + eta * static_cast<double>(a[j]));
-        for (index_t i = h; i < n; ++i)
-          std::memcpy(candidate + i * d, byzantine.data(), static_cast<std::size_t>(w) * sizeof(T));
+        for (index_t i = h; i < n; ++i) copy_streaming(candidate + i * d, byzantine.data(), w);
       }
     }
+    _mm_sfence();  // the streaming stores are visible to whoever reads out next
   }
 }
 
