@@ -153,14 +153,14 @@ class Mimic:
         if self.target is not None and self.target.shape[0] != B:
             raise ValueError(f"H has {B} batch items but this Mimic tracks {self.target.shape[0]}")
         if self.step < self.warmup:
-            self._learn(A, backend)
-            self.target = xp.argmax(xp.einsum("bhd,bd->bh", A.data.astype(np.float64), self.z), axis=1)
+            X = A.data.astype(np.float64)
+            self._learn(A, X, backend)
+            self.target = xp.argmax(xp.einsum("bhd,bd->bh", X, self.z), axis=1)
         self.step += 1
         return _rows(A, A.data[xp.arange(B), self.target], f)
 
-    def _learn(self, A, backend):
+    def _learn(self, A, X, backend):
         xp, (B, h, d) = A.xp, A.data.shape
-        X = A.data.astype(np.float64)
         mean = _mean(A, backend).astype(np.float64)
         t = self.step
         if t == 0:
@@ -174,7 +174,8 @@ class Mimic:
 
 def _power_step(X, mu, z):
     centred = X - mu[:, None, :]
-    return (centred * (centred @ z[:, :, None])).sum(axis=1)
+    centred *= centred @ z[:, :, None]
+    return centred.sum(axis=1)
 
 
 def _unit(v, fallback):
