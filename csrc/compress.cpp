@@ -447,6 +447,31 @@ inline void natural_tile(const T* x, std::uint8_t* out, index_t e0, index_t e1, 
 }
 BYZKERN_PHILOX_DISPATCH(natural_tile_dispatched, natural_tile)
 
+// Pairs [m0, m1) of a Gaussian row (Box-Muller): Philox block m gives entries 2m (cos) and
+// 2m + 1 (sin) from u1 (words 0, 1) and u2 (words 2, 3). The words come BATCH / 4 blocks at a time
+// from the SIMD Philox; log1p, cos and sin are the C library's in every tier, so every tier gives
+// the same bits.
+template <class T, class Isa>
+inline void gaussian_tile(const T* own, T* out, index_t d, index_t m0, index_t m1, std::uint32_t row, PhiloxKey key,
+                          double std) {
+  constexpr index_t blocks = BATCH / 4;
+  const double two_pi = 2.0 * M_PI;
+  std::uint32_t w[4 * blocks];
+  for (index_t m = m0; m < m1; m += blocks) {
+    philox_words<Isa, blocks>(key, static_cast<std::uint64_t>(m), row, STREAM_GAUSSIAN, w);
+    const index_t count = std::min(blocks, m1 - m);
+    for (index_t k = 0; k < count; ++k) {
+      const std::uint32_t* word = w + 4 * k;
+      const double radius = std::sqrt(-2.0 * std::log1p(-uniform53(word[0], word[1])));
+      const double angle = two_pi * uniform53(word[2], word[3]);
+      const index_t c = 2 * (m + k);
+      out[c] = static_cast<T>(static_cast<double>(own[c]) + std * (radius * std::cos(angle)));
+      if (c + 1 < d) out[c + 1] = static_cast<T>(static_cast<double>(own[c + 1]) + std * (radius * std::sin(angle)));
+    }
+  }
+}
+BYZKERN_PHILOX_DISPATCH(gaussian_tile_dispatched, gaussian_tile)
+
 }  // namespace
 
 template <class T>
@@ -666,24 +691,11 @@ void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t
 }
 
 template <class T>
-void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, T* out) {
+void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, index_t tile, T* out) {
   const PhiloxKey key(seed);
-  const double two_pi = 2.0 * M_PI;
-  const index_t pairs = (d + 1) / 2;
-#pragma omp parallel for schedule(static)
-  for (index_t row = 0; row < B * f; ++row) {
-    const T* o = own + row * d;
-    T* r = out + row * d;
-    for (index_t m = 0; m < pairs; ++m) {
-      // Box-Muller: the block m of the row gives u1 (words 0, 1) and u2 (words 2, 3)
-      std::uint32_t w[4];
-      philox_block(key, static_cast<std::uint64_t>(m), static_cast<std::uint32_t>(row), STREAM_GAUSSIAN, w);
-      const double radius = std::sqrt(-2.0 * std::log1p(-uniform53(w[0], w[1])));
-      const double angle = two_pi * uniform53(w[2], w[3]);
-      r[2 * m] = static_cast<T>(static_cast<double>(o[2 * m]) + std * (radius * std::cos(angle)));
-      if (2 * m + 1 < d) r[2 * m + 1] = static_cast<T>(static_cast<double>(o[2 * m + 1]) + std * (radius * std::sin(angle)));
-    }
-  }
+  for_each_code_tile(B * f, (d + 1) / 2, tile, [&](index_t row, index_t m0, index_t m1) {
+    gaussian_tile_dispatched<T>(own + row * d, out + row * d, d, m0, m1, static_cast<std::uint32_t>(row), key, std);
+  });
 }
 
 // dst[0..count) = src[0..count) with streaming stores where dst is 16-byte aligned: the
@@ -739,7 +751,7 @@ void attack_candidates(const T* H, const T* mu, const T* direction, const double
   template void natural_decompress<T>(const std::uint8_t*, index_t, index_t, index_t, T*);                 \
   template void sign_decompress<T>(const std::uint8_t*, const T*, index_t, index_t, index_t, T*);          \
   template void mean_std<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*, T*);                \
-  template void gaussian<T>(const T*, index_t, index_t, index_t, double, std::uint64_t, T*);                \
+  template void gaussian<T>(const T*, index_t, index_t, index_t, double, std::uint64_t, index_t, T*);                \
   template void attack_candidates<T>(const T*, const T*, const T*, const double*, index_t, index_t, index_t,  \
                                      index_t, index_t, index_t, T*);
 

@@ -144,7 +144,7 @@ def mean_std(X, ddof):
 
 
 def gaussian(own, std, seed):
-    return _cpu.gaussian(own, std, seed)
+    return _cpu.gaussian(own, std, seed, _config.COL_TILE)
 
 
 def attack_candidates(H, mu, direction, etas, f):
