@@ -153,14 +153,14 @@ class Mimic:
         if self.target is not None and self.target.shape[0] != B:
             raise ValueError(f"H has {B} batch items but this Mimic tracks {self.target.shape[0]}")
         if self.step < self.warmup:
-            self._learn(A, backend)
-            self.target = xp.argmax(xp.einsum("bhd,bd->bh", A.data.astype(np.float64), self.z), axis=1)
+            X = A.data.astype(np.float64)
+            self._learn(A, X, backend)
+            self.target = xp.argmax(xp.einsum("bhd,bd->bh", X, self.z), axis=1)
         self.step += 1
         return _rows(A, A.data[xp.arange(B), self.target], f)
 
-    def _learn(self, A, backend):
+    def _learn(self, A, X, backend):
         xp, (B, h, d) = A.xp, A.data.shape
-        X = A.data.astype(np.float64)
         mean = _mean(A, backend).astype(np.float64)
         t = self.step
         if t == 0:
@@ -174,7 +174,8 @@ class Mimic:
 
 def _power_step(X, mu, z):
     centred = X - mu[:, None, :]
-    return (centred * (centred @ z[:, :, None])).sum(axis=1)
+    centred *= centred @ z[:, :, None]
+    return centred.sum(axis=1)
 
 
 def _unit(v, fallback):
@@ -216,24 +217,21 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
         raise ValueError(f"etas must be a non-empty sequence of finite numbers; got {etas!r}")
     xp = A.xp
     if attack == "alie":
-        mu, std = _dispatch.kernel("mean_std", A.device, backend)(A.data, 1)
-        mu, direction = mu.astype(np.float64), std.astype(np.float64)
+        mu, direction = _dispatch.kernel("mean_std", A.device, backend)(A.data, 1)
     else:
-        mu = _mean(A, backend).astype(np.float64)
+        mu = _mean(A, backend)
         direction = -mu
     E = etas.size
-    eta = xp.asarray(etas)
-    candidates = xp.empty((B, E, h + f, d), A.dtype)
-    candidates[:, :, :h] = A.data[:, None]
-    # the f Byzantine rows of a candidate are equal: compute one per eta and broadcast it
-    byzantine = (mu[:, None, :] + eta[None, :, None] * direction[:, None, :]).astype(A.dtype)
-    candidates[:, :, h:] = byzantine[:, :, None, :]
+    candidates = _dispatch.kernel("attack_candidates", A.device, backend)(A.data, mu, direction, etas, f)
     batch = Adapted(None, A.lib, A.device, A.user_dtype, A.torch_device, 0)
     aggregated = aggregator(batch.restore(candidates.reshape(B * E, h + f, d)))
     aggregated = adapt(aggregated, name="aggregator output", ndims=(2,)).data
     if tuple(aggregated.shape) != (B * E, d):
         raise ValueError(f"aggregator returned shape {tuple(aggregated.shape)}; expected {(B * E, d)}")
-    deviation = xp.sqrt(((aggregated.reshape(B, E, d).astype(np.float64) - mu[:, None, :]) ** 2).sum(axis=2))
+    squares = aggregated.reshape(B, E, d).astype(np.float64)
+    squares -= mu.astype(np.float64)[:, None, :]
+    xp.square(squares, out=squares)
+    deviation = xp.sqrt(squares.sum(axis=2))
     best = xp.argmax(deviation, axis=1)
     rows = A.restore(xp.ascontiguousarray(candidates[xp.arange(B), best, h:]))
     if not return_info:

@@ -7,6 +7,7 @@
 // keep the reference's 8 lanes as two 4-double vectors. Every variant gives the same bits.
 #include "compress.hpp"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -446,6 +447,31 @@ inline void natural_tile(const T* x, std::uint8_t* out, index_t e0, index_t e1, 
 }
 BYZKERN_PHILOX_DISPATCH(natural_tile_dispatched, natural_tile)
 
+// Pairs [m0, m1) of a Gaussian row (Box-Muller): Philox block m gives entries 2m (cos) and
+// 2m + 1 (sin) from u1 (words 0, 1) and u2 (words 2, 3). The words come BATCH / 4 blocks at a time
+// from the SIMD Philox; log1p, cos and sin are the C library's in every tier, so every tier gives
+// the same bits.
+template <class T, class Isa>
+inline void gaussian_tile(const T* own, T* out, index_t d, index_t m0, index_t m1, std::uint32_t row, PhiloxKey key,
+                          double std) {
+  constexpr index_t blocks = BATCH / 4;
+  const double two_pi = 2.0 * M_PI;
+  std::uint32_t w[4 * blocks];
+  for (index_t m = m0; m < m1; m += blocks) {
+    philox_words<Isa, blocks>(key, static_cast<std::uint64_t>(m), row, STREAM_GAUSSIAN, w);
+    const index_t count = std::min(blocks, m1 - m);
+    for (index_t k = 0; k < count; ++k) {
+      const std::uint32_t* word = w + 4 * k;
+      const double radius = std::sqrt(-2.0 * std::log1p(-uniform53(word[0], word[1])));
+      const double angle = two_pi * uniform53(word[2], word[3]);
+      const index_t c = 2 * (m + k);
+      out[c] = static_cast<T>(static_cast<double>(own[c]) + std * (radius * std::cos(angle)));
+      if (c + 1 < d) out[c + 1] = static_cast<T>(static_cast<double>(own[c + 1]) + std * (radius * std::sin(angle)));
+    }
+  }
+}
+BYZKERN_PHILOX_DISPATCH(gaussian_tile_dispatched, gaussian_tile)
+
 }  // namespace
 
 template <class T>
@@ -665,23 +691,51 @@ void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t
 }
 
 template <class T>
-void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, T* out) {
+void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, index_t tile, T* out) {
   const PhiloxKey key(seed);
-  const double two_pi = 2.0 * M_PI;
-  const index_t pairs = (d + 1) / 2;
-#pragma omp parallel for schedule(static)
-  for (index_t row = 0; row < B * f; ++row) {
-    const T* o = own + row * d;
-    T* r = out + row * d;
-    for (index_t m = 0; m < pairs; ++m) {
-      // Box-Muller: the block m of the row gives u1 (words 0, 1) and u2 (words 2, 3)
-      std::uint32_t w[4];
-      philox_block(key, static_cast<std::uint64_t>(m), static_cast<std::uint32_t>(row), STREAM_GAUSSIAN, w);
-      const double radius = std::sqrt(-2.0 * std::log1p(-uniform53(w[0], w[1])));
-      const double angle = two_pi * uniform53(w[2], w[3]);
-      r[2 * m] = static_cast<T>(static_cast<double>(o[2 * m]) + std * (radius * std::cos(angle)));
-      if (2 * m + 1 < d) r[2 * m + 1] = static_cast<T>(static_cast<double>(o[2 * m + 1]) + std * (radius * std::sin(angle)));
+  for_each_code_tile(B * f, (d + 1) / 2, tile, [&](index_t row, index_t m0, index_t m1) {
+    gaussian_tile_dispatched<T>(own + row * d, out + row * d, d, m0, m1, static_cast<std::uint32_t>(row), key, std);
+  });
+}
+
+// dst[0..count) = src[0..count) with streaming stores where dst is 16-byte aligned: the
+// destination is never read back soon (it is far larger than the caches), and a plain store that
+// misses would first read its line from memory.
+template <class T>
+void copy_streaming(T* dst, const T* src, index_t count) {
+  constexpr index_t lane = 16 / sizeof(T);
+  index_t j = 0;
+  for (; j < count && reinterpret_cast<std::uintptr_t>(dst + j) % 16 != 0; ++j) dst[j] = src[j];
+  for (; j + lane <= count; j += lane)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + j), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j)));
+  for (; j < count; ++j) dst[j] = src[j];
+}
+
+// Candidate e of item b: the h honest rows, then f copies of T(mu + etas[e] * direction) computed
+// in double (a multiply, then an add: the reference's two roundings). One pass over column tiles:
+// a tile of H is read once, while it is in cache, and written into every candidate.
+template <class T>
+void attack_candidates(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
+                       index_t d, index_t E, index_t f, index_t tile, T* out) {
+  const index_t tiles = num_tiles(d, tile), n = h + f;
+#pragma omp parallel
+  {
+    std::vector<T> byzantine(static_cast<std::size_t>(tile));
+#pragma omp for schedule(static)
+    for (index_t job = 0; job < B * tiles; ++job) {
+      const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
+      const T* m = mu + b * d + c0;
+      const T* a = direction + b * d + c0;
+      for (index_t e = 0; e < E; ++e) {
+        T* candidate = out + (b * E + e) * n * d + c0;
+        for (index_t i = 0; i < h; ++i) copy_streaming(candidate + i * d, H + (b * h + i) * d + c0, w);
+        const double eta = etas[e];
+        for (index_t j = 0; j < w; ++j)
+          byzantine[static_cast<std::size_t>(j)] = static_cast<T>(static_cast<double>(m[j]) + eta * static_cast<double>(a[j]));
+        for (index_t i = h; i < n; ++i) copy_streaming(candidate + i * d, byzantine.data(), w);
+      }
     }
+    _mm_sfence();  // the streaming stores are visible to whoever reads out next
   }
 }
 
@@ -697,7 +751,9 @@ void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::ui
   template void natural_decompress<T>(const std::uint8_t*, index_t, index_t, index_t, T*);                 \
   template void sign_decompress<T>(const std::uint8_t*, const T*, index_t, index_t, index_t, T*);          \
   template void mean_std<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*, T*);                \
-  template void gaussian<T>(const T*, index_t, index_t, index_t, double, std::uint64_t, T*);
+  template void gaussian<T>(const T*, index_t, index_t, index_t, double, std::uint64_t, index_t, T*);                \
+  template void attack_candidates<T>(const T*, const T*, const T*, const double*, index_t, index_t, index_t,  \
+                                     index_t, index_t, index_t, T*);
 
 BYZKERN_COMPRESS_INSTANTIATE(float)
 BYZKERN_COMPRESS_INSTANTIATE(double)

@@ -43,6 +43,9 @@ bool qsgd_levels_ok(const std::uint8_t* codes, index_t n, index_t d, int levels)
 template <class T>
 void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t tile, T* mean, T* std);
 template <class T>
-void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, T* out);
+void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, index_t tile, T* out);
+template <class T>
+void attack_candidates(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
+                       index_t d, index_t E, index_t f, index_t tile, T* out);
 
 }  // namespace byzkern

@@ -440,7 +440,7 @@ py::tuple mean_std(carray<T> X, index_t ddof, index_t tile) {
 }
 
 template <class T>
-py::array_t<T> gaussian(carray<T> own, double std, std::uint64_t seed) {
+py::array_t<T> gaussian(carray<T> own, double std, std::uint64_t seed, index_t tile) {
   if (own.ndim() != 3) throw std::invalid_argument("gaussian: own must be (B, f, d)");
   const index_t B = own.shape(0), f = own.shape(1), d = own.shape(2);
   py::array_t<T> out({B, f, d});
@@ -448,7 +448,29 @@ py::array_t<T> gaussian(carray<T> own, double std, std::uint64_t seed) {
   T* r = out.mutable_data();
   {
     py::gil_scoped_release release;
-    byzkern::gaussian<T>(o, B, f, d, std, seed, r);
+    byzkern::gaussian<T>(o, B, f, d, std, seed, tile, r);
+  }
+  return out;
+}
+
+template <class T>
+py::array_t<T> attack_candidates(carray<T> H, carray<T> mu, carray<T> direction, carray<double> etas, index_t f,
+                                 index_t tile) {
+  if (H.ndim() != 3) throw std::invalid_argument("attack_candidates: H must be (B, h, d)");
+  const index_t B = H.shape(0), h = H.shape(1), d = H.shape(2), E = etas.size();
+  for (const auto* row : {&mu, &direction})
+    if (row->ndim() != 2 || row->shape(0) != B || row->shape(1) != d)
+      throw std::invalid_argument("attack_candidates: mu and direction must be (B, d)");
+  if (etas.ndim() != 1 || f < 0) throw std::invalid_argument("attack_candidates: etas must be 1-D and f >= 0");
+  py::array_t<T> out({B, E, h + f, d});
+  const T* x = H.data();
+  const T* m = mu.data();
+  const T* a = direction.data();
+  const double* e = etas.data();
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    byzkern::attack_candidates<T>(x, m, a, e, B, h, d, E, f, tile, o);
   }
   return out;
 }
@@ -519,6 +541,11 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("qsgd_levels_ok", &compress_py::qsgd_levels_ok, py::arg("codes"), py::arg("levels"), py::arg("d"), "Every QSGD level <= levels.");
   m.def("mean_std", &compress_py::mean_std<float>, py::arg("X"), py::arg("ddof"), py::arg("tile"), "Mean and std over rows of (B, h, d).");
   m.def("mean_std", &compress_py::mean_std<double>, py::arg("X"), py::arg("ddof"), py::arg("tile"));
-  m.def("gaussian", &compress_py::gaussian<float>, py::arg("own"), py::arg("std"), py::arg("seed"), "own + std * N(0, 1) (Box-Muller on Philox).");
-  m.def("gaussian", &compress_py::gaussian<double>, py::arg("own"), py::arg("std"), py::arg("seed"));
+  m.def("gaussian", &compress_py::gaussian<float>, py::arg("own"), py::arg("std"), py::arg("seed"), py::arg("tile"),
+        "own + std * N(0, 1) (Box-Muller on Philox).");
+  m.def("gaussian", &compress_py::gaussian<double>, py::arg("own"), py::arg("std"), py::arg("seed"), py::arg("tile"));
+  m.def("attack_candidates", &compress_py::attack_candidates<float>, py::arg("H"), py::arg("mu"), py::arg("direction"),
+        py::arg("etas"), py::arg("f"), py::arg("tile"), "(B, E, h + f, d): H, then f rows of mu + eta * direction.");
+  m.def("attack_candidates", &compress_py::attack_candidates<double>, py::arg("H"), py::arg("mu"), py::arg("direction"),
+        py::arg("etas"), py::arg("f"), py::arg("tile"));
 }

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import byzkern as bk
+from byzkern import _dispatch
 from byzkern.attacks import DEFAULT_ETAS, alie_z
+from byzkern.backends import reference
 
 H = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])  # mean (3, 2); std ddof=1 (2, 2)
 OWN = np.array([[1.0, -1.0], [0.5, 2.0]])
@@ -155,6 +157,54 @@ def test_optimized_batched_and_custom_etas():
     # against the mean, the largest |eta| moves the aggregate most
     np.testing.assert_array_equal(info["eta"], [4.0, 4.0])
     np.testing.assert_allclose(rows, bk.foe(HB, f=2, eta=4.0), rtol=1e-12)
+
+
+def _candidate_inputs(dtype):
+    """(H, mu, direction, etas) over several column tiles, with the values that test the cast:
+    NaN, +-inf (inf * eta 0 is NaN), -0.0, and mu + eta * direction past the dtype's largest."""
+    rng = np.random.default_rng(11)
+    H, mu, direction = (rng.standard_normal(shape).astype(dtype) for shape in [(2, 5, 37), (2, 37), (2, 37)])
+    big = np.finfo(dtype).max / 4
+    mu[0, :6], direction[0, :6] = [np.nan, np.inf, -np.inf, -0.0, big, 1.0], [1.0, 1.0, 2.0, 0.0, big, np.inf]
+    return H, mu, direction, np.array([0.0, 1e-3, 0.7, 10.0, -3.0])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+@pytest.mark.parametrize("f", [1, 3])
+def test_attack_candidates_equal_the_reference_bit_for_bit(backend, f, dtype):
+    module, reason = _dispatch.load(backend)
+    if module is None:
+        pytest.skip(f"backend {backend} unavailable: {reason}")
+    H, mu, direction, etas = _candidate_inputs(dtype)
+    H_before = H.copy()
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = reference.attack_candidates(H, mu, direction, etas, f)
+        got = module.attack_candidates(H, mu, direction, etas, f)
+    assert got.dtype == want.dtype and got.shape == want.shape == (2, 5, 5 + f, 37)
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    np.testing.assert_array_equal(H, H_before)
+    # the case proves something: the cast overflowed and inf * 0 made NaN
+    assert np.isinf(want[0, 3, 5:, 4]).all() and np.isnan(want[0, 0, 5:, 5]).all()
+
+
+@pytest.mark.parametrize("attack", ["alie", "foe"])
+def test_optimized_rows_are_the_bits_of_the_plain_numpy_construction(attack, fast_backend, dtype):
+    rng = np.random.default_rng(6)
+    HB = (rng.standard_normal((2, 9, 40)) * 3.0 + 1.0).astype(dtype)
+    try:
+        rows, info = bk.optimized(HB, f=3, attack=attack, aggregator=bk.cwtm(f=3), return_info=True,
+                                  backend=fast_backend)
+    except ValueError as exc:  # host data on a device backend
+        pytest.skip(str(exc))
+    for b in range(2):
+        mu = HB[b].astype(np.float64).mean(axis=0)
+        a = HB[b].astype(np.float64).std(axis=0, ddof=1).astype(dtype) if attack == "alie" else -mu.astype(dtype)
+        mu, a = mu.astype(dtype).astype(np.float64), a.astype(np.float64)
+        candidates = [np.vstack([HB[b], np.tile((mu + eta * a).astype(dtype), (3, 1))]) for eta in DEFAULT_ETAS]
+        deviation = [np.sqrt(((bk.cwtm(c, f=3).astype(np.float64) - mu) ** 2).sum()) for c in candidates]
+        np.testing.assert_array_equal(info["deviation"][b], deviation)
+        assert info["eta"][b] == DEFAULT_ETAS[int(np.argmax(deviation))]
+        np.testing.assert_array_equal(rows[b], candidates[int(np.argmax(deviation))][9:])
 
 
 def test_optimized_default_grid():

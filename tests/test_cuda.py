@@ -253,6 +253,18 @@ def test_mean_std_is_bit_identical(cp, ddof, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_attack_candidates_are_bit_identical(cp, dtype):
+    H = _data("random", 2, 5, 37, dtype)
+    mu, direction = reference.mean_std(H, 1)
+    mu[0, :3], direction[0, :3] = [np.nan, np.finfo(dtype).max, 1.0], [1.0, np.finfo(dtype).max, np.inf]
+    etas = np.array([0.0, 0.3, 10.0])
+    got = cuda.attack_candidates(cp.asarray(H), cp.asarray(mu), cp.asarray(direction), etas, 3).get()
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.testing.assert_array_equal(got, reference.attack_candidates(H, mu, direction, etas, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [1, 2, 33])
 def test_gaussian_draws_the_reference_normals(cp, d, dtype):
     # Box-Muller's log/sin/cos may differ by an ulp between math libraries; a wrong Philox word

@@ -41,6 +41,8 @@ output is fixed by ``backends/reference.py``, which the fast backends reproduce 
 ``indices_ok(indices, d) -> bool``, ``qsgd_levels_ok(codes, levels, d) -> bool``
 ``mean_std(X, ddof) -> (mean (B, d), std (B, d))``   X (B, h, d)
 ``gaussian(own, std, seed) -> own + std * N(0, 1)``  own (B, f, d); Philox row b * f + j
+``attack_candidates(H, mu, direction, etas, f) -> (B, E, h + f, d)``   H (B, h, d), mu and direction
+(B, d), etas (E,) float64: candidate e is H then f rows of dtype(mu + etas[e] * direction) in float64
 
 Each module may define ``unavailable_reason() -> str | None`` and ``details() -> dict`` for
 ``byzkern.info()``. A backend that lacks a kernel simply does not define it: automatic
@@ -54,7 +56,7 @@ KERNEL_NAMES = ("mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows"
                 "clip", "geomed", "cclip")
 KERNEL_NAMES += ("topk", "randk", "qsgd", "natural", "sign", "scaled_sign", "scatter_rows",
                  "qsgd_decompress", "natural_decompress", "sign_decompress", "indices_ok",
-                 "qsgd_levels_ok", "mean_std", "gaussian")
+                 "qsgd_levels_ok", "mean_std", "gaussian", "attack_candidates")
 
 #: kernels that read their first argument whole, so its size says whether threads pay off
 SIZED_BY_FIRST_ARGUMENT = tuple(name for name in KERNEL_NAMES if name not in (

@@ -144,7 +144,11 @@ def mean_std(X, ddof):
 
 
 def gaussian(own, std, seed):
-    return _cpu.gaussian(own, std, seed)
+    return _cpu.gaussian(own, std, seed, _config.COL_TILE)
+
+
+def attack_candidates(H, mu, direction, etas, f):
+    return _cpu.attack_candidates(H, mu, direction, etas, f, _config.COL_TILE)
 
 
 #: the passes over X that backends/_weiszfeld.py's coefficient steps ask for

@@ -85,8 +85,8 @@ NAME_EXPRESSIONS = {
         + ["clip_scale", "weiszfeld_weights"]
     ),
     "compress": (
-        _per_type("mean_std<{t}>", "gaussian<{t}>", "qsgd_scales<{t}>", "l1_scales<{t}>", "qsgd_encode<{t}>",
-                  "natural_encode<{t}>", "sign_encode<{t}>", "qsgd_decode<{t}>", "natural_decode<{t}>",
+        _per_type("mean_std<{t}>", "gaussian<{t}>", "attack_candidates<{t}>", "qsgd_scales<{t}>", "l1_scales<{t}>",
+                  "qsgd_encode<{t}>", "natural_encode<{t}>", "sign_encode<{t}>", "qsgd_decode<{t}>", "natural_decode<{t}>",
                   "sign_decode<{t}>", "scatter_values<{t}>", "randk_gather<{t}>", "topk_histogram<{t}>",
                   "topk_chunk_counts<{t}>", "topk_write<{t}>")
         + [f"row_sum_lanes<{t}, byzkern::{term}>" for t in CTYPE.values() for term in ("SquareTerm", "AbsTerm")]
@@ -369,6 +369,15 @@ def gaussian(own, std, seed):
     out = cupy.empty_like(own)
     _launch("compress", f"gaussian<{CTYPE[own.dtype]}>", B * f * -(-d // 2),
             (own, B * f, d, float(std), _seed(seed), _stream("gaussian"), out))
+    return out
+
+
+def attack_candidates(H, mu, direction, etas, f):
+    B, h, d = H.shape
+    H, mu, direction = (cupy.ascontiguousarray(a) for a in (H, mu, direction))
+    out = cupy.empty((B, etas.size, h + f, d), H.dtype)
+    _launch("compress", f"attack_candidates<{CTYPE[H.dtype]}>", out.size,
+            (H, mu, direction, cupy.asarray(etas, dtype=cupy.float64), B, h, d, etas.size, f, out))
     return out
 
 

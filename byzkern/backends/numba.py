@@ -1429,4 +1429,30 @@ def gaussian(own, std, seed):
     return out.reshape(B, f, d)
 
 
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _attack_candidates(H, mu, direction, etas, tile, out):
+    """Parallel over column tiles, so that a tile of H is read once and written into every
+    candidate; the Byzantine value is a multiply then an add in float64, as the reference."""
+    B, h, d = H.shape
+    E, n = out.shape[1], out.shape[2]
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(B * tiles):
+        b, c0 = job // tiles, (job % tiles) * tile
+        c1 = min(d, c0 + tile)
+        for e in range(E):
+            out[b, e, :h, c0:c1] = H[b, :, c0:c1]
+            for i in range(h, n):
+                row = out[b, e, i]
+                for j in range(c0, c1):
+                    row[j] = np.float64(mu[b, j]) + etas[e] * np.float64(direction[b, j])
+
+
+def attack_candidates(H, mu, direction, etas, f):
+    B, h, d = H.shape
+    out = np.empty((B, etas.size, h + f, d), H.dtype)
+    _attack_candidates(H, mu, direction, etas, _config.COL_TILE, out)
+    return out
+
+
 serial_when_small(globals(), numba.get_num_threads, numba.set_num_threads)

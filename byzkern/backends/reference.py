@@ -359,3 +359,12 @@ def gaussian(own, std, seed):
     B, f, d = own.shape
     z = np.stack([standard_normals(seed, r, d) for r in range(B * f)]).reshape(B, f, d)
     return (own.astype(F64) + std * z).astype(own.dtype)
+
+
+def attack_candidates(H, mu, direction, etas, f):
+    B, h, d = H.shape
+    candidates = np.empty((B, etas.size, h + f, d), H.dtype)
+    candidates[:, :, :h] = H[:, None]
+    byzantine = mu.astype(F64)[:, None, :] + etas[None, :, None] * direction.astype(F64)[:, None, :]
+    candidates[:, :, h:] = byzantine.astype(H.dtype)[:, :, None, :]
+    return candidates
