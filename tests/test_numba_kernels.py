@@ -255,3 +255,14 @@ def test_topk_when_the_sampled_threshold_misleads(ties, dtype):
         X[:, ::17] = 2.0
     for got, want in zip(nb.topk(X, 300), ref.topk(X, 300)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_topk_long_rows_through_the_sampled_threshold(dtype):
+    """Rows long enough for the sampled threshold, whose candidates fit: the chunked flag scan
+    over several chunks and a last one not a multiple of 8 long, with NaN, Inf and ties."""
+    X = np.round(special_values(np.random.default_rng(3), (2, 70_001), dtype), 2)
+    for k in (1, 300, 5000):
+        with np.errstate(invalid="ignore"):
+            got, want = nb.topk(X, k), ref.topk(X, k)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))

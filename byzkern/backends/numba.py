@@ -1001,23 +1001,8 @@ def _ordered_row_sums(X, square, out):
 #: entries of a row sampled (strided) for topk's candidate threshold
 _TOPK_SAMPLE = 4096
 _TOPK_BUCKETS = 2048
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _topk_threshold(key, k, magnitude, nan_key):
-    """A key t such that, with near certainty, at least k entries have key >= t and not many
-    more (the sample's expected count plus 4 sigma), and a bound on how many do: twice the
-    count the sample predicts; (0, d) (every entry) for short rows."""
-    d = key.size
-    expected = _TOPK_SAMPLE * k / d
-    rank = np.int64(expected + 4.0 * math.sqrt(expected) + 4.0)
-    if d < 16 * _TOPK_SAMPLE or rank >= _TOPK_SAMPLE:
-        return key.dtype.type(0), d
-    sample = np.empty(_TOPK_SAMPLE, key.dtype)
-    stride = d // _TOPK_SAMPLE
-    for s in range(_TOPK_SAMPLE):
-        sample[s] = min(key[s * stride] & magnitude, nan_key)
-    return np.sort(sample)[_TOPK_SAMPLE - 1 - rank], min(d, 2 * (rank + 1) * (stride + 1) + k)
+#: entries flagged per pass of _collect's scan (a multiple of 8; 4 KiB of flags stay in L1)
+_TOPK_FLAGS = 4096
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -1044,6 +1029,49 @@ def _kth_largest(keys, k):
     return np.sort(inside)[inside.size - (k - above)]
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _topk_threshold(key, k, magnitude, nan_key):
+    """A key t such that, with near certainty, at least k entries have key >= t and not many
+    more (the sample's expected count plus 4 sigma), and a bound on how many do: twice the
+    count the sample predicts; (0, d) (every entry) for short rows."""
+    d = key.size
+    expected = _TOPK_SAMPLE * k / d
+    rank = np.int64(expected + 4.0 * math.sqrt(expected) + 4.0)
+    if d < 16 * _TOPK_SAMPLE or rank >= _TOPK_SAMPLE:
+        return key.dtype.type(0), d
+    sample = np.empty(_TOPK_SAMPLE, key.dtype)
+    stride = d // _TOPK_SAMPLE
+    for s in range(_TOPK_SAMPLE):
+        sample[s] = min(key[s * stride] & magnitude, nan_key)
+    return _kth_largest(sample, rank + 1), min(d, 2 * (rank + 1) * (stride + 1) + k)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _collect(key, t, magnitude, nan_key, flags, candidates):
+    """The indices i of key >= t in increasing order, into candidates while they fit; returns
+    how many there are (more than candidates.size when they did not fit). A chunk's 0/1 flags
+    come from a loop that vectorizes, then eight at a time as the bytes of a word: a branch per
+    eight entries, mostly not taken, instead of one per entry."""
+    d, chunk = key.size, flags.size
+    words = flags.view(np.uint64)
+    count = 0
+    for c0 in range(0, d, chunk):
+        m = min(chunk, d - c0)
+        part = key[c0:c0 + m]  # a slice: indexed from c0, the loop stayed scalar (7x slower)
+        for e in range(m):
+            flags[e] = np.uint8(min(part[e] & magnitude, nan_key) >= t)
+        for e in range(m, (m + 7) // 8 * 8):
+            flags[e] = 0
+        for q in range((m + 7) // 8):
+            word = words[q]
+            while word:
+                if count < candidates.size:
+                    candidates[count] = c0 + 8 * q + np.int64(trailing_zeros(word)) // 8
+                count += 1
+                word &= word - np.uint64(1)
+    return count
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _topk(X, k, bits, magnitude, nan_key, values, indices):
     """As csrc/compress.cpp's TopkRow: candidates with key >= a sampled threshold, collected in
@@ -1052,18 +1080,13 @@ def _topk(X, k, bits, magnitude, nan_key, values, indices):
     candidates) every entry is a candidate: only the cost depends on the sample."""
     n, d = X.shape
     for row in numba.prange(n):
+        flags = np.empty(_TOPK_FLAGS, np.uint8)
         key = bits[row]  # magnitude keys (the bits without the sign, NaN above Inf) on the fly
         # sized by the sample: a buffer of d indices per row would cost twice the input's memory
         t, capacity = _topk_threshold(key, k, magnitude, nan_key)
         candidates = np.empty(capacity, np.int64)
-        count = 0
-        for i in range(d):
-            if min(key[i] & magnitude, nan_key) >= t:
-                if count == capacity:
-                    break
-                candidates[count] = i
-                count += 1
-        if count < k or count == capacity < d:  # the sample misled: every entry is a candidate
+        count = _collect(key, t, magnitude, nan_key, flags, candidates)
+        if count < k or count > capacity:  # the sample misled: every entry is a candidate
             count = d
             candidates = np.arange(d)
         keys = np.empty(count, key.dtype)
