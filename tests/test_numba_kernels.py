@@ -99,10 +99,15 @@ def special_values(rng, shape, dtype):
     return X
 
 
+@pytest.mark.parametrize("tile", [8, 96])
 @pytest.mark.parametrize("d", [1, 7, 8, 61, 200])
-def test_compressors_equal_the_reference_bit_for_bit(d, dtype):
+def test_compressors_equal_the_reference_bit_for_bit(d, tile, dtype, monkeypatch):
     """Every width of the group-of-eight code packer (qsgd levels 1 .. 32767, natural's 9 and
-    12 bits, sign), the tile-wide Philox runs and randk's bitset, on tiles of 8 entries."""
+    12 bits, sign), the tile-wide Philox runs and randk's bitset; on tiles of 8 entries, and of
+    96, where the packer stores whole octets as words before its byte-by-byte end."""
+    from byzkern import _config
+
+    monkeypatch.setattr(_config, "COL_TILE", tile)
     X = special_values(np.random.default_rng(d), (3, d), dtype)
     calls = {f"qsgd levels={s}": (lambda M, s=s: M.qsgd(X, s, 11)) for s in (1, 2, 3, 7, 100, 32767)}
     calls.update({"natural": lambda M: M.natural(X, 11), "sign": lambda M: M.sign(X),
