@@ -140,13 +140,42 @@ def _position_class(p, n, rule, f):
     return -1 if middle else p
 
 
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Asks for the cache line of array's element ``index`` (counted in its flat buffer) in L2,
+    without waiting for it; an address past the end is harmless."""
+    def codegen(context, builder, signature, args):
+        array_, index_ = args
+        data = context.make_array(signature.args[0])(context, builder, array_).data
+        address = builder.gep(data, [index_])
+        i32 = ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]),
+                                                  "llvm.prefetch.p0")
+        builder.call(prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])  # read, L2, data
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
+#: how far ahead along each row _load_block prefetches, in blocks of _LANES columns
+_PREFETCH_BLOCKS = 2
+
+
 @numba.njit(inline="always")
 def _load_block(X, b, s0, w, block, nans):
     """Copies columns s0:s0+w of the n rows into block lanes 0..w with NaN replaced by +Inf, and
     counts the NaNs per lane: NaN orders above +Inf, so after sorting the last nans[l]
-    positions of lane l are its NaNs. Returns whether any lane has one."""
+    positions of lane l are its NaNs. Returns whether any lane has one. The rows' lines
+    _PREFETCH_BLOCKS blocks ahead are prefetched: with tens of rows read side by side the
+    hardware prefetchers lose track of the streams (as csrc/select.hpp)."""
     nans[:] = 0
-    for i in range(X.shape[1]):
+    n, d = X.shape[1], X.shape[2]
+    line = max(1, 64 // X.itemsize)
+    for i in range(n):
+        ahead = (b * n + i) * d + s0 + _PREFETCH_BLOCKS * _LANES
+        for e in range(0, _LANES, line):
+            _prefetch(X, ahead + e)
+    for i in range(n):
         row = X[b, i, s0:s0 + w]  # a row slice: the copy loop vectorizes, 3-D indexing did not
         lanes = block[i]
         for l in range(w):
