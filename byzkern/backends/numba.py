@@ -987,36 +987,49 @@ def _unpack(src, pos, m, width, codes):
         have -= width
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _add_lanes(x, whole, square, lane):
+@intrinsic
+def _add_lanes(typingctx, x, whole, square, lane):
     """lane[j] += term(x[i]) for the entries i = j (mod 8) of [0, whole), whole a multiple of
-    8, in increasing i: reference.ordered_row_sums's order. Eight scalar accumulators in
-    registers, the term chosen outside the loop: faster than a lane array in memory that the
-    loop reads and writes on every group (4.1x -> 2.5x the read floor, 1 thread)."""
-    l0, l1, l2, l3, l4, l5, l6, l7 = lane[0], lane[1], lane[2], lane[3], lane[4], lane[5], lane[6], lane[7]
-    if square:
-        for i in range(0, whole, 8):
-            a0, a1, a2, a3 = np.float64(x[i]), np.float64(x[i + 1]), np.float64(x[i + 2]), np.float64(x[i + 3])
-            a4, a5, a6, a7 = np.float64(x[i + 4]), np.float64(x[i + 5]), np.float64(x[i + 6]), np.float64(x[i + 7])
-            l0 += a0 * a0
-            l1 += a1 * a1
-            l2 += a2 * a2
-            l3 += a3 * a3
-            l4 += a4 * a4
-            l5 += a5 * a5
-            l6 += a6 * a6
-            l7 += a7 * a7
-    else:
-        for i in range(0, whole, 8):
-            l0 += abs(np.float64(x[i]))
-            l1 += abs(np.float64(x[i + 1]))
-            l2 += abs(np.float64(x[i + 2]))
-            l3 += abs(np.float64(x[i + 3]))
-            l4 += abs(np.float64(x[i + 4]))
-            l5 += abs(np.float64(x[i + 5]))
-            l6 += abs(np.float64(x[i + 6]))
-            l7 += abs(np.float64(x[i + 7]))
-    lane[0], lane[1], lane[2], lane[3], lane[4], lane[5], lane[6], lane[7] = l0, l1, l2, l3, l4, l5, l6, l7
+    8, in increasing i: reference.ordered_row_sums's order; term x^2 where square, else |x|.
+    The eight lanes are one <8 x double> vector, added to eight entries at a time: the same
+    IEEE additions as eight scalar accumulators, which LLVM kept scalar (its SLP vectorizer
+    did not merge them): 20e6 float32 |x|, 1 thread, 5.6 -> 2.7 ms."""
+    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        x_, whole_, square_, lane_ = args
+        entries = context.make_array(signature.args[0])(context, builder, x_).data
+        lanes = context.make_array(signature.args[3])(context, builder, lane_).data
+        double = ir.DoubleType()
+        vector = ir.VectorType(double, 8)
+
+        def vector_at(pointer, vector_type, element_align):
+            return builder.load(builder.bitcast(pointer, vector_type.as_pointer()), align=element_align)
+
+        acc = cgutils.alloca_once(builder, vector)
+        builder.store(vector_at(lanes, vector, 8), acc)
+        element = entries.type.pointee
+        group = ir.VectorType(element, 8)
+        fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector]), "llvm.fabs.v8f64")
+
+        def add_groups(term):
+            start, step = ir.Constant(whole_.type, 0), ir.Constant(whole_.type, 8)
+            with cgutils.for_range_slice(builder, start, whole_, step) as (i, _):
+                v = vector_at(builder.gep(entries, [i], inbounds=True), group, element.get_abi_alignment(context.target_data))
+                if element != double:
+                    v = builder.fpext(v, vector)
+                builder.store(builder.fadd(builder.load(acc), term(v)), acc)
+
+        with builder.if_else(builder.trunc(square_, ir.IntType(1)) if square_.type.width > 1 else square_) as (squares, magnitudes):
+            with squares:
+                add_groups(lambda v: builder.fmul(v, v))
+            with magnitudes:
+                add_groups(lambda v: builder.call(fabs, [v]))
+        builder.store(builder.load(acc), builder.bitcast(lanes, vector.as_pointer()), align=8)
+        return context.get_dummy_value()
+
+    return types.void(x, whole, square, lane), codegen
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
