@@ -1257,6 +1257,18 @@ def qsgd(X, levels, seed):
     return norms, codes
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _natural_code(v, uniform, ebits, pbits, emask, mmask, nan_code):
+    """The code of the float bits v rounded up where uniform < its mantissa: integers only and
+    no branch, so that the loop vectorizes; the sign bit of a value rounded to zero is dropped
+    (sign 1 with exponent 0 is the NaN code)."""
+    mantissa, exponent = v & mmask, (v >> np.uint64(pbits)) & emask
+    nan = (exponent == emask) & (mantissa != 0)
+    exponent += np.uint64((exponent != emask) & (uniform < mantissa))
+    sign = (v >> np.uint64(ebits + pbits)) & np.uint64(exponent != 0)
+    return nan_code if nan else np.uint32((sign << np.uint64(ebits)) | exponent)
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _natural(bits, seed, tile, ebits, pbits, codes):
     n, d = bits.shape
@@ -1272,24 +1284,18 @@ def _natural(bits, seed, tile, ebits, pbits, codes):
         b = bits[row, e0:e1]
         words = np.empty(((e1 - e0) * per_word + 3) // 4 * 4, np.uint64)  # entry e: word e or 2e, 2e+1
         _philox_run(seed, e0 * per_word // 4, row, _NATURAL, words)  # tiles start at multiples of 8
-        uniform = np.empty(e1 - e0, np.uint64)  # the top pbits of the entry's random bits
-        if wide:
-            for e in range(e1 - e0):
-                uniform[e] = ((words[2 * e] << _U32) | words[2 * e + 1]) >> np.uint64(64 - pbits)
-        else:
-            for e in range(e1 - e0):
-                uniform[e] = words[e] >> np.uint64(32 - pbits)
         c = np.empty((e1 - e0 + 7) // 8 * 8, np.uint32)
         c[e1 - e0:] = 0  # _pack's padding
-        for e in range(e1 - e0):
-            # integers only and no branch, so the loop vectorizes; the sign bit of a value
-            # rounded to zero is dropped (sign 1 with exponent 0 is the NaN code)
-            v = np.uint64(b[e])
-            mantissa, exponent = v & mmask, (v >> np.uint64(pbits)) & emask
-            nan = (exponent == emask) & (mantissa != 0)
-            exponent += np.uint64((exponent != emask) & (uniform[e] < mantissa))
-            sign = (v >> np.uint64(ebits + pbits)) & np.uint64(exponent != 0)
-            c[e] = nan_code if nan else np.uint32((sign << np.uint64(ebits)) | exponent)
+        # the uniform is the top pbits of the entry's random bits, made in the codes loop (a
+        # loop per width, so that each vectorizes) instead of an array of its own
+        if wide:
+            for e in range(e1 - e0):
+                uniform = ((words[2 * e] << _U32) | words[2 * e + 1]) >> np.uint64(64 - pbits)
+                c[e] = _natural_code(np.uint64(b[e]), uniform, ebits, pbits, emask, mmask, nan_code)
+        else:
+            for e in range(e1 - e0):
+                uniform = words[e] >> np.uint64(32 - pbits)
+                c[e] = _natural_code(np.uint64(b[e]), uniform, ebits, pbits, emask, mmask, nan_code)
         _pack(c, e1 - e0, ebits + 1, codes[row], e0 // 8 * (ebits + 1))
 
 
