@@ -1021,7 +1021,7 @@ def _add_lanes(typingctx, x, whole, square, lane):
                     v = builder.fpext(v, vector)
                 builder.store(builder.fadd(builder.load(acc), term(v)), acc)
 
-        with builder.if_else(builder.trunc(square_, ir.IntType(1)) if square_.type.width > 1 else square_) as (squares, magnitudes):
+        with builder.if_else(square_) as (squares, magnitudes):  # a boolean's value is an i1
             with squares:
                 add_groups(lambda v: builder.fmul(v, v))
             with magnitudes:
