@@ -1282,7 +1282,8 @@ def _natural(bits, seed, tile, ebits, pbits, codes):
         row, e0 = job // tiles, (job % tiles) * tile
         e1 = min(d, e0 + tile)
         b = bits[row, e0:e1]
-        words = np.empty(((e1 - e0) * per_word + 3) // 4 * 4, np.uint64)  # entry e: word e or 2e, 2e+1
+        # entry e: word e or 2e, 2e+1; kept as uint32, half the bytes of uint64 to store and reload
+        words = np.empty(((e1 - e0) * per_word + 3) // 4 * 4, np.uint32)
         _philox_run(seed, e0 * per_word // 4, row, _NATURAL, words)  # tiles start at multiples of 8
         c = np.empty((e1 - e0 + 7) // 8 * 8, np.uint32)
         c[e1 - e0:] = 0  # _pack's padding
