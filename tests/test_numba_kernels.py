@@ -99,10 +99,15 @@ def special_values(rng, shape, dtype):
     return X
 
 
+@pytest.mark.parametrize("tile", [8, 96])
 @pytest.mark.parametrize("d", [1, 7, 8, 61, 200])
-def test_compressors_equal_the_reference_bit_for_bit(d, dtype):
+def test_compressors_equal_the_reference_bit_for_bit(d, tile, dtype, monkeypatch):
     """Every width of the group-of-eight code packer (qsgd levels 1 .. 32767, natural's 9 and
-    12 bits, sign), the tile-wide Philox runs and randk's bitset, on tiles of 8 entries."""
+    12 bits, sign), the tile-wide Philox runs and randk's bitset; on tiles of 8 entries, and of
+    96, where the packer stores whole octets as words before its byte-by-byte end."""
+    from byzkern import _config
+
+    monkeypatch.setattr(_config, "COL_TILE", tile)
     X = special_values(np.random.default_rng(d), (3, d), dtype)
     calls = {f"qsgd levels={s}": (lambda M, s=s: M.qsgd(X, s, 11)) for s in (1, 2, 3, 7, 100, 32767)}
     calls.update({"natural": lambda M: M.natural(X, 11), "sign": lambda M: M.sign(X),
@@ -255,3 +260,14 @@ def test_topk_when_the_sampled_threshold_misleads(ties, dtype):
         X[:, ::17] = 2.0
     for got, want in zip(nb.topk(X, 300), ref.topk(X, 300)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_topk_long_rows_through_the_sampled_threshold(dtype):
+    """Rows long enough for the sampled threshold, whose candidates fit: the chunked flag scan
+    over several chunks and a last one not a multiple of 8 long, with NaN, Inf and ties."""
+    X = np.round(special_values(np.random.default_rng(3), (2, 70_001), dtype), 2)
+    for k in (1, 300, 5000):
+        with np.errstate(invalid="ignore"):
+            got, want = nb.topk(X, k), ref.topk(X, k)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
