@@ -128,8 +128,6 @@ using vec32 = typename vec_of<T, 32>::type;  // 8 floats or 4 doubles: one AVX2 
 template <class T>
 using keyvec = vec32<typename KeyTraits<T>::type>;
 template <class T>
-using vec4 = typename vec_of<T, 4 * sizeof(T)>::type;  // four lanes: what a rule computes at once
-template <class T>
 constexpr index_t vec_lanes() {
   return static_cast<index_t>(32 / sizeof(T));
 }
@@ -146,13 +144,6 @@ template <class T>
 inline keyvec<T> value_to_key(const keyvec<T>& bits) {
   using K = KeyTraits<T>;
   return (bits & K::magnitude) > K::inf ? keyvec<T>{} + K::nan : flip_negative<T>(bits);
-}
-
-// Four lanes from lane 4 * g of row p of an ordered block (which holds values by then, not
-// keys), in double (exact for float).
-template <class T>
-inline v4d values_as_double(const keyvec<T>* block_row, index_t g) {
-  return __builtin_convertvector(load_vec<vec4<T>>(reinterpret_cast<const T*>(block_row) + 4 * g), v4d);
 }
 
 // ---- blocks -------------------------------------------------------------------------------
