@@ -214,9 +214,13 @@ inline void load_and_order_block_static(const T* base, index_t d, keyvec<T>* blo
   else
     for (int i = 0; i < N; ++i) __builtin_prefetch(ahead + i * d);
   for (int u = 0; u < BLOCK_VECS; ++u) {
+    // Unrolled, so that r stays in registers (as far as they go) between the loads, the network
+    // and the stores: a loop kept it in memory, the network loading its operands from there.
     V r[N];
+#pragma GCC unroll 32
     for (int i = 0; i < N; ++i) r[i] = value_to_key<T>(load_vec<V>(base + i * d + u * vec_lanes<T>()));
     (compare_exchange<T>(r[net[I].a], r[net[I].b]), ...);
+#pragma GCC unroll 32
     for (int i = 0; i < N; ++i) store_vec(block + i * BLOCK_VECS + u, AsValues ? flip_negative<T>(r[i]) : r[i]);
   }
 }
