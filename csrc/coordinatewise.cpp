@@ -55,10 +55,11 @@ void mean(const T* X, index_t B, index_t n, index_t d, index_t tile, T* out) {
 // chunks of four lanes (one AVX2 register of doubles; GCC lowers compares and selects of wider
 // vectors lane by lane in the AVX2 tier), each with its own accumulator: the chunks' additions
 // are independent chains, where a rule that ran chunk after chunk made one dependent chain of n
-// additions at a time (half the meamed time at (20, 1e6) waited on it). Each lane's additions keep their order, so every tier
-// gives the same bits. position_class(n, p) says which output positions the rule must find
-// exactly (select.hpp's pruning); compile_time_classes prunes the unrolled networks, where the
-// classes do not depend on a runtime parameter (f), and is AllPositions where they do.
+// additions at a time (half the meamed time at (20, 1e6) waited on it). Each lane's additions
+// keep their order, so every tier gives the same bits. position_class(n, p) says which output
+// positions the rule must find exactly (select.hpp's pruning); compile_time_classes prunes the
+// unrolled networks, where the classes do not depend on a runtime parameter (f), and is
+// AllPositions where they do.
 
 typedef std::int64_t v4l __attribute__((vector_size(32)));
 
@@ -153,6 +154,7 @@ struct MeanAroundMedianOfBlock {
       for (int h = 0; h < H; ++h) {
         const v4d left = chunk_at<T>(block, p, h), right = chunk_at<T>(block, keep + p, h);
         const v4d to_left = distance(left, med[h]), to_right = distance(right, med[h]);
+        // Selected by bits: GCC did a vector ?: on a combined mask lane by lane, with branches.
         const v4l keep_right = (to_right < inf) & ~(to_left <= to_right);
         acc[h] += (v4d)(((v4l)right & keep_right) | ((v4l)left & ~keep_right));
       }
