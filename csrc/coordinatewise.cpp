@@ -154,7 +154,7 @@ struct MeanAroundMedianOfBlock {
       for (int h = 0; h < H; ++h) {
         const v4d left = chunk_at<T>(block, p, h), right = chunk_at<T>(block, keep + p, h);
         const v4d to_left = distance(left, med[h]), to_right = distance(right, med[h]);
-        // Selected by bits: GCC did a vector ?: on a combined mask lane by lane, with branches.
+        // Selected by bits: an 8-lane vector ?: on this mask compiled lane by lane, with branches.
         const v4l keep_right = (to_right < inf) & ~(to_left <= to_right);
         acc[h] += (v4d)(((v4l)right & keep_right) | ((v4l)left & ~keep_right));
       }
