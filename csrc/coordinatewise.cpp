@@ -50,22 +50,43 @@ void mean(const T* X, index_t B, index_t n, index_t d, index_t tile, T* out) {
 }
 
 // ---- rules on ordered columns --------------------------------------------------------------
-// Each rule reads an ordered block (select.hpp) four lanes at a time (group g), in double,
-// exactly as the reference computes on its float64 copy, and returns the four results.
-// position_class(n, p) says which output positions the rule must find exactly (select.hpp's
-// pruning); compile_time_classes prunes the unrolled networks, where the classes do not
-// depend on a runtime parameter (f), and is AllPositions where they do.
+// Each rule reads an ordered block (select.hpp) a whole row at a time, in double, exactly as the
+// reference computes on its float64 copy, and writes the block_lanes results. A row is read as
+// chunks of four lanes (one AVX2 register of doubles; GCC lowers compares and selects of wider
+// vectors lane by lane in the AVX2 tier), each with its own accumulator: the chunks' additions
+// are independent chains, where a rule that ran chunk after chunk made one dependent chain of n
+// additions at a time (half the meamed time at (20, 1e6) waited on it). Each lane's additions
+// keep their order, so every tier gives the same bits. position_class(n, p) says which output
+// positions the rule must find exactly (select.hpp's pruning); compile_time_classes prunes the
+// unrolled networks, where the classes do not depend on a runtime parameter (f), and is
+// AllPositions where they do.
+
+typedef std::int64_t v4l __attribute__((vector_size(32)));
 
 template <class T>
-inline v4d value_at(const keyvec<T>* block, index_t p, index_t g) {
-  return values_as_double<T>(block + p * BLOCK_VECS, g);
+constexpr int chunks_per_row() {
+  return static_cast<int>(block_lanes<T>() / 4);
+}
+
+// Lanes 4h..4h+3 of row p, in double. Spelled lane by lane: GCC 12 turns that into one
+// vcvtps2pd from memory, but __builtin_convertvector of four floats into two two-lane
+// conversions, a load and an insert.
+template <class T>
+inline v4d chunk_at(const keyvec<T>* block, index_t p, int h) {
+  const T* q = reinterpret_cast<const T*>(block + p * BLOCK_VECS) + 4 * h;
+  return v4d{double(q[0]), double(q[1]), double(q[2]), double(q[3])};
+}
+
+template <class T>
+inline void store_chunk(T* out, int h, const v4d& v) {
+  store_vec(out + 4 * h, __builtin_convertvector(v, typename vec_of<T, 4 * sizeof(T)>::type));
 }
 
 // The median as the reference takes it: 0.5*lo + 0.5*hi in double, halves first so huge float64
 // values do not overflow; for odd n lo and hi are the same element.
 template <class T>
-inline v4d block_median(const keyvec<T>* block, index_t n, index_t g) {
-  return 0.5 * value_at<T>(block, (n - 1) / 2, g) + 0.5 * value_at<T>(block, n / 2, g);
+inline v4d chunk_median(const keyvec<T>* block, index_t n, int h) {
+  return 0.5 * chunk_at<T>(block, (n - 1) / 2, h) + 0.5 * chunk_at<T>(block, n / 2, h);
 }
 
 struct MedianOfBlock {
@@ -74,8 +95,8 @@ struct MedianOfBlock {
     return p < (n - 1) / 2 ? 0 : p == (n - 1) / 2 ? 1 : p == n / 2 ? 2 : 3;
   }
   template <class T>
-  v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
-    return block_median<T>(block, n, g);
+  void operator()(const keyvec<T>* block, index_t n, T* out) const {
+    for (int h = 0; h < chunks_per_row<T>(); ++h) store_chunk(out, h, chunk_median<T>(block, n, h));
   }
 };
 
@@ -86,10 +107,13 @@ struct TrimmedMeanOfBlock {
   using compile_time_classes = AllPositions;
   int position_class(index_t n, index_t p) const { return p < f ? 0 : p < n - f ? 1 : 2; }
   template <class T>
-  v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
-    v4d acc = value_at<T>(block, f, g);
-    for (index_t p = f + 1; p < n - f; ++p) acc += value_at<T>(block, p, g);
-    return acc / static_cast<double>(n - 2 * f);
+  void operator()(const keyvec<T>* block, index_t n, T* out) const {
+    constexpr int H = chunks_per_row<T>();
+    v4d acc[H];
+    for (int h = 0; h < H; ++h) acc[h] = chunk_at<T>(block, f, h);
+    for (index_t p = f + 1; p < n - f; ++p)
+      for (int h = 0; h < H; ++h) acc[h] += chunk_at<T>(block, p, h);
+    for (int h = 0; h < H; ++h) store_chunk(out, h, acc[h] / static_cast<double>(n - 2 * f));
   }
 };
 
@@ -100,8 +124,9 @@ struct TrimmedMeanOfBlock {
 // when it is strictly farther than the right value n - f + p it is paired with, and then that
 // right value is kept in its place: of each pair (p, n - f + p) exactly one is kept, and no
 // search for s is needed. A NaN distance (NaN value or infinite median) counts as +Inf, as in
-// the reference. Only positions [0, f), [n-f, n) and the median's must be exact; the middle is
-// summed as a set.
+// the reference: the right value is kept when its distance is below +Inf and the left one's is
+// not at most it (NaN included). Only positions [0, f), [n-f, n) and the median's must be exact;
+// the middle is summed as a set.
 struct MeanAroundMedianOfBlock {
   index_t f;
   using compile_time_classes = AllPositions;
@@ -110,23 +135,30 @@ struct MeanAroundMedianOfBlock {
     return middle ? -1 : static_cast<int>(p);
   }
   template <class T>
-  v4d operator()(const keyvec<T>* block, index_t n, index_t g) const {
-    using D = v4d;
-    const D med = block_median<T>(block, n, g);
-    const D inf = D{} + std::numeric_limits<double>::infinity();
-    auto dist = [&](const D& v) {
-      const D diff = v - med;
-      const D a = diff < 0 ? -diff : diff;
-      return a == a ? a : inf;
+  void operator()(const keyvec<T>* block, index_t n, T* out) const {
+    constexpr int H = chunks_per_row<T>();
+    const v4d inf = v4d{} + std::numeric_limits<double>::infinity();
+    // |v - med| as the sign bit cleared (a cast between vector types reinterprets the bits)
+    auto distance = [](const v4d& v, const v4d& med) {
+      return (v4d)((v4l)(v - med) & std::numeric_limits<std::int64_t>::max());
     };
     const index_t keep = n - f;
-    D acc = D{};
-    for (index_t p = f; p < keep; ++p) acc += value_at<T>(block, p, g);
-    for (index_t p = 0; p < f; ++p) {
-      const D left = value_at<T>(block, p, g), right = value_at<T>(block, keep + p, g);
-      acc += dist(left) > dist(right) ? right : left;
+    v4d med[H], acc[H];
+    for (int h = 0; h < H; ++h) {
+      med[h] = chunk_median<T>(block, n, h);
+      acc[h] = v4d{};
     }
-    return acc / static_cast<double>(keep);
+    for (index_t p = f; p < keep; ++p)
+      for (int h = 0; h < H; ++h) acc[h] += chunk_at<T>(block, p, h);
+    for (index_t p = 0; p < f; ++p)
+      for (int h = 0; h < H; ++h) {
+        const v4d left = chunk_at<T>(block, p, h), right = chunk_at<T>(block, keep + p, h);
+        const v4d to_left = distance(left, med[h]), to_right = distance(right, med[h]);
+        // Selected by bits: an 8-lane vector ?: on this mask compiled lane by lane, with branches.
+        const v4l keep_right = (to_right < inf) & ~(to_left <= to_right);
+        acc[h] += (v4d)(((v4l)right & keep_right) | ((v4l)left & ~keep_right));
+      }
+    for (int h = 0; h < H; ++h) store_chunk(out, h, acc[h] / static_cast<double>(keep));
   }
 };
 
@@ -167,13 +199,12 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
     }
     // The rule sees n as a constant where the network is unrolled, so its loops unroll too.
     const index_t rows = S::rows > 0 ? S::rows : n;
-    for (index_t g = 0; 4 * g < wb; ++g) {
-      const vec4<T> r = __builtin_convertvector(rule.template operator()<T>(block, rows, g), vec4<T>);
-      // A constant-size copy is one vector store; the variable one, a call to memcpy.
-      if (4 * g + 4 <= wb)
-        store_vec(out + c + 4 * g, r);
-      else
-        std::memcpy(out + c + 4 * g, &r, sizeof(T) * (wb - 4 * g));
+    if (wb == lanes) {
+      rule.template operator()<T>(block, rows, out + c);
+    } else {
+      T partial[lanes];
+      rule.template operator()<T>(block, rows, partial);
+      std::memcpy(out + c, partial, sizeof(T) * wb);
     }
   }
 }
