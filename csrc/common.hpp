@@ -88,7 +88,10 @@ inline void store_vec(void* p, const V& v) {
 
 // Eight consecutive values of T as doubles (exact for float32).
 inline v8d load8_as_double(const double* p) { return load_vec<v8d>(p); }
-inline v8d load8_as_double(const float* p) { return __builtin_convertvector(load_vec<v8f>(p), v8d); }
+inline v8d load8_as_double(const float* p) {  // element by element: see load4_as_double
+  const v8f f = load_vec<v8f>(p);
+  return v8d{f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]};
+}
 inline void store8_rounded(double* p, const v8d& v) { store_vec(p, v); }
 inline void store8_rounded(float* p, const v8d& v) { store_vec(p, __builtin_convertvector(v, v8f)); }
 
@@ -96,7 +99,13 @@ inline double sum_lanes(const v4d& v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
 typedef float v4f __attribute__((vector_size(16)));
 inline v4d load4_as_double(const double* p) { return load_vec<v4d>(p); }
-inline v4d load4_as_double(const float* p) { return __builtin_convertvector(load_vec<v4f>(p), v4d); }
+// Spelled element by element: GCC 12 lowers __builtin_convertvector of floats to doubles for
+// SSE2 before inlining it into a tier (2-wide conversions, moves and inserts, even in the
+// AVX-512 variants; GCC PR 85048), while this form becomes one vcvtps2pd in each tier.
+inline v4d load4_as_double(const float* p) {
+  const v4f f = load_vec<v4f>(p);
+  return v4d{f[0], f[1], f[2], f[3]};
+}
 
 enum class Isa { baseline, avx2, avx512 };  // in increasing order
 

@@ -68,13 +68,10 @@ constexpr int chunks_per_row() {
   return static_cast<int>(block_lanes<T>() / 4);
 }
 
-// Lanes 4h..4h+3 of row p, in double. Spelled lane by lane: GCC 12 turns that into one
-// vcvtps2pd from memory, but __builtin_convertvector of four floats into two two-lane
-// conversions, a load and an insert.
+// Lanes 4h..4h+3 of row p, in double.
 template <class T>
 inline v4d chunk_at(const keyvec<T>* block, index_t p, int h) {
-  const T* q = reinterpret_cast<const T*>(block + p * BLOCK_VECS) + 4 * h;
-  return v4d{double(q[0]), double(q[1]), double(q[2]), double(q[3])};
+  return load4_as_double(reinterpret_cast<const T*>(block + p * BLOCK_VECS) + 4 * h);
 }
 
 template <class T>

@@ -73,14 +73,6 @@ class SpreadPrefetch {
   index_t n_, c_, line_end_, per_call_, row_ = 0, k_ = 0;
 };
 
-// Four values of T as doubles. Not load4_as_double: its __builtin_convertvector is lowered for
-// SSE2 before it is inlined into a tier (two 2-wide conversions and a trip through the stack
-// even in the AVX-512 variant); element by element, each tier vectorizes it for itself.
-template <class T>
-inline v4d widened4(const T* x) {
-  return v4d{double(x[0]), double(x[1]), double(x[2]), double(x[3])};
-}
-
 inline double median3(double a, double b, double e) { return std::max(std::min(a, b), std::min(std::max(a, b), e)); }
 
 // The centre of one block of columns. c_k = the median of x_0k, x_(n/2)k and x_(n-1)k, an input
@@ -94,7 +86,7 @@ inline void block_centre(const T* const* rows, index_t n, index_t c, index_t w, 
   v4d check = {0, 0, 0, 0};  // NaN in a lane as soon as one of its values is NaN or +-Inf
   index_t k = 0;
   for (; k + 4 <= w; k += 4) {
-    const v4d a = widened4(x0 + k), b = widened4(x1 + k), e = widened4(x2 + k);
+    const v4d a = load4_as_double(x0 + k), b = load4_as_double(x1 + k), e = load4_as_double(x2 + k);
     check += (a + b + e) * 0.0;
     const v4d lo = b < a ? b : a, hi = a < b ? b : a;  // std::min and std::max, lane by lane
     const v4d mid = e < hi ? e : hi;
@@ -129,7 +121,7 @@ inline void centred_row(const T* const* rows, index_t n, index_t i, index_t c, i
   index_t k = k0;
   if (i < n) {
     const T* x = rows[i] + c;
-    for (; k + 4 <= w; k += 4) store_vec(y + 4 * k, widened4(x + k) - load_vec<v4d>(centre + k));
+    for (; k + 4 <= w; k += 4) store_vec(y + 4 * k, load4_as_double(x + k) - load_vec<v4d>(centre + k));
     for (; k < w; ++k) y[4 * (k - k % 4) + k % 4] = static_cast<double>(x[k]) - centre[k];
   }
   for (; k % 4 != 0; ++k) y[4 * (k - k % 4) + k % 4] = 0.0;
@@ -188,8 +180,8 @@ inline void gram_triangle(const T* const* rows, index_t n, index_t c, index_t w,
     const T *x0 = rows[i0] + c, *x1 = rows[i0 + 1] + c, *x2 = rows[i0 + 2] + c, *x3 = rows[i0 + 3] + c;
     for (; k + 4 <= w; k += 4) {
       const v4d cen = load_vec<v4d>(centre + k);
-      const v4d y0 = widened4(x0 + k) - cen, y1 = widened4(x1 + k) - cen;
-      const v4d y2 = widened4(x2 + k) - cen, y3 = widened4(x3 + k) - cen;
+      const v4d y0 = load4_as_double(x0 + k) - cen, y1 = load4_as_double(x1 + k) - cen;
+      const v4d y2 = load4_as_double(x2 + k) - cen, y3 = load4_as_double(x3 + k) - cen;
       store_vec(y + 4 * k, y0);
       store_vec(y + 4 * k + 4, y1);
       store_vec(y + 4 * k + 8, y2);
