@@ -4,8 +4,11 @@
 
 #include <omp.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 
 namespace byzkern {
@@ -379,20 +382,6 @@ void row_norms(const T* X, index_t B, index_t n, index_t d, double q, index_t ti
 
 // ---- mix_rows and clip ---------------------------------------------------------------------
 
-// The rows of every output, negative entries dropped, in idx order (the reference's order of
-// summation): rows[r * k ...] holds count[r] row indices for output r of the (B * m) outputs.
-struct MixTable {
-  index_t k;
-  std::vector<std::int64_t> rows;
-  std::vector<index_t> count;
-  MixTable(const std::int64_t* idx, index_t outputs, index_t k_) : k(k_), rows(outputs * k_), count(outputs, 0) {
-    for (index_t r = 0; r < outputs; ++r)
-      for (index_t t = 0; t < k; ++t)
-        if (idx[r * k + t] >= 0) rows[r * k + count[r]++] = idx[r * k + t];
-  }
-  const std::int64_t* of(index_t r) const { return rows.data() + r * k; }
-};
-
 // sum / count, as the reference divides. A power-of-two count multiplies by its reciprocal
 // instead: the same real number, so the same rounding, at a fraction of a division's cost
 // (bucketing and resampling with s = 2; nnm at n = 20, f = 4).
@@ -400,58 +389,113 @@ struct MeanOf {
   double count, inverse;
   explicit MeanOf(index_t c)
       : count(static_cast<double>(c)), inverse((c & (c - 1)) == 0 ? 1.0 / static_cast<double>(c) : 0.0) {}
-  v4d operator()(const v4d& sum) const { return inverse != 0.0 ? sum * inverse : sum / count; }
-  double operator()(double sum) const { return inverse != 0.0 ? sum * inverse : sum / count; }
+  template <class V>
+  V operator()(const V& sum) const { return inverse != 0.0 ? sum * inverse : sum / count; }
+};
+
+// The rows of every output, negative entries dropped, in idx order (the reference's order of
+// summation): rows[r * k ...] holds count[r] row indices for output r of the (B * m) outputs.
+struct MixTable {
+  index_t k;
+  std::vector<std::int64_t> rows;
+  std::vector<index_t> count;
+  std::vector<MeanOf> mean;
+  MixTable(const std::int64_t* idx, index_t outputs, index_t k_) : k(k_), rows(outputs * k_), count(outputs, 0) {
+    mean.reserve(outputs);
+    for (index_t r = 0; r < outputs; ++r) {
+      for (index_t t = 0; t < k; ++t)
+        if (idx[r * k + t] >= 0) rows[r * k + count[r]++] = idx[r * k + t];
+      mean.emplace_back(count[r]);
+    }
+  }
+  const std::int64_t* of(index_t r) const { return rows.data() + r * k; }
 };
 
 inline void store4_rounded(double* p, const v4d& v) { store_vec(p, v); }
 inline void store4_rounded(float* p, const v4d& v) { store_vec(p, __builtin_convertvector(v, v4f)); }
+template <class T>
+inline void store_rounded(T* p, const v4d& v) { store4_rounded(p, v); }
+template <class T>
+inline void store_rounded(T* p, const v8d& v) { store8_rounded(p, v); }
 
-// Columns per strip of mix_strips: 8 vectors of 4 doubles, eight independent sums in registers.
-constexpr index_t MIX_STRIP = 32;
+// Stores that bypass the caches, for outputs larger than the last-level cache: a plain store
+// first reads the line it fills (an output of m * d values costs a second m * d of memory
+// traffic) and evicts rows of X the next strips still need. SSE2, so every tier has them; p must
+// be 16-byte aligned, and the writer fences (_mm_sfence) before the results are read.
+inline void stream_rounded(float* p, const v4d& v) {
+  _mm_stream_ps(p, reinterpret_cast<__m128>(__builtin_convertvector(v, v4f)));
+}
+inline void stream_rounded(double* p, const v4d& v) {
+  _mm_stream_pd(p, __m128d{v[0], v[1]});
+  _mm_stream_pd(p + 2, __m128d{v[2], v[3]});
+}
+template <class T>
+inline void stream_rounded(T* p, const v8d& v) {
+  stream_rounded(p, v4d{v[0], v[1], v[2], v[3]});
+  stream_rounded(p + 4, v4d{v[4], v[5], v[6], v[7]});
+}
+inline bool stream_aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 // out[j] = mean of the rows of output j over one column range, summed in double in idx order,
 // for tables that use each row several times (nnm, resampling). Strip by strip, the strip of
-// every row is converted to double once (xd: n rows of MIX_STRIP, in L1) and every output sums
-// its rows from there in registers, so an add costs one load rather than a load, a conversion
-// and a load and a store of the sum.
-template <class T>
-inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable& table, index_t r0, index_t m, index_t c0,
-                       index_t w, double* xd, T* outb) {
-  constexpr index_t AHEAD = 8 * MIX_STRIP;  // prefetch distance: the rows are n separate streams
+// every row is converted to double once (xd: n rows of Strip columns, 64-byte aligned, in L1) and
+// every output sums its rows from there in registers (Strip / lanes of V chains), so an add costs
+// one load rather than a load, a conversion and a load and a store of the sum.
+template <class T, index_t Strip, class V>
+inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable* table, index_t r0, index_t m, index_t c0,
+                       index_t w, bool stream, double* xd, T* outb) {
+  constexpr index_t AHEAD = 256;  // prefetch distance in columns: the rows are n separate streams
+  constexpr index_t LANES = sizeof(V) / sizeof(double), SUMS = Strip / LANES;
   index_t s = 0;
-  for (; s + MIX_STRIP <= w; s += MIX_STRIP) {
+  for (; s + Strip <= w; s += Strip) {
     const index_t c = c0 + s;
     for (index_t i = 0; i < n; ++i) {
       const T* x = Xb + i * d + c;
       if (s + AHEAD < w)
-        for (index_t l = 0; l < MIX_STRIP; l += 64 / static_cast<index_t>(sizeof(T))) __builtin_prefetch(x + AHEAD + l);
-      for (index_t q = 0; q < MIX_STRIP; q += 4) store_vec(xd + i * MIX_STRIP + q, load4_as_double(x + q));
+        for (index_t l = 0; l < Strip; l += 64 / static_cast<index_t>(sizeof(T))) __builtin_prefetch(x + AHEAD + l);
+      for (index_t q = 0; q < Strip; q += 4) store_vec(xd + i * Strip + q, load4_as_double(x + q));
     }
     for (index_t j = 0; j < m; ++j) {
-      const std::int64_t* rows = table.of(r0 + j);
-      const index_t count = table.count[r0 + j];
-      v4d acc[MIX_STRIP / 4] = {};
+      const std::int64_t* rows = table->of(r0 + j);
+      const index_t count = table->count[r0 + j];
+      V acc[SUMS] = {};
       for (index_t t = 0; t < count; ++t) {
-        const double* x = xd + rows[t] * MIX_STRIP;
-        for (index_t q = 0; q < MIX_STRIP / 4; ++q) acc[q] += load_vec<v4d>(x + 4 * q);
+        const double* x = static_cast<const double*>(__builtin_assume_aligned(xd + rows[t] * Strip, 64));
+        for (index_t q = 0; q < SUMS; ++q) acc[q] += load_vec<V>(x + LANES * q);
       }
-      const MeanOf mean(count);
+      const MeanOf mean = table->mean[r0 + j];  // a copy: the stores below may alias the table
       T* o = outb + j * d + c;
-      for (index_t q = 0; q < MIX_STRIP / 4; ++q) store4_rounded(o + 4 * q, mean(acc[q]));
+      if (stream && stream_aligned(o))
+        for (index_t q = 0; q < SUMS; ++q) stream_rounded(o + LANES * q, mean(acc[q]));
+      else
+        for (index_t q = 0; q < SUMS; ++q) store_rounded(o + LANES * q, mean(acc[q]));
     }
   }
   for (index_t j = 0; j < m && s < w; ++j) {  // the last columns, fewer than a strip
-    const std::int64_t* rows = table.of(r0 + j);
-    const index_t count = table.count[r0 + j];
-    double acc[MIX_STRIP] = {};
+    const std::int64_t* rows = table->of(r0 + j);
+    const index_t count = table->count[r0 + j];
+    double acc[Strip] = {};
     for (index_t t = 0; t < count; ++t)
       for (index_t c = s; c < w; ++c) acc[c - s] += static_cast<double>(Xb[rows[t] * d + c0 + c]);
-    const MeanOf mean(count);
+    const MeanOf mean = table->mean[r0 + j];
     for (index_t c = s; c < w; ++c) outb[j * d + c0 + c] = static_cast<T>(mean(acc[c - s]));
   }
+  if (stream) _mm_sfence();
 }
-BYZKERN_DISPATCH(mix_strips_dispatched, mix_strips)
+
+// Columns per strip: 32 in eight chains of four doubles (AVX2 has 16 registers). AVX-512 (32
+// registers) sums 64 columns in eight chains of eight while the n strips of 64 doubles fit in
+// half of L1, 32 columns beyond.
+constexpr index_t MIX_STRIP = 32, MIX_WIDE_STRIP = 64, MIX_WIDE_STRIP_ROWS = 32;
+template <class T, class... A>
+inline void mix_wide_strips(const T* Xb, index_t n, A... a) {
+  if (n <= MIX_WIDE_STRIP_ROWS)
+    mix_strips<T, MIX_WIDE_STRIP, v8d>(Xb, n, a...);
+  else
+    mix_strips<T, MIX_STRIP, v8d>(Xb, n, a...);
+}
+BYZKERN_DISPATCH3_CALLS(mix_strips_dispatched, (mix_strips<T, MIX_STRIP, v4d>), (mix_strips<T, MIX_STRIP, v4d>),
+                        mix_wide_strips<T>)
 
 // Columns per chunk of mix_rows_streaming (its sums: 8 KiB, in L1) and rows summed per pass.
 constexpr index_t MIX_CHUNK = 1024, MIX_GROUP = 4;
@@ -463,15 +507,16 @@ constexpr index_t MIX_CHUNK = 1024, MIX_GROUP = 4;
 // (1 thread, CPU time, (64, 1e6): Multi-Krum's 52 rows all side by side took 0.60x the time of
 // the old row-by-row sums, four at a time 0.46x; separate runs on a loaded machine).
 template <class T>
-inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable& table, index_t r0, index_t m, index_t c0,
-                               index_t w, double* acc, T* outb) {
+inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable* table, index_t r0, index_t m, index_t c0,
+                               index_t w, bool stream, double* acc, T* outb) {
   for (index_t j = 0; j < m; ++j) {
-    const std::int64_t* rows = table.of(r0 + j);
-    const index_t count = table.count[r0 + j];
-    const MeanOf mean(count);
+    const std::int64_t* rows = table->of(r0 + j);
+    const index_t count = table->count[r0 + j];
+    const MeanOf mean = table->mean[r0 + j];
     for (index_t c1 = 0; c1 < w; c1 += MIX_CHUNK) {
       const index_t cw = std::min(MIX_CHUNK, w - c1);
       T* o = outb + j * d + c0 + c1;
+      const bool streamed = stream && stream_aligned(o);
       for (index_t t0 = 0; t0 < count; t0 += MIX_GROUP) {
         const index_t g = std::min(MIX_GROUP, count - t0);
         const bool first = t0 == 0, last = t0 + g == count;
@@ -481,10 +526,12 @@ inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable& table, in
         for (; c + 4 <= cw; c += 4) {
           v4d sum = first ? v4d{0, 0, 0, 0} : load_vec<v4d>(acc + c);
           for (index_t t = 0; t < g; ++t) sum += load4_as_double(x[t] + c);
-          if (last)
-            store4_rounded(o + c, mean(sum));
-          else
+          if (!last)
             store_vec(acc + c, sum);
+          else if (streamed)
+            stream_rounded(o + c, mean(sum));
+          else
+            store4_rounded(o + c, mean(sum));
         }
         for (; c < cw; ++c) {
           double sum = first ? 0.0 : acc[c];
@@ -497,28 +544,31 @@ inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable& table, in
       }
     }
   }
+  if (stream) _mm_sfence();
 }
 BYZKERN_DISPATCH(mix_rows_streaming_dispatched, mix_rows_streaming)
 
 template <class T>
 void mix_rows(const T* X, index_t B, index_t n, index_t d, const std::int64_t* idx, index_t m, index_t k,
-              index_t tile, T* out) {
+              index_t tile, index_t stream_min_bytes, T* out) {
   const index_t tiles = num_tiles(d, tile);
   const MixTable table(idx, B * m, k);
   // Strips when the table uses each row more than twice: at (64, 1e6) nnm mixes 2x faster in
   // strips, while resampling with s = 2 runs 1.45x faster streaming (a row's second read within
   // a tile comes from L2).
   const bool strips = m * k > 2 * n;
+  const bool stream = B * m * d * static_cast<index_t>(sizeof(T)) >= stream_min_bytes;
 #pragma omp parallel
   {
-    std::vector<double> buffer(strips ? n * MIX_STRIP : MIX_CHUNK);
+    AlignedVectors<v8d> buffer(strips ? n * MIX_WIDE_STRIP / 8 : MIX_CHUNK / 8);
+    double* xd = reinterpret_cast<double*>(buffer.data());
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
       const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
       if (strips)
-        mix_strips_dispatched<T>(X + b * n * d, n, d, table, b * m, m, c0, w, buffer.data(), out + b * m * d);
+        mix_strips_dispatched<T>(X + b * n * d, n, d, &table, b * m, m, c0, w, stream, xd, out + b * m * d);
       else
-        mix_rows_streaming_dispatched<T>(X + b * n * d, d, table, b * m, m, c0, w, buffer.data(), out + b * m * d);
+        mix_rows_streaming_dispatched<T>(X + b * n * d, d, &table, b * m, m, c0, w, stream, xd, out + b * m * d);
     }
   }
 }
@@ -577,7 +627,7 @@ void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile,
   template void pairwise_sqdist<T>(const T*, index_t, index_t, index_t, index_t, index_t, double*);         \
   template void row_norms<T>(const T*, index_t, index_t, index_t, double, index_t, index_t, double*);       \
   template void mix_rows<T>(const T*, index_t, index_t, index_t, const std::int64_t*, index_t, index_t,     \
-                            index_t, T*);                                                                   \
+                            index_t, index_t, T*);                                                          \
   template void clip<T>(const T*, index_t, index_t, index_t, double, index_t, index_t, T*);
 BYZKERN_INSTANTIATE(float)
 BYZKERN_INSTANTIATE(double)

@@ -92,6 +92,10 @@ def kernel_results(dtype):
     wide = np.random.default_rng(7).standard_normal((1, 21, 2 * 1024 + 4096 + 7)).astype(dtype)
     out["pairwise_sqdist (wide tiles)"] = cpu.pairwise_sqdist(wide)
     out["mix_rows (wide tiles)"] = cpu.mix_rows(wide, np.array([[[3, 0, 20, 7, 11, -1, 5], [1, 2, 4, 6, 8, 9, 10]]]))
+    cached, _config.STREAM_MIN_BYTES = _config.STREAM_MIN_BYTES, 0  # the stores past the caches too
+    strips = np.argsort(np.random.default_rng(8).random((1, 21, 21)), axis=2)[:, :, :7]
+    out["mix_rows (stream stores)"] = (cpu.mix_rows(wide, strips), cpu.mix_rows(wide, strips[:, :9, :4]))
+    _config.STREAM_MIN_BYTES = cached
     return {name: tuple(np.asarray(a) for a in (r if isinstance(r, tuple) else (r,)))
             for name, r in out.items()}
 
@@ -200,12 +204,15 @@ def test_pairwise_sqdist_when_the_gram_centre_is_huge(huge_rows):
     np.testing.assert_allclose(cpu.pairwise_sqdist(X), want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("stream_min_bytes", [32 << 20, 0], ids=["cached", "streamed"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_wide_tiles_match_the_reference(dtype, monkeypatch):
-    """The session's 8-column tiles never fill mix_rows' 32-column register strips: with the
-    default tile the strips, their prefetches and the tail columns run."""
-
+def test_wide_tiles_match_the_reference(dtype, stream_min_bytes, monkeypatch):
+    """The session's 8-column tiles never fill mix_rows' 32- and 64-column register strips: with
+    the default tile the strips, their prefetches and the tail columns run, with cached stores and
+    with stream stores (for the output rows that start 16-byte aligned; d = 303 leaves the others
+    on cached stores)."""
     monkeypatch.setattr(_config, "COL_TILE", 4096)
+    monkeypatch.setattr(_config, "STREAM_MIN_BYTES", stream_min_bytes)
     X, mixing = _inputs(dtype)
     X = np.concatenate([X] * 3, axis=2)  # d = 303: nine strips and a tail
     np.testing.assert_allclose(cpu.mix_rows(X, mixing), reference.mix_rows(X, mixing), rtol=1e-6 if dtype == np.float32 else 1e-12)
@@ -267,12 +274,14 @@ def test_pairwise_sqdist_for_every_panel_count(dtype, monkeypatch):
         np.testing.assert_array_equal(D[0], D[n // 2])
 
 
+@pytest.mark.parametrize("stream_min_bytes", [32 << 20, 0], ids=["cached", "streamed"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_mix_rows_streaming_every_group_count(dtype, monkeypatch):
+def test_mix_rows_streaming_every_group_count(dtype, stream_min_bytes, monkeypatch):
     """Tables that use each row at most twice are streamed: outputs of 1..11 rows (one to three
     passes of four rows, power-of-two counts multiplied by their reciprocal), skipped -1 entries,
-    over 1024-column chunks with a tail not a multiple of 4."""
+    over 1024-column chunks with a tail not a multiple of 4, with cached or stream stores."""
     monkeypatch.setattr(_config, "COL_TILE", 4096)
+    monkeypatch.setattr(_config, "STREAM_MIN_BYTES", stream_min_bytes)
     rng = np.random.default_rng(13)
     X = rng.standard_normal((1, 24, 2 * 1024 + 4096 + 7)).astype(dtype)
     for k in range(1, 12):
