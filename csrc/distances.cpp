@@ -456,19 +456,56 @@ inline void stream_rounded(T* p, const v8d& v) {
 }
 inline bool stream_aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
+// The means of the P outputs r, r + 1, ... over one strip of xd, written to o, o + d, ...: the
+// outputs' sums advance side by side (each in its own idx order), so P * Strip / lanes chains
+// hide the add latency.
+template <index_t P, index_t Strip, class V, class T>
+inline void mix_outputs(const double* xd, const MixTable* table, index_t r, T* o, index_t d, bool stream) {
+  constexpr index_t LANES = sizeof(V) / sizeof(double), SUMS = Strip / LANES;
+  const std::int64_t* rows[P];
+  index_t count[P], common = table->count[r];
+#pragma GCC unroll 8
+  for (index_t p = 0; p < P; ++p) {
+    rows[p] = table->of(r + p);
+    count[p] = table->count[r + p];
+    common = std::min(common, count[p]);
+  }
+  V acc[P][SUMS] = {};
+  auto add_row = [&](index_t p, index_t t) {
+    const double* x = static_cast<const double*>(__builtin_assume_aligned(xd + rows[p][t] * Strip, 64));
+#pragma GCC unroll 8
+    for (index_t q = 0; q < SUMS; ++q) acc[p][q] += load_vec<V>(x + LANES * q);
+  };
+  for (index_t t = 0; t < common; ++t)
+#pragma GCC unroll 8
+    for (index_t p = 0; p < P; ++p) add_row(p, t);
+#pragma GCC unroll 8
+  for (index_t p = 0; p < P; ++p)
+    for (index_t t = common; t < count[p]; ++t) add_row(p, t);
+#pragma GCC unroll 8
+  for (index_t p = 0; p < P; ++p) {
+    const MeanOf mean = table->mean[r + p];  // a copy: the stores below may alias the table
+    T* op = o + p * d;
+    if (stream && stream_aligned(op))
+      for (index_t q = 0; q < SUMS; ++q) stream_rounded(op + LANES * q, mean(acc[p][q]));
+    else
+      for (index_t q = 0; q < SUMS; ++q) store_rounded(op + LANES * q, mean(acc[p][q]));
+  }
+}
+
 // out[j] = mean of the rows of output j over one column range, summed in double in idx order,
 // for tables that use each row several times (nnm, resampling). Strip by strip, the strip of
 // every row is converted to double once (xd: n rows of Strip columns, 64-byte aligned, in L1) and
-// every output sums its rows from there in registers (Strip / lanes of V chains), so an add costs
-// one load rather than a load, a conversion and a load and a store of the sum.
-template <class T, index_t Strip, class V>
+// the outputs, P at a time, sum their rows from there in registers, so an add costs one load
+// rather than a load, a conversion and a load and a store of the sum.
+template <class T, index_t Strip, class V, index_t P>
 inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable* table, index_t r0, index_t m, index_t c0,
                        index_t w, bool stream, double* xd, T* outb) {
   // The rows are n separate streams: each is prefetched AHEAD columns on, into L2 (prefetcht1), as
   // n rows of prefetched lines would crowd the strips out of L1 (1 thread, CPU time, (20, 1e6):
   // 0.88x the time of 256 columns into L1; (64, 4e5) 0.92x; (256, 1e5) 1.03x).
   constexpr index_t AHEAD = 512;
-  constexpr index_t LANES = sizeof(V) / sizeof(double), SUMS = Strip / LANES;
+  constexpr index_t LANES = sizeof(V) / sizeof(double);
   index_t s = 0;
   for (; s + Strip <= w; s += Strip) {
     const index_t c = c0 + s;
@@ -479,21 +516,9 @@ inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable* table,
           __builtin_prefetch(x + AHEAD + l, 0, 2);
       for (index_t q = 0; q < Strip; q += LANES) store_vec(xd + i * Strip + q, widen<V>(x + q));
     }
-    for (index_t j = 0; j < m; ++j) {
-      const std::int64_t* rows = table->of(r0 + j);
-      const index_t count = table->count[r0 + j];
-      V acc[SUMS] = {};
-      for (index_t t = 0; t < count; ++t) {
-        const double* x = static_cast<const double*>(__builtin_assume_aligned(xd + rows[t] * Strip, 64));
-        for (index_t q = 0; q < SUMS; ++q) acc[q] += load_vec<V>(x + LANES * q);
-      }
-      const MeanOf mean = table->mean[r0 + j];  // a copy: the stores below may alias the table
-      T* o = outb + j * d + c;
-      if (stream && stream_aligned(o))
-        for (index_t q = 0; q < SUMS; ++q) stream_rounded(o + LANES * q, mean(acc[q]));
-      else
-        for (index_t q = 0; q < SUMS; ++q) store_rounded(o + LANES * q, mean(acc[q]));
-    }
+    index_t j = 0;
+    for (; j + P <= m; j += P) mix_outputs<P, Strip, V>(xd, table, r0 + j, outb + j * d + c, d, stream);
+    for (; j < m; ++j) mix_outputs<1, Strip, V>(xd, table, r0 + j, outb + j * d + c, d, stream);
   }
   for (index_t j = 0; j < m && s < w; ++j) {  // the last columns, fewer than a strip
     const std::int64_t* rows = table->of(r0 + j);
@@ -507,19 +532,23 @@ inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable* table,
   if (stream) _mm_sfence();
 }
 
-// Columns per strip: 32 in eight chains of four doubles (AVX2 has 16 registers). AVX-512 (32
-// registers) sums 64 columns in eight chains of eight while the n strips of 64 doubles fit in
-// half of L1, 32 columns beyond.
-constexpr index_t MIX_STRIP = 32, MIX_WIDE_STRIP = 64, MIX_WIDE_STRIP_ROWS = 32;
-template <class T, class... A>
-inline void mix_wide_strips(const T* Xb, index_t n, A... a) {
+// Strips of eight vectors of sums (32 columns in AVX2 registers; 64 in AVX-512's 32 registers),
+// one output at a time, while the n rows of a strip fit in half of L1 (n <= 32); beyond, strips
+// of 16 columns (at n = 256, 32 KiB of xd in L1 rather than 64 KiB in L2) and as many outputs
+// side by side as again make eight chains of sums. 1 thread, CPU time, AVX-512, cycles per
+// double add, one output of 32 columns / four of 16: n = 64 0.200 / 0.189, n = 128 0.187 /
+// 0.168, n = 256 0.236 / 0.164; at n = 20 one of 64 columns 0.157, four of 16 0.180.
+constexpr index_t MIX_WIDE_STRIP_ROWS = 32, MIX_NARROW_STRIP = 16, MIX_WIDEST_STRIP = 64;
+template <class T, class V, class... A>
+inline void mix_strips_sized(const T* Xb, index_t n, A... a) {
+  constexpr index_t wide = 8 * sizeof(V) / sizeof(double), narrow_outputs = wide / MIX_NARROW_STRIP;
   if (n <= MIX_WIDE_STRIP_ROWS)
-    mix_strips<T, MIX_WIDE_STRIP, v8d>(Xb, n, a...);
+    mix_strips<T, wide, V, 1>(Xb, n, a...);
   else
-    mix_strips<T, MIX_STRIP, v8d>(Xb, n, a...);
+    mix_strips<T, MIX_NARROW_STRIP, V, narrow_outputs>(Xb, n, a...);
 }
-BYZKERN_DISPATCH3_CALLS(mix_strips_dispatched, (mix_strips<T, MIX_STRIP, v4d>), (mix_strips<T, MIX_STRIP, v4d>),
-                        mix_wide_strips<T>)
+BYZKERN_DISPATCH3_CALLS(mix_strips_dispatched, (mix_strips_sized<T, v4d>), (mix_strips_sized<T, v4d>),
+                        (mix_strips_sized<T, v8d>))
 
 // Columns per chunk of mix_rows_streaming (its sums: 8 KiB, in L1) and rows summed per pass.
 constexpr index_t MIX_CHUNK = 1024, MIX_GROUP = 4;
@@ -584,7 +613,7 @@ void mix_rows(const T* X, index_t B, index_t n, index_t d, const std::int64_t* i
   const bool stream = B * m * d * static_cast<index_t>(sizeof(T)) >= stream_min_bytes;
 #pragma omp parallel
   {
-    AlignedVectors<v8d> buffer(strips ? n * MIX_WIDE_STRIP / 8 : MIX_CHUNK / 8);
+    AlignedVectors<v8d> buffer(strips ? n * MIX_WIDEST_STRIP / 8 : MIX_CHUNK / 8);
     double* xd = reinterpret_cast<double*>(buffer.data());
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {

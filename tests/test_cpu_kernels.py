@@ -96,6 +96,8 @@ def kernel_results(dtype):
     strips = np.argsort(np.random.default_rng(8).random((1, 21, 21)), axis=2)[:, :, :7]
     out["mix_rows (stream stores)"] = (cpu.mix_rows(wide, strips), cpu.mix_rows(wide, strips[:, :9, :4]))
     _config.STREAM_MIN_BYTES = cached
+    many = np.random.default_rng(9).standard_normal((1, 37, 303)).astype(dtype)
+    out["mix_rows (past 32 rows)"] = cpu.mix_rows(many, np.argsort(many[:, :, :37], axis=2)[:, :, :30])
     return {name: tuple(np.asarray(a) for a in (r if isinstance(r, tuple) else (r,)))
             for name, r in out.items()}
 
@@ -207,15 +209,24 @@ def test_pairwise_sqdist_when_the_gram_centre_is_huge(huge_rows):
 @pytest.mark.parametrize("stream_min_bytes", [32 << 20, 0], ids=["cached", "streamed"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_wide_tiles_match_the_reference(dtype, stream_min_bytes, monkeypatch):
-    """The session's 8-column tiles never fill mix_rows' 32- and 64-column register strips: with
-    the default tile the strips, their prefetches and the tail columns run, with cached stores and
-    with stream stores (for the output rows that start 16-byte aligned; d = 303 leaves the others
-    on cached stores)."""
+    """The session's 8-column tiles never fill mix_rows' register strips: with the default tile
+    the strips, their prefetches and the tail columns run, with cached stores and with stream
+    stores (for the output rows that start 16-byte aligned; d = 303 leaves the others on cached
+    stores). Past 32 rows the strips are 16 columns wide and the outputs go two or four at a
+    time: 37 outputs leave one or more alone, and skipped -1 entries give neighbours unequal
+    row counts."""
     monkeypatch.setattr(_config, "COL_TILE", 4096)
     monkeypatch.setattr(_config, "STREAM_MIN_BYTES", stream_min_bytes)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
     X, mixing = _inputs(dtype)
     X = np.concatenate([X] * 3, axis=2)  # d = 303: nine strips and a tail
-    np.testing.assert_allclose(cpu.mix_rows(X, mixing), reference.mix_rows(X, mixing), rtol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(cpu.mix_rows(X, mixing), reference.mix_rows(X, mixing), rtol=rtol)
+    rng = np.random.default_rng(14)
+    X = rng.standard_normal((1, 37, 303)).astype(dtype)
+    mixing = np.argsort(rng.random((1, 37, 37)), axis=2)[:, :, :30]
+    mixing[rng.random(mixing.shape) < 0.2] = -1
+    mixing[:, :, 0] = np.arange(37)
+    np.testing.assert_allclose(cpu.mix_rows(X, mixing), reference.mix_rows(X, mixing), rtol=rtol)
     np.testing.assert_allclose(cpu.pairwise_sqdist(X), reference.pairwise_sqdist(X), rtol=1e-12)
 
 
