@@ -454,7 +454,7 @@ inline void stream_rounded(T* p, const v8d& v) {
   stream_rounded(p, v4d{v[0], v[1], v[2], v[3]});
   stream_rounded(p + 4, v4d{v[4], v[5], v[6], v[7]});
 }
-inline bool stream_aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+inline bool stream_aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 64 == 0; }
 
 // The means of the P outputs r, r + 1, ... over one strip of xd, written to o, o + d, ...: the
 // outputs' sums advance side by side (each in its own idx order), so P * Strip / lanes chains
@@ -532,20 +532,24 @@ inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable* table,
   if (stream) _mm_sfence();
 }
 
-// Strips of eight vectors of sums (32 columns in AVX2 registers; 64 in AVX-512's 32 registers),
-// one output at a time, while the n rows of a strip fit in half of L1 (n <= 32); beyond, strips
-// of 16 columns (at n = 256, 32 KiB of xd in L1 rather than 64 KiB in L2) and as many outputs
-// side by side as again make eight chains of sums. 1 thread, CPU time, AVX-512, cycles per
-// double add, one output of 32 columns / four of 16: n = 64 0.200 / 0.189, n = 128 0.187 /
-// 0.168, n = 256 0.236 / 0.164; at n = 20 one of 64 columns 0.157, four of 16 0.180.
-constexpr index_t MIX_WIDE_STRIP_ROWS = 32, MIX_NARROW_STRIP = 16, MIX_WIDEST_STRIP = 64;
+// Strips of eight vectors of sums, one output at a time: 32 columns in AVX2 registers; 64 in
+// AVX-512's 32 registers while the strips of the n rows fill at most a third of L1 (n <= 32).
+// Past 64 rows, strips of 16 columns keep xd in L1 (n = 256: 32 KiB rather than 64 KiB in L2),
+// and as many outputs go side by side as again make eight chains of sums. 1 thread, CPU time,
+// AVX-512, cycles per double add in cache: n = 20, 64 columns 0.157, 16 columns by four outputs
+// 0.180; n = 64 at (64, 1e5), 32 columns 0.194, 64 columns 0.209; n = 256, 32 columns 0.236,
+// 16 by four 0.164. At n = 64, 16 by four gained in cache (0.189) but lost at (64, 1e6): 197
+// against 176 ms.
+constexpr index_t MIX_NARROW_STRIP = 16, MIX_STRIP = 32, MIX_WIDEST_STRIP = 64;
 template <class T, class V, class... A>
 inline void mix_strips_sized(const T* Xb, index_t n, A... a) {
-  constexpr index_t wide = 8 * sizeof(V) / sizeof(double), narrow_outputs = wide / MIX_NARROW_STRIP;
-  if (n <= MIX_WIDE_STRIP_ROWS)
+  constexpr index_t wide = 8 * sizeof(V) / sizeof(double);
+  if (n <= 32)
     mix_strips<T, wide, V, 1>(Xb, n, a...);
+  else if (n <= 64)
+    mix_strips<T, MIX_STRIP, V, 1>(Xb, n, a...);
   else
-    mix_strips<T, MIX_NARROW_STRIP, V, narrow_outputs>(Xb, n, a...);
+    mix_strips<T, MIX_NARROW_STRIP, V, wide / MIX_NARROW_STRIP>(Xb, n, a...);
 }
 BYZKERN_DISPATCH3_CALLS(mix_strips_dispatched, (mix_strips_sized<T, v4d>), (mix_strips_sized<T, v4d>),
                         (mix_strips_sized<T, v8d>))
@@ -604,20 +608,27 @@ BYZKERN_DISPATCH(mix_rows_streaming_dispatched, mix_rows_streaming)
 template <class T>
 void mix_rows(const T* X, index_t B, index_t n, index_t d, const std::int64_t* idx, index_t m, index_t k,
               index_t tile, index_t stream_min_bytes, T* out) {
-  const index_t tiles = num_tiles(d, tile);
   const MixTable table(idx, B * m, k);
   // Strips when the table uses each row more than twice: at (64, 1e6) nnm mixes 2x faster in
-  // strips, while resampling with s = 2 runs 1.45x faster streaming (a row's second read within
-  // a tile comes from L2).
+  // strips, while resampling with s = 2 runs 1.3x faster streaming (a row's second read within
+  // a tile comes from L2; 1 thread, CPU time, (20, 1e6), 16.9 against 22.2 ms).
   const bool strips = m * k > 2 * n;
-  const bool stream = B * m * d * static_cast<index_t>(sizeof(T)) >= stream_min_bytes;
+  // Stream stores pay only for whole cache lines (a part line is a slow partial write): with rows
+  // of a whole number of lines, a first tile of `lead` columns brings every later strip of every
+  // output row onto a line boundary (1 thread, CPU time, nnm-like tables: (20, 1e6) 0.94x the
+  // time of strips on numpy's 16-byte alignment, (64, 1e6) 0.86x, resampling 0.97x).
+  const index_t row_bytes = d * static_cast<index_t>(sizeof(T));
+  const bool stream = B * m * row_bytes >= stream_min_bytes && row_bytes % 64 == 0;
+  const index_t lead = stream ? (64 - reinterpret_cast<std::uintptr_t>(out) % 64) % 64 / sizeof(T) : 0;
+  const index_t tiles = (lead > 0) + num_tiles(d - lead, tile);
 #pragma omp parallel
   {
     AlignedVectors<v8d> buffer(strips ? n * MIX_WIDEST_STRIP / 8 : MIX_CHUNK / 8);
     double* xd = reinterpret_cast<double*>(buffer.data());
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
-      const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
+      const index_t b = job / tiles, t = job % tiles - (lead > 0);
+      const index_t c0 = t < 0 ? 0 : lead + t * tile, w = t < 0 ? lead : std::min(tile, d - c0);
       if (strips)
         mix_strips_dispatched<T>(X + b * n * d, n, d, &table, b * m, m, c0, w, stream, xd, out + b * m * d);
       else
