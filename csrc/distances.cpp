@@ -440,8 +440,9 @@ inline void store_rounded(T* p, const v8d& v) { store8_rounded(p, v); }
 
 // Stores that bypass the caches, for outputs larger than the last-level cache: a plain store
 // first reads the line it fills (an output of m * d values costs a second m * d of memory
-// traffic) and evicts rows of X the next strips still need. SSE2, so every tier has them; p must
-// be 16-byte aligned, and the writer fences (_mm_sfence) before the results are read.
+// traffic) and evicts rows of X the next strips still need. SSE2, so every tier has them. The
+// kernels use them from the start of a cache line on (stream_aligned), and the writer fences
+// (_mm_sfence) before the results are read.
 inline void stream_rounded(float* p, const v4d& v) {
   _mm_stream_ps(p, reinterpret_cast<__m128>(__builtin_convertvector(v, v4f)));
 }
