@@ -5,6 +5,9 @@ pattern); benchmarks use the defaults.
 """
 #: columns per work item of the coordinate-wise C++/Numba kernels
 COL_TILE = 4096
+#: the C++ mix_rows writes outputs of at least this many bytes with stream stores, past the
+#: caches (the L3 of one CPU); tests set 0 so that small outputs cover them
+STREAM_MIN_BYTES = 32 << 20
 #: threads per block of the CUDA kernels
 CUDA_THREADS = 256
 #: column reductions (distances, norms) of the C++ kernels are summed in this many slabs of

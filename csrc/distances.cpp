@@ -4,8 +4,11 @@
 
 #include <omp.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 
 namespace byzkern {
@@ -449,20 +452,6 @@ void row_norms(const T* X, index_t B, index_t n, index_t d, double q, index_t ti
 
 // ---- mix_rows and clip ---------------------------------------------------------------------
 
-// The rows of every output, negative entries dropped, in idx order (the reference's order of
-// summation): rows[r * k ...] holds count[r] row indices for output r of the (B * m) outputs.
-struct MixTable {
-  index_t k;
-  std::vector<std::int64_t> rows;
-  std::vector<index_t> count;
-  MixTable(const std::int64_t* idx, index_t outputs, index_t k_) : k(k_), rows(outputs * k_), count(outputs, 0) {
-    for (index_t r = 0; r < outputs; ++r)
-      for (index_t t = 0; t < k; ++t)
-        if (idx[r * k + t] >= 0) rows[r * k + count[r]++] = idx[r * k + t];
-  }
-  const std::int64_t* of(index_t r) const { return rows.data() + r * k; }
-};
-
 // sum / count, as the reference divides. A power-of-two count multiplies by its reciprocal
 // instead: the same real number, so the same rounding, at a fraction of a division's cost
 // (bucketing and resampling with s = 2; nnm at n = 20, f = 4).
@@ -470,58 +459,171 @@ struct MeanOf {
   double count, inverse;
   explicit MeanOf(index_t c)
       : count(static_cast<double>(c)), inverse((c & (c - 1)) == 0 ? 1.0 / static_cast<double>(c) : 0.0) {}
-  v4d operator()(const v4d& sum) const { return inverse != 0.0 ? sum * inverse : sum / count; }
-  double operator()(double sum) const { return inverse != 0.0 ? sum * inverse : sum / count; }
+  template <class V>
+  V operator()(const V& sum) const { return inverse != 0.0 ? sum * inverse : sum / count; }
 };
+
+// The rows of every output, negative entries dropped, in idx order (the reference's order of
+// summation): rows[r * k ...] holds count[r] row indices for output r of the (B * m) outputs.
+struct MixTable {
+  index_t k;
+  std::vector<std::int64_t> rows;
+  std::vector<index_t> count;
+  std::vector<MeanOf> mean;
+  MixTable(const std::int64_t* idx, index_t outputs, index_t k_) : k(k_), rows(outputs * k_), count(outputs, 0) {
+    mean.reserve(outputs);
+    for (index_t r = 0; r < outputs; ++r) {
+      for (index_t t = 0; t < k; ++t)
+        if (idx[r * k + t] >= 0) rows[r * k + count[r]++] = idx[r * k + t];
+      mean.emplace_back(count[r]);
+    }
+  }
+  const std::int64_t* of(index_t r) const { return rows.data() + r * k; }
+};
+
+// Values of T as doubles, V's width at a time: one vcvtps2pd for floats. Element by element, as
+// GCC 12 lowers the __builtin_convertvector of load4_as_double and load8_as_double to 2-wide
+// conversions, moves and inserts (GCC PR 85048).
+template <class V>
+inline V widen(const double* p) {
+  return load_vec<V>(p);
+}
+template <class V>
+inline V widen(const float* p);
+template <>
+inline v4d widen<v4d>(const float* p) {
+  const v4f f = load_vec<v4f>(p);
+  return v4d{f[0], f[1], f[2], f[3]};
+}
+template <>
+inline v8d widen<v8d>(const float* p) {
+  const v8f f = load_vec<v8f>(p);
+  return v8d{f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]};
+}
 
 inline void store4_rounded(double* p, const v4d& v) { store_vec(p, v); }
 inline void store4_rounded(float* p, const v4d& v) { store_vec(p, __builtin_convertvector(v, v4f)); }
+template <class T>
+inline void store_rounded(T* p, const v4d& v) { store4_rounded(p, v); }
+template <class T>
+inline void store_rounded(T* p, const v8d& v) { store8_rounded(p, v); }
 
-// Columns per strip of mix_strips: 8 vectors of 4 doubles, eight independent sums in registers.
-constexpr index_t MIX_STRIP = 32;
+// Stores that bypass the caches, for outputs larger than the last-level cache: a plain store
+// first reads the line it fills (an output of m * d values costs a second m * d of memory
+// traffic) and evicts rows of X the next strips still need. SSE2, so every tier has them. The
+// kernels use them from the start of a cache line on (stream_aligned), and the writer fences
+// (_mm_sfence) before the results are read.
+inline void stream_rounded(float* p, const v4d& v) {
+  _mm_stream_ps(p, reinterpret_cast<__m128>(__builtin_convertvector(v, v4f)));
+}
+inline void stream_rounded(double* p, const v4d& v) {
+  _mm_stream_pd(p, __m128d{v[0], v[1]});
+  _mm_stream_pd(p + 2, __m128d{v[2], v[3]});
+}
+template <class T>
+inline void stream_rounded(T* p, const v8d& v) {
+  stream_rounded(p, v4d{v[0], v[1], v[2], v[3]});
+  stream_rounded(p + 4, v4d{v[4], v[5], v[6], v[7]});
+}
+inline bool stream_aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 64 == 0; }
+
+// The means of the P outputs r, r + 1, ... over one strip of xd, written to o, o + d, ...: the
+// outputs' sums advance side by side (each in its own idx order), so P * Strip / lanes chains
+// hide the add latency.
+template <index_t P, index_t Strip, class V, class T>
+inline void mix_outputs(const double* xd, const MixTable* table, index_t r, T* o, index_t d, bool stream) {
+  constexpr index_t LANES = sizeof(V) / sizeof(double), SUMS = Strip / LANES;
+  const std::int64_t* rows[P];
+  index_t count[P], common = table->count[r];
+#pragma GCC unroll 8
+  for (index_t p = 0; p < P; ++p) {
+    rows[p] = table->of(r + p);
+    count[p] = table->count[r + p];
+    common = std::min(common, count[p]);
+  }
+  V acc[P][SUMS] = {};
+  auto add_row = [&](index_t p, index_t t) {
+    const double* x = static_cast<const double*>(__builtin_assume_aligned(xd + rows[p][t] * Strip, 64));
+#pragma GCC unroll 8
+    for (index_t q = 0; q < SUMS; ++q) acc[p][q] += load_vec<V>(x + LANES * q);
+  };
+  for (index_t t = 0; t < common; ++t)
+#pragma GCC unroll 8
+    for (index_t p = 0; p < P; ++p) add_row(p, t);
+#pragma GCC unroll 8
+  for (index_t p = 0; p < P; ++p)
+    for (index_t t = common; t < count[p]; ++t) add_row(p, t);
+#pragma GCC unroll 8
+  for (index_t p = 0; p < P; ++p) {
+    const MeanOf mean = table->mean[r + p];  // a copy: the stores below may alias the table
+    T* op = o + p * d;
+    if (stream && stream_aligned(op))
+      for (index_t q = 0; q < SUMS; ++q) stream_rounded(op + LANES * q, mean(acc[p][q]));
+    else
+      for (index_t q = 0; q < SUMS; ++q) store_rounded(op + LANES * q, mean(acc[p][q]));
+  }
+}
 
 // out[j] = mean of the rows of output j over one column range, summed in double in idx order,
 // for tables that use each row several times (nnm, resampling). Strip by strip, the strip of
-// every row is converted to double once (xd: n rows of MIX_STRIP, in L1) and every output sums
-// its rows from there in registers, so an add costs one load rather than a load, a conversion
-// and a load and a store of the sum.
-template <class T>
-inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable& table, index_t r0, index_t m, index_t c0,
-                       index_t w, double* xd, T* outb) {
-  constexpr index_t AHEAD = 8 * MIX_STRIP;  // prefetch distance: the rows are n separate streams
+// every row is converted to double once (xd: n rows of Strip columns, 64-byte aligned, in L1) and
+// the outputs, P at a time, sum their rows from there in registers, so an add costs one load
+// rather than a load, a conversion and a load and a store of the sum.
+template <class T, index_t Strip, class V, index_t P>
+inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable* table, index_t r0, index_t m, index_t c0,
+                       index_t w, bool stream, double* xd, T* outb) {
+  // The rows are n separate streams: each is prefetched AHEAD columns on, into L2 (prefetcht1), as
+  // n rows of prefetched lines would crowd the strips out of L1 (1 thread, CPU time, (20, 1e6):
+  // 0.88x the time of 256 columns into L1; (64, 4e5) 0.92x; (256, 1e5) 1.03x).
+  constexpr index_t AHEAD = 512;
+  constexpr index_t LANES = sizeof(V) / sizeof(double);
   index_t s = 0;
-  for (; s + MIX_STRIP <= w; s += MIX_STRIP) {
+  for (; s + Strip <= w; s += Strip) {
     const index_t c = c0 + s;
     for (index_t i = 0; i < n; ++i) {
       const T* x = Xb + i * d + c;
       if (s + AHEAD < w)
-        for (index_t l = 0; l < MIX_STRIP; l += 64 / static_cast<index_t>(sizeof(T))) __builtin_prefetch(x + AHEAD + l);
-      for (index_t q = 0; q < MIX_STRIP; q += 4) store_vec(xd + i * MIX_STRIP + q, load4_as_double(x + q));
+        for (index_t l = 0; l < Strip; l += 64 / static_cast<index_t>(sizeof(T)))
+          __builtin_prefetch(x + AHEAD + l, 0, 2);
+      for (index_t q = 0; q < Strip; q += LANES) store_vec(xd + i * Strip + q, widen<V>(x + q));
     }
-    for (index_t j = 0; j < m; ++j) {
-      const std::int64_t* rows = table.of(r0 + j);
-      const index_t count = table.count[r0 + j];
-      v4d acc[MIX_STRIP / 4] = {};
-      for (index_t t = 0; t < count; ++t) {
-        const double* x = xd + rows[t] * MIX_STRIP;
-        for (index_t q = 0; q < MIX_STRIP / 4; ++q) acc[q] += load_vec<v4d>(x + 4 * q);
-      }
-      const MeanOf mean(count);
-      T* o = outb + j * d + c;
-      for (index_t q = 0; q < MIX_STRIP / 4; ++q) store4_rounded(o + 4 * q, mean(acc[q]));
-    }
+    index_t j = 0;
+    for (; j + P <= m; j += P) mix_outputs<P, Strip, V>(xd, table, r0 + j, outb + j * d + c, d, stream);
+    for (; j < m; ++j) mix_outputs<1, Strip, V>(xd, table, r0 + j, outb + j * d + c, d, stream);
   }
   for (index_t j = 0; j < m && s < w; ++j) {  // the last columns, fewer than a strip
-    const std::int64_t* rows = table.of(r0 + j);
-    const index_t count = table.count[r0 + j];
-    double acc[MIX_STRIP] = {};
+    const std::int64_t* rows = table->of(r0 + j);
+    const index_t count = table->count[r0 + j];
+    double acc[Strip] = {};
     for (index_t t = 0; t < count; ++t)
       for (index_t c = s; c < w; ++c) acc[c - s] += static_cast<double>(Xb[rows[t] * d + c0 + c]);
-    const MeanOf mean(count);
+    const MeanOf mean = table->mean[r0 + j];
     for (index_t c = s; c < w; ++c) outb[j * d + c0 + c] = static_cast<T>(mean(acc[c - s]));
   }
+  if (stream) _mm_sfence();
 }
-BYZKERN_DISPATCH(mix_strips_dispatched, mix_strips)
+
+// Strips of eight vectors of sums, one output at a time: 32 columns in AVX2 registers; 64 in
+// AVX-512's 32 registers while the strips of the n rows fill at most a third of L1 (n <= 32).
+// Past 64 rows, strips of 16 columns keep xd in L1 (n = 256: 32 KiB rather than 64 KiB in L2),
+// and as many outputs go side by side as again make eight chains of sums. 1 thread, CPU time,
+// AVX-512, cycles per double add in cache: n = 20, 64 columns 0.157, 16 columns by four outputs
+// 0.180; n = 64 at (64, 1e5), 32 columns 0.194, 64 columns 0.209; n = 256, 32 columns 0.236,
+// 16 by four 0.164. At n = 64, 16 by four gained in cache (0.189) but lost at (64, 1e6): 197
+// against 176 ms.
+constexpr index_t MIX_NARROW_STRIP = 16, MIX_STRIP = 32, MIX_WIDEST_STRIP = 64;
+template <class T, class V, class... A>
+inline void mix_strips_sized(const T* Xb, index_t n, A... a) {
+  constexpr index_t wide = 8 * sizeof(V) / sizeof(double);
+  if (n <= 32)
+    mix_strips<T, wide, V, 1>(Xb, n, a...);
+  else if (n <= 64)
+    mix_strips<T, MIX_STRIP, V, 1>(Xb, n, a...);
+  else
+    mix_strips<T, MIX_NARROW_STRIP, V, wide / MIX_NARROW_STRIP>(Xb, n, a...);
+}
+BYZKERN_DISPATCH3_CALLS(mix_strips_dispatched, (mix_strips_sized<T, v4d>), (mix_strips_sized<T, v4d>),
+                        (mix_strips_sized<T, v8d>))
 
 // Columns per chunk of mix_rows_streaming (its sums: 8 KiB, in L1) and rows summed per pass.
 constexpr index_t MIX_CHUNK = 1024, MIX_GROUP = 4;
@@ -533,15 +635,16 @@ constexpr index_t MIX_CHUNK = 1024, MIX_GROUP = 4;
 // (1 thread, CPU time, (64, 1e6): Multi-Krum's 52 rows all side by side took 0.60x the time of
 // the old row-by-row sums, four at a time 0.46x; separate runs on a loaded machine).
 template <class T>
-inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable& table, index_t r0, index_t m, index_t c0,
-                               index_t w, double* acc, T* outb) {
+inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable* table, index_t r0, index_t m, index_t c0,
+                               index_t w, bool stream, double* acc, T* outb) {
   for (index_t j = 0; j < m; ++j) {
-    const std::int64_t* rows = table.of(r0 + j);
-    const index_t count = table.count[r0 + j];
-    const MeanOf mean(count);
+    const std::int64_t* rows = table->of(r0 + j);
+    const index_t count = table->count[r0 + j];
+    const MeanOf mean = table->mean[r0 + j];
     for (index_t c1 = 0; c1 < w; c1 += MIX_CHUNK) {
       const index_t cw = std::min(MIX_CHUNK, w - c1);
       T* o = outb + j * d + c0 + c1;
+      const bool streamed = stream && stream_aligned(o);
       for (index_t t0 = 0; t0 < count; t0 += MIX_GROUP) {
         const index_t g = std::min(MIX_GROUP, count - t0);
         const bool first = t0 == 0, last = t0 + g == count;
@@ -550,11 +653,13 @@ inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable& table, in
         index_t c = 0;
         for (; c + 4 <= cw; c += 4) {
           v4d sum = first ? v4d{0, 0, 0, 0} : load_vec<v4d>(acc + c);
-          for (index_t t = 0; t < g; ++t) sum += load4_as_double(x[t] + c);
-          if (last)
-            store4_rounded(o + c, mean(sum));
-          else
+          for (index_t t = 0; t < g; ++t) sum += widen<v4d>(x[t] + c);
+          if (!last)
             store_vec(acc + c, sum);
+          else if (streamed)
+            stream_rounded(o + c, mean(sum));
+          else
+            store4_rounded(o + c, mean(sum));
         }
         for (; c < cw; ++c) {
           double sum = first ? 0.0 : acc[c];
@@ -567,28 +672,38 @@ inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable& table, in
       }
     }
   }
+  if (stream) _mm_sfence();
 }
 BYZKERN_DISPATCH(mix_rows_streaming_dispatched, mix_rows_streaming)
 
 template <class T>
 void mix_rows(const T* X, index_t B, index_t n, index_t d, const std::int64_t* idx, index_t m, index_t k,
-              index_t tile, T* out) {
-  const index_t tiles = num_tiles(d, tile);
+              index_t tile, index_t stream_min_bytes, T* out) {
   const MixTable table(idx, B * m, k);
   // Strips when the table uses each row more than twice: at (64, 1e6) nnm mixes 2x faster in
-  // strips, while resampling with s = 2 runs 1.45x faster streaming (a row's second read within
-  // a tile comes from L2).
+  // strips, while resampling with s = 2 runs 1.3x faster streaming (a row's second read within
+  // a tile comes from L2; 1 thread, CPU time, (20, 1e6), 16.9 against 22.2 ms).
   const bool strips = m * k > 2 * n;
+  // Stream stores pay only for whole cache lines (a part line is a slow partial write): with rows
+  // of a whole number of lines, a first tile of `lead` columns brings every later strip of every
+  // output row onto a line boundary (1 thread, CPU time, nnm-like tables: (20, 1e6) 0.94x the
+  // time of strips on numpy's 16-byte alignment, (64, 1e6) 0.86x, resampling 0.97x).
+  const index_t row_bytes = d * static_cast<index_t>(sizeof(T));
+  const bool stream = B * m * row_bytes >= stream_min_bytes && row_bytes % 64 == 0;
+  const index_t lead = stream ? (64 - reinterpret_cast<std::uintptr_t>(out) % 64) % 64 / sizeof(T) : 0;
+  const index_t tiles = (lead > 0) + num_tiles(d - lead, tile);
 #pragma omp parallel
   {
-    std::vector<double> buffer(strips ? n * MIX_STRIP : MIX_CHUNK);
+    AlignedVectors<v8d> buffer(strips ? n * MIX_WIDEST_STRIP / 8 : MIX_CHUNK / 8);
+    double* xd = reinterpret_cast<double*>(buffer.data());
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
-      const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
+      const index_t b = job / tiles, t = job % tiles - (lead > 0);
+      const index_t c0 = t < 0 ? 0 : lead + t * tile, w = t < 0 ? lead : std::min(tile, d - c0);
       if (strips)
-        mix_strips_dispatched<T>(X + b * n * d, n, d, table, b * m, m, c0, w, buffer.data(), out + b * m * d);
+        mix_strips_dispatched<T>(X + b * n * d, n, d, &table, b * m, m, c0, w, stream, xd, out + b * m * d);
       else
-        mix_rows_streaming_dispatched<T>(X + b * n * d, d, table, b * m, m, c0, w, buffer.data(), out + b * m * d);
+        mix_rows_streaming_dispatched<T>(X + b * n * d, d, &table, b * m, m, c0, w, stream, xd, out + b * m * d);
     }
   }
 }
@@ -650,7 +765,7 @@ void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile,
   template void pairwise_sqdist<T>(const T*, index_t, index_t, index_t, index_t, index_t, double*);         \
   template void row_norms<T>(const T*, index_t, index_t, index_t, double, index_t, index_t, double*);       \
   template void mix_rows<T>(const T*, index_t, index_t, index_t, const std::int64_t*, index_t, index_t,     \
-                            index_t, T*);                                                                   \
+                            index_t, index_t, T*);                                                          \
   template void clip<T>(const T*, index_t, index_t, index_t, double, index_t, index_t, T*);
 BYZKERN_INSTANTIATE(float)
 BYZKERN_INSTANTIATE(double)

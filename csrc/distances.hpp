@@ -10,7 +10,7 @@ void row_norms(const T* X, index_t B, index_t n, index_t d, double q, index_t ti
                double* norms);
 template <class T>
 void mix_rows(const T* X, index_t B, index_t n, index_t d, const std::int64_t* idx, index_t m,
-              index_t k, index_t tile, T* out);
+              index_t k, index_t tile, index_t stream_min_bytes, T* out);
 template <class T>
 void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile, index_t slabs, T* out);
 

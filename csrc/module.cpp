@@ -99,7 +99,7 @@ py::array_t<double> row_norms_py(carray<T> X, double q, index_t tile, index_t sl
 }
 
 template <class T>
-py::array_t<T> mix_rows_py(carray<T> X, carray<std::int64_t> idx, index_t tile) {
+py::array_t<T> mix_rows_py(carray<T> X, carray<std::int64_t> idx, index_t tile, index_t stream_min_bytes) {
   const Shape s = shape_of(X, "mix_rows");
   if (idx.ndim() != 3 || idx.shape(0) != s.B) throw std::invalid_argument("mix_rows: idx must be (B, m, k)");
   const index_t m = idx.shape(1), k = idx.shape(2);
@@ -117,7 +117,7 @@ py::array_t<T> mix_rows_py(carray<T> X, carray<std::int64_t> idx, index_t tile) 
   T* o = out.mutable_data();
   {
     py::gil_scoped_release release;
-    byzkern::mix_rows<T>(x, s.B, s.n, s.d, ix, m, k, tile, o);
+    byzkern::mix_rows<T>(x, s.B, s.n, s.d, ix, m, k, tile, stream_min_bytes, o);
   }
   return out;
 }
@@ -492,7 +492,7 @@ PYBIND11_MODULE(_cpu, m) {
   def_both(m, "row_norms", &row_norms_py<float>, &row_norms_py<double>, "Row q-norms (B, n, d) -> (B, n) float64.",
            py::arg("q"), py::arg("tile"), py::arg("slabs"));
   def_both(m, "mix_rows", &mix_rows_py<float>, &mix_rows_py<double>, "Means of chosen rows -> (B, m, d).",
-           py::arg("idx"), py::arg("tile"));
+           py::arg("idx"), py::arg("tile"), py::arg("stream_min_bytes"));
   def_both(m, "clip", &clip_py<float>, &clip_py<double>, "Rows clipped to l2 norm <= tau.", py::arg("tau"),
            py::arg("tile"), py::arg("slabs"));
   def_both(m, "geomed", &geomed_py<float>, &geomed_py<double>, "Smoothed Weiszfeld -> (z, iterations, objective).",

@@ -95,6 +95,13 @@ def kernel_results(dtype):
     wide = np.random.default_rng(7).standard_normal((1, 21, 2 * 1024 + 4096 + 7)).astype(dtype)
     out["pairwise_sqdist (wide tiles)"] = cpu.pairwise_sqdist(wide)
     out["mix_rows (wide tiles)"] = cpu.mix_rows(wide, np.array([[[3, 0, 20, 7, 11, -1, 5], [1, 2, 4, 6, 8, 9, 10]]]))
+    cached, _config.STREAM_MIN_BYTES = _config.STREAM_MIN_BYTES, 0  # the stores past the caches too
+    lines = np.ascontiguousarray(wide[:, :, :6144])  # stream stores need rows of whole cache lines
+    strips = np.argsort(np.random.default_rng(8).random((1, 21, 21)), axis=2)[:, :, :7]
+    out["mix_rows (stream stores)"] = (cpu.mix_rows(lines, strips), cpu.mix_rows(lines, strips[:, :9, :4]))
+    _config.STREAM_MIN_BYTES = cached
+    many = np.random.default_rng(9).standard_normal((1, 67, 303)).astype(dtype)
+    out["mix_rows (past 64 rows)"] = cpu.mix_rows(many, np.argsort(many[:, :, :67], axis=2)[:, :, :50])
     return {name: tuple(np.asarray(a) for a in (r if isinstance(r, tuple) else (r,)))
             for name, r in out.items()}
 
@@ -203,15 +210,28 @@ def test_pairwise_sqdist_when_the_gram_centre_is_huge(huge_rows):
     np.testing.assert_allclose(cpu.pairwise_sqdist(X), want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("stream_min_bytes", [32 << 20, 0], ids=["cached", "streamed"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_wide_tiles_match_the_reference(dtype, monkeypatch):
-    """The session's 8-column tiles never fill mix_rows' 32-column register strips: with the
-    default tile the strips, their prefetches and the tail columns run."""
-
+def test_wide_tiles_match_the_reference(dtype, stream_min_bytes, monkeypatch):
+    """The session's 8-column tiles never fill mix_rows' register strips: with the default tile
+    the strips, their prefetches and the tail columns run, with cached stores and with stream
+    stores (d = 288 and 304: rows of whole cache lines, a first tile that aligns the strips).
+    The strip width depends on the row count (up to 32, 64, beyond); past 64 rows the outputs go
+    two or four at a time: 67 outputs leave one or three alone, and skipped -1 entries give
+    neighbours unequal row counts."""
     monkeypatch.setattr(_config, "COL_TILE", 4096)
+    monkeypatch.setattr(_config, "STREAM_MIN_BYTES", stream_min_bytes)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
     X, mixing = _inputs(dtype)
-    X = np.concatenate([X] * 3, axis=2)  # d = 303: nine strips and a tail
-    np.testing.assert_allclose(cpu.mix_rows(X, mixing), reference.mix_rows(X, mixing), rtol=1e-6 if dtype == np.float32 else 1e-12)
+    X = np.ascontiguousarray(np.concatenate([X] * 3, axis=2)[:, :, :288])  # strips and a tail
+    np.testing.assert_allclose(cpu.mix_rows(X, mixing), reference.mix_rows(X, mixing), rtol=rtol)
+    rng = np.random.default_rng(14)
+    for n in (37, 67):
+        X = rng.standard_normal((1, n, 304)).astype(dtype)
+        mixing = np.argsort(rng.random((1, n, n)), axis=2)[:, :, :30]
+        mixing[rng.random(mixing.shape) < 0.2] = -1
+        mixing[:, :, 0] = np.arange(n)
+        np.testing.assert_allclose(cpu.mix_rows(X, mixing), reference.mix_rows(X, mixing), rtol=rtol, err_msg=f"n={n}")
     np.testing.assert_allclose(cpu.pairwise_sqdist(X), reference.pairwise_sqdist(X), rtol=1e-12)
 
 
@@ -289,14 +309,17 @@ def test_pairwise_sqdist_for_every_panel_count(dtype, monkeypatch):
         np.testing.assert_array_equal(D[0], D[n // 2])
 
 
+@pytest.mark.parametrize("stream_min_bytes", [32 << 20, 0], ids=["cached", "streamed"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_mix_rows_streaming_every_group_count(dtype, monkeypatch):
+def test_mix_rows_streaming_every_group_count(dtype, stream_min_bytes, monkeypatch):
     """Tables that use each row at most twice are streamed: outputs of 1..11 rows (one to three
     passes of four rows, power-of-two counts multiplied by their reciprocal), skipped -1 entries,
-    over 1024-column chunks with a tail not a multiple of 4."""
+    over 1024-column chunks with a tail not a multiple of 4 (cached stores), or with stream stores
+    over rows of whole cache lines."""
     monkeypatch.setattr(_config, "COL_TILE", 4096)
+    monkeypatch.setattr(_config, "STREAM_MIN_BYTES", stream_min_bytes)
     rng = np.random.default_rng(13)
-    X = rng.standard_normal((1, 24, 2 * 1024 + 4096 + 7)).astype(dtype)
+    X = rng.standard_normal((1, 24, 2 * 1024 + 4096 + (16 if stream_min_bytes == 0 else 7))).astype(dtype)
     for k in range(1, 12):
         idx = np.stack([rng.permutation(24)[:k] for _ in range(2)])[None]
         idx[0, 1, k // 2] = -1 if k > 1 else idx[0, 1, 0]

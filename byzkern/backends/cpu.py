@@ -67,7 +67,7 @@ def pairwise_sqdist(X):
 
 
 def mix_rows(X, idx):
-    return _cpu.mix_rows(X, idx, _config.COL_TILE)
+    return _cpu.mix_rows(X, idx, _config.COL_TILE, _config.STREAM_MIN_BYTES)
 
 
 def row_norms(X, q):
