@@ -481,24 +481,13 @@ struct MixTable {
   const std::int64_t* of(index_t r) const { return rows.data() + r * k; }
 };
 
-// Values of T as doubles, V's width at a time: one vcvtps2pd for floats. Element by element, as
-// GCC 12 lowers the __builtin_convertvector of load4_as_double and load8_as_double to 2-wide
-// conversions, moves and inserts (GCC PR 85048).
-template <class V>
-inline V widen(const double* p) {
-  return load_vec<V>(p);
-}
-template <class V>
-inline V widen(const float* p);
-template <>
-inline v4d widen<v4d>(const float* p) {
-  const v4f f = load_vec<v4f>(p);
-  return v4d{f[0], f[1], f[2], f[3]};
-}
-template <>
-inline v8d widen<v8d>(const float* p) {
-  const v8f f = load_vec<v8f>(p);
-  return v8d{f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]};
+// Values of T as doubles, V's width (4 or 8 lanes) at a time.
+template <class V, class T>
+inline V widen(const T* p) {
+  if constexpr (sizeof(V) == sizeof(v4d))
+    return load4_as_double(p);
+  else
+    return load8_as_double(p);
 }
 
 inline void store4_rounded(double* p, const v4d& v) { store_vec(p, v); }
@@ -653,7 +642,7 @@ inline void mix_rows_streaming(const T* Xb, index_t d, const MixTable* table, in
         index_t c = 0;
         for (; c + 4 <= cw; c += 4) {
           v4d sum = first ? v4d{0, 0, 0, 0} : load_vec<v4d>(acc + c);
-          for (index_t t = 0; t < g; ++t) sum += widen<v4d>(x[t] + c);
+          for (index_t t = 0; t < g; ++t) sum += load4_as_double(x[t] + c);
           if (!last)
             store_vec(acc + c, sum);
           else if (streamed)
