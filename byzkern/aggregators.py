@@ -59,6 +59,10 @@ def meamed(X, *, f, backend=None, nan_policy="outlier"):
     return _dispatch.run("meamed", A, backend=backend, nan_policy=nan_policy, scope="columns", f=f)
 
 
+#: the rules whose value at a coordinate depends only on that coordinate's column of X
+COORDINATE_WISE = frozenset({mean, cwmed, cwtm, meamed})
+
+
 @rule
 def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", return_info=False,
            backend=None, nan_policy="outlier"):

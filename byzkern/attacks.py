@@ -13,9 +13,10 @@ import statistics
 
 import numpy as np
 
-from . import _checks, _dispatch
+from . import _checks, _config, _dispatch
 from ._arrays import Adapted, adapt, xp_of
-from .pipeline import rule
+from .aggregators import COORDINATE_WISE
+from .pipeline import Rule, rule
 
 
 def _honest(H):
@@ -190,6 +191,18 @@ DEFAULT_ETAS = np.concatenate([[0.0], np.geomspace(0.1, 10.0, 16)])
 _DIRECTIONS = ("alie", "foe")
 
 
+def _column_blocks(aggregator, bytes_per_column, d):
+    """Column ranges to evaluate the candidate batch in. A coordinate-wise aggregator gives each
+    column the same value whichever columns it is called on, so its batch is built and
+    aggregated a block at a time, each block sized to stay in cache: the len(etas) copies of H
+    never reach memory. Any other aggregator takes the whole batch in one call."""
+    fn = aggregator.fn if isinstance(aggregator, Rule) else aggregator
+    if fn not in COORDINATE_WISE:
+        return [(0, d)]
+    width = max(1, _config.CANDIDATE_BLOCK_BYTES // bytes_per_column)
+    return [(c0, min(c0 + width, d)) for c0 in range(0, d, width)]
+
+
 @rule
 def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend=None):
     """Optimized ALIE / FOE (seed 004, Appendix 14.3): for each candidate strength eta the f
@@ -198,11 +211,14 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     mean(H)||`` (first one on ties), with the honest rows first and the Byzantine rows last.
 
     All candidates go to the aggregator in ONE call on a (B * len(etas), h + f, d) array (any
-    callable taking a batch, e.g. ``cwtm(f=4)`` or a ``Pipeline``). ``etas`` defaults to
-    ``DEFAULT_ETAS`` (0 and 16 geometric values 0.1..10). ``attack`` is "alie", "foe" or the
-    function ``alie`` / ``foe``. With ``return_info=True`` returns ``(rows, {"eta": ...,
-    "etas": ..., "deviation": ...})``. Cost: one aggregator call on len(etas) times the data,
-    plus building that array (one write of it).
+    callable taking a batch, e.g. ``cwtm(f=4)`` or a ``Pipeline``). A coordinate-wise
+    aggregator (``mean``, ``cwmed``, ``cwtm``, ``meamed``, bare or as a Rule) gets that array a
+    block of columns at a time instead, which gives every column the same value. ``etas``
+    defaults to ``DEFAULT_ETAS`` (0 and 16 geometric values 0.1..10). ``attack`` is "alie",
+    "foe" or the function ``alie`` / ``foe``. With ``return_info=True`` returns ``(rows,
+    {"eta": ..., "etas": ..., "deviation": ...})``. Cost: one aggregator call on len(etas)
+    times the data, plus building that array: one write of it to memory, or, by column blocks,
+    to the cache only.
     """
     A = _honest(H)
     B, h, d = A.data.shape
@@ -222,18 +238,25 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
         mu = _mean(A, backend)
         direction = -mu
     E = etas.size
-    candidates = _dispatch.kernel("attack_candidates", A.device, backend)(A.data, mu, direction, etas, f)
+    candidates_of = _dispatch.kernel("attack_candidates", A.device, backend)
     batch = Adapted(None, A.lib, A.device, A.user_dtype, A.torch_device, 0)
-    aggregated = aggregator(batch.restore(candidates.reshape(B * E, h + f, d)))
-    aggregated = adapt(aggregated, name="aggregator output", ndims=(2,)).data
-    if tuple(aggregated.shape) != (B * E, d):
-        raise ValueError(f"aggregator returned shape {tuple(aggregated.shape)}; expected {(B * E, d)}")
-    squares = aggregated.reshape(B, E, d).astype(np.float64)
-    squares -= mu.astype(np.float64)[:, None, :]
-    xp.square(squares, out=squares)
-    deviation = xp.sqrt(squares.sum(axis=2))
+    mu64 = mu.astype(np.float64)
+    squares = xp.zeros((B, E))
+    for c0, c1 in _column_blocks(aggregator, B * E * (h + f) * A.data.itemsize, d):
+        block = [xp.ascontiguousarray(v[..., c0:c1]) for v in (A.data, mu, direction)]
+        candidates = candidates_of(*block, etas, f)
+        aggregated = aggregator(batch.restore(candidates.reshape(B * E, h + f, c1 - c0)))
+        aggregated = adapt(aggregated, name="aggregator output", ndims=(2,)).data
+        if tuple(aggregated.shape) != (B * E, c1 - c0):
+            raise ValueError(f"aggregator returned shape {tuple(aggregated.shape)}; expected {(B * E, c1 - c0)}")
+        gap = aggregated.reshape(B, E, c1 - c0).astype(np.float64) - mu64[:, None, c0:c1]
+        squares += xp.square(gap, out=gap).sum(axis=2)
+    deviation = xp.sqrt(squares)
     best = xp.argmax(deviation, axis=1)
-    rows = A.restore(xp.ascontiguousarray(candidates[xp.arange(B), best, h:]))
+    best_host = best.get() if hasattr(best, "get") else np.asarray(best)
+    chosen, which = np.unique(best_host, return_inverse=True)
+    byzantine = candidates_of(A.data[:, :0], mu, direction, etas[chosen], f)
+    rows = A.restore(xp.ascontiguousarray(byzantine[xp.arange(B), xp.asarray(which.reshape(-1))]))
     if not return_info:
         return rows
     if A.folded:

@@ -712,30 +712,39 @@ void copy_streaming(T* dst, const T* src, index_t count) {
 }
 
 // Candidate e of item b: the h honest rows, then f copies of T(mu + etas[e] * direction) computed
-// in double (a multiply, then an add: the reference's two roundings). One pass over column tiles:
-// a tile of H is read once, while it is in cache, and written into every candidate.
+// in double (a multiply, then an add: the reference's two roundings). A job is one column tile of
+// one candidate; a thread's jobs are consecutive candidates of a tile, so it reads that tile of H
+// from memory once. Outputs of at least stream_min_bytes are written with streaming stores (they
+// outgrow the caches); smaller ones, such as optimized()'s column blocks, stay in cache for the
+// aggregator that reads them next.
 template <class T>
 void attack_candidates(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
-                       index_t d, index_t E, index_t f, index_t tile, T* out) {
+                       index_t d, index_t E, index_t f, index_t tile, index_t stream_min_bytes, T* out) {
   const index_t tiles = num_tiles(d, tile), n = h + f;
+  const bool stream = B * E * n * d * static_cast<index_t>(sizeof(T)) >= stream_min_bytes;
+  const auto copy = [stream](T* dst, const T* src, index_t count) {
+    if (stream)
+      copy_streaming(dst, src, count);
+    else
+      std::memcpy(dst, src, static_cast<std::size_t>(count) * sizeof(T));
+  };
 #pragma omp parallel
   {
     std::vector<T> byzantine(static_cast<std::size_t>(tile));
 #pragma omp for schedule(static)
-    for (index_t job = 0; job < B * tiles; ++job) {
-      const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
+    for (index_t job = 0; job < B * tiles * E; ++job) {
+      const index_t b = job / (tiles * E), t = job / E % tiles, e = job % E;
+      const index_t c0 = t * tile, w = std::min(tile, d - c0);
       const T* m = mu + b * d + c0;
       const T* a = direction + b * d + c0;
-      for (index_t e = 0; e < E; ++e) {
-        T* candidate = out + (b * E + e) * n * d + c0;
-        for (index_t i = 0; i < h; ++i) copy_streaming(candidate + i * d, H + (b * h + i) * d + c0, w);
-        const double eta = etas[e];
-        for (index_t j = 0; j < w; ++j)
-          byzantine[static_cast<std::size_t>(j)] = static_cast<T>(static_cast<double>(m[j]) + eta * static_cast<double>(a[j]));
-        for (index_t i = h; i < n; ++i) copy_streaming(candidate + i * d, byzantine.data(), w);
-      }
+      T* candidate = out + (b * E + e) * n * d + c0;
+      for (index_t i = 0; i < h; ++i) copy(candidate + i * d, H + (b * h + i) * d + c0, w);
+      const double eta = etas[e];
+      for (index_t j = 0; j < w; ++j)
+        byzantine[static_cast<std::size_t>(j)] = static_cast<T>(static_cast<double>(m[j]) + eta * static_cast<double>(a[j]));
+      for (index_t i = h; i < n; ++i) copy(candidate + i * d, byzantine.data(), w);
     }
-    _mm_sfence();  // the streaming stores are visible to whoever reads out next
+    if (stream) _mm_sfence();  // the streaming stores are visible to whoever reads out next
   }
 }
 
@@ -753,7 +762,7 @@ void attack_candidates(const T* H, const T* mu, const T* direction, const double
   template void mean_std<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*, T*);                \
   template void gaussian<T>(const T*, index_t, index_t, index_t, double, std::uint64_t, index_t, T*);                \
   template void attack_candidates<T>(const T*, const T*, const T*, const double*, index_t, index_t, index_t,  \
-                                     index_t, index_t, index_t, T*);
+                                     index_t, index_t, index_t, index_t, T*);
 
 BYZKERN_COMPRESS_INSTANTIATE(float)
 BYZKERN_COMPRESS_INSTANTIATE(double)

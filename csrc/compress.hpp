@@ -46,6 +46,6 @@ template <class T>
 void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, index_t tile, T* out);
 template <class T>
 void attack_candidates(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
-                       index_t d, index_t E, index_t f, index_t tile, T* out);
+                       index_t d, index_t E, index_t f, index_t tile, index_t stream_min_bytes, T* out);
 
 }  // namespace byzkern

@@ -455,7 +455,7 @@ py::array_t<T> gaussian(carray<T> own, double std, std::uint64_t seed, index_t t
 
 template <class T>
 py::array_t<T> attack_candidates(carray<T> H, carray<T> mu, carray<T> direction, carray<double> etas, index_t f,
-                                 index_t tile) {
+                                 index_t tile, index_t stream_min_bytes) {
   if (H.ndim() != 3) throw std::invalid_argument("attack_candidates: H must be (B, h, d)");
   const index_t B = H.shape(0), h = H.shape(1), d = H.shape(2), E = etas.size();
   for (const auto* row : {&mu, &direction})
@@ -470,7 +470,7 @@ py::array_t<T> attack_candidates(carray<T> H, carray<T> mu, carray<T> direction,
   T* o = out.mutable_data();
   {
     py::gil_scoped_release release;
-    byzkern::attack_candidates<T>(x, m, a, e, B, h, d, E, f, tile, o);
+    byzkern::attack_candidates<T>(x, m, a, e, B, h, d, E, f, tile, stream_min_bytes, o);
   }
   return out;
 }
@@ -545,7 +545,7 @@ PYBIND11_MODULE(_cpu, m) {
         "own + std * N(0, 1) (Box-Muller on Philox).");
   m.def("gaussian", &compress_py::gaussian<double>, py::arg("own"), py::arg("std"), py::arg("seed"), py::arg("tile"));
   m.def("attack_candidates", &compress_py::attack_candidates<float>, py::arg("H"), py::arg("mu"), py::arg("direction"),
-        py::arg("etas"), py::arg("f"), py::arg("tile"), "(B, E, h + f, d): H, then f rows of mu + eta * direction.");
+        py::arg("etas"), py::arg("f"), py::arg("tile"), py::arg("stream_min_bytes"), "(B, E, h + f, d): H, then f rows of mu + eta * direction.");
   m.def("attack_candidates", &compress_py::attack_candidates<double>, py::arg("H"), py::arg("mu"), py::arg("direction"),
-        py::arg("etas"), py::arg("f"), py::arg("tile"));
+        py::arg("etas"), py::arg("f"), py::arg("tile"), py::arg("stream_min_bytes"));
 }

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import byzkern as bk
-from byzkern import _dispatch
+from byzkern import _config, _dispatch, attacks
 from byzkern.attacks import DEFAULT_ETAS, alie_z
 from byzkern.backends import reference
 
@@ -171,7 +171,9 @@ def _candidate_inputs(dtype):
 
 @pytest.mark.parametrize("backend", ["cpu", "numba"])
 @pytest.mark.parametrize("f", [1, 3])
-def test_attack_candidates_equal_the_reference_bit_for_bit(backend, f, dtype):
+@pytest.mark.parametrize("stream_min_bytes", [0, 32 << 20], ids=["stream stores", "cached stores"])
+def test_attack_candidates_equal_the_reference_bit_for_bit(backend, f, dtype, stream_min_bytes, monkeypatch):
+    monkeypatch.setattr(_config, "STREAM_MIN_BYTES", stream_min_bytes)
     module, reason = _dispatch.load(backend)
     if module is None:
         pytest.skip(f"backend {backend} unavailable: {reason}")
@@ -205,6 +207,32 @@ def test_optimized_rows_are_the_bits_of_the_plain_numpy_construction(attack, fas
         np.testing.assert_array_equal(info["deviation"][b], deviation)
         assert info["eta"][b] == DEFAULT_ETAS[int(np.argmax(deviation))]
         np.testing.assert_array_equal(rows[b], candidates[int(np.argmax(deviation))][9:])
+
+
+@pytest.mark.parametrize("aggregator", [bk.mean, bk.cwmed(nan_policy="propagate"), bk.cwtm(f=3), bk.meamed(f=3)],
+                         ids=repr)
+def test_optimized_by_column_blocks_equals_one_whole_call(aggregator, fast_backend, dtype, monkeypatch):
+    rng = np.random.default_rng(8)
+    HB = (rng.standard_normal((2, 9, 301)) * 3.0 + 1.0).astype(dtype)
+    HB[0, 4, 7], HB[0, 2, 250], HB[0, 5, 251] = np.nan, np.inf, -np.inf  # item 1 stays finite
+    E, bytes_per_column = len(DEFAULT_ETAS), 2 * len(DEFAULT_ETAS) * 12 * HB.itemsize
+    monkeypatch.setattr(_config, "CANDIDATE_BLOCK_BYTES", 40 * bytes_per_column)
+    blocks, column_blocks = [], attacks._column_blocks
+    monkeypatch.setattr(attacks, "_column_blocks", lambda *args: blocks.append(column_blocks(*args)) or blocks[-1])
+    whole = CountingAggregator(aggregator)  # an unknown callable: one call on the whole batch
+    kw = dict(f=3, attack="alie", return_info=True, backend=fast_backend)
+    try:
+        with np.errstate(invalid="ignore"):
+            rows, info = bk.optimized(HB, aggregator=aggregator, **kw)
+            want_rows, want_info = bk.optimized(HB, aggregator=whole, **kw)
+    except ValueError as exc:  # host data on a device backend
+        pytest.skip(str(exc))
+    assert len(blocks[0]) == 8 and blocks[0][-1] == (280, 301) and blocks[1] == [(0, 301)]
+    assert whole.shapes == [(2 * E, 12, 301)]
+    np.testing.assert_array_equal(info["eta"], want_info["eta"])
+    np.testing.assert_allclose(info["deviation"], want_info["deviation"], rtol=1e-13)
+    assert np.isfinite(info["deviation"][1]).all()
+    np.testing.assert_array_equal(rows.view(np.uint8), want_rows.view(np.uint8))
 
 
 def test_optimized_default_grid():

@@ -148,7 +148,7 @@ def gaussian(own, std, seed):
 
 
 def attack_candidates(H, mu, direction, etas, f):
-    return _cpu.attack_candidates(H, mu, direction, etas, f, _config.COL_TILE)
+    return _cpu.attack_candidates(H, mu, direction, etas, f, _config.COL_TILE, _config.STREAM_MIN_BYTES)
 
 
 #: the passes over X that backends/_weiszfeld.py's coefficient steps ask for
