@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _checks, _config, _dispatch
 from ._arrays import Adapted, adapt, xp_of
-from .aggregators import COORDINATE_WISE
+from .aggregators import COORDINATE_WISE, cwmed, cwtm, meamed
 from .pipeline import Rule, rule
 
 
@@ -191,16 +191,57 @@ DEFAULT_ETAS = np.concatenate([[0.0], np.geomspace(0.1, 10.0, 16)])
 _DIRECTIONS = ("alie", "foe")
 
 
-def _column_blocks(aggregator, bytes_per_column, d):
-    """Column ranges to evaluate the candidate batch in. A coordinate-wise aggregator gives each
-    column the same value whichever columns it is called on, so its batch is built and
-    aggregated a block at a time, each block sized to stay in cache: the len(etas) copies of H
-    never reach memory. Any other aggregator takes the whole batch in one call."""
+def _fused_deviations(aggregator, device, backend, n):
+    """``deviations(H, mu, direction, etas, f)`` by the ``candidate_deviations`` kernel, when its
+    rule is exactly what ``aggregator`` gives on each built candidate: cwmed, cwtm or meamed
+    with nan_policy "outlier", whose own kernel is on the same backend. Else None."""
+    fn, options = (aggregator.fn, aggregator.options) if isinstance(aggregator, Rule) else (aggregator, {})
+    if fn not in (cwmed, cwtm, meamed) or options.get("nan_policy", "outlier") != "outlier":
+        return None
+    if fn is not cwmed and "f" not in options:
+        return None  # the plain call raises the missing option's error
+    try:
+        fused = _dispatch.kernel("candidate_deviations", device, backend)
+        own = _dispatch.kernel(fn.__name__, device, options.get("backend"))
+    except (NotImplementedError, RuntimeError, ValueError):
+        return None
+    if fused.__module__ != own.__module__:
+        return None
+    trim = 0 if fn is cwmed else _checks.byzantine_count(options["f"], n, rule="n > 2f")
+    return lambda *inputs: fused(*inputs, fn.__name__, trim)
+
+
+def _built_deviations(aggregator, A, backend):
+    """``deviations(H, mu, direction, etas, f)``: the squared distance from mu of the aggregator
+    of each built candidate. A coordinate-wise aggregator gives each column the same value
+    whichever columns it is called on, so its candidates are built and aggregated by column
+    blocks of about CANDIDATE_BLOCK_BYTES, in cache; any other gets the whole batch at once."""
     fn = aggregator.fn if isinstance(aggregator, Rule) else aggregator
-    if fn not in COORDINATE_WISE:
-        return [(0, d)]
-    width = max(1, _config.CANDIDATE_BLOCK_BYTES // bytes_per_column)
-    return [(c0, min(c0 + width, d)) for c0 in range(0, d, width)]
+    candidates_of = _dispatch.kernel("attack_candidates", A.device, backend)
+    batch = Adapted(None, A.lib, A.device, A.user_dtype, A.torch_device, 0)
+    xp = A.xp
+
+    def aggregate(H, mu, direction, etas, f):
+        (B, h, c), E = H.shape, etas.size
+        out = aggregator(batch.restore(candidates_of(H, mu, direction, etas, f).reshape(B * E, h + f, c)))
+        out = adapt(out, name="aggregator output", ndims=(2,)).data
+        if tuple(out.shape) != (B * E, c):
+            raise ValueError(f"aggregator returned shape {tuple(out.shape)}; expected {(B * E, c)}")
+        gap = out.reshape(B, E, c).astype(np.float64)
+        gap -= mu.astype(np.float64)[:, None, :]
+        return xp.square(gap, out=gap).sum(axis=2)
+
+    def deviations(H, mu, direction, etas, f):
+        (B, h, d), E = H.shape, etas.size
+        if fn not in COORDINATE_WISE:
+            return aggregate(H, mu, direction, etas, f)
+        width = max(1, _config.CANDIDATE_BLOCK_BYTES // (B * E * (h + f) * H.itemsize))
+        squares = xp.zeros((B, E))
+        for c0 in range(0, d, width):
+            squares += aggregate(*(xp.ascontiguousarray(v[..., c0:c0 + width]) for v in (H, mu, direction)), etas, f)
+        return squares
+
+    return deviations
 
 
 @rule
@@ -213,12 +254,13 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     All candidates go to the aggregator in ONE call on a (B * len(etas), h + f, d) array (any
     callable taking a batch, e.g. ``cwtm(f=4)`` or a ``Pipeline``). A coordinate-wise
     aggregator (``mean``, ``cwmed``, ``cwtm``, ``meamed``, bare or as a Rule) gets that array a
-    block of columns at a time instead, which gives every column the same value. ``etas``
-    defaults to ``DEFAULT_ETAS`` (0 and 16 geometric values 0.1..10). ``attack`` is "alie",
-    "foe" or the function ``alie`` / ``foe``. With ``return_info=True`` returns ``(rows,
-    {"eta": ..., "etas": ..., "deviation": ...})``. Cost: one aggregator call on len(etas)
-    times the data, plus building that array: one write of it to memory, or, by column blocks,
-    to the cache only.
+    block of columns at a time instead, which gives every column the same value; and ``cwmed``,
+    ``cwtm`` and ``meamed`` (nan_policy "outlier") on the cpu backend never get it built: one
+    kernel runs the rule on each candidate's columns as it makes them. ``etas`` defaults to
+    ``DEFAULT_ETAS`` (0 and 16 geometric values 0.1..10). ``attack`` is "alie", "foe" or the
+    function ``alie`` / ``foe``. With ``return_info=True`` returns ``(rows, {"eta": ...,
+    "etas": ..., "deviation": ...})``. Cost: len(etas) aggregations of the data, plus building
+    their batch: one write of it to memory; by column blocks, to the cache only; on cpu, none.
     """
     A = _honest(H)
     B, h, d = A.data.shape
@@ -237,26 +279,18 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     else:
         mu = _mean(A, backend)
         direction = -mu
-    E = etas.size
-    candidates_of = _dispatch.kernel("attack_candidates", A.device, backend)
-    batch = Adapted(None, A.lib, A.device, A.user_dtype, A.torch_device, 0)
-    mu64 = mu.astype(np.float64)
-    squares = xp.zeros((B, E))
-    for c0, c1 in _column_blocks(aggregator, B * E * (h + f) * A.data.itemsize, d):
-        block = [xp.ascontiguousarray(v[..., c0:c1]) for v in (A.data, mu, direction)]
-        candidates = candidates_of(*block, etas, f)
-        aggregated = aggregator(batch.restore(candidates.reshape(B * E, h + f, c1 - c0)))
-        aggregated = adapt(aggregated, name="aggregator output", ndims=(2,)).data
-        if tuple(aggregated.shape) != (B * E, c1 - c0):
-            raise ValueError(f"aggregator returned shape {tuple(aggregated.shape)}; expected {(B * E, c1 - c0)}")
-        gap = aggregated.reshape(B, E, c1 - c0).astype(np.float64) - mu64[:, None, c0:c1]
-        squares += xp.square(gap, out=gap).sum(axis=2)
+    deviations = (_fused_deviations(aggregator, A.device, backend, h + f)
+                  or _built_deviations(aggregator, A, backend))
+    squares = deviations(A.data, mu, direction, etas, f)
     deviation = xp.sqrt(squares)
     best = xp.argmax(deviation, axis=1)
     best_host = best.get() if hasattr(best, "get") else np.asarray(best)
     chosen, which = np.unique(best_host, return_inverse=True)
-    byzantine = candidates_of(A.data[:, :0], mu, direction, etas[chosen], f)
-    rows = A.restore(xp.ascontiguousarray(byzantine[xp.arange(B), xp.asarray(which.reshape(-1))]))
+    byzantine = _dispatch.kernel("attack_candidates", A.device, backend)(A.data[:, :0], mu, direction, etas[chosen], f)
+    if chosen.size == 1:  # one eta for every item (always so unbatched): no gather to copy
+        rows = A.restore(byzantine[:, 0])
+    else:
+        rows = A.restore(xp.ascontiguousarray(byzantine[xp.arange(B), xp.asarray(which.reshape(-1))]))
     if not return_info:
         return rows
     if A.folded:

@@ -82,9 +82,6 @@ TAU = 1.0          # clipping radius of clip and cclip
 LEVELS = 7         # QSGD levels: 4-bit codes (sign + 3 level bits)
 NU = 1e-6          # Weiszfeld smoothing
 ETAS = np.geomspace(0.1, 10.0, 16)  # the 16 strengths of the optimized attack
-#: the optimized attack builds all candidates at once, len(ETAS) times the data: a shape that
-#: would need more than this is skipped rather than risk the machine's memory
-MAX_CANDIDATE_BYTES = 4 * 2**30
 
 
 def _per_call(fn):
@@ -251,10 +248,7 @@ def _numpy_mimic(X):
 
 
 def _optimized(X, backend):
-    candidate_bytes = len(ETAS) * (X.shape[0] + _f(X)) * X[0].nbytes
-    if candidate_bytes > MAX_CANDIDATE_BYTES:
-        raise NotImplementedError(f"optimized at {X.shape} needs {candidate_bytes / 2**30:.1f} GiB "
-                                  f"of candidates (more than MAX_CANDIDATE_BYTES)")
+    # cwtm is coordinate-wise: the len(ETAS) candidates are never all in memory at once
     return functools.partial(bk.optimized, X, f=_f(X), attack="alie", etas=ETAS,
                              aggregator=bk.cwtm(f=_f(X), backend=backend), backend=backend)
 

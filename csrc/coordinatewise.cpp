@@ -251,6 +251,77 @@ void meamed(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile
   ordered_rule(X, B, n, d, tile, MeanAroundMedianOfBlock{f}, out);
 }
 
+// The squared distance from mu of the rule of each candidate attack_candidates would build (H's
+// h rows, then f rows of T(mu + etas[e] * direction)), without building the batch: a job holds
+// one column tile of H in a buffer once, and per candidate only rewrites the f rows and runs the
+// tile kernel on it, so the rule sees the same values in the same rows as on the built batch.
+// Each (candidate, tile) sum is kept apart, then the tiles are added in order: the same bits for
+// any thread count.
+template <class T, class Rule>
+void ordered_rule_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
+                             index_t d, index_t E, index_t f, index_t tile, Rule rule, double* out) {
+  const index_t n = h + f, tiles = num_tiles(d, tile);
+  std::vector<int> classes(n);
+  for (index_t p = 0; p < n; ++p) classes[p] = rule.position_class(n, p);
+  const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), classes);
+  std::vector<double> partial(B * E * tiles);
+  // Buffer rows a cache line longer than a tile: rows a power-of-two size apart share L1 sets.
+  const index_t stride = tile + 64 / static_cast<index_t>(sizeof(T));
+#pragma omp parallel
+  {
+    AlignedVectors<keyvec<T>> block(n * BLOCK_VECS);
+    std::vector<T> tail(n * block_lanes<T>()), candidate(n * stride), aggregate(tile);
+#pragma omp for schedule(static)
+    for (index_t job = 0; job < B * tiles; ++job) {
+      const index_t b = job / tiles, t = job % tiles, c0 = t * tile, w = std::min(tile, d - c0);
+      for (index_t i = 0; i < h; ++i)
+        std::memcpy(candidate.data() + i * stride, H + (b * h + i) * d + c0, sizeof(T) * w);
+      const T* m = mu + b * d + c0;
+      const T* a = direction + b * d + c0;
+      T* byzantine = candidate.data() + h * stride;
+      for (index_t e = 0; e < E; ++e) {
+        const double eta = etas[e];
+        for (index_t j = 0; j < w; ++j)
+          byzantine[j] = static_cast<T>(static_cast<double>(m[j]) + eta * static_cast<double>(a[j]));
+        for (index_t i = 1; i < f; ++i) std::memcpy(byzantine + i * stride, byzantine, sizeof(T) * w);
+        // const T*: the same instantiation as ordered_rule's (the unrolled networks compile once)
+        ordered_rule_tile_for<T>(n, static_cast<const T*>(candidate.data()), n, stride, w, &net, block.data(),
+                                 tail.data(), rule, aggregate.data());
+        double sums[8] = {};  // eight chains, not one: the adds would wait on each other
+        index_t j = 0;
+        for (; j + 8 <= w; j += 8)
+          for (int k = 0; k < 8; ++k) {
+            const double gap = static_cast<double>(aggregate[j + k]) - static_cast<double>(m[j + k]);
+            sums[k] += gap * gap;
+          }
+        for (; j < w; ++j) {
+          const double gap = static_cast<double>(aggregate[j]) - static_cast<double>(m[j]);
+          sums[j % 8] += gap * gap;
+        }
+        partial[(b * E + e) * tiles + t] =
+            ((sums[0] + sums[1]) + (sums[2] + sums[3])) + ((sums[4] + sums[5]) + (sums[6] + sums[7]));
+      }
+    }
+  }
+  for (index_t be = 0; be < B * E; ++be) {
+    double total = 0.0;
+    for (index_t t = 0; t < tiles; ++t) total += partial[be * tiles + t];
+    out[be] = total;
+  }
+}
+
+template <class T>
+void candidate_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
+                          index_t d, index_t E, index_t f, CoordinateRule rule, index_t trim, index_t tile,
+                          double* out) {
+  const auto run = [&](auto r) { ordered_rule_deviations(H, mu, direction, etas, B, h, d, E, f, tile, r, out); };
+  switch (rule) {
+    case CoordinateRule::cwmed: return run(MedianOfBlock{});
+    case CoordinateRule::cwtm: return run(TrimmedMeanOfBlock{trim});
+    case CoordinateRule::meamed: return run(MeanAroundMedianOfBlock{trim});
+  }
+}
+
 template <class T>
 struct ColumnMedians<T>::Scratch {
   index_t n;
@@ -282,6 +353,9 @@ template void mean<Instantiated>(const Instantiated*, index_t, index_t, index_t,
 template void cwmed<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, Instantiated*);
 template void cwtm<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, index_t, Instantiated*);
 template void meamed<Instantiated>(const Instantiated*, index_t, index_t, index_t, index_t, index_t, Instantiated*);
+template void candidate_deviations<Instantiated>(const Instantiated*, const Instantiated*, const Instantiated*,
+                                                const double*, index_t, index_t, index_t, index_t, index_t,
+                                                CoordinateRule, index_t, index_t, double*);
 template class ColumnMedians<Instantiated>;
 
 }  // namespace byzkern

@@ -14,6 +14,16 @@ void cwtm(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile, 
 template <class T>
 void meamed(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile, T* out);
 
+enum class CoordinateRule { cwmed, cwtm, meamed };
+
+// out (B, E): sum over the columns of (rule - mu)^2 in double, for the rule (trim: its f) of every
+// candidate attack_candidates would build from H (B, h, d), mu and direction (B, d) and etas (E),
+// the rule exactly as on the built batch, which is never built.
+template <class T>
+void candidate_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
+                          index_t d, index_t E, index_t f, CoordinateRule rule, index_t trim, index_t tile,
+                          double* out);
+
 // cwmed one column range at a time, for a pass that does more with the columns while they are
 // still in cache (cclip takes the distances to the median). Holds scratch: one per thread.
 template <class T>

@@ -453,15 +453,22 @@ py::array_t<T> gaussian(carray<T> own, double std, std::uint64_t seed, index_t t
   return out;
 }
 
+// attack_candidates' inputs: H (B, h, d), mu and direction (B, d), etas 1-D, f >= 0.
+template <class T>
+void check_candidate_inputs(const carray<T>& H, const carray<T>& mu, const carray<T>& direction,
+                            const carray<double>& etas, index_t f, const std::string& name) {
+  if (H.ndim() != 3) throw std::invalid_argument(name + ": H must be (B, h, d)");
+  for (const auto* row : {&mu, &direction})
+    if (row->ndim() != 2 || row->shape(0) != H.shape(0) || row->shape(1) != H.shape(2))
+      throw std::invalid_argument(name + ": mu and direction must be (B, d)");
+  if (etas.ndim() != 1 || f < 0) throw std::invalid_argument(name + ": etas must be 1-D and f >= 0");
+}
+
 template <class T>
 py::array_t<T> attack_candidates(carray<T> H, carray<T> mu, carray<T> direction, carray<double> etas, index_t f,
                                  index_t tile, index_t stream_min_bytes) {
-  if (H.ndim() != 3) throw std::invalid_argument("attack_candidates: H must be (B, h, d)");
+  check_candidate_inputs(H, mu, direction, etas, f, "attack_candidates");
   const index_t B = H.shape(0), h = H.shape(1), d = H.shape(2), E = etas.size();
-  for (const auto* row : {&mu, &direction})
-    if (row->ndim() != 2 || row->shape(0) != B || row->shape(1) != d)
-      throw std::invalid_argument("attack_candidates: mu and direction must be (B, d)");
-  if (etas.ndim() != 1 || f < 0) throw std::invalid_argument("attack_candidates: etas must be 1-D and f >= 0");
   py::array_t<T> out({B, E, h + f, d});
   const T* x = H.data();
   const T* m = mu.data();
@@ -471,6 +478,32 @@ py::array_t<T> attack_candidates(carray<T> H, carray<T> mu, carray<T> direction,
   {
     py::gil_scoped_release release;
     byzkern::attack_candidates<T>(x, m, a, e, B, h, d, E, f, tile, stream_min_bytes, o);
+  }
+  return out;
+}
+
+template <class T>
+py::array_t<double> candidate_deviations(carray<T> H, carray<T> mu, carray<T> direction, carray<double> etas,
+                                         index_t f, const std::string& rule, index_t trim, index_t tile) {
+  check_candidate_inputs(H, mu, direction, etas, f, "candidate_deviations");
+  const index_t B = H.shape(0), h = H.shape(1), d = H.shape(2), E = etas.size(), n = h + f;
+  using byzkern::CoordinateRule;
+  if (rule != "cwmed" && rule != "cwtm" && rule != "meamed")
+    throw std::invalid_argument("candidate_deviations: rule must be cwmed, cwtm or meamed; got " + rule);
+  const CoordinateRule which = rule == "cwmed"  ? CoordinateRule::cwmed
+                               : rule == "cwtm" ? CoordinateRule::cwtm
+                                                : CoordinateRule::meamed;
+  if (trim < 0 || 2 * trim >= n)
+    throw std::invalid_argument("candidate_deviations: trim must satisfy 0 <= 2 trim < h + f");
+  py::array_t<double> out({B, E});
+  const T* x = H.data();
+  const T* m = mu.data();
+  const T* a = direction.data();
+  const double* e = etas.data();
+  double* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    byzkern::candidate_deviations<T>(x, m, a, e, B, h, d, E, f, which, trim, tile, o);
   }
   return out;
 }
@@ -548,4 +581,10 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("etas"), py::arg("f"), py::arg("tile"), py::arg("stream_min_bytes"), "(B, E, h + f, d): H, then f rows of mu + eta * direction.");
   m.def("attack_candidates", &compress_py::attack_candidates<double>, py::arg("H"), py::arg("mu"), py::arg("direction"),
         py::arg("etas"), py::arg("f"), py::arg("tile"), py::arg("stream_min_bytes"));
+  m.def("candidate_deviations", &compress_py::candidate_deviations<float>, py::arg("H"), py::arg("mu"),
+        py::arg("direction"), py::arg("etas"), py::arg("f"), py::arg("rule"), py::arg("trim"), py::arg("tile"),
+        "(B, E) float64: sum of (rule - mu)^2 for the rule (cwmed, cwtm or meamed; trim: its f) of each "
+        "candidate attack_candidates would build.");
+  m.def("candidate_deviations", &compress_py::candidate_deviations<double>, py::arg("H"), py::arg("mu"),
+        py::arg("direction"), py::arg("etas"), py::arg("f"), py::arg("rule"), py::arg("trim"), py::arg("tile"));
 }

@@ -8,7 +8,7 @@ import pytest
 import byzkern as bk
 from byzkern import _config, _dispatch, attacks
 from byzkern.attacks import DEFAULT_ETAS, alie_z
-from byzkern.backends import reference
+from byzkern.backends import deviations_of_built_candidates, reference
 
 H = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])  # mean (3, 2); std ddof=1 (2, 2)
 OWN = np.array([[1.0, -1.0], [0.5, 2.0]])
@@ -204,35 +204,86 @@ def test_optimized_rows_are_the_bits_of_the_plain_numpy_construction(attack, fas
         mu, a = mu.astype(dtype).astype(np.float64), a.astype(np.float64)
         candidates = [np.vstack([HB[b], np.tile((mu + eta * a).astype(dtype), (3, 1))]) for eta in DEFAULT_ETAS]
         deviation = [np.sqrt(((bk.cwtm(c, f=3).astype(np.float64) - mu) ** 2).sum()) for c in candidates]
-        np.testing.assert_array_equal(info["deviation"][b], deviation)
+        np.testing.assert_allclose(info["deviation"][b], deviation, rtol=1e-14)  # sums in another order
         assert info["eta"][b] == DEFAULT_ETAS[int(np.argmax(deviation))]
         np.testing.assert_array_equal(rows[b], candidates[int(np.argmax(deviation))][9:])
 
 
-@pytest.mark.parametrize("aggregator", [bk.mean, bk.cwmed(nan_policy="propagate"), bk.cwtm(f=3), bk.meamed(f=3)],
-                         ids=repr)
+@pytest.mark.parametrize("aggregator", [bk.mean, bk.cwmed, bk.cwmed(nan_policy="propagate"), bk.cwtm(f=3),
+                                        bk.meamed(f=3), bk.cwtm(f=3, backend="reference")],
+                         ids=lambda a: getattr(a, "__name__", repr(a)))
 def test_optimized_by_column_blocks_equals_one_whole_call(aggregator, fast_backend, dtype, monkeypatch):
+    """Coordinate-wise aggregators take the candidates by column blocks (built, or on cpu never
+    built: candidate_deviations); the answer is the one of a single call on the whole batch."""
     rng = np.random.default_rng(8)
     HB = (rng.standard_normal((2, 9, 301)) * 3.0 + 1.0).astype(dtype)
     HB[0, 4, 7], HB[0, 2, 250], HB[0, 5, 251] = np.nan, np.inf, -np.inf  # item 1 stays finite
-    E, bytes_per_column = len(DEFAULT_ETAS), 2 * len(DEFAULT_ETAS) * 12 * HB.itemsize
-    monkeypatch.setattr(_config, "CANDIDATE_BLOCK_BYTES", 40 * bytes_per_column)
-    blocks, column_blocks = [], attacks._column_blocks
-    monkeypatch.setattr(attacks, "_column_blocks", lambda *args: blocks.append(column_blocks(*args)) or blocks[-1])
+    E = len(DEFAULT_ETAS)
+    monkeypatch.setattr(_config, "CANDIDATE_BLOCK_BYTES", 3 * 2 * E * 12 * HB.itemsize)  # 3 columns a block
+    calls, kernel = [], _dispatch.kernel
+
+    def spy(op, *args):
+        fn = kernel(op, *args)
+        if op not in ("attack_candidates", "candidate_deviations"):
+            return fn
+
+        def counted(H, *rest):
+            calls.append((op, H.shape[2]))
+            return fn(H, *rest)
+        counted.__module__ = fn.__module__
+        return counted
+
+    monkeypatch.setattr(_dispatch, "kernel", spy)
     whole = CountingAggregator(aggregator)  # an unknown callable: one call on the whole batch
     kw = dict(f=3, attack="alie", return_info=True, backend=fast_backend)
     try:
         with np.errstate(invalid="ignore"):
             rows, info = bk.optimized(HB, aggregator=aggregator, **kw)
+            blocked, calls[:] = calls[:], []
             want_rows, want_info = bk.optimized(HB, aggregator=whole, **kw)
     except ValueError as exc:  # host data on a device backend
         pytest.skip(str(exc))
-    assert len(blocks[0]) == 8 and blocks[0][-1] == (280, 301) and blocks[1] == [(0, 301)]
-    assert whole.shapes == [(2 * E, 12, 301)]
+    options = getattr(aggregator, "options", {})
+    fused = fast_backend == "cpu" and aggregator is not bk.mean and not {"nan_policy", "backend"} & set(options)
+    rows_call = [("attack_candidates", 301)]  # the chosen eta's rows, from H with no rows
+    if fused:
+        assert blocked == [("candidate_deviations", 301)] + rows_call
+    else:
+        assert blocked == [("attack_candidates", 3)] * 100 + [("attack_candidates", 1)] + rows_call
+    assert calls == [("attack_candidates", 301)] * 2 and whole.shapes == [(2 * E, 12, 301)]
     np.testing.assert_array_equal(info["eta"], want_info["eta"])
     np.testing.assert_allclose(info["deviation"], want_info["deviation"], rtol=1e-13)
     assert np.isfinite(info["deviation"][1]).all()
     np.testing.assert_array_equal(rows.view(np.uint8), want_rows.view(np.uint8))
+
+
+@pytest.mark.parametrize("rule, trims", [("cwmed", False), ("cwtm", True), ("meamed", True), ("cwtm", False)])
+@pytest.mark.parametrize("h, f", [(5, 1), (5, 3), (31, 9)])  # n = 6, 8 (unrolled networks), 40 (runtime)
+def test_candidate_deviations_are_those_of_the_built_batch(rule, trims, h, f, dtype):
+    module, reason = _dispatch.load("cpu")
+    if module is None:
+        pytest.skip(f"backend cpu unavailable: {reason}")
+    trim = f if trims else 0
+    _, mu, direction, etas = _candidate_inputs(dtype)
+    mu[0, :6], direction[0, :6] = 1.0, 0.5  # finite sums, so that rounding shows; NaN/Inf rows below
+    H = np.random.default_rng(12).standard_normal((2, h, 37)).astype(dtype)
+    H[1, 0, :3], H[1, 1, 3], H[0, :, 9] = [np.nan, np.inf, -np.inf], np.inf, 2.5  # and a tied column
+    before = [a.copy() for a in (H, mu, direction)]
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = module.candidate_deviations(H, mu, direction, etas, f, rule, trim)
+        built = deviations_of_built_candidates(module, H, mu, direction, etas, f, rule, trim)
+        want = reference.candidate_deviations(H, mu, direction, etas, f, rule, trim)
+    assert got.shape == (2, 5) and got.dtype == np.float64
+    # the rule's values are the built batch's bits (only the order of the float64 sum differs)
+    np.testing.assert_allclose(got, built, rtol=1e-14)
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-12)
+    assert np.isfinite(got).all() == (trim > 0 or rule == "cwmed")  # the NaN/Inf rows are outliers
+    for a, b in zip((H, mu, direction), before):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="trim"):
+        module.candidate_deviations(H, mu, direction, etas, f, "cwtm", (h + f + 1) // 2)
+    with pytest.raises(ValueError, match="rule must be"):
+        module.candidate_deviations(H, mu, direction, etas, f, "mean", 0)
 
 
 def test_optimized_default_grid():

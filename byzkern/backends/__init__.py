@@ -43,6 +43,11 @@ output is fixed by ``backends/reference.py``, which the fast backends reproduce 
 ``gaussian(own, std, seed) -> own + std * N(0, 1)``  own (B, f, d); Philox row b * f + j
 ``attack_candidates(H, mu, direction, etas, f) -> (B, E, h + f, d)``   H (B, h, d), mu and direction
 (B, d), etas (E,) float64: candidate e is H then f rows of dtype(mu + etas[e] * direction) in float64
+``candidate_deviations(H, mu, direction, etas, f, rule, trim) -> (B, E)``   float64: the sum over
+the columns of (rule - mu)^2, for the rule ("cwmed", "cwtm", "meamed"; trim: its f) of each
+candidate, the rule bit for bit the backend's own kernel on the built batch (reference and cuda
+build it: ``deviations_of_built_candidates``; the cpu kernel never does). numba has none:
+optimized() then builds the batch by column blocks itself
 
 Each module may define ``unavailable_reason() -> str | None`` and ``details() -> dict`` for
 ``byzkern.info()``. A backend that lacks a kernel simply does not define it: automatic
@@ -56,12 +61,21 @@ KERNEL_NAMES = ("mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows"
                 "clip", "geomed", "cclip")
 KERNEL_NAMES += ("topk", "randk", "qsgd", "natural", "sign", "scaled_sign", "scatter_rows",
                  "qsgd_decompress", "natural_decompress", "sign_decompress", "indices_ok",
-                 "qsgd_levels_ok", "mean_std", "gaussian", "attack_candidates")
+                 "qsgd_levels_ok", "mean_std", "gaussian", "attack_candidates", "candidate_deviations")
 
 #: kernels that read their first argument whole, so its size says whether threads pay off
 SIZED_BY_FIRST_ARGUMENT = tuple(name for name in KERNEL_NAMES if name not in (
     "scatter_rows", "qsgd_decompress", "natural_decompress", "sign_decompress", "indices_ok",
     "qsgd_levels_ok"))
+
+
+def deviations_of_built_candidates(backend, H, mu, direction, etas, f, rule, trim):
+    """``candidate_deviations`` by building the batch with the ``backend`` module's kernels."""
+    B, h, d = H.shape
+    batch = backend.attack_candidates(H, mu, direction, etas, f).reshape(B * etas.size, h + f, d)
+    aggregates = backend.cwmed(batch) if rule == "cwmed" else getattr(backend, rule)(batch, trim)
+    gap = aggregates.reshape(B, etas.size, d).astype("float64") - mu.astype("float64")[:, None, :]
+    return (gap * gap).sum(axis=2)
 
 
 def serial_when_small(namespace, get_threads, set_threads):

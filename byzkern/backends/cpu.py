@@ -151,6 +151,10 @@ def attack_candidates(H, mu, direction, etas, f):
     return _cpu.attack_candidates(H, mu, direction, etas, f, _config.COL_TILE, _config.STREAM_MIN_BYTES)
 
 
+def candidate_deviations(H, mu, direction, etas, f, rule, trim):
+    return _cpu.candidate_deviations(H, mu, direction, etas, f, rule, trim, _config.COL_TILE)
+
+
 #: the passes over X that backends/_weiszfeld.py's coefficient steps ask for
 _WEISZFELD_PASSES = types.SimpleNamespace(
     pairwise_sqdist=pairwise_sqdist,

@@ -24,13 +24,14 @@ from __future__ import annotations
 import functools
 import math
 import re
+import sys
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .. import _config, _random
-from . import reference
+from . import reference, deviations_of_built_candidates
 
 try:
     import cupy
@@ -379,6 +380,10 @@ def attack_candidates(H, mu, direction, etas, f):
     _launch("compress", f"attack_candidates<{CTYPE[H.dtype]}>", out.size,
             (H, mu, direction, cupy.asarray(etas, dtype=cupy.float64), B, h, d, etas.size, f, out))
     return out
+
+
+def candidate_deviations(H, mu, direction, etas, f, rule, trim):
+    return deviations_of_built_candidates(sys.modules[__name__], H, mu, direction, etas, f, rule, trim)
 
 
 # ---- compressors (wire formats in byzkern.compressors; reference.py fixes every bit) -------------

@@ -5,7 +5,11 @@ Kernel signatures are listed in ``byzkern/backends/__init__.py``.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+
+from . import deviations_of_built_candidates
 
 F64 = np.float64
 
@@ -368,3 +372,7 @@ def attack_candidates(H, mu, direction, etas, f):
     byzantine = mu.astype(F64)[:, None, :] + etas[None, :, None] * direction.astype(F64)[:, None, :]
     candidates[:, :, h:] = byzantine.astype(H.dtype)[:, :, None, :]
     return candidates
+
+
+def candidate_deviations(H, mu, direction, etas, f, rule, trim):
+    return deviations_of_built_candidates(sys.modules[__name__], H, mu, direction, etas, f, rule, trim)
