@@ -246,7 +246,9 @@ void ordered_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rul
   for (index_t p = 0; p < n; ++p) classes[p] = rule.position_class(n, p);
   const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), classes);
   const index_t tiles = num_tiles(d, tile), stride = padded_stride<T>(tile);
-  const bool copy = rows_crowd_l1_sets<T>(n, d);
+  // Only where the padded tile stays in L2 (not past 32 float32 rows): many more rows than L1
+  // sets crowd them whatever the stride, and a larger buffer would be reread from L3.
+  const bool copy = n * stride * static_cast<index_t>(sizeof(T)) <= (1 << 20) && rows_crowd_l1_sets<T>(n, d);
 #pragma omp parallel
   {
     AlignedVectors<keyvec<T>> block(n * BLOCK_VECS);
