@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _config, _random
-from . import reference, deviations_of_built_candidates
+from . import deviations_of_built_candidates, reference
 
 try:
     import cupy
