@@ -88,6 +88,8 @@ def kernel_results(dtype):
         "cclip from the median, 3 steps": cpu.cclip(X, 1.5, 3, None),
         "mean_std": cpu.mean_std(X, 1), "gaussian": cpu.gaussian(X, 2.0, 3),
         "attack_candidates": cpu.attack_candidates(X, *cpu.mean_std(X, 1), np.array([0.0, 0.5, 7.0]), 3),
+        "candidate_deviations": cpu.candidate_deviations(X, *cpu.mean_std(X, 1), np.array([0.0, 0.5, 7.0]), 3,
+                                                         "meamed", 3),
         **_compress_then_decompress(X),
         **{f"{name} (long rows)": call(cpu, _long_rows(dtype)) for name, call in LONG_COMPRESSIONS.items()},
     }
