@@ -711,8 +711,7 @@ void copy_streaming(T* dst, const T* src, index_t count) {
   for (; j < count; ++j) dst[j] = src[j];
 }
 
-// Candidate e of item b: the h honest rows, then f copies of T(mu + etas[e] * direction) computed
-// in double (a multiply, then an add: the reference's two roundings). A job is one column tile of
+// Candidate e of item b: the h honest rows, then f copies of candidate_row. A job is one column tile of
 // one candidate; a thread's jobs are consecutive candidates of a tile, so it reads that tile of H
 // from memory once. Outputs of at least stream_min_bytes are written with streaming stores (they
 // outgrow the caches); smaller ones, such as optimized()'s column blocks, stay in cache for the
@@ -739,9 +738,7 @@ void attack_candidates(const T* H, const T* mu, const T* direction, const double
       const T* a = direction + b * d + c0;
       T* candidate = out + (b * E + e) * n * d + c0;
       for (index_t i = 0; i < h; ++i) copy(candidate + i * d, H + (b * h + i) * d + c0, w);
-      const double eta = etas[e];
-      for (index_t j = 0; j < w; ++j)
-        byzantine[static_cast<std::size_t>(j)] = static_cast<T>(static_cast<double>(m[j]) + eta * static_cast<double>(a[j]));
+      candidate_row(m, a, etas[e], w, byzantine.data());
       for (index_t i = h; i < n; ++i) copy(candidate + i * d, byzantine.data(), w);
     }
     if (stream) _mm_sfence();  // the streaming stores are visible to whoever reads out next

@@ -44,6 +44,15 @@ template <class T>
 void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t tile, T* mean, T* std);
 template <class T>
 void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, index_t tile, T* out);
+// The f Byzantine rows' values of candidate eta over w columns: T(mu + eta * direction) in
+// double (a multiply, then an add: the reference's two roundings). attack_candidates writes them
+// and candidate_deviations aggregates them, so both take them from here.
+template <class T>
+inline void candidate_row(const T* mu, const T* direction, double eta, index_t w, T* out) {
+  for (index_t j = 0; j < w; ++j)
+    out[j] = static_cast<T>(static_cast<double>(mu[j]) + eta * static_cast<double>(direction[j]));
+}
+
 template <class T>
 void attack_candidates(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
                        index_t d, index_t E, index_t f, index_t tile, index_t stream_min_bytes, T* out);

@@ -6,6 +6,7 @@
 // ParallelCompile) run the halves on two cores instead of making one file the critical path.
 #include "coordinatewise.hpp"
 
+#include "compress.hpp"
 #include "select.hpp"
 
 namespace byzkern {
@@ -218,6 +219,20 @@ void ordered_rule_tile_for(index_t n, A... a) {
   }
 }
 
+// The sorting network for n rows, pruned to the output positions the rule must find exactly.
+template <class Rule>
+Comparators rule_network(index_t n, const Rule& rule) {
+  std::vector<int> classes(n);
+  for (index_t p = 0; p < n; ++p) classes[p] = rule.position_class(n, p);
+  return prune_network(sorting_network(n, GROUP_ROWS), classes);
+}
+
+// w columns of n rows, from src_stride apart to dst_stride apart.
+template <class T>
+void copy_rows(const T* src, index_t src_stride, index_t n, index_t w, T* dst, index_t dst_stride) {
+  for (index_t i = 0; i < n; ++i) std::memcpy(dst + i * dst_stride, src + i * src_stride, sizeof(T) * w);
+}
+
 // The row stride of a tile copied to a buffer: a cache line longer than the tile, since rows a
 // multiple of 4 KiB apart all fall in one L1 set (8 ways), and the tile kernel, which reads a line
 // of every row per block, then misses on every read.
@@ -242,9 +257,7 @@ bool rows_crowd_l1_sets(index_t n, index_t stride) {
 // L2 sets too, so the prefetched ones evict each other).
 template <class T, class Rule>
 void ordered_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rule rule, T* out) {
-  std::vector<int> classes(n);
-  for (index_t p = 0; p < n; ++p) classes[p] = rule.position_class(n, p);
-  const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), classes);
+  const Comparators net = rule_network(n, rule);
   const index_t tiles = num_tiles(d, tile), stride = padded_stride<T>(tile);
   // Only where the padded tile stays in L2 (not past 32 float32 rows): many more rows than L1
   // sets crowd them whatever the stride, and a larger buffer would be reread from L3.
@@ -258,7 +271,7 @@ void ordered_rule(const T* X, index_t B, index_t n, index_t d, index_t tile, Rul
       const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
       const T* base = X + b * n * d + c0;
       if (copy) {
-        for (index_t i = 0; i < n; ++i) std::memcpy(padded.data() + i * stride, base + i * d, sizeof(T) * w);
+        copy_rows(base, d, n, w, padded.data(), stride);
         base = padded.data();
       }
       ordered_rule_tile_for<T>(n, base, n, copy ? stride : d, w, &net, block.data(), tail.data(), rule,
@@ -291,9 +304,7 @@ template <class T, class Rule>
 void ordered_rule_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
                              index_t d, index_t E, index_t f, index_t tile, Rule rule, double* out) {
   const index_t n = h + f, tiles = num_tiles(d, tile);
-  std::vector<int> classes(n);
-  for (index_t p = 0; p < n; ++p) classes[p] = rule.position_class(n, p);
-  const Comparators net = prune_network(sorting_network(n, GROUP_ROWS), classes);
+  const Comparators net = rule_network(n, rule);
   std::vector<double> partial(B * E * tiles);
   const index_t stride = padded_stride<T>(tile);
 #pragma omp parallel
@@ -303,15 +314,12 @@ void ordered_rule_deviations(const T* H, const T* mu, const T* direction, const 
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
       const index_t b = job / tiles, t = job % tiles, c0 = t * tile, w = std::min(tile, d - c0);
-      for (index_t i = 0; i < h; ++i)
-        std::memcpy(candidate.data() + i * stride, H + (b * h + i) * d + c0, sizeof(T) * w);
+      copy_rows(H + b * h * d + c0, d, h, w, candidate.data(), stride);
       const T* m = mu + b * d + c0;
       const T* a = direction + b * d + c0;
       T* byzantine = candidate.data() + h * stride;
       for (index_t e = 0; e < E; ++e) {
-        const double eta = etas[e];
-        for (index_t j = 0; j < w; ++j)
-          byzantine[j] = static_cast<T>(static_cast<double>(m[j]) + eta * static_cast<double>(a[j]));
+        candidate_row(m, a, etas[e], w, byzantine);
         for (index_t i = 1; i < f; ++i) std::memcpy(byzantine + i * stride, byzantine, sizeof(T) * w);
         // const T*: the same instantiation as ordered_rule's (the unrolled networks compile once)
         ordered_rule_tile_for<T>(n, static_cast<const T*>(candidate.data()), n, stride, w, &net, block.data(),
@@ -357,11 +365,8 @@ struct ColumnMedians<T>::Scratch {
   Comparators net;
   AlignedVectors<keyvec<T>> block;
   std::vector<T> tail;
-  explicit Scratch(index_t n_) : n(n_), block(n_ * BLOCK_VECS), tail(n_ * block_lanes<T>()) {
-    std::vector<int> classes(n);
-    for (index_t p = 0; p < n; ++p) classes[p] = MedianOfBlock::position_class(n, p);
-    net = prune_network(sorting_network(n, GROUP_ROWS), classes);
-  }
+  explicit Scratch(index_t n_)
+      : n(n_), net(rule_network(n_, MedianOfBlock{})), block(n_ * BLOCK_VECS), tail(n_ * block_lanes<T>()) {}
 };
 
 template <class T>
