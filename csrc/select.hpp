@@ -203,46 +203,44 @@ inline void keys_to_values(keyvec<T>* block, index_t n) {
 // (keys_to_values) where AsValues, for a rule to read, else as keys, for more ordering.
 // Positions are ordered as far as Classes needs (AllPositions: fully).
 // prefetch_to_l2: the block is one group of more rows than L1_PREFETCH_ROWS.
+// rows < N: only the first rows are read and stored; the network orders them with N - rows keys
+// above every value's (a NaN's included) in place of the rest, which stay at the end. One
+// network for a last, shorter group of the runtime path, where one per size doubled its
+// unrolled code, and the build time with it.
 template <class T, int N, class Classes, bool AsValues, std::size_t... I>
 inline void load_and_order_block_static(const T* base, index_t d, keyvec<T>* block, bool prefetch_to_l2,
-                                        std::index_sequence<I...>) {
+                                        std::index_sequence<I...>, index_t rows = N) {
   using V = keyvec<T>;
   [[maybe_unused]] constexpr auto net = StaticNetwork<N, Classes>::comparators();  // empty for N = 1
   // One cache line per row per block: with tens of rows read side by side the hardware
   // prefetchers lose track of the streams, and the loads wait on memory.
   const T* ahead = base + PREFETCH_BLOCKS * block_lanes<T>();
   if (prefetch_to_l2 || N > L1_PREFETCH_ROWS)
-    for (int i = 0; i < N; ++i) __builtin_prefetch(ahead + i * d, 0, 2);
+    for (int i = 0; i < rows; ++i) __builtin_prefetch(ahead + i * d, 0, 2);
   else
-    for (int i = 0; i < N; ++i) __builtin_prefetch(ahead + i * d);
+    for (int i = 0; i < rows; ++i) __builtin_prefetch(ahead + i * d);
+  const V above_every_value = V{} + std::numeric_limits<typename KeyTraits<T>::type>::max();
   for (int u = 0; u < BLOCK_VECS; ++u) {
     // Unrolled, so that r stays in registers (as far as they go) between the loads, the network
     // and the stores: a loop kept it in memory, the network loading its operands from there.
     V r[N];
 #pragma GCC unroll 32
-    for (int i = 0; i < N; ++i) r[i] = value_to_key<T>(load_vec<V>(base + i * d + u * vec_lanes<T>()));
+    for (int i = 0; i < N; ++i)
+      r[i] = i < rows ? value_to_key<T>(load_vec<V>(base + i * d + u * vec_lanes<T>())) : above_every_value;
     (compare_exchange<T>(r[net[I].a], r[net[I].b]), ...);
 #pragma GCC unroll 32
-    for (int i = 0; i < N; ++i) store_vec(block + i * BLOCK_VECS + u, AsValues ? flip_negative<T>(r[i]) : r[i]);
+    for (int i = 0; i < N; ++i)
+      if (i < rows) store_vec(block + i * BLOCK_VECS + u, AsValues ? flip_negative<T>(r[i]) : r[i]);
   }
 }
 
-// The first n rows of block ordered, group by group of GROUP_ROWS (the last may be shorter).
-template <class T, int M = 1>
+// The first n rows of block ordered, group by group of GROUP_ROWS; the last group may be shorter.
+template <class T>
 inline void load_and_order_groups(const T* base, index_t n, index_t d, keyvec<T>* block) {
-  if constexpr (M <= GROUP_ROWS) {
-    constexpr auto comparators = std::make_index_sequence<StaticNetwork<M, AllPositions>::size()>{};
-    if (M == GROUP_ROWS) {
-      for (index_t i = 0; i + GROUP_ROWS <= n; i += GROUP_ROWS)
-        load_and_order_block_static<T, M, AllPositions, false>(base + i * d, d, block + i * BLOCK_VECS, true,
-                                                              comparators);
-    } else if (n % GROUP_ROWS == M) {
-      const index_t i = n - M;
-      load_and_order_block_static<T, M, AllPositions, false>(base + i * d, d, block + i * BLOCK_VECS, true,
-                                                              comparators);
-    }
-    load_and_order_groups<T, M + 1>(base, n, d, block);
-  }
+  constexpr auto comparators = std::make_index_sequence<StaticNetwork<GROUP_ROWS, AllPositions>::size()>{};
+  for (index_t i = 0; i < n; i += GROUP_ROWS)
+    load_and_order_block_static<T, GROUP_ROWS, AllPositions, false>(base + i * d, d, block + i * BLOCK_VECS, true,
+                                                                    comparators, std::min<index_t>(GROUP_ROWS, n - i));
 }
 
 }  // namespace byzkern
