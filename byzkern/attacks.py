@@ -255,12 +255,14 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     callable taking a batch, e.g. ``cwtm(f=4)`` or a ``Pipeline``). A coordinate-wise
     aggregator (``mean``, ``cwmed``, ``cwtm``, ``meamed``, bare or as a Rule) gets that array a
     block of columns at a time instead, which gives every column the same value; and ``cwmed``,
-    ``cwtm`` and ``meamed`` (nan_policy "outlier") on the cpu backend never get it built: one
-    kernel runs the rule on each candidate's columns as it makes them. ``etas`` defaults to
+    ``cwtm`` and ``meamed`` (nan_policy "outlier") on the cpu or numba backend, the one of
+    optimized, never get it built: one kernel runs the rule on each candidate's columns as it
+    makes them. ``etas`` defaults to
     ``DEFAULT_ETAS`` (0 and 16 geometric values 0.1..10). ``attack`` is "alie", "foe" or the
     function ``alie`` / ``foe``. With ``return_info=True`` returns ``(rows, {"eta": ...,
     "etas": ..., "deviation": ...})``. Cost: len(etas) aggregations of the data, plus building
-    their batch: one write of it to memory; by column blocks, to the cache only; on cpu, none.
+    their batch: one write of it to memory; by column blocks, to the cache only; on cpu and
+    numba, none.
     """
     A = _honest(H)
     B, h, d = A.data.shape

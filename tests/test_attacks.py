@@ -210,7 +210,8 @@ def test_optimized_rows_are_the_bits_of_the_plain_numpy_construction(attack, fas
 
 
 @pytest.mark.parametrize("aggregator", [bk.mean, bk.cwmed, bk.cwmed(nan_policy="propagate"), bk.cwtm(f=3),
-                                        bk.meamed(f=3), bk.cwtm(f=3, backend="reference")],
+                                        bk.meamed(f=3), bk.cwtm(f=3, backend="reference"),
+                                        bk.meamed(f=3, backend="numba")],
                          ids=lambda a: getattr(a, "__name__", repr(a)))
 def test_optimized_by_column_blocks_equals_one_whole_call(aggregator, fast_backend, dtype, monkeypatch):
     """Coordinate-wise aggregators take the candidates by column blocks (built, or on cpu never
@@ -244,7 +245,9 @@ def test_optimized_by_column_blocks_equals_one_whole_call(aggregator, fast_backe
     except ValueError as exc:  # host data on a device backend
         pytest.skip(str(exc))
     options = getattr(aggregator, "options", {})
-    fused = fast_backend == "cpu" and aggregator is not bk.mean and not {"nan_policy", "backend"} & set(options)
+    # fused where the aggregator's own kernel is on optimized's backend
+    own = options.get("backend") or _dispatch.kernel("cwmed", "cpu", None).__module__.rsplit(".", 1)[1]
+    fused = aggregator is not bk.mean and "nan_policy" not in options and own == fast_backend
     rows_call = [("attack_candidates", 301)]  # the chosen eta's rows, from H with no rows
     if fused:
         assert blocked == [("candidate_deviations", 301)] + rows_call
@@ -258,11 +261,12 @@ def test_optimized_by_column_blocks_equals_one_whole_call(aggregator, fast_backe
 
 
 @pytest.mark.parametrize("rule, trims", [("cwmed", False), ("cwtm", True), ("meamed", True), ("cwtm", False)])
-@pytest.mark.parametrize("h, f", [(5, 1), (5, 3), (31, 9)])  # n = 6, 8 (unrolled networks), 40 (runtime)
-def test_candidate_deviations_are_those_of_the_built_batch(rule, trims, h, f, dtype):
-    module, reason = _dispatch.load("cpu")
+@pytest.mark.parametrize("h, f", [(5, 1), (5, 3), (31, 9), (50, 15)])  # unrolled networks; runtime (numba: 65)
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+def test_candidate_deviations_are_those_of_the_built_batch(rule, trims, h, f, backend, dtype):
+    module, reason = _dispatch.load(backend)
     if module is None:
-        pytest.skip(f"backend cpu unavailable: {reason}")
+        pytest.skip(f"backend {backend} unavailable: {reason}")
     trim = f if trims else 0
     _, mu, direction, etas = _candidate_inputs(dtype)
     mu[0, :6], direction[0, :6] = 1.0, 0.5  # finite sums, so that rounding shows; NaN/Inf rows below

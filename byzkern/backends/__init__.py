@@ -46,8 +46,7 @@ output is fixed by ``backends/reference.py``, which the fast backends reproduce 
 ``candidate_deviations(H, mu, direction, etas, f, rule, trim) -> (B, E)``   float64: the sum over
 the columns of (rule - mu)^2, for the rule ("cwmed", "cwtm", "meamed"; trim: its f) of each
 candidate, the rule bit for bit the backend's own kernel on the built batch (reference and cuda
-build it: ``deviations_of_built_candidates``; the cpu kernel never does). numba has none:
-optimized() then builds the batch by column blocks itself
+build it: ``deviations_of_built_candidates``; the cpu and numba kernels never do)
 
 Each module may define ``unavailable_reason() -> str | None`` and ``details() -> dict`` for
 ``byzkern.info()``. A backend that lacks a kernel simply does not define it: automatic

@@ -254,48 +254,62 @@ def _mean_around_median_lanes(block, w, f, med, start, acc):
         acc[l] /= keep
 
 
+@numba.njit(inline="always")
+def _ordered_rule_tile(X, b, c0, c1, rule, f, net, out):
+    """out[b, c0:c1]: the rule over columns c0:c1 of batch item b, by the runtime network."""
+    n = X.shape[1]
+    # lanes past w keep stale finite values: they are sorted along but never read
+    block = np.zeros((n, _LANES), X.dtype)
+    nans = np.empty(_LANES, np.int64)
+    result = np.empty(_LANES)
+    start = np.empty(_LANES, np.int64)
+    med = np.empty(_LANES)
+    for s0 in range(c0, c1, _LANES):
+        w = min(_LANES, c1 - s0)
+        has_nan = _load_block(X, b, s0, w, block, nans)
+        _sort_block(block, net)
+        if has_nan:
+            _restore_nans(block, w, nans)
+        if rule == _MEDIAN:
+            _median_lanes(block, w, result)
+        elif rule == _TRIMMED_MEAN:
+            result[:w] = 0.0
+            for p in range(f, n - f):  # the middle as a set: the sum's bits may differ
+                row = block[p]
+                for l in range(w):
+                    result[l] += row[l]
+            for l in range(w):
+                result[l] /= n - 2 * f
+        else:
+            _mean_around_median_lanes(block, w, f, med, start, result)
+        for l in range(w):
+            out[b, s0 + l] = result[l]
+
+
 @numba.njit(**_KERNEL)
 def _coordinatewise(X, rule, f, net, tile, out):
     B, n, d = X.shape
     tiles = (d + tile - 1) // tile
     for job in numba.prange(B * tiles):
         b, c0 = job // tiles, (job % tiles) * tile
-        c1 = min(d, c0 + tile)
-        # lanes past w keep stale finite values: they are sorted along but never read
-        block = np.zeros((n, _LANES), X.dtype)
-        nans = np.empty(_LANES, np.int64)
-        result = np.empty(_LANES)
-        start = np.empty(_LANES, np.int64)
-        med = np.empty(_LANES)
-        for s0 in range(c0, c1, _LANES):
-            w = min(_LANES, c1 - s0)
-            has_nan = _load_block(X, b, s0, w, block, nans)
-            _sort_block(block, net)
-            if has_nan:
-                _restore_nans(block, w, nans)
-            if rule == _MEDIAN:
-                _median_lanes(block, w, result)
-            elif rule == _TRIMMED_MEAN:
-                result[:w] = 0.0
-                for p in range(f, n - f):  # the middle as a set: the sum's bits may differ
-                    row = block[p]
-                    for l in range(w):
-                        result[l] += row[l]
-                for l in range(w):
-                    result[l] /= n - 2 * f
-            else:
-                _mean_around_median_lanes(block, w, f, med, start, result)
-            for l in range(w):
-                out[b, s0 + l] = result[l]
+        _ordered_rule_tile(X, b, c0, min(d, c0 + tile), rule, f, net, out)
+
+
+def _rule_program(n, rule, f, dtype):
+    """(address, net): the unrolled tile cfunc of the rule for n rows, or 0 and the runtime
+    network where n is past _MAX_UNROLLED_ROWS[rule]."""
+    if n <= _MAX_UNROLLED_ROWS[rule]:
+        return _unrolled_tile(n, rule, dtype).address, np.empty((0, 2), np.int64)
+    return 0, _sorting_network(n, rule, f)
 
 
 def _run_coordinatewise(X, rule, f):
     out = np.empty((X.shape[0], X.shape[2]), X.dtype)
-    if X.shape[1] <= _MAX_UNROLLED_ROWS[rule]:
-        keys = X.view(_KEY_TYPES[X.dtype])
-        _unrolled_tiles(keys, _unrolled_tile(X.shape[1], rule, X.dtype).address, f, _config.COL_TILE, out)
+    address, net = _rule_program(X.shape[1], rule, f, X.dtype)
+    if address:
+        _unrolled_tiles(X.view(_KEY_TYPES[X.dtype]), address, f, _config.COL_TILE, out)
     else:
-        _coordinatewise(X, rule, f, _sorting_network(X.shape[1], rule, f), _config.COL_TILE, out)
+        _coordinatewise(X, rule, f, net, _config.COL_TILE, out)
     return out
 
 
@@ -469,23 +483,29 @@ def _call_tile(typingctx, address, keys, start, stride, groups, f, out, out_star
     return types.void(address, keys, start, stride, groups, f, out, out_start), codegen
 
 
+@numba.njit(inline="always")
+def _unrolled_rule_tile(keys, tile_address, f, b, c0, c1, out):
+    """out[b, c0:c1]: the rule of the cfunc at tile_address over columns c0:c1 of item b."""
+    n, d = keys.shape[1], keys.shape[2]
+    groups = (c1 - c0) // _GROUP
+    _call_tile(tile_address, keys, (b * n) * d + c0, d, groups, f, out, b * d + c0)
+    c = c0 + groups * _GROUP
+    if c < c1:
+        scratch = np.zeros((n, _GROUP), keys.dtype)
+        for i in range(n):
+            scratch[i, :c1 - c] = keys[b, i, c:c1]
+        result = np.empty(_GROUP, out.dtype)
+        _call_tile(tile_address, scratch, 0, _GROUP, 1, f, result, 0)
+        out[b, c:c1] = result[:c1 - c]
+
+
 @numba.njit(**_KERNEL)
 def _unrolled_tiles(keys, tile_address, f, tile, out):
     B, n, d = keys.shape
     tiles = (d + tile - 1) // tile
     for job in numba.prange(B * tiles):
         b, c0 = job // tiles, (job % tiles) * tile
-        w = min(tile, d - c0)
-        groups = w // _GROUP
-        _call_tile(tile_address, keys, (b * n) * d + c0, d, groups, f, out, b * d + c0)
-        c = c0 + groups * _GROUP
-        if c < c0 + w:
-            scratch = np.zeros((n, _GROUP), keys.dtype)
-            for i in range(n):
-                scratch[i, :c0 + w - c] = keys[b, i, c:c0 + w]
-            result = np.empty(_GROUP, out.dtype)
-            _call_tile(tile_address, scratch, 0, _GROUP, 1, f, result, 0)
-            out[b, c:c0 + w] = result[:c0 + w - c]
+        _unrolled_rule_tile(keys, tile_address, f, b, c0, min(d, c0 + tile), out)
 
 
 def cwmed(X):
@@ -1553,6 +1573,68 @@ def attack_candidates(H, mu, direction, etas, f):
     out = np.empty((B, etas.size, h + f, d), H.dtype)
     _attack_candidates(H, mu, direction, etas, _config.COL_TILE, out)
     return out
+
+
+#: a cache line past a whole number of _GROUP columns: candidate rows a multiple of 4 KiB apart
+#: would all fall in one L1 set (csrc/coordinatewise.cpp's padded_stride)
+_CANDIDATE_ROW_PAD = 64
+
+
+@numba.njit(**_KERNEL)
+def _candidate_deviations(H, mu, direction, etas, f, rule, trim, net, tile_address, keys_like, tile, partial):
+    """partial[b, e, t]: the sum over column tile t of (rule - mu)^2 for candidate e of item b.
+    A job holds tile t of H once, as keys in a buffer, and per candidate rewrites only the f
+    Byzantine rows (as _attack_candidates computes them) before running the rule on it: the
+    unrolled tile at tile_address, or (0) the runtime network net. The candidates are never
+    built whole, and the rule sees the same values in the same rows as on the built batch."""
+    B, h, d = H.shape
+    n, E = h + f, etas.size
+    tiles = (d + tile - 1) // tile
+    groups = (tile + _GROUP - 1) // _GROUP
+    stride = groups * _GROUP + _CANDIDATE_ROW_PAD // H.itemsize
+    for job in numba.prange(B * tiles):
+        b, t = job // tiles, job % tiles
+        c0 = t * tile
+        w = min(tile, d - c0)
+        keys = np.zeros((1, n, stride), keys_like.dtype)  # columns past w: zeros, never read
+        values = keys.view(H.dtype)
+        values[0, :h, :w] = H[b, :, c0:c0 + w]
+        aggregate = np.empty((1, stride), H.dtype)
+        m, a = mu[b, c0:c0 + w], direction[b, c0:c0 + w]
+        for e in range(E):
+            if f > 0:
+                byzantine = values[0, h]
+                for j in range(w):
+                    byzantine[j] = np.float64(m[j]) + etas[e] * np.float64(a[j])
+                for i in range(h + 1, n):
+                    values[0, i, :w] = byzantine[:w]
+            if tile_address != 0:
+                _call_tile(tile_address, keys, 0, stride, (w + _GROUP - 1) // _GROUP, trim, aggregate, 0)
+            else:
+                _ordered_rule_tile(values, 0, 0, w, rule, trim, net, aggregate)
+            total = 0.0
+            for j in range(w):
+                gap = np.float64(aggregate[0, j]) - np.float64(m[j])
+                total += gap * gap
+            partial[b, e, t] = total
+
+
+_RULES = {"cwmed": _MEDIAN, "cwtm": _TRIMMED_MEAN, "meamed": _MEAN_AROUND_MEDIAN}
+
+
+def candidate_deviations(H, mu, direction, etas, f, rule, trim):
+    if rule not in _RULES:
+        raise ValueError(f"candidate_deviations: rule must be cwmed, cwtm or meamed; got {rule}")
+    B, h, d = H.shape
+    n, which = h + f, _RULES[rule]
+    if trim < 0 or 2 * trim >= n:
+        raise ValueError("candidate_deviations: trim must satisfy 0 <= 2 trim < h + f")
+    address, net = _rule_program(n, which, trim, H.dtype)
+    tile = _config.COL_TILE
+    partial = np.empty((B, etas.size, (d + tile - 1) // tile))
+    _candidate_deviations(H, mu, direction, etas, f, which, trim, net, address,
+                          np.empty(0, _KEY_TYPES[H.dtype]), tile, partial)
+    return partial.sum(axis=2)
 
 
 serial_when_small(globals(), numba.get_num_threads, numba.set_num_threads)
