@@ -13,6 +13,7 @@ import pytest
 from _harness import assert_close, byzantine_rows, gaussian
 
 nb = pytest.importorskip("byzkern.backends.numba", reason="numba is not installed")
+from byzkern import _config  # noqa: E402
 from byzkern.backends import reference as ref  # noqa: E402
 
 
@@ -46,7 +47,6 @@ def test_coordinatewise_every_n(n, dtype):
 def test_full_blocks_inside_wide_tiles(dtype, monkeypatch):
     """conftest's 8-column tiles keep every sorting block and pair block partial: with wide
     tiles the full 64-lane sorting blocks and full pair blocks run too, beside a partial tail."""
-    from byzkern import _config
 
     monkeypatch.setattr(_config, "COL_TILE", 160)
     X = outliers(np.random.default_rng(12), (2, 9, 2 * 160 + 37), dtype)
@@ -67,7 +67,6 @@ def test_unrolled_networks_on_groups_and_tails(n, d, dtype, monkeypatch):
     latter; columns of ties, scattered NaN/+-Inf, whole rows of NaN, +Inf, -Inf and 1e38 (up to
     f of them), for every f (the unrolled trimmed mean and mean around the median take f at run
     time)."""
-    from byzkern import _config
 
     monkeypatch.setattr(_config, "COL_TILE", 160)
     X = outliers(np.random.default_rng(n * 1000 + d), (2, n, d), dtype)
@@ -105,7 +104,6 @@ def test_compressors_equal_the_reference_bit_for_bit(d, tile, dtype, monkeypatch
     """Every width of the group-of-eight code packer (qsgd levels 1 .. 32767, natural's 9 and
     12 bits, sign), the tile-wide Philox runs and randk's bitset; on tiles of 8 entries, and of
     96, where the packer stores whole octets as words before its byte-by-byte end."""
-    from byzkern import _config
 
     monkeypatch.setattr(_config, "COL_TILE", tile)
     X = special_values(np.random.default_rng(d), (3, d), dtype)
@@ -194,6 +192,21 @@ def test_cclip_iterations(iters, dtype):
     assert_close(nb.cclip(X, 0.7, iters, v0), ref.cclip(X, 0.7, iters, v0))
 
 
+@pytest.mark.parametrize("tile", [8, 4096])
+def test_cclip_takes_the_median_and_its_distances_in_one_pass(dtype, tile, monkeypatch):
+    """v0=None: tile by tile, the median and every row's distance to it. Against the reference
+    from its own cwmed, for n on both sides of the unrolled median networks (64 rows), with a
+    NaN row, an Inf row and a tail tile, and 0..2 steps."""
+    monkeypatch.setattr(_config, "COL_TILE", tile)
+    rng = np.random.default_rng(13)
+    for n in (1, 2, 7, 65):
+        X = rng.standard_normal((2, n, 2 * 4096 + 45)).astype(dtype)
+        X[1, 0, 5] = np.nan
+        X[1, n - 1, 4096] = -np.inf
+        for iters in range(3):
+            assert_close(nb.cclip(X, 100.0, iters, None), ref.cclip(X, 100.0, iters, ref.cwmed(X)))
+
+
 def every_kernel_call(X):
     B, n, d = X.shape
     idx = np.tile(np.array([[0, 2, -1], [1, 1, 3]], dtype=np.int64), (B, 1, 1))
@@ -204,7 +217,7 @@ def every_kernel_call(X):
         "meamed": lambda: nb.meamed(X, 1), "pairwise_sqdist": lambda: nb.pairwise_sqdist(X),
         "mix_rows": lambda: nb.mix_rows(X, idx), "row_norms": lambda: nb.row_norms(X, 2.0),
         "clip": lambda: nb.clip(X, 0.5), "geomed": lambda: nb.geomed(X, weights, v, 3, 0.0, 1e-6),
-        "cclip": lambda: nb.cclip(X, 0.5, 2, v),
+        "cclip": lambda: nb.cclip(X, 0.5, 2, v), "cclip from the median": lambda: nb.cclip(X, 0.5, 1, None),
     }, (X, idx, v, weights)
 
 

@@ -739,7 +739,23 @@ def _row_sqdist(row, center):
     return total
 
 
-@numba.njit(**_SUM_KERNEL)
+@numba.njit(nogil=True, cache=True, error_model="numpy", fastmath=_SUM_KERNEL["fastmath"])
+def _tile_sqdist(X, b, t, c0, c1, center, sq, probe):
+    """sq[b, t, i]: squared distance from row i of item b to center (float64) over columns
+    c0:c1; probe as in _norm_partials. A row with a NaN or Inf entry has a distance that is not
+    finite, so only such rows are read for the probe (a finite row's distance may overflow)."""
+    for i in range(X.shape[1]):
+        row = X[b, i, c0:c1]
+        total = _row_sqdist(row, center)
+        zero = 0.0
+        if not np.isfinite(total):
+            for c in range(c1 - c0):
+                zero += np.float64(row[c]) * 0.0
+        probe[b, t, i] = zero
+        sq[b, t, i] = total
+
+
+@numba.njit(**_KERNEL)
 def _sqdist_to_center(X, v, tile, sq, probe):
     """sq[b, t, i]: squared distance from row i to v[b] over tile t; probe as in _norm_partials."""
     B, n, d = X.shape
@@ -748,13 +764,27 @@ def _sqdist_to_center(X, v, tile, sq, probe):
         b, t = job // tiles, job % tiles
         c0 = t * tile
         c1 = min(d, c0 + tile)
-        for i in range(n):
-            row = X[b, i, c0:c1]
-            zero = 0.0
-            for c in range(c1 - c0):
-                zero += np.float64(row[c]) * 0.0
-            probe[b, t, i] = zero
-            sq[b, t, i] = _row_sqdist(row, v[b, c0:c1])
+        _tile_sqdist(X, b, t, c0, c1, v[b, c0:c1], sq, probe)
+
+
+@numba.njit(**_KERNEL)
+def _median_sqdist(X, keys, tile_address, net, tile, med, v, sq, probe):
+    """med[b]: cwmed of X[b] (the cfunc at tile_address, or with 0 the runtime network net), v
+    the same in float64, and sq and probe from it as _sqdist_to_center, in one read of X: a
+    tile's rows are still in cache when its distances are taken."""
+    B, n, d = X.shape
+    tiles = (d + tile - 1) // tile
+    for job in numba.prange(B * tiles):
+        b, t = job // tiles, job % tiles
+        c0 = t * tile
+        c1 = min(d, c0 + tile)
+        if tile_address != 0:
+            _unrolled_rule_tile(keys, tile_address, 0, b, c0, c1, med)
+        else:
+            _ordered_rule_tile(X, b, c0, c1, _MEDIAN, 0, net, med)
+        for c in range(c0, c1):
+            v[b, c] = med[b, c]
+        _tile_sqdist(X, b, t, c0, c1, v[b, c0:c1], sq, probe)
 
 
 @numba.njit(**_SUM_KERNEL)
@@ -835,14 +865,33 @@ def _update_center(X, coef, divisor, centered, rows, items, v, tile, block, dist
                 sq[b, t, i] += _row_sqdist(X[b, i, s0:s1], acc[:w])
 
 
-def _distances(X, v):
-    """(distances (B, n) from each row to v[b], finite rows (B, n)) in one read of X."""
+def _sqdist_partials(X):
+    """Empty (sq, probe) for _sqdist_to_center and _median_sqdist: (B, tiles, n) each."""
     B, n, d = X.shape
-    tile = _config.COL_TILE
-    sq, probe = np.empty((B, _tiles(d, tile), n)), np.empty((B, _tiles(d, tile), n))
-    _sqdist_to_center(X, v, tile, sq, probe)
+    return np.empty((B, _tiles(d, _config.COL_TILE), n)), np.empty((B, _tiles(d, _config.COL_TILE), n))
+
+
+def _row_distances(sq, probe):
+    """(distances (B, n), finite rows (B, n)) from the tiles' partial sums."""
     finite = ~np.isnan(probe.sum(axis=1))
     return np.where(finite, np.sqrt(sq.sum(axis=1)), 0.0), finite
+
+
+def _distances(X, v):
+    """(distances (B, n) from each row to v[b], finite rows (B, n)) in one read of X."""
+    sq, probe = _sqdist_partials(X)
+    _sqdist_to_center(X, v, _config.COL_TILE, sq, probe)
+    return _row_distances(sq, probe)
+
+
+def _median_and_distances(X):
+    """(cwmed(X), it in float64, then _distances(X, it)) in one read of X."""
+    B, n, d = X.shape
+    sq, probe = _sqdist_partials(X)
+    median, v = np.empty((B, d), X.dtype), np.empty((B, d))
+    address, net = _rule_program(n, _MEDIAN, 0, X.dtype)
+    _median_sqdist(X, X.view(_KEY_TYPES[X.dtype]), address, net, _config.COL_TILE, median, v, sq, probe)
+    return (median, v, *_row_distances(sq, probe))
 
 
 def _step(X, v, coef, divisor, *, centered, rows, items, distances=True):
@@ -868,15 +917,19 @@ def geomed(X, weights, init, maxiter, eps, nu):
 
 def cclip(X, tau, iters, v0):
     B, n, d = X.shape
-    v0 = cwmed(X) if v0 is None else v0
-    v = v0.astype(np.float64)
-    dist, finite = _distances(X, v)
+    if v0 is None:
+        out, v, dist, finite = _median_and_distances(X)  # out: the median, then the result
+    else:
+        out, v = np.empty((B, d), X.dtype), v0.astype(np.float64)
+        dist, finite = _distances(X, v)
     divisor = np.full(B, float(n))  # non-finite rows count in n but add 0
     everything = np.ones(B, dtype=np.bool_)
-    for _ in range(iters):
+    for step in range(iters):
         scale = np.where(finite, _clip_scale(dist, tau), 0.0)
-        dist = _step(X, v, scale, divisor, centered=True, rows=finite, items=everything)
-    return v.astype(X.dtype)
+        dist = _step(X, v, scale, divisor, centered=True, rows=finite, items=everything,
+                     distances=step < iters - 1)
+    np.copyto(out, v, casting="same_kind")
+    return out
 
 
 #: the passes over X that backends/_weiszfeld.py's coefficient steps ask for
