@@ -32,7 +32,7 @@ def outliers(rng, shape, dtype):
     return X
 
 
-@pytest.mark.parametrize("n", list(range(1, 34)) + [40, 64, 97])
+@pytest.mark.parametrize("n", list(range(1, 34)) + [40, 48, 49, 63, 64, 97])
 def test_coordinatewise_every_n(n, dtype):
     """Every n, so that each selection path and its boundaries meet the reference, with ties
     and non-finite values in the columns."""
@@ -59,12 +59,12 @@ def test_full_blocks_inside_wide_tiles(dtype, monkeypatch):
     assert_close(nb.pairwise_sqdist(Y), ref.pairwise_sqdist(Y))
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 16, 17, 32, 33, 64, 65])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 16, 17, 32, 33, 48, 49, 64, 65])
 @pytest.mark.parametrize("d", [1, 63, 64, 65, 2 * 160 + 37])
 def test_unrolled_networks_on_groups_and_tails(n, d, dtype, monkeypatch):
-    """n on both sides of the unrolled networks' limits (64; meamed 32), on 160-column tiles:
-    full groups of 64 columns read in place beside the zero-padded partial group, or only the
-    latter; columns of ties, scattered NaN/+-Inf, whole rows of NaN, +Inf, -Inf and 1e38 (up to
+    """n on both sides of the unrolled networks' limits (48; meamed 32) and of the runtime
+    path's groups of 32 rows (a last group of 1, 16 or 17 rows), on 160-column tiles: full
+    groups of 64 columns read in place beside the zero-padded partial group, or only the latter; columns of ties, scattered NaN/+-Inf, whole rows of NaN, +Inf, -Inf and 1e38 (up to
     f of them), for every f (the unrolled trimmed mean and mean around the median take f at run
     time)."""
 
@@ -195,7 +195,7 @@ def test_cclip_iterations(iters, dtype):
 @pytest.mark.parametrize("tile", [8, 4096])
 def test_cclip_takes_the_median_and_its_distances_in_one_pass(dtype, tile, monkeypatch):
     """v0=None: tile by tile, the median and every row's distance to it. Against the reference
-    from its own cwmed, for n on both sides of the unrolled median networks (64 rows), with a
+    from its own cwmed, for n on both sides of the unrolled median networks (48 rows), with a
     NaN row, an Inf row and a tail tile, and 0..2 steps."""
     monkeypatch.setattr(_config, "COL_TILE", tile)
     rng = np.random.default_rng(13)

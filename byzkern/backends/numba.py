@@ -93,21 +93,22 @@ def mean(X):
 _MEDIAN, _TRIMMED_MEAN, _MEAN_AROUND_MEDIAN = 0, 1, 2
 #: the classes of a rule that reads every position (the full network, csrc's AllPositions)
 _EVERY_POSITION = 3
-#: columns sorted together: one sorting network runs across all of them, so each
-#: compare-exchange is an elementwise min/max of two block rows that LLVM vectorizes. A
-#: compile-time constant, because the loop over lanes must keep a known trip count.
-_LANES = 64
+#: rows ordered together by one unrolled network on the runtime path (n past
+#: _MAX_UNROLLED_ROWS), whose network then only merges these groups (csrc/select.hpp's GROUP_ROWS)
+_GROUP_ROWS = 32
 
 
 @functools.lru_cache(maxsize=None)
-def _sorting_network(n, rule, f):
+def _sorting_network(n, rule, f, first_level=1):
     """Batcher's odd-even merge sort for any n as (comparators, 2) int64 pairs (a < b): the
     network of the next power of two without the comparators that touch an index >= n, exact
     because those positions would hold +Inf padding that no comparator moves; then pruned to
     what ``rule`` reads (csrc/select.hpp's prune_network): a comparator of two positions of one
-    class that no later kept comparator touches only permutes values within that class."""
+    class that no later kept comparator touches only permutes values within that class. Levels
+    below first_level (a power of two) are left out: they only order each aligned group of
+    first_level positions, which the caller does another way."""
     net = []
-    p = 1
+    p = first_level
     while p < n:
         k = p
         while k >= 1:
@@ -157,54 +158,18 @@ def _prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
-#: how far ahead along each row _load_block prefetches, in blocks of _LANES columns
+#: how far ahead along each row _ordered_rule_tile prefetches, in blocks of _GROUP columns
 _PREFETCH_BLOCKS = 2
-
-
-@numba.njit(inline="always")
-def _load_block(X, b, s0, w, block, nans):
-    """Copies columns s0:s0+w of the n rows into block lanes 0..w with NaN replaced by +Inf, and
-    counts the NaNs per lane: NaN orders above +Inf, so after sorting the last nans[l]
-    positions of lane l are its NaNs. Returns whether any lane has one. The rows' lines
-    _PREFETCH_BLOCKS blocks ahead are prefetched: with tens of rows read side by side the
-    hardware prefetchers lose track of the streams (as csrc/select.hpp)."""
-    nans[:] = 0
-    n, d = X.shape[1], X.shape[2]
-    line = max(1, 64 // X.itemsize)
-    for i in range(n):
-        ahead = (b * n + i) * d + s0 + _PREFETCH_BLOCKS * _LANES
-        for e in range(0, _LANES, line):
-            _prefetch(X, ahead + e)
-    for i in range(n):
-        row = X[b, i, s0:s0 + w]  # a row slice: the copy loop vectorizes, 3-D indexing did not
-        lanes = block[i]
-        for l in range(w):
-            x = row[l]
-            nan = x != x
-            nans[l] += nan
-            lanes[l] = np.inf if nan else x
-    any_nan = 0
-    for l in range(w):
-        any_nan |= nans[l]
-    return any_nan != 0
 
 
 @numba.njit(inline="always")
 def _sort_block(block, net):
     for q in range(net.shape[0]):
         low, high = block[net[q, 0]], block[net[q, 1]]
-        for l in range(_LANES):
+        for l in range(_GROUP):
             x, y = low[l], high[l]
             low[l] = y if y < x else x
             high[l] = x if y < x else y
-
-
-@numba.njit(inline="always")
-def _restore_nans(block, w, nans):
-    n = block.shape[0]
-    for l in range(w):
-        for p in range(n - nans[l], n):
-            block[p, l] = np.nan
 
 
 @numba.njit(inline="always")
@@ -255,61 +220,88 @@ def _mean_around_median_lanes(block, w, f, med, start, acc):
 
 
 @numba.njit(inline="always")
-def _ordered_rule_tile(X, b, c0, c1, rule, f, net, out):
-    """out[b, c0:c1]: the rule over columns c0:c1 of batch item b, by the runtime network."""
-    n = X.shape[1]
-    # lanes past w keep stale finite values: they are sorted along but never read
-    block = np.zeros((n, _LANES), X.dtype)
-    nans = np.empty(_LANES, np.int64)
-    result = np.empty(_LANES)
-    start = np.empty(_LANES, np.int64)
-    med = np.empty(_LANES)
-    for s0 in range(c0, c1, _LANES):
-        w = min(_LANES, c1 - s0)
-        has_nan = _load_block(X, b, s0, w, block, nans)
+def _ordered_rule_tile(X, keys, b, c0, c1, rule, f, net, order_address, out):
+    """out[b, c0:c1]: the rule over columns c0:c1 of batch item b (X, and keys: its bits as
+    integers), _GROUP columns at a time: each group of _GROUP_ROWS rows ordered by the unrolled
+    cfunc at order_address (_group_order), the groups merged by the runtime network net, the
+    keys turned back into values for the rule. The rows' lines _PREFETCH_BLOCKS blocks ahead are
+    prefetched: with tens of rows read side by side the hardware prefetchers lose track of the
+    streams (as csrc/select.hpp)."""
+    n, d = X.shape[1], X.shape[2]
+    groups = (n + _GROUP_ROWS - 1) // _GROUP_ROWS
+    block = np.empty((groups * _GROUP_ROWS, _GROUP), keys.dtype)
+    values = block.view(X.dtype)
+    tail = np.zeros((1, n, _GROUP), keys.dtype)  # a last block narrower than _GROUP, zero-padded
+    result = np.empty(_GROUP)
+    start = np.empty(_GROUP, np.int64)
+    med = np.empty(_GROUP)
+    line = max(1, 64 // X.itemsize)
+    sign_shift = 8 * X.itemsize - 1
+    magnitude = (1 << sign_shift) - 1
+    for s0 in range(c0, c1, _GROUP):
+        w = min(_GROUP, c1 - s0)
+        for i in range(n):
+            ahead = (b * n + i) * d + s0 + _PREFETCH_BLOCKS * _GROUP
+            for e in range(0, _GROUP, line):
+                _prefetch(X, ahead + e)
+        source, first, stride = keys, (b * n) * d + s0, d
+        if w < _GROUP:
+            for i in range(n):
+                tail[0, i, :w] = keys[b, i, s0:s0 + w]
+            source, first, stride = tail, 0, _GROUP
+        for g in range(groups):
+            rows = min(_GROUP_ROWS, n - g * _GROUP_ROWS)
+            _call_tile(order_address, source, first + g * _GROUP_ROWS * stride, stride, rows, 0, block,
+                       g * _GROUP_ROWS * _GROUP)
         _sort_block(block, net)
-        if has_nan:
-            _restore_nans(block, w, nans)
+        for p in range(n):  # keys back to values; the NaN key, above +Inf's, is NaN again
+            row = block[p]
+            for l in range(_GROUP):
+                k = row[l]
+                row[l] = k ^ ((k >> sign_shift) & magnitude)
+        ordered = values[:n]
         if rule == _MEDIAN:
-            _median_lanes(block, w, result)
+            _median_lanes(ordered, w, result)
         elif rule == _TRIMMED_MEAN:
             result[:w] = 0.0
             for p in range(f, n - f):  # the middle as a set: the sum's bits may differ
-                row = block[p]
+                row = ordered[p]
                 for l in range(w):
                     result[l] += row[l]
             for l in range(w):
                 result[l] /= n - 2 * f
         else:
-            _mean_around_median_lanes(block, w, f, med, start, result)
+            _mean_around_median_lanes(ordered, w, f, med, start, result)
         for l in range(w):
             out[b, s0 + l] = result[l]
 
 
 @numba.njit(**_KERNEL)
-def _coordinatewise(X, rule, f, net, tile, out):
+def _coordinatewise(X, keys, rule, f, net, order_address, tile, out):
     B, n, d = X.shape
     tiles = (d + tile - 1) // tile
     for job in numba.prange(B * tiles):
         b, c0 = job // tiles, (job % tiles) * tile
-        _ordered_rule_tile(X, b, c0, min(d, c0 + tile), rule, f, net, out)
+        _ordered_rule_tile(X, keys, b, c0, min(d, c0 + tile), rule, f, net, order_address, out)
 
 
 def _rule_program(n, rule, f, dtype):
-    """(address, net): the unrolled tile cfunc of the rule for n rows, or 0 and the runtime
-    network where n is past _MAX_UNROLLED_ROWS[rule]."""
+    """(tile_address, net, order_address): the unrolled tile cfunc of the rule for n rows, or
+    past _MAX_UNROLLED_ROWS[rule] 0, the runtime network merging groups of _GROUP_ROWS rows,
+    and the cfunc ordering each group (_ordered_rule_tile)."""
     if n <= _MAX_UNROLLED_ROWS[rule]:
-        return _unrolled_tile(n, rule, dtype).address, np.empty((0, 2), np.int64)
-    return 0, _sorting_network(n, rule, f)
+        return _unrolled_tile(n, rule, dtype).address, np.empty((0, 2), np.int64), 0
+    return 0, _sorting_network(n, rule, f, _GROUP_ROWS), _group_order(dtype).address
 
 
 def _run_coordinatewise(X, rule, f):
     out = np.empty((X.shape[0], X.shape[2]), X.dtype)
-    address, net = _rule_program(X.shape[1], rule, f, X.dtype)
+    address, net, order_address = _rule_program(X.shape[1], rule, f, X.dtype)
+    keys = X.view(_KEY_TYPES[X.dtype])
     if address:
-        _unrolled_tiles(X.view(_KEY_TYPES[X.dtype]), address, f, _config.COL_TILE, out)
+        _unrolled_tiles(keys, address, f, _config.COL_TILE, out)
     else:
-        _coordinatewise(X, rule, f, net, _config.COL_TILE, out)
+        _coordinatewise(X, keys, rule, f, net, order_address, _config.COL_TILE, out)
     return out
 
 
@@ -321,23 +313,64 @@ def _run_coordinatewise(X, rule, f):
 # Each (n, rule, dtype) is a cfunc compiled on first use and cached on disk; one parallel driver
 # per dtype calls it by address, so a new n compiles only its own loop, not a parallel kernel.
 
-#: largest n with an unrolled network per rule; larger n take _coordinatewise. At n = 64 the
-#: unrolled cwmed and cwtm, spills and all, took at most 0.6x the time of _coordinatewise's
-#: comparator-by-comparator passes (AVX-512 and AVX2 code), twice csrc/select.hpp's
-#: MAX_STATIC_ROWS; meamed's window search grows as n^2 here, and at n = 64 it was slower.
-_MAX_UNROLLED_ROWS = {_MEDIAN: 64, _TRIMMED_MEAN: 64, _MEAN_AROUND_MEDIAN: 32}
+#: largest n with an unrolled network per rule; larger n take _coordinatewise (groups of
+#: _GROUP_ROWS unrolled, merged at run time). float32, 2 threads, cwmed / cwtm: at n = 40 the
+#: unrolled network took 3.7 / 4.5 ms at d = 5e5 against 5.3 / 5.9, even at n = 48, and at
+#: n = 64 (d = 1e6) 26-27 ms against 17.5 / 19.5, its spills past the registers; meamed's window
+#: search grows as n^2 here.
+_MAX_UNROLLED_ROWS = {_MEDIAN: 48, _TRIMMED_MEAN: 48, _MEAN_AROUND_MEDIAN: 32}
 #: the integers whose order the keys of each float type are made to follow
 _KEY_TYPES = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
+
+
+def _flip_negative(builder, k):
+    """IR: a key's magnitude bits flipped where it is negative (a value's bits to its key, and
+    back)."""
+    bits = k.type.width
+    return builder.xor(k, builder.and_(builder.ashr(k, ir.Constant(k.type, bits - 1)),
+                                       ir.Constant(k.type, (1 << (bits - 1)) - 1)))
+
+
+def _ordered_column(builder, keys_ptr, stride_, c_, n, network, present=None):
+    """IR: the keys of column c_ of n rows (row i at keys_ptr + i * stride_), made
+    order-preserving as in csrc/select.hpp (magnitude bits of negative values flipped, every
+    NaN the canonical quiet NaN above +Inf) and ordered by network; and the alias scope of
+    their loads, for the caller's stores to be outside it (no runtime alias checks, no scalar
+    fallback copy of the loop). With present (a run-time row count), rows at and past it are not
+    read and hold the largest key, above every value's, so they order last."""
+    key = keys_ptr.type.pointee
+    bits = key.width
+    magnitude = ir.Constant(key, (1 << (bits - 1)) - 1)
+    inf, nan = (0x7f800000, 0x7fc00000) if bits == 32 else (0x7ff0000000000000, 0x7ff8000000000000)
+    module = builder.module
+    domain = module.add_metadata([ir.MetaDataString(module, "byzkern.column_rule")])
+    scope = module.add_metadata([ir.MetaDataString(module, "byzkern.keys"), domain])
+    keys_scope = module.add_metadata([scope])
+    column = []
+    for i in range(n):
+        index = ir.Constant(stride_.type, i)
+        if present is not None:  # row 0 stands in for a missing row's load
+            here = builder.icmp_signed("<", index, present)
+            index = builder.select(here, index, ir.Constant(stride_.type, 0))
+        offset = builder.add(builder.mul(index, stride_, flags=["nsw"]), c_, flags=["nsw"])
+        x = builder.load(builder.gep(keys_ptr, [offset], inbounds=True))
+        x.set_metadata("alias.scope", keys_scope)
+        is_nan = builder.icmp_signed(">", builder.and_(x, magnitude), ir.Constant(key, inf))
+        k = builder.select(is_nan, ir.Constant(key, nan), _flip_negative(builder, x))
+        column.append(k if present is None else builder.select(here, k, magnitude))
+    smin, smax = (cgutils.get_or_insert_function(module, ir.FunctionType(key, [key, key]), f"llvm.{name}.i{bits}")
+                  for name in ("smin", "smax"))
+    for a, b in network:
+        column[a], column[b] = (builder.call(smin, [column[a], column[b]]),
+                                builder.call(smax, [column[a], column[b]]))
+    return column, keys_scope
 
 
 @intrinsic
 def _column_rule(typingctx, keys, stride, c, f, out, rows, rule):
     """out[c] = rule over column c of rows rows of keys (the float bits as integers), row i
-    starting at keys + i * stride.
-
-    Keys are made order-preserving as in csrc/select.hpp (magnitude bits of negative values
-    flipped, every NaN the canonical quiet NaN above +Inf), ordered by the network, and turned
-    back into values only where the rule reads them, in float64 as the reference computes."""
+    starting at keys + i * stride: the ordered keys (_ordered_column) turned back into values
+    only where the rule reads them, in float64 as the reference computes."""
     if not isinstance(rows, types.IntegerLiteral) or not isinstance(rule, types.IntegerLiteral):
         return None
     n, which = rows.literal_value, rule.literal_value
@@ -347,40 +380,12 @@ def _column_rule(typingctx, keys, stride, c, f, out, rows, rule):
 
     def codegen(context, builder, signature, args):
         keys_ptr, stride_, c_, f_, out_ptr = args[:5]
-        key = keys_ptr.type.pointee
         value = out_ptr.type.pointee
-        bits = key.width
-        magnitude = ir.Constant(key, (1 << (bits - 1)) - 1)
-        inf, nan = (0x7f800000, 0x7fc00000) if bits == 32 else (0x7ff0000000000000, 0x7ff8000000000000)
-        sign_shift = ir.Constant(key, bits - 1)
-
-        def flip_negative(k):
-            return builder.xor(k, builder.and_(builder.ashr(k, sign_shift), magnitude))
-
-        # The keys are never written here: loads in scope "keys", the result's store outside it,
-        # so LLVM vectorizes without runtime alias checks and their scalar fallback copy.
-        module = builder.module
-        domain = module.add_metadata([ir.MetaDataString(module, "byzkern.column_rule")])
-        scope = module.add_metadata([ir.MetaDataString(module, "byzkern.keys"), domain])
-        keys_scope = module.add_metadata([scope])
-        column = []
-        for i in range(n):
-            row = builder.mul(ir.Constant(stride_.type, i), stride_, flags=["nsw"])
-            offset = builder.add(row, c_, flags=["nsw"])
-            x = builder.load(builder.gep(keys_ptr, [offset], inbounds=True))
-            x.set_metadata("alias.scope", keys_scope)
-            is_nan = builder.icmp_signed(">", builder.and_(x, magnitude), ir.Constant(key, inf))
-            column.append(builder.select(is_nan, ir.Constant(key, nan), flip_negative(x)))
-        smin, smax = (cgutils.get_or_insert_function(module, ir.FunctionType(key, [key, key]), f"llvm.{name}.i{bits}")
-                      for name in ("smin", "smax"))
-        for a, b in network:
-            column[a], column[b] = (builder.call(smin, [column[a], column[b]]),
-                                    builder.call(smax, [column[a], column[b]]))
-
+        column, keys_scope = _ordered_column(builder, keys_ptr, stride_, c_, n, network)
         double = ir.DoubleType()
 
         def value_at(p):
-            v = builder.bitcast(flip_negative(column[p]), value)
+            v = builder.bitcast(_flip_negative(builder, column[p]), value)
             return v if value == double else builder.fpext(v, double)
 
         def constant(x):
@@ -464,6 +469,43 @@ def _unrolled_tile(n, rule, dtype):
                 _column_rule(keys, stride, g * _GROUP + lane, f, out, n, rule)
 
     return tile
+
+
+@intrinsic
+def _column_order(typingctx, keys, stride, c, present, out, rows):
+    """out[i * _GROUP + c] for i < rows: column c of rows rows of keys (row i at keys + i *
+    stride), ordered as keys (_ordered_column); rows at and past present are not read and
+    order last."""
+    if not isinstance(rows, types.IntegerLiteral):
+        return None
+    n = rows.literal_value
+    network = _sorting_network(n, _EVERY_POSITION, 0)
+
+    def codegen(context, builder, signature, args):
+        keys_ptr, stride_, c_, present_, out_ptr = args[:5]
+        column, keys_scope = _ordered_column(builder, keys_ptr, stride_, c_, n, network, present_)
+        for i, k in enumerate(column):
+            offset = builder.add(ir.Constant(c_.type, i * _GROUP), c_, flags=["nsw"])
+            builder.store(k, builder.gep(out_ptr, [offset], inbounds=True)).set_metadata("noalias", keys_scope)
+        return context.get_dummy_value()
+
+    return types.void(keys, stride, c, present, out, rows), codegen
+
+
+@functools.lru_cache(maxsize=None)
+def _group_order(dtype):
+    """The cfunc ordering the keys of _GROUP columns of up to _GROUP_ROWS rows (present) into
+    _GROUP_ROWS rows of a block _GROUP columns wide, for _ordered_rule_tile; _unrolled_tile's
+    signature (the fourth argument unused), so that _call_tile calls both."""
+    key = numba.from_dtype(_KEY_TYPES[dtype])
+    signature = types.void(types.CPointer(key), types.int64, types.int64, types.int64, types.CPointer(key))
+
+    @numba.cfunc(signature, cache=True, error_model="numpy")
+    def order(keys, stride, present, unused, out):
+        for lane in range(_GROUP):
+            _column_order(keys, stride, lane, present, out, _GROUP_ROWS)
+
+    return order
 
 
 @intrinsic
@@ -768,8 +810,8 @@ def _sqdist_to_center(X, v, tile, sq, probe):
 
 
 @numba.njit(**_KERNEL)
-def _median_sqdist(X, keys, tile_address, net, tile, med, v, sq, probe):
-    """med[b]: cwmed of X[b] (the cfunc at tile_address, or with 0 the runtime network net), v
+def _median_sqdist(X, keys, tile_address, net, order_address, tile, med, v, sq, probe):
+    """med[b]: cwmed of X[b] (the program of _rule_program), v
     the same in float64, and sq and probe from it as _sqdist_to_center, in one read of X: a
     tile's rows are still in cache when its distances are taken."""
     B, n, d = X.shape
@@ -781,7 +823,7 @@ def _median_sqdist(X, keys, tile_address, net, tile, med, v, sq, probe):
         if tile_address != 0:
             _unrolled_rule_tile(keys, tile_address, 0, b, c0, c1, med)
         else:
-            _ordered_rule_tile(X, b, c0, c1, _MEDIAN, 0, net, med)
+            _ordered_rule_tile(X, keys, b, c0, c1, _MEDIAN, 0, net, order_address, med)
         for c in range(c0, c1):
             v[b, c] = med[b, c]
         _tile_sqdist(X, b, t, c0, c1, v[b, c0:c1], sq, probe)
@@ -889,8 +931,8 @@ def _median_and_distances(X):
     B, n, d = X.shape
     sq, probe = _sqdist_partials(X)
     median, v = np.empty((B, d), X.dtype), np.empty((B, d))
-    address, net = _rule_program(n, _MEDIAN, 0, X.dtype)
-    _median_sqdist(X, X.view(_KEY_TYPES[X.dtype]), address, net, _config.COL_TILE, median, v, sq, probe)
+    _median_sqdist(X, X.view(_KEY_TYPES[X.dtype]), *_rule_program(n, _MEDIAN, 0, X.dtype), _config.COL_TILE,
+                   median, v, sq, probe)
     return (median, v, *_row_distances(sq, probe))
 
 
@@ -1634,11 +1676,12 @@ _CANDIDATE_ROW_PAD = 64
 
 
 @numba.njit(**_KERNEL)
-def _candidate_deviations(H, mu, direction, etas, f, rule, trim, net, tile_address, keys_like, tile, partial):
+def _candidate_deviations(H, mu, direction, etas, f, rule, trim, tile_address, net, order_address, keys_like, tile,
+                          partial):
     """partial[b, e, t]: the sum over column tile t of (rule - mu)^2 for candidate e of item b.
     A job holds tile t of H once, as keys in a buffer, and per candidate rewrites only the f
-    Byzantine rows (as _attack_candidates computes them) before running the rule on it: the
-    unrolled tile at tile_address, or (0) the runtime network net. The candidates are never
+    Byzantine rows (as _attack_candidates computes them) before running the rule on it (the
+    program of _rule_program). The candidates are never
     built whole, and the rule sees the same values in the same rows as on the built batch."""
     B, h, d = H.shape
     n, E = h + f, etas.size
@@ -1664,7 +1707,7 @@ def _candidate_deviations(H, mu, direction, etas, f, rule, trim, net, tile_addre
             if tile_address != 0:
                 _call_tile(tile_address, keys, 0, stride, (w + _GROUP - 1) // _GROUP, trim, aggregate, 0)
             else:
-                _ordered_rule_tile(values, 0, 0, w, rule, trim, net, aggregate)
+                _ordered_rule_tile(values, keys, 0, 0, w, rule, trim, net, order_address, aggregate)
             total = 0.0
             for j in range(w):
                 gap = np.float64(aggregate[0, j]) - np.float64(m[j])
@@ -1682,10 +1725,9 @@ def candidate_deviations(H, mu, direction, etas, f, rule, trim):
     n, which = h + f, _RULES[rule]
     if trim < 0 or 2 * trim >= n:
         raise ValueError("candidate_deviations: trim must satisfy 0 <= 2 trim < h + f")
-    address, net = _rule_program(n, which, trim, H.dtype)
     tile = _config.COL_TILE
     partial = np.empty((B, etas.size, (d + tile - 1) // tile))
-    _candidate_deviations(H, mu, direction, etas, f, which, trim, net, address,
+    _candidate_deviations(H, mu, direction, etas, f, which, trim, *_rule_program(n, which, trim, H.dtype),
                           np.empty(0, _KEY_TYPES[H.dtype]), tile, partial)
     return partial.sum(axis=2)
 
