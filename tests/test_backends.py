@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import byzkern as bk
-from byzkern import _config
+from byzkern import _config, _dispatch
+from byzkern.backends import reference
 from _harness import (assert_backend_matches_reference, byzantine_rows, duplicated_rows, gaussian,
                       non_contiguous, offset_rows, with_ties)
 
@@ -130,3 +131,26 @@ def test_small_inputs_run_on_one_thread_and_restore_the_setting():
         assert seen == [1, 2, 1] and numba.get_num_threads() == 2
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+@pytest.mark.parametrize("tile", [8, 4096])
+def test_cclip_takes_the_median_and_its_distances_in_one_pass(backend, tile, dtype, monkeypatch):
+    """cclip's kernel from v0=None takes, column range by column range, the median and every
+    row's distance to it. Against the reference from its own cwmed, for n on both sides of the
+    unrolled median networks (cpu 32 rows, numba 48), ranges of 8 columns and of 4096 with a
+    tail, a NaN row and an Inf row, and 0..3 steps: the median alone, the start read from and
+    the result written to one buffer, and steps between."""
+    from _harness import assert_close
+
+    module, reason = _dispatch.load(backend)
+    if module is None:
+        pytest.skip(f"backend {backend} unavailable: {reason}")
+    monkeypatch.setattr(_config, "COL_TILE", tile)
+    rng = np.random.default_rng(13)
+    for n in (1, 2, 7, 33, 49):
+        X = rng.standard_normal((2, n, 2 * 4096 + 45)).astype(dtype)
+        X[1, 0, 5] = np.nan
+        X[1, n - 1, 4096] = -np.inf
+        for iters in range(4):
+            assert_close(module.cclip(X, 100.0, iters, None), reference.cclip(X, 100.0, iters, reference.cwmed(X)))

@@ -237,25 +237,6 @@ def test_wide_tiles_match_the_reference(dtype, stream_min_bytes, monkeypatch):
     np.testing.assert_allclose(cpu.pairwise_sqdist(X), reference.pairwise_sqdist(X), rtol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("tile", [8, 4096])
-def test_cclip_takes_the_median_and_its_distances_in_one_pass(dtype, tile, monkeypatch):
-    """v0=None: column range by column range, the median and every row's distance to it. Against
-    the reference from its own cwmed, for n on both sides of the unrolled networks (32 rows),
-    ranges of 256 KiB / n rows and a tail, with a NaN row and an Inf row, and 0..3 steps: the
-    median alone, the start read from and the result written to one buffer, and steps between."""
-    from _harness import assert_close
-
-    monkeypatch.setattr(_config, "COL_TILE", tile)
-    rng = np.random.default_rng(13)
-    for n in (1, 2, 7, 33):
-        X = rng.standard_normal((2, n, 3 * 4096 + 45)).astype(dtype)
-        X[1, 0, 5] = np.nan
-        X[1, n - 1, 4096] = -np.inf
-        for iters in range(4):
-            assert_close(cpu.cclip(X, 100.0, iters, None), reference.cclip(X, 100.0, iters, reference.cwmed(X)))
-
-
 @pytest.mark.slow
 def test_mean_past_2_to_the_31_elements():
     """n * d = 2^31 + 1024 float32 (8 GiB of address space, almost all of it never written:

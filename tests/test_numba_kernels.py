@@ -192,21 +192,6 @@ def test_cclip_iterations(iters, dtype):
     assert_close(nb.cclip(X, 0.7, iters, v0), ref.cclip(X, 0.7, iters, v0))
 
 
-@pytest.mark.parametrize("tile", [8, 4096])
-def test_cclip_takes_the_median_and_its_distances_in_one_pass(dtype, tile, monkeypatch):
-    """v0=None: tile by tile, the median and every row's distance to it. Against the reference
-    from its own cwmed, for n on both sides of the unrolled median networks (48 rows), with a
-    NaN row, an Inf row and a tail tile, and 0..2 steps."""
-    monkeypatch.setattr(_config, "COL_TILE", tile)
-    rng = np.random.default_rng(13)
-    for n in (1, 2, 7, 65):
-        X = rng.standard_normal((2, n, 2 * 4096 + 45)).astype(dtype)
-        X[1, 0, 5] = np.nan
-        X[1, n - 1, 4096] = -np.inf
-        for iters in range(3):
-            assert_close(nb.cclip(X, 100.0, iters, None), ref.cclip(X, 100.0, iters, ref.cwmed(X)))
-
-
 def every_kernel_call(X):
     B, n, d = X.shape
     idx = np.tile(np.array([[0, 2, -1], [1, 1, 3]], dtype=np.int64), (B, 1, 1))
