@@ -279,15 +279,16 @@ def test_coordinatewise_rules_for_every_row_count(dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("n", [5, 20, 40])  # unrolled networks and the runtime one
 def test_coordinatewise_rules_on_rows_4_kib_apart_equal_the_unaliased_ones(dtype, n, monkeypatch):
-    """Rows a multiple of 4 KiB apart all fall in one L1 set: the rules copy each tile to padded
-    rows first. Each column must be what it is in a wider, unaliased X."""
+    """Rows a multiple of 4 KiB apart all fall in one L1 set: the rules, and cclip's median, copy
+    each tile to padded rows first. Each column must be what it is in a wider, unaliased X."""
     monkeypatch.setattr(_config, "COL_TILE", 200)
     d = 4096 // np.dtype(dtype).itemsize
     rng = np.random.default_rng(13)
     wider = _columns_with_every_hazard(rng, n, d + 3, dtype)
     X = np.ascontiguousarray(wider[:, :, :d])
     with np.errstate(invalid="ignore", over="ignore"):
-        for rule, args in [(cpu.cwmed, ()), (cpu.cwtm, (n // 5,)), (cpu.meamed, (n // 5,))]:
+        for rule, args in [(cpu.cwmed, ()), (cpu.cwtm, (n // 5,)), (cpu.meamed, (n // 5,)),
+                           (cpu.cclip, (1.0, 0, None))]:
             np.testing.assert_array_equal(rule(X, *args).view(np.uint8), rule(wider, *args)[:, :d].view(np.uint8))
 
 
