@@ -238,9 +238,14 @@ inline void load_and_order_block_static(const T* base, index_t d, keyvec<T>* blo
 template <class T>
 inline void load_and_order_groups(const T* base, index_t n, index_t d, keyvec<T>* block) {
   constexpr auto comparators = std::make_index_sequence<StaticNetwork<GROUP_ROWS, AllPositions>::size()>{};
-  for (index_t i = 0; i < n; i += GROUP_ROWS)
+  index_t i = 0;
+  // whole groups without the row checks of a shorter one (cwmed at (64, 1e6) took 9% longer with them)
+  for (; i + GROUP_ROWS <= n; i += GROUP_ROWS)
     load_and_order_block_static<T, GROUP_ROWS, AllPositions, false>(base + i * d, d, block + i * BLOCK_VECS, true,
-                                                                    comparators, std::min<index_t>(GROUP_ROWS, n - i));
+                                                                    comparators);
+  if (i < n)
+    load_and_order_block_static<T, GROUP_ROWS, AllPositions, false>(base + i * d, d, block + i * BLOCK_VECS, true,
+                                                                    comparators, n - i);
 }
 
 }  // namespace byzkern
