@@ -3,9 +3,7 @@ of the memory-read floor measured in the same run, beside the NumPy/PyTorch way 
 
 The floor is the time of the fastest plain read of the same buffer we have: a parallel,
 vectorized Numba sum over all its bytes (fastmath lets it use SIMD with many accumulators), or
-half of a copy. It is measured again beside each op, whose ratios are to that floor: on a shared
-host the load drifts within a run (floors of one run here moved between 32 and 60 GB/s), and a
-ratio of two times taken minutes apart measures the drift as well. ``OPS`` is the one table of what is timed; the asv suite in ``bench/`` reads it
+half of a copy. ``OPS`` is the one table of what is timed; the asv suite in ``bench/`` reads it
 too. Every entry is a factory ``(X, backend) -> zero-argument call`` (and ``X -> call`` for the
 usual ways), so whatever a call needs besides X (a message to serialize, an output buffer) is
 built outside the timing.
@@ -419,18 +417,15 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
     return its rows as dicts. ``x way``: byzkern's time over the fastest usual way's."""
     rows = []
     header = (f"{'op':<16}{'backend / the usual way':<36}{'median ms':>11}{'GB/s':>8}"
-              f"{'x floor':>9}{'x way':>8}{'floor GB/s':>12}")
+              f"{'x floor':>9}{'x way':>8}")
     for n, d in shapes:
         X = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32).astype(dtype)
         floor = read_floor(X, repeat)
         out(f"\n(n, d) = ({n}, {d}) {np.dtype(dtype).name}: read floor {floor * 1e3:.2f} ms "
-            f"= {X.nbytes / floor / 1e9:.1f} GB/s at the start; each op's ratios are to the floor "
-            f"measured beside it (last column)")
+            f"= {X.nbytes / floor / 1e9:.1f} GB/s")
         out(header)
-        for k, op in enumerate(ops):
+        for op in ops:
             entry = OPS[op]
-            if k > 0:
-                floor = read_floor(X, repeat)
             timings = {}
             for be in backends:
                 try:
@@ -447,7 +442,7 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
                        "floor_gbps": X.nbytes / floor / 1e9,
                        "x_way": t / fastest_way if fastest_way and label in backends else None}
                 rows.append(row)
-                x_way = f"{row['x_way']:>8.2f}" if row["x_way"] is not None else f"{'':>8}"
+                x_way = f"{row['x_way']:>8.2f}" if row["x_way"] is not None else ""
                 out(f"{op:<16}{label:<36}{t * 1e3:>11.2f}{row['gbps']:>8.1f}"
-                    f"{row['x_floor']:>9.2f}{x_way}{row['floor_gbps']:>12.1f}")
+                    f"{row['x_floor']:>9.2f}{x_way}")
     return rows
