@@ -92,6 +92,7 @@ struct MedianOfBlock {
   static constexpr int position_class(index_t n, index_t p) {
     return p < (n - 1) / 2 ? 0 : p == (n - 1) / 2 ? 1 : p == n / 2 ? 2 : 3;
   }
+  static std::pair<index_t, index_t> positions_read(index_t n) { return {(n - 1) / 2, n / 2 + 1}; }
   template <class T>
   void operator()(const keyvec<T>* block, index_t n, T* out) const {
     for (int h = 0; h < chunks_per_row<T>(); ++h) store_chunk(out, h, chunk_median<T>(block, n, h));
@@ -104,6 +105,7 @@ struct TrimmedMeanOfBlock {
   index_t f;
   using compile_time_classes = AllPositions;
   int position_class(index_t n, index_t p) const { return p < f ? 0 : p < n - f ? 1 : 2; }
+  std::pair<index_t, index_t> positions_read(index_t n) const { return {f, n - f}; }
   template <class T>
   void operator()(const keyvec<T>* block, index_t n, T* out) const {
     constexpr int H = chunks_per_row<T>();
@@ -132,6 +134,7 @@ struct MeanAroundMedianOfBlock {
     const bool middle = p >= f && p < n - f && p != (n - 1) / 2 && p != n / 2;
     return middle ? -1 : static_cast<int>(p);
   }
+  static std::pair<index_t, index_t> positions_read(index_t n) { return {0, n}; }
   template <class T>
   void operator()(const keyvec<T>* block, index_t n, T* out) const {
     constexpr int H = chunks_per_row<T>();
@@ -167,9 +170,18 @@ struct RowCount {
   static constexpr int rows = N;
 };
 
-// One column tile [0, w) of batch item base: block by block, keys in, network, values back, rule out. A
-// last block narrower than block_lanes is first copied into tail (n rows of block_lanes, the
-// rest zero), so the loads are full vectors everywhere.
+// The block of n rows at src (row stride d, wb columns) as full vectors: in place, or, for a last
+// block narrower than block_lanes, copied into tail (n rows of block_lanes, the rest zero).
+template <class T>
+inline std::pair<const T*, index_t> full_block(const T* src, index_t n, index_t d, index_t wb, T* tail) {
+  constexpr index_t lanes = block_lanes<T>();
+  if (wb == lanes) return {src, d};
+  std::fill(tail, tail + n * lanes, T(0));
+  for (index_t i = 0; i < n; ++i) std::memcpy(tail + i * lanes, src + i * d, sizeof(T) * wb);
+  return {tail, lanes};
+}
+
+// One column tile [0, w) of batch item base: block by block, keys in, network, values back, rule out.
 template <class S, class Rule>
 inline void ordered_rule_tile(const typename S::value_type* base, index_t n, index_t d, index_t w,
                               const Comparators* net, keyvec<typename S::value_type>* block,
@@ -178,14 +190,7 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
   constexpr index_t lanes = block_lanes<T>();
   for (index_t c = 0; c < w; c += lanes) {
     const index_t wb = std::min(lanes, w - c);
-    const T* src = base + c;
-    index_t stride = d;
-    if (wb < lanes) {
-      std::fill(tail, tail + n * lanes, T(0));
-      for (index_t i = 0; i < n; ++i) std::memcpy(tail + i * lanes, src + i * d, sizeof(T) * wb);
-      src = tail;
-      stride = lanes;
-    }
+    const auto [src, stride] = full_block(base + c, n, d, wb, tail);
     if constexpr (S::rows > 0) {
       using Classes = typename Rule::compile_time_classes;
       load_and_order_block_static<T, S::rows, Classes, true>(
@@ -299,50 +304,115 @@ void meamed(const T* X, index_t B, index_t n, index_t d, index_t f, index_t tile
   ordered_rule(X, B, n, d, tile, MeanAroundMedianOfBlock{f}, out);
 }
 
+// ---- candidate_deviations ------------------------------------------------------------------
+// The candidates attack_candidates would build from one tile of H differ only in their f
+// Byzantine rows, which are equal. So the tile's h honest rows are ordered once, and each
+// candidate's ordered column is a merge: with r honest keys below the Byzantine key b, position
+// p holds honest key p for p < r, b for r <= p < r + f, and honest key p - f after. Since the
+// honest keys are sorted, p < r exactly when honest key p is below b: two compares a position,
+// no search for r.
+
+// The h rows of a column tile, ordered as keys block by block into sorted (h rows of BLOCK_VECS
+// per block), as the runtime path orders them: groups of GROUP_ROWS, then the merging levels
+// (net; empty for h <= GROUP_ROWS).
+template <class T>
+inline void order_tile(const T* base, index_t h, index_t d, index_t w, const Comparators* net, keyvec<T>* sorted,
+                       T* tail) {
+  constexpr index_t lanes = block_lanes<T>();
+  for (index_t c = 0; c < w; c += lanes) {
+    const auto [src, stride] = full_block(base + c, h, d, std::min(lanes, w - c), tail);
+    keyvec<T>* block = sorted + c / lanes * h * BLOCK_VECS;
+    load_and_order_groups<T>(src, h, stride, block);
+    order_block<T>(block, *net);
+  }
+}
+BYZKERN_DISPATCH3(order_tile_dispatched, order_tile)
+
+// Positions [first, last) of the ordered column of h honest keys (one ordered block) and f keys
+// byzantine, as values, into merged.
+template <class T>
+inline void merge_byzantine_rows(const keyvec<T>* honest, index_t h, index_t f, const keyvec<T>* byzantine,
+                                 index_t first, index_t last, keyvec<T>* merged) {
+  using V = keyvec<T>;
+  for (index_t p = first; p < last; ++p)
+    for (int u = 0; u < BLOCK_VECS; ++u) {
+      const V b = byzantine[u];
+      // after all honest keys, or after the Byzantine ones where p - f < 0
+      const V at = p < h ? load_vec<V>(honest + p * BLOCK_VECS + u) : b;
+      const V shifted = p >= f ? load_vec<V>(honest + (p - f) * BLOCK_VECS + u) : b;
+      const V key = at < b ? at : shifted < b ? b : shifted;
+      store_vec(merged + p * BLOCK_VECS + u, flip_negative<T>(key));
+    }
+}
+
+// squares[e * block_lanes + j] += (rule - mu)^2 of candidate e at lane j, over the blocks of an
+// ordered tile (order_tile), for each of the E candidates in turn while a block is in L1.
+template <class T, class Rule>
+inline void merged_rule_deviations(const keyvec<T>* sorted, index_t h, index_t f, index_t w, const T* mu,
+                                   const T* direction, const double* etas, index_t E, keyvec<T>* merged, Rule rule,
+                                   double* squares) {
+  using V = keyvec<T>;
+  constexpr index_t lanes = block_lanes<T>();
+  const index_t n = h + f;
+  const auto [first, last] = rule.positions_read(n);
+  for (index_t c = 0; c < w; c += lanes) {
+    const index_t wb = std::min(lanes, w - c);
+    const V* honest = sorted + c / lanes * h * BLOCK_VECS;
+    for (index_t e = 0; e < E; ++e) {
+      T values[lanes] = {}, aggregate[lanes];
+      candidate_row(mu + c, direction + c, etas[e], wb, values);
+      V byzantine[BLOCK_VECS];
+      for (int u = 0; u < BLOCK_VECS; ++u) byzantine[u] = value_to_key<T>(load_vec<V>(values + u * vec_lanes<T>()));
+      merge_byzantine_rows<T>(honest, h, f, byzantine, first, last, merged);
+      rule.template operator()<T>(merged, n, aggregate);
+      for (index_t j = 0; j < wb; ++j) {
+        const double gap = static_cast<double>(aggregate[j]) - static_cast<double>(mu[c + j]);
+        squares[e * lanes + j] += gap * gap;
+      }
+    }
+  }
+}
+BYZKERN_DISPATCH3(merged_rule_deviations_dispatched, merged_rule_deviations)
+
 // The squared distance from mu of the rule of each candidate attack_candidates would build (H's
-// h rows, then f rows of T(mu + etas[e] * direction)), without building the batch: a job holds
-// one column tile of H in a buffer (padded rows) once, and per candidate only rewrites the f rows
-// and runs the tile kernel on it, so the rule sees the same values in the same rows as on the
-// built batch.
+// h rows, then f rows of candidate_row), without building the batch. A job orders one column
+// tile of H (padded rows where they crowd L1 sets, as ordered_rule) and merges the candidates
+// in. The rule reads the values of the fully ordered column: the same as on the built batch at
+// every position, though where the built batch's pruned network leaves the middle as a set
+// (cwtm, meamed) the float64 sum adds them in another order.
 // Each (candidate, tile) sum is kept apart, then the tiles are added in order: the same bits for
 // any thread count.
 template <class T, class Rule>
 void ordered_rule_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
                              index_t d, index_t E, index_t f, index_t tile, Rule rule, double* out) {
-  const index_t n = h + f, tiles = num_tiles(d, tile);
-  const Comparators net = rule_network(n, rule);
+  constexpr index_t lanes = block_lanes<T>();
+  const index_t tiles = num_tiles(d, tile), stride = padded_stride<T>(tile);
+  const Comparators net = sorting_network(h, GROUP_ROWS);
+  const bool copy = pad_rows<T>(h, d, stride);
   std::vector<double> partial(B * E * tiles);
-  const index_t stride = padded_stride<T>(tile);
 #pragma omp parallel
   {
-    AlignedVectors<keyvec<T>> block(n * BLOCK_VECS);
-    std::vector<T> tail(n * block_lanes<T>()), candidate(n * stride), aggregate(tile);
+    AlignedVectors<keyvec<T>> sorted(num_tiles(tile, lanes) * h * BLOCK_VECS), merged((h + f) * BLOCK_VECS);
+    std::vector<T> tail(h * lanes), padded(copy ? h * stride : 0);
+    std::vector<double> squares(E * lanes);
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
       const index_t b = job / tiles, t = job % tiles, c0 = t * tile, w = std::min(tile, d - c0);
-      copy_rows(H + b * h * d + c0, d, h, w, candidate.data(), stride);
-      const T* m = mu + b * d + c0;
-      const T* a = direction + b * d + c0;
-      T* byzantine = candidate.data() + h * stride;
+      const T* base = H + b * h * d + c0;
+      if (copy) {
+        copy_rows(base, d, h, w, padded.data(), stride);
+        base = padded.data();
+      }
+      order_tile_dispatched<T>(base, h, copy ? stride : d, w, &net, sorted.data(), tail.data());
+      std::fill(squares.begin(), squares.end(), 0.0);
+      merged_rule_deviations_dispatched<T>(static_cast<const keyvec<T>*>(sorted.data()), h, f, w, mu + b * d + c0,
+                                           direction + b * d + c0, etas, E, merged.data(), rule, squares.data());
       for (index_t e = 0; e < E; ++e) {
-        candidate_row(m, a, etas[e], w, byzantine);
-        for (index_t i = 1; i < f; ++i) std::memcpy(byzantine + i * stride, byzantine, sizeof(T) * w);
-        // const T*: the same instantiation as ordered_rule's (the unrolled networks compile once)
-        ordered_rule_tile_for<T>(n, static_cast<const T*>(candidate.data()), n, stride, w, &net, block.data(),
-                                 tail.data(), rule, aggregate.data());
-        double sums[8] = {};  // eight chains, not one: the adds would wait on each other
-        index_t j = 0;
-        for (; j + 8 <= w; j += 8)
-          for (int k = 0; k < 8; ++k) {
-            const double gap = static_cast<double>(aggregate[j + k]) - static_cast<double>(m[j + k]);
-            sums[k] += gap * gap;
-          }
-        for (; j < w; ++j) {
-          const double gap = static_cast<double>(aggregate[j]) - static_cast<double>(m[j]);
-          sums[j % 8] += gap * gap;
-        }
-        partial[(b * E + e) * tiles + t] =
-            ((sums[0] + sums[1]) + (sums[2] + sums[3])) + ((sums[4] + sums[5]) + (sums[6] + sums[7]));
+        // pairs, then pairs of pairs: lanes is a power of two
+        double* s = squares.data() + e * lanes;
+        for (index_t span = lanes / 2; span >= 1; span /= 2)
+          for (index_t j = 0; j < span; ++j) s[j] = s[2 * j] + s[2 * j + 1];
+        partial[(b * E + e) * tiles + t] = s[0];
       }
     }
   }

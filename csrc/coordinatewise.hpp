@@ -18,7 +18,8 @@ enum class CoordinateRule { cwmed, cwtm, meamed };
 
 // out (B, E): sum over the columns of (rule - mu)^2 in double, for the rule (trim: its f) of every
 // candidate attack_candidates would build from H (B, h, d), mu and direction (B, d) and etas (E),
-// the rule exactly as on the built batch, which is never built.
+// which is never built: the rule reads the values the built batch gives it (cwtm and meamed may
+// add them in another order).
 template <class T>
 void candidate_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
                           index_t d, index_t E, index_t f, CoordinateRule rule, index_t trim, index_t tile,

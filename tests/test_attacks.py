@@ -290,6 +290,32 @@ def test_candidate_deviations_are_those_of_the_built_batch(rule, trims, h, f, ba
         module.candidate_deviations(H, mu, direction, etas, f, "mean", 0)
 
 
+@pytest.mark.parametrize("rule", ["cwmed", "cwtm", "meamed"])
+@pytest.mark.parametrize("h, f", [(4, 1), (9, 7), (40, 3)])
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+def test_candidate_deviations_where_byzantine_values_tie_honest_ones(rule, h, f, backend, dtype):
+    """The Byzantine value equals honest values (both zeros among them), or is NaN or +-inf, in
+    some column of every candidate. Small integers: each column's rule adds the same values in
+    any order, so only the sum over the columns may round differently, and a value merged into
+    the wrong position would move a deviation by far more than rtol."""
+    module, reason = _dispatch.load(backend)
+    if module is None:
+        pytest.skip(f"backend {backend} unavailable: {reason}")
+    rng = np.random.default_rng(h + f)
+    H = rng.integers(-3, 4, (2, h, 45)).astype(dtype)
+    H[:, ::2, :9] = -0.0
+    mu, direction = rng.integers(-3, 4, (2, 2, 45)).astype(dtype)
+    direction[0, :3] = [np.nan, np.inf, -np.inf]  # NaN, and at eta 0 NaN for inf too
+    mu[1, :9], direction[1, :9] = -0.0, 0.0  # -0.0 at eta -1, else +0.0
+    etas = np.array([0.0, 1.0, -1.0, 2.0, 5.0])
+    trim = 0 if rule == "cwmed" else min(f, (h + f - 1) // 2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = module.candidate_deviations(H, mu, direction, etas, f, rule, trim)
+        built = deviations_of_built_candidates(module, H, mu, direction, etas, f, rule, trim)
+    np.testing.assert_allclose(got, built, rtol=1e-14)
+    assert np.isfinite(got).all() == (trim >= f or rule == "cwmed")
+
+
 def test_optimized_default_grid():
     assert len(DEFAULT_ETAS) == 17 and DEFAULT_ETAS[0] == 0.0
     np.testing.assert_allclose(DEFAULT_ETAS[1:], np.geomspace(0.1, 10, 16))
