@@ -661,6 +661,38 @@ bool qsgd_levels_ok(const std::uint8_t* codes, index_t n, index_t d, int levels)
   return ok;
 }
 
+// Mean and std over the h rows of a column tile, in double: the mean (add_rows), then the sum of
+// squared deviations from it while the tile is still in cache (two-pass variance, no
+// cancellation), four rows per pass in row order as well: the reference's additions, in its
+// order. Here and not in mean_std, the square roots too: the baseline tier takes them two at a time.
+template <class T>
+inline void mean_std_tile(const T* base, index_t h, index_t d, index_t w, index_t ddof, double* mu, double* ss,
+                          T* mean, T* std) {
+  std::fill(mu, mu + w, 0.0);
+  std::fill(ss, ss + w, 0.0);
+  add_rows(base, h, d, w, mu);
+  for (index_t j = 0; j < w; ++j) mu[j] /= static_cast<double>(h);
+  index_t i = 0;
+  for (; i + 4 <= h; i += 4) {
+    const T* r0 = base + i * d;
+    const T *r1 = r0 + d, *r2 = r1 + d, *r3 = r2 + d;
+    for (index_t j = 0; j < w; ++j) {
+      const double d0 = r0[j] - mu[j], d1 = r1[j] - mu[j], d2 = r2[j] - mu[j], d3 = r3[j] - mu[j];
+      ss[j] = (((ss[j] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;
+    }
+  }
+  for (; i < h; ++i)
+    for (index_t j = 0; j < w; ++j) {
+      const double dev = base[i * d + j] - mu[j];
+      ss[j] += dev * dev;
+    }
+  for (index_t j = 0; j < w; ++j) {
+    mean[j] = static_cast<T>(mu[j]);
+    std[j] = static_cast<T>(std::sqrt(ss[j] / static_cast<double>(h - ddof)));
+  }
+}
+BYZKERN_DISPATCH(mean_std_tile_dispatched, mean_std_tile)
+
 template <class T>
 void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t tile, T* mean, T* std) {
   const index_t tiles = num_tiles(d, tile);
@@ -670,22 +702,8 @@ void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
       const index_t b = job / tiles, c0 = (job % tiles) * tile, w = std::min(tile, d - c0);
-      const T* base = X + b * h * d + c0;
-      std::fill(mu.begin(), mu.begin() + w, 0.0);
-      std::fill(ss.begin(), ss.begin() + w, 0.0);
-      for (index_t i = 0; i < h; ++i)
-        for (index_t j = 0; j < w; ++j) mu[static_cast<std::size_t>(j)] += base[i * d + j];
-      for (index_t j = 0; j < w; ++j) mu[static_cast<std::size_t>(j)] /= static_cast<double>(h);
-      // second pass over the tile while it is still in cache: two-pass variance, no cancellation
-      for (index_t i = 0; i < h; ++i)
-        for (index_t j = 0; j < w; ++j) {
-          const double dev = base[i * d + j] - mu[static_cast<std::size_t>(j)];
-          ss[static_cast<std::size_t>(j)] += dev * dev;
-        }
-      for (index_t j = 0; j < w; ++j) {
-        mean[b * d + c0 + j] = static_cast<T>(mu[static_cast<std::size_t>(j)]);
-        std[b * d + c0 + j] = static_cast<T>(std::sqrt(ss[static_cast<std::size_t>(j)] / static_cast<double>(h - ddof)));
-      }
+      mean_std_tile_dispatched<T>(X + b * h * d + c0, h, d, w, ddof, mu.data(), ss.data(), mean + b * d + c0,
+                                  std + b * d + c0);
     }
   }
 }

@@ -11,22 +11,6 @@
 
 namespace byzkern {
 
-// Adds the n rows of a column tile into acc in row order, four rows per pass over acc: the same
-// additions in the same order as one row per pass, with a quarter of the accumulator loads and
-// stores (one pass per row made the loop bound by them, not by reading X).
-template <class T>
-inline void add_rows(const T* base, index_t n, index_t d, index_t w, double* acc) {
-  index_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const T* r0 = base + i * d;
-    const T *r1 = r0 + d, *r2 = r1 + d, *r3 = r2 + d;
-    for (index_t j = 0; j < w; ++j) acc[j] = (((acc[j] + r0[j]) + r1[j]) + r2[j]) + r3[j];
-  }
-  for (; i < n; ++i) {
-    const T* row = base + i * d;
-    for (index_t j = 0; j < w; ++j) acc[j] += row[j];
-  }
-}
 BYZKERN_DISPATCH(add_rows_dispatched, add_rows)
 
 // Mean over rows, accumulated in double per column (float32 input loses nothing to the sum).
