@@ -45,8 +45,9 @@ output is fixed by ``backends/reference.py``, which the fast backends reproduce 
 (B, d), etas (E,) float64: candidate e is H then f rows of dtype(mu + etas[e] * direction) in float64
 ``candidate_deviations(H, mu, direction, etas, f, rule, trim) -> (B, E)``   float64: the sum over
 the columns of (rule - mu)^2, for the rule ("cwmed", "cwtm", "meamed"; trim: its f) of each
-candidate, the rule bit for bit the backend's own kernel on the built batch (reference and cuda
-build it: ``deviations_of_built_candidates``; the cpu and numba kernels never do)
+candidate, the rule reading the values the backend's own kernel reads on the built batch (cwtm and
+meamed may add them in another order; reference and cuda build it:
+``deviations_of_built_candidates``; the cpu and numba kernels never do)
 
 Each module may define ``unavailable_reason() -> str | None`` and ``details() -> dict`` for
 ``byzkern.info()``. A backend that lacks a kernel simply does not define it: automatic

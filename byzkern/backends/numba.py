@@ -193,85 +193,104 @@ def _mean_around_median_lanes(block, w, f, med, start, acc):
     """Mean of the n - f values of each sorted lane closest to its median, distance ties going to
     the smaller value. They form a window [s, s + n - f) with s in [0, f]: dropping the f values
     of largest (distance, position) merges the left end (distances falling inward) with the
-    right end (rising outward), so s is where the last dropped left value is strictly farther
-    than the first kept right one and the last dropped right value is at least as far as the
-    first kept left one (as csrc/coordinatewise.cpp)."""
+    right end (rising outward), so of each pair (p, n - f + p), p < f, exactly one is kept, the
+    right one where the left is strictly farther, and s counts those pairs (as
+    csrc/coordinatewise.cpp). Only positions [0, f), [n - f, n) and the median's are read
+    for s. The window is summed in position order, the values outside it adding an exact
+    zero (selected, not branched on: the loop vectorizes)."""
     n = block.shape[0]
     keep = n - f
     _median_lanes(block, w, med)
     start[:w] = 0
-    for s in range(f + 1):
+    for p in range(f):
+        left, right = block[p], block[keep + p]
         for l in range(w):
-            ok = True
-            if s > 0:
-                ok = _far(block[s - 1, l], med[l]) > _far(block[s + keep - 1, l], med[l])
-            if s < f:
-                ok = ok and _far(block[s + keep, l], med[l]) >= _far(block[s, l], med[l])
-            if ok:
-                start[l] = s
+            start[l] += _far(left[l], med[l]) > _far(right[l], med[l])
     acc[:w] = 0.0
     for p in range(n):
         row = block[p]
-        for l in range(w):
-            if start[l] <= p < start[l] + keep:
+        if f <= p < keep:  # inside every window
+            for l in range(w):
                 acc[l] += row[l]
+        elif p < f:
+            for l in range(w):
+                acc[l] += row[l] if start[l] <= p else 0.0
+        else:
+            for l in range(w):
+                acc[l] += row[l] if p - keep < start[l] else 0.0
     for l in range(w):
         acc[l] /= keep
 
 
 @numba.njit(inline="always")
+def _order_block(keys, b, s0, w, net, order_address, tail, block):
+    """block[:n]: the keys of columns s0:s0+w of item b (n rows), each column ordered: each
+    group of _GROUP_ROWS rows by the unrolled cfunc at order_address (_group_order), the groups
+    merged by the runtime network net; lanes past w order zeros. The rows' lines
+    _PREFETCH_BLOCKS blocks ahead are prefetched: with tens of rows read side by side the
+    hardware prefetchers lose track of the streams (as csrc/select.hpp)."""
+    n, d = keys.shape[1], keys.shape[2]
+    line = max(1, 64 // keys.itemsize)
+    for i in range(n):
+        ahead = (b * n + i) * d + s0 + _PREFETCH_BLOCKS * _GROUP
+        for e in range(0, _GROUP, line):
+            _prefetch(keys, ahead + e)
+    source, first, stride = keys, (b * n) * d + s0, d
+    if w < _GROUP:  # a last block narrower than _GROUP, from tail: (1, n, _GROUP) zeros
+        for i in range(n):
+            tail[0, i, :w] = keys[b, i, s0:s0 + w]
+        source, first, stride = tail, 0, _GROUP
+    for g in range((n + _GROUP_ROWS - 1) // _GROUP_ROWS):
+        rows = min(_GROUP_ROWS, n - g * _GROUP_ROWS)
+        _call_tile(order_address, source, first + g * _GROUP_ROWS * stride, stride, rows, 0, block,
+                   g * _GROUP_ROWS * _GROUP)
+    _sort_block(block, net)
+
+
+@numba.njit(inline="always")
+def _rule_lanes(ordered, w, rule, f, med, start, result):
+    """result[:w]: the rule over each of the first w lanes of ordered (n rows, each lane's
+    values in order), in float64 (med and start: scratch of _mean_around_median_lanes). Only
+    the positions the rule reads must be in place: (n-1)/2 and n/2, [f, n - f), or all."""
+    n = ordered.shape[0]
+    if rule == _MEDIAN:
+        _median_lanes(ordered, w, result)
+    elif rule == _TRIMMED_MEAN:
+        result[:w] = 0.0
+        for p in range(f, n - f):  # the middle as a set: the sum's bits may differ
+            row = ordered[p]
+            for l in range(w):
+                result[l] += row[l]
+        for l in range(w):
+            result[l] /= n - 2 * f
+    else:
+        _mean_around_median_lanes(ordered, w, f, med, start, result)
+
+
+@numba.njit(inline="always")
 def _ordered_rule_tile(X, keys, b, c0, c1, rule, f, net, order_address, out):
     """out[b, c0:c1]: the rule over columns c0:c1 of batch item b (X, and keys: its bits as
-    integers), _GROUP columns at a time: each group of _GROUP_ROWS rows ordered by the unrolled
-    cfunc at order_address (_group_order), the groups merged by the runtime network net, the
-    keys turned back into values for the rule. The rows' lines _PREFETCH_BLOCKS blocks ahead are
-    prefetched: with tens of rows read side by side the hardware prefetchers lose track of the
-    streams (as csrc/select.hpp)."""
-    n, d = X.shape[1], X.shape[2]
+    integers), _GROUP columns at a time: ordered as keys (_order_block), turned back into
+    values for the rule."""
+    n = X.shape[1]
     groups = (n + _GROUP_ROWS - 1) // _GROUP_ROWS
     block = np.empty((groups * _GROUP_ROWS, _GROUP), keys.dtype)
     values = block.view(X.dtype)
-    tail = np.zeros((1, n, _GROUP), keys.dtype)  # a last block narrower than _GROUP, zero-padded
+    tail = np.zeros((1, n, _GROUP), keys.dtype)
     result = np.empty(_GROUP)
     start = np.empty(_GROUP, np.int64)
     med = np.empty(_GROUP)
-    line = max(1, 64 // X.itemsize)
     sign_shift = 8 * X.itemsize - 1
     magnitude = (1 << sign_shift) - 1
     for s0 in range(c0, c1, _GROUP):
         w = min(_GROUP, c1 - s0)
-        for i in range(n):
-            ahead = (b * n + i) * d + s0 + _PREFETCH_BLOCKS * _GROUP
-            for e in range(0, _GROUP, line):
-                _prefetch(X, ahead + e)
-        source, first, stride = keys, (b * n) * d + s0, d
-        if w < _GROUP:
-            for i in range(n):
-                tail[0, i, :w] = keys[b, i, s0:s0 + w]
-            source, first, stride = tail, 0, _GROUP
-        for g in range(groups):
-            rows = min(_GROUP_ROWS, n - g * _GROUP_ROWS)
-            _call_tile(order_address, source, first + g * _GROUP_ROWS * stride, stride, rows, 0, block,
-                       g * _GROUP_ROWS * _GROUP)
-        _sort_block(block, net)
+        _order_block(keys, b, s0, w, net, order_address, tail, block)
         for p in range(n):  # keys back to values; the NaN key, above +Inf's, is NaN again
             row = block[p]
             for l in range(_GROUP):
                 k = row[l]
                 row[l] = k ^ ((k >> sign_shift) & magnitude)
-        ordered = values[:n]
-        if rule == _MEDIAN:
-            _median_lanes(ordered, w, result)
-        elif rule == _TRIMMED_MEAN:
-            result[:w] = 0.0
-            for p in range(f, n - f):  # the middle as a set: the sum's bits may differ
-                row = ordered[p]
-                for l in range(w):
-                    result[l] += row[l]
-            for l in range(w):
-                result[l] /= n - 2 * f
-        else:
-            _mean_around_median_lanes(ordered, w, f, med, start, result)
+        _rule_lanes(values[:n], w, rule, f, med, start, result)
         for l in range(w):
             out[b, s0 + l] = result[l]
 
@@ -1670,49 +1689,92 @@ def attack_candidates(H, mu, direction, etas, f):
     return out
 
 
-#: a cache line past a whole number of _GROUP columns: candidate rows a multiple of 4 KiB apart
-#: would all fall in one L1 set (csrc/coordinatewise.cpp's padded_stride)
-_CANDIDATE_ROW_PAD = 64
+@numba.njit(inline="always")
+def _merge_byzantine_rows(honest, h, f, byzantine, first, last, merged):
+    """Positions [first, last) of the ordered column of the h ordered honest keys and f keys
+    byzantine, as values, into merged. With r honest keys below byzantine, position p holds
+    honest key p for p < r, byzantine for r <= p < r + f, and honest key p - f after; since the
+    honest keys are ordered, p < r exactly where honest key p is below byzantine: two compares
+    a position, no search for r (as csrc/coordinatewise.cpp). A loop per case: with the row
+    chosen per position (byzantine standing in for the missing ones) the loop did not vectorize
+    (cwtm about 3x slower)."""
+    sign_shift = np.iinfo(merged.dtype).bits - 1  # known when compiling, where itemsize is not
+    magnitude = (1 << sign_shift) - 1
+    for p in range(first, last):
+        row = merged[p]
+        if f <= p < h:
+            at, shifted = honest[p], honest[p - f]
+            for l in range(_GROUP):
+                x, y, k = at[l], shifted[l], byzantine[l]
+                key = x if x < k else k if y < k else y
+                row[l] = key ^ ((key >> sign_shift) & magnitude)
+        elif p < h:  # no honest key p - f: byzantine from r on
+            at = honest[p]
+            for l in range(_GROUP):
+                x, k = at[l], byzantine[l]
+                key = x if x < k else k  # min() did not vectorize
+                row[l] = key ^ ((key >> sign_shift) & magnitude)
+        elif p >= f:  # past the honest keys: byzantine up to r + f
+            shifted = honest[p - f]
+            for l in range(_GROUP):
+                y, k = shifted[l], byzantine[l]
+                key = k if y < k else y
+                row[l] = key ^ ((key >> sign_shift) & magnitude)
+        else:
+            for l in range(_GROUP):
+                key = byzantine[l]
+                row[l] = key ^ ((key >> sign_shift) & magnitude)
 
 
 @numba.njit(**_KERNEL)
-def _candidate_deviations(H, mu, direction, etas, f, rule, trim, tile_address, net, order_address, keys_like, tile,
-                          partial):
+def _candidate_deviations(H, keys, mu, direction, etas, f, rule, trim, first, last, net, order_address, inf_key,
+                          nan_key, tile, partial):
     """partial[b, e, t]: the sum over column tile t of (rule - mu)^2 for candidate e of item b.
-    A job holds tile t of H once, as keys in a buffer, and per candidate rewrites only the f
-    Byzantine rows (as _attack_candidates computes them) before running the rule on it (the
-    program of _rule_program). The candidates are never
-    built whole, and the rule sees the same values in the same rows as on the built batch."""
+    The candidates differ only in their f Byzantine rows, all equal: so a job orders each block
+    of _GROUP columns of its tile's h honest rows once (_order_block), and, while the block is
+    in cache, merges each candidate's Byzantine key in (_merge_byzantine_rows) at the positions
+    [first, last) the rule reads. The rule reads the values the built batch's ordered columns
+    hold there; where its pruned network leaves the middle as a set (cwtm, meamed) the float64
+    sum adds them in another order. The candidates are never built."""
     B, h, d = H.shape
     n, E = h + f, etas.size
     tiles = (d + tile - 1) // tile
-    groups = (tile + _GROUP - 1) // _GROUP
-    stride = groups * _GROUP + _CANDIDATE_ROW_PAD // H.itemsize
+    groups = (h + _GROUP_ROWS - 1) // _GROUP_ROWS
+    sign_shift = np.iinfo(keys.dtype).bits - 1
+    magnitude = (1 << sign_shift) - 1
     for job in numba.prange(B * tiles):
         b, t = job // tiles, job % tiles
         c0 = t * tile
-        w = min(tile, d - c0)
-        keys = np.zeros((1, n, stride), keys_like.dtype)  # columns past w: zeros, never read
-        values = keys.view(H.dtype)
-        values[0, :h, :w] = H[b, :, c0:c0 + w]
-        aggregate = np.empty((1, stride), H.dtype)
-        m, a = mu[b, c0:c0 + w], direction[b, c0:c0 + w]
-        for e in range(E):
-            if f > 0:
-                byzantine = values[0, h]
-                for j in range(w):
+        c1 = min(d, c0 + tile)
+        honest = np.empty((groups * _GROUP_ROWS, _GROUP), keys.dtype)
+        tail = np.zeros((1, h, _GROUP), keys.dtype)
+        merged = np.zeros((n, _GROUP), keys.dtype)
+        ordered = merged.view(H.dtype)
+        byzantine = np.zeros(_GROUP, H.dtype)  # lanes past a last block's width: merged, never read
+        bits = byzantine.view(keys.dtype)
+        byzantine_key = np.empty(_GROUP, keys.dtype)
+        result, aggregate = np.empty(_GROUP), np.empty(_GROUP, H.dtype)
+        start, med = np.empty(_GROUP, np.int64), np.empty(_GROUP)
+        totals = np.zeros(E)
+        for s0 in range(c0, c1, _GROUP):
+            w = min(_GROUP, c1 - s0)
+            _order_block(keys, b, s0, w, net, order_address, tail, honest)
+            m, a = mu[b, s0:s0 + w], direction[b, s0:s0 + w]
+            for e in range(E):  # each candidate's columns in order: the sums' order is fixed
+                for j in range(w):  # as _attack_candidates
                     byzantine[j] = np.float64(m[j]) + etas[e] * np.float64(a[j])
-                for i in range(h + 1, n):
-                    values[0, i, :w] = byzantine[:w]
-            if tile_address != 0:
-                _call_tile(tile_address, keys, 0, stride, (w + _GROUP - 1) // _GROUP, trim, aggregate, 0)
-            else:
-                _ordered_rule_tile(values, keys, 0, 0, w, rule, trim, net, order_address, aggregate)
-            total = 0.0
-            for j in range(w):
-                gap = np.float64(aggregate[0, j]) - np.float64(m[j])
-                total += gap * gap
-            partial[b, e, t] = total
+                for l in range(_GROUP):  # the key as _ordered_column makes it
+                    k = bits[l]
+                    byzantine_key[l] = nan_key if (k & magnitude) > inf_key else k ^ ((k >> sign_shift) & magnitude)
+                _merge_byzantine_rows(honest, h, f, byzantine_key, first, last, merged)
+                _rule_lanes(ordered, w, rule, trim, med, start, result)
+                total = totals[e]
+                for j in range(w):
+                    aggregate[j] = result[j]
+                    gap = np.float64(aggregate[j]) - np.float64(m[j])
+                    total += gap * gap
+                totals[e] = total
+        partial[b, :, t] = totals
 
 
 _RULES = {"cwmed": _MEDIAN, "cwtm": _TRIMMED_MEAN, "meamed": _MEAN_AROUND_MEDIAN}
@@ -1725,10 +1787,15 @@ def candidate_deviations(H, mu, direction, etas, f, rule, trim):
     n, which = h + f, _RULES[rule]
     if trim < 0 or 2 * trim >= n:
         raise ValueError("candidate_deviations: trim must satisfy 0 <= 2 trim < h + f")
+    first, last = {_MEDIAN: ((n - 1) // 2, n // 2 + 1), _TRIMMED_MEAN: (trim, n - trim)}.get(which, (0, n))
+    key = _KEY_TYPES[H.dtype]
+    inf_key = np.array(np.inf, H.dtype).view(key)[()]
+    nan_key = key(inf_key + (1 << (np.finfo(H.dtype).nmant - 1)))  # the canonical quiet NaN
     tile = _config.COL_TILE
     partial = np.empty((B, etas.size, (d + tile - 1) // tile))
-    _candidate_deviations(H, mu, direction, etas, f, which, trim, *_rule_program(n, which, trim, H.dtype),
-                          np.empty(0, _KEY_TYPES[H.dtype]), tile, partial)
+    _candidate_deviations(H, H.view(key), mu, direction, etas, f, which, trim, first, last,
+                          _sorting_network(h, _EVERY_POSITION, 0, _GROUP_ROWS), _group_order(H.dtype).address,
+                          inf_key, nan_key, tile, partial)
     return partial.sum(axis=2)
 
 
