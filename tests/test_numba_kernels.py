@@ -59,10 +59,10 @@ def test_full_blocks_inside_wide_tiles(dtype, monkeypatch):
     assert_close(nb.pairwise_sqdist(Y), ref.pairwise_sqdist(Y))
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 16, 17, 32, 33, 48, 49, 64, 65])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 20, 21, 32, 33, 48, 49, 64, 65])
 @pytest.mark.parametrize("d", [1, 63, 64, 65, 2 * 160 + 37])
 def test_unrolled_networks_on_groups_and_tails(n, d, dtype, monkeypatch):
-    """n on both sides of the unrolled networks' limits (48; meamed 32) and of the runtime
+    """n on both sides of the unrolled networks' limits (48; meamed 20) and of the runtime
     path's groups of 32 rows (a last group of 1, 16 or 17 rows), on 160-column tiles: full
     groups of 64 columns read in place beside the zero-padded partial group, or only the latter; columns of ties, scattered NaN/+-Inf, whole rows of NaN, +Inf, -Inf and 1e38 (up to
     f of them), for every f (the unrolled trimmed mean and mean around the median take f at run

@@ -335,9 +335,11 @@ def _run_coordinatewise(X, rule, f):
 #: largest n with an unrolled network per rule; larger n take _coordinatewise (groups of
 #: _GROUP_ROWS unrolled, merged at run time). float32, 2 threads, cwmed / cwtm: at n = 40 the
 #: unrolled network took 3.7 / 4.5 ms at d = 5e5 against 5.3 / 5.9, even at n = 48, and at
-#: n = 64 (d = 1e6) 26-27 ms against 17.5 / 19.5, its spills past the registers; meamed's window
-#: search grows as n^2 here.
-_MAX_UNROLLED_ROWS = {_MEDIAN: 48, _TRIMMED_MEAN: 48, _MEAN_AROUND_MEDIAN: 32}
+#: n = 64 (d = 1e6) 26-27 ms against 17.5 / 19.5, its spills past the registers. meamed's window
+#: search grows as n^2 here (f is known only at run time), where _mean_around_median_lanes counts
+#: f pairs: the runtime path was faster from n = 21 on (n = 20, 21, 24, 32, d = 1e6 to 5e5:
+#: 6.1 / 7.9 / 6.5 / 7.9 ms unrolled, 6.7 / 6.7 / 5.8 / 4.4 runtime; the same bits).
+_MAX_UNROLLED_ROWS = {_MEDIAN: 48, _TRIMMED_MEAN: 48, _MEAN_AROUND_MEDIAN: 20}
 #: the integers whose order the keys of each float type are made to follow
 _KEY_TYPES = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
