@@ -9,7 +9,7 @@ import pytest
 import byzkern
 from byzkern import _config, _dispatch
 
-_config.COL_TILE = 8
+_config.COL_TILE = _config.MEAN_TILE = 8
 _config.CUDA_THREADS = 32
 
 #: every fast backend the parity tests compare with the reference; ``cuda`` runs where a device

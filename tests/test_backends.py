@@ -154,3 +154,32 @@ def test_cclip_takes_the_median_and_its_distances_in_one_pass(backend, tile, dty
         X[1, n - 1, 4096] = -np.inf
         for iters in range(4):
             assert_close(module.cclip(X, 100.0, iters, None), reference.cclip(X, 100.0, iters, reference.cwmed(X)))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+def test_mean_work_items_follow_the_thread_count_with_the_same_bits(backend, dtype, monkeypatch):
+    """mean's work items span up to MEAN_TILE columns, but are no fewer than the threads: one
+    and two threads split these rows into one and two items, with the reference's bits."""
+    import numba
+
+    from byzkern import backends
+
+    module, reason = _dispatch.load(backend)
+    if module is None:
+        pytest.skip(f"backend {backend} unavailable: {reason}")
+    monkeypatch.setattr(_config, "MEAN_TILE", 1 << 16)
+    monkeypatch.setattr(_config, "PARALLEL_MIN_ELEMENTS", 0)
+    assert backends.mean_tile(1, 10**6, 2) == 1 << 16
+    assert backends.mean_tile(1, 10**5, 16) == 6272  # 1e5 / 16 in whole cache lines
+    assert backends.mean_tile(4, 3001, 2) == 3008
+    X = gaussian(np.random.default_rng(16), (1, 7, 3001), dtype)
+    set_threads = numba.set_num_threads if backend == "numba" else module.set_threads
+    results = []
+    try:
+        for threads in (1, 2):
+            set_threads(threads)
+            results.append(module.mean(X))
+    finally:
+        set_threads(numba.config.NUMBA_NUM_THREADS if backend == "numba" else 0)
+    for result in results:
+        np.testing.assert_array_equal(result, reference.mean(X))

@@ -69,6 +69,16 @@ SIZED_BY_FIRST_ARGUMENT = tuple(name for name in KERNEL_NAMES if name not in (
     "qsgd_levels_ok"))
 
 
+def mean_tile(B, d, threads):
+    """Columns per work item of ``mean``: up to ``_config.MEAN_TILE``, but no fewer work items
+    than threads (whole cache lines each). Any split gives the same bits: each column is
+    summed in row order."""
+    from .. import _config
+
+    share = -(-d // max(1, threads // B))
+    return min(_config.MEAN_TILE, -(-share // 64) * 64)
+
+
 def deviations_of_built_candidates(backend, H, mu, direction, etas, f, rule, trim):
     """``candidate_deviations`` by building the batch with the ``backend`` module's kernels."""
     B, h, d = H.shape

@@ -15,7 +15,7 @@ import types
 from importlib import resources
 
 from .. import _config
-from . import _weiszfeld, serial_when_small
+from . import _weiszfeld, mean_tile, serial_when_small
 
 try:
     from .. import _cpu
@@ -47,7 +47,7 @@ def set_threads(threads):
 
 
 def mean(X):
-    return _cpu.mean(X, _config.COL_TILE)
+    return _cpu.mean(X, mean_tile(X.shape[0], X.shape[2], _cpu.max_threads()))
 
 
 def cwmed(X):

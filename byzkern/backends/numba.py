@@ -20,7 +20,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .. import _config, _random
-from . import _weiszfeld, serial_when_small
+from . import _weiszfeld, mean_tile, serial_when_small
 
 #: ``error_model="numpy"``: a float division by zero gives Inf/NaN as in the reference, not an
 #: exception.
@@ -86,7 +86,7 @@ def _mean(X, tile, out):
 
 def mean(X):
     out = np.empty((X.shape[0], X.shape[2]), X.dtype)
-    _mean(X, _config.COL_TILE, out)
+    _mean(X, mean_tile(X.shape[0], X.shape[2], numba.get_num_threads()), out)
     return out
 
 
