@@ -1616,7 +1616,18 @@ def _mean_std(X, ddof, tile, mean, std):
         _add_rows(X, b, c0, w, mu)
         for j in range(w):
             mu[j] /= h
-        for i in range(h):  # two-pass variance over the tile while it is in cache
+        # two-pass variance over the tile while it is in cache, four rows per pass over ss in
+        # row order, as _add_rows: the reference's additions, in its order
+        i = 0
+        while i + 4 <= h:
+            r0, r1 = X[b, i, c0:c0 + w], X[b, i + 1, c0:c0 + w]
+            r2, r3 = X[b, i + 2, c0:c0 + w], X[b, i + 3, c0:c0 + w]
+            for j in range(w):
+                m = mu[j]
+                d0, d1, d2, d3 = r0[j] - m, r1[j] - m, r2[j] - m, r3[j] - m
+                ss[j] = (((ss[j] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3
+            i += 4
+        for i in range(i, h):
             row = X[b, i, c0:c0 + w]
             for j in range(w):
                 dev = row[j] - mu[j]
