@@ -367,7 +367,7 @@ BYZKERN_DISPATCH3(merged_rule_deviations_dispatched, merged_rule_deviations)
 // Each (candidate, tile) sum is kept apart, then the tiles are added in order: the same bits for
 // any thread count.
 template <class T, class Rule>
-void ordered_rule_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
+void merged_candidate_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
                              index_t d, index_t E, index_t f, index_t tile, Rule rule, double* out) {
   constexpr index_t lanes = block_lanes<T>();
   const index_t tiles = num_tiles(d, tile), stride = padded_stride<T>(tile);
@@ -411,7 +411,7 @@ template <class T>
 void candidate_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
                           index_t d, index_t E, index_t f, CoordinateRule rule, index_t trim, index_t tile,
                           double* out) {
-  const auto run = [&](auto r) { ordered_rule_deviations(H, mu, direction, etas, B, h, d, E, f, tile, r, out); };
+  const auto run = [&](auto r) { merged_candidate_deviations(H, mu, direction, etas, B, h, d, E, f, tile, r, out); };
   switch (rule) {
     case CoordinateRule::cwmed: return run(MedianOfBlock{});
     case CoordinateRule::cwtm: return run(TrimmedMeanOfBlock{trim});
