@@ -62,9 +62,9 @@ if Pybind11Extension is not None and os.environ.get("BYZKERN_NO_EXTENSION") != "
     sanitize = os.environ.get("BYZKERN_SANITIZE") == "1"
     # Portable baseline (x86-64 SSE2); no -march=native in anything we ship.
     # -Wno-psabi: the SIMD helpers pass vectors between inline functions of one file only.
-    # -ffp-contract=off: no fused multiply-adds in the AVX2+FMA and AVX-512 variants, so they
-    # round like the baseline and every tier gives the same bits (tests/test_cpu_kernels.py);
-    # the loops are memory-bound, so fusing buys little.
+    # -ffp-contract=off: no fused multiply-adds in the AVX2+FMA and AVX-512 variants but where a
+    # kernel asks for one (pairwise_sqdist's Gram sums, which are compute-bound), so they round
+    # like the baseline and every tier gives the same bits elsewhere (tests/test_cpu_kernels.py).
     cflags = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off", "-Wno-psabi"]
     lflags = ["-fopenmp"]
     if sanitize:

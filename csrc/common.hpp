@@ -60,7 +60,8 @@ void for_each_slab(index_t B, index_t d, index_t tile, const Slabs& slabs, Job j
 // any wheel may assume (SSE2), AVX2+FMA (Haswell, Zen and later) and, where it pays, AVX-512
 // (F, BW, DQ, VL: Skylake-X, Ice Lake, Zen 4 and later). The tier is chosen once per process from
 // CPUID (__builtin_cpu_supports); BYZKERN_ISA=baseline|avx2|avx512 caps it, so the tests can run
-// every tier on one machine and require the same bits. No -march=native anywhere.
+// every tier on one machine and require the same bits (but for pairwise_sqdist's Gram sums, which
+// the baseline cannot fuse). No -march=native anywhere.
 
 template <class T, int Bytes>
 struct vec_of {

@@ -20,7 +20,7 @@ namespace byzkern {
 // of the column's input values (block_centre; any per-column c leaves every distance unchanged,
 // and input values keep y exact in double for float32 input and integer data integer, so exact
 // ties stay ties); then N_i = |y_i|^2 and G_ij = y_i . y_j are summed and
-// D_ij = N_i + N_j - 2 G_ij. That is a multiply and an add per pair and column, where exact
+// D_ij = N_i + N_j - 2 G_ij. That is one multiply-add per pair and column, where exact
 // differences take a subtraction, a multiply and an add and a horizontal sum per pair and block.
 // Its rounding error is a few ulps of N_i + N_j, so where D_ij is not clearly larger than
 // N_i + N_j (nearly equal rows, or rows much closer to each other than to the centre) the
@@ -139,13 +139,25 @@ inline v4d lane_sums(const v4d& a, const v4d& b, const v4d& c, const v4d& e) {
   return __builtin_shuffle(ab, ce, v4i{0, 1, 4, 5}) + __builtin_shuffle(ab, ce, v4i{2, 3, 6, 7});
 }
 
+// How the Gram sums add a product: c + a * b. The AVX2 and AVX-512 tiers fuse it (one rounding):
+// on Zen 4 the separate adds shared their pipes with the conversions and subtractions of the
+// centring, and fused the sums took 0.81 of the time at (20, 1e5), 0.86 at (64, 3e5) and 0.84 at
+// (256, 1e5) (1 thread, CPU time, in cache). The baseline has no FMA and rounds the product too,
+// so its Gram sums (and only those) can differ from the other tiers' in the last bits.
+struct SeparateMultiplyAdd {
+  static v4d madd(const v4d& a, const v4d& b, const v4d& c) { return c + a * b; }
+};
+struct FusedMultiplyAdd {
+  BYZKERN_AVX2 static v4d madd(const v4d& a, const v4d& b, const v4d& c) { return _mm256_fmadd_pd(a, b, c); }
+};
+
 // Every Gram entry of a block is four sums in SIMD lanes, lane l over the columns k = l mod 4 in
-// order, then (l0 + l1) + (l2 + l3) added to G: the same chain of roundings whatever tile or
-// tier computes it, so the tiers can take different tile shapes and give the same bits.
+// order, then (l0 + l1) + (l2 + l3) added to G: the same chain of roundings whatever tile
+// computes it, so the AVX2 and AVX-512 tiers can take different tile shapes and give the same bits.
 //
 // G[i0 + r, j0 + q] += that sum, for R rows from i0 and 4 from j0 (R x 4 vectors of sums in
 // registers: AVX2 has 16, for 2 x 4; AVX-512 32 (with VL, 256-bit vectors too), for 4 x 4).
-template <int R>
+template <int R, class M>
 inline void gram_tile(const double* Y, index_t cols, index_t w4, index_t i0, index_t j0, index_t np, double* G) {
   v4d acc[R][4] = {};
   const double* yi = Y + row_in_panels(cols, i0);
@@ -155,7 +167,7 @@ inline void gram_tile(const double* Y, index_t cols, index_t w4, index_t i0, ind
     for (int q = 0; q < 4; ++q) b[q] = load_vec<v4d>(yj + 4 * (k + q));
     for (int r = 0; r < R; ++r) {
       const v4d a = load_vec<v4d>(yi + 4 * (k + r));
-      for (int q = 0; q < 4; ++q) acc[r][q] += a * b[q];
+      for (int q = 0; q < 4; ++q) acc[r][q] = M::madd(a, b[q], acc[r][q]);
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -167,15 +179,15 @@ inline void gram_tile(const double* Y, index_t cols, index_t w4, index_t i0, ind
 // The same for the ten pairs i <= j of the rows [i0, i0 + 4), which it first centres into their
 // panel: it loads the input values once for both, where a pass of its own took a fifth of the
 // time at n = 20.
-template <class T>
+template <class T, class M>
 inline void gram_triangle(const T* const* rows, index_t n, index_t c, index_t w, index_t cols, const double* centre,
                           index_t i0, index_t np, double* Y, double* G) {
   v4d a00 = {}, a01 = {}, a02 = {}, a03 = {}, a11 = {}, a12 = {}, a13 = {}, a22 = {}, a23 = {}, a33 = {};
   const auto add_products = [&](const v4d& y0, const v4d& y1, const v4d& y2, const v4d& y3) {
-    a00 += y0 * y0, a01 += y0 * y1, a02 += y0 * y2, a03 += y0 * y3;
-    a11 += y1 * y1, a12 += y1 * y2, a13 += y1 * y3;
-    a22 += y2 * y2, a23 += y2 * y3;
-    a33 += y3 * y3;
+    a00 = M::madd(y0, y0, a00), a01 = M::madd(y0, y1, a01), a02 = M::madd(y0, y2, a02), a03 = M::madd(y0, y3, a03);
+    a11 = M::madd(y1, y1, a11), a12 = M::madd(y1, y2, a12), a13 = M::madd(y1, y3, a13);
+    a22 = M::madd(y2, y2, a22), a23 = M::madd(y2, y3, a23);
+    a33 = M::madd(y3, y3, a33);
   };
   double* y = Y + row_in_panels(cols, i0);
   index_t k = 0;
@@ -209,7 +221,7 @@ inline void gram_triangle(const T* const* rows, index_t n, index_t c, index_t w,
 // entries with j >= i). Four rows from j0 at a time: their own pairs (which centres them), then
 // against every row before them, so the four stay in L1 while the others stream from L1 or L2;
 // tiles of R rows (R = 2 or 4).
-template <class T, int R>
+template <class T, int R, class M>
 inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, index_t cols, double* Y, double* G) {
   const index_t np = padded_rows(n), groups = np / 4;
   const index_t calls = groups + 4 / R * groups * (groups - 1) / 2;  // triangles and tiles per block
@@ -220,15 +232,16 @@ inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, i
     block_centre(rows, n, c, w, centre);
     for (index_t j0 = 0; j0 < np; j0 += 4) {
       next_block.next();
-      gram_triangle(rows, n, c, w, cols, centre, j0, np, Y, G);
+      gram_triangle<T, M>(rows, n, c, w, cols, centre, j0, np, Y, G);
       for (index_t i0 = 0; i0 < j0; i0 += R) {
         next_block.next();
-        gram_tile<R>(Y, cols, w4, i0, j0, np, G);
+        gram_tile<R, M>(Y, cols, w4, i0, j0, np, G);
       }
     }
   }
 }
-BYZKERN_DISPATCH3_CALLS(gram_slab_dispatched, (gram_slab<T, 2>), (gram_slab<T, 2>), (gram_slab<T, 4>))
+BYZKERN_DISPATCH3_CALLS(gram_slab_dispatched, (gram_slab<T, 2, SeparateMultiplyAdd>), (gram_slab<T, 2, FusedMultiplyAdd>),
+                        (gram_slab<T, 4, FusedMultiplyAdd>))
 
 // Exact differences, for the pairs the Gram sums cannot give: each block of columns is converted
 // to double once and reused by all pairs; a 2 x 4 block of row pairs keeps its eight partial

@@ -120,6 +120,11 @@ def _save(path, dtype):
              **{f"{name}:{i}": a for name, r in results.items() for i, a in enumerate(r)})
 
 
+#: kernels whose sums the AVX2 and AVX-512 tiers fuse (c + a * b rounded once) and the baseline,
+#: which has no FMA, does not: against the baseline they agree to a few ulps of the Gram sums
+FUSED_ABOVE_BASELINE = {"pairwise_sqdist", "pairwise_sqdist (wide tiles)"}
+
+
 def _assert_same_bits(a, b, what):
     assert a.dtype == b.dtype and a.shape == b.shape, what
     np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=what)
@@ -143,7 +148,11 @@ def test_every_isa_gives_the_same_bits(isa, dtype, tmp_path):
         pytest.skip(f"this CPU (or BYZKERN_ISA) gives no tier above {capped['isa']}: both runs used it")
     for name, arrays in here.items():
         for i, a in enumerate(arrays):
-            _assert_same_bits(a, capped[f"{name}:{i}"], f"{name} output {i} ({isa} against {cpu.details()['isa']})")
+            what = f"{name} output {i} ({isa} against {cpu.details()['isa']})"
+            if isa == "baseline" and name in FUSED_ABOVE_BASELINE:
+                np.testing.assert_allclose(capped[f"{name}:{i}"], a, rtol=1e-13, atol=0, err_msg=what)
+            else:
+                _assert_same_bits(a, capped[f"{name}:{i}"], what)
 
 
 def test_an_unknown_isa_leaves_the_backend_out_with_the_reason():

@@ -2,7 +2,8 @@
 
 Compiled for the portable x86-64 baseline plus an AVX2+FMA variant of each hot loop and an
 AVX-512 variant of those it speeds up, chosen at run time from CPUID (``BYZKERN_ISA=baseline``,
-``avx2`` or ``avx512`` caps the tier; every tier gives the same bits); no -march=native. OpenMP
+``avx2`` or ``avx512`` caps the tier; every tier gives the same bits, but that the baseline
+rounds the products of pairwise_sqdist's Gram sums, which the others fuse); no -march=native. OpenMP
 over column tiles or batch items, GIL released inside every kernel. Column reductions
 (distances, norms) are summed per slab of tiles and the slabs added in order, so results do not
 depend on the thread count.
