@@ -590,7 +590,9 @@ def _pairwise_partials(X, chunk, cols, partial):
     """partial[b, g, i, j] (i < j): sum over the columns of chunk g of (x_i - x_j)^2, with
     exact float64 differences. Each block of ``cols`` columns is converted to float64 once for
     all pairs, and a 4 x 4 block of row pairs keeps its sixteen sums in registers: eight row
-    loads per sixteen squared differences, so the subtract and the FMA bound the loop."""
+    loads per sixteen squared differences, so the subtract and the FMA bound the loop. The
+    pairs inside a block of four rows take their own loop of six sums, where a 4 x 4 block
+    against itself computed sixteen (at n = 20, 240 differences per column for 190 pairs)."""
     B, n, d = X.shape
     chunks = partial.shape[1]
     padded = (n + 3) // 4 * 4
@@ -607,7 +609,21 @@ def _pairwise_partials(X, chunk, cols, partial):
                     dst[k] = row[k]
             for I in range(0, padded, 4):
                 a0, a1, a2, a3 = xd[I], xd[I + 1], xd[I + 2], xd[I + 3]
-                for J in range(I, padded, 4):
+                # the six pairs inside the block of four rows
+                s01 = s02 = s03 = s12 = s13 = s23 = 0.0
+                for k in range(w):
+                    x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
+                    s01 += (x0 - x1) * (x0 - x1)
+                    s02 += (x0 - x2) * (x0 - x2)
+                    s03 += (x0 - x3) * (x0 - x3)
+                    s12 += (x1 - x2) * (x1 - x2)
+                    s13 += (x1 - x3) * (x1 - x3)
+                    s23 += (x2 - x3) * (x2 - x3)
+                inside = ((0, 1, s01), (0, 2, s02), (0, 3, s03), (1, 2, s12), (1, 3, s13), (2, 3, s23))
+                for r, q, sum_rq in inside:
+                    if I + q < n:
+                        acc[I + r, I + q] += sum_rq
+                for J in range(I + 4, padded, 4):
                     b0, b1, b2, b3 = xd[J], xd[J + 1], xd[J + 2], xd[J + 3]
                     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
                     s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = 0.0
@@ -637,9 +653,8 @@ def _pairwise_partials(X, chunk, cols, partial):
                             (s30, s31, s32, s33))
                     for r in range(4):
                         for q in range(4):
-                            i, j = I + r, J + q
-                            if i < j < n:
-                                acc[i, j] += sums[r][q]
+                            if J + q < n:
+                                acc[I + r, J + q] += sums[r][q]
 
 
 def _pair_block_columns(n):
