@@ -46,10 +46,11 @@ def median_time(fn, repeat, min_seconds=0.2):
     return float(np.median(times))
 
 
-def read_floor(X, repeat):
-    """Seconds to read every byte of X once, the best of a streaming sum and a copy."""
+def read_floor(X, repeat, scratch=None):
+    """Seconds to read every byte of X once, the best of a streaming sum and a copy (into
+    ``scratch``, an array of X's size, when given)."""
     flat = X.reshape(-1)
-    out = np.empty_like(flat)
+    out = np.empty_like(flat) if scratch is None else scratch.reshape(-1)
     sum_time = median_time(lambda: _stream_sum(flat), repeat)
     copy_time = median_time(lambda: np.copyto(out, flat), repeat) / 2  # a copy reads and writes
     return min(sum_time, copy_time)
@@ -414,18 +415,25 @@ def select(names):
 
 def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=print):
     """Time ``ops`` on ``backends`` (and their usual ways) for each shape; print a table and
-    return its rows as dicts. ``x way``: byzkern's time over the fastest usual way's."""
+    return its rows as dicts. ``x way``: byzkern's time over the fastest usual way's.
+
+    The floor is measured again before each op, and the op's rows are multiples of that one:
+    on a shared machine the read bandwidth drifts within minutes (38 to 82 GB/s for the same
+    80 MB X in one session), and a floor taken at the start of a shape had ops timed minutes
+    later divided by it."""
     rows = []
     header = (f"{'op':<16}{'backend / the usual way':<36}{'median ms':>11}{'GB/s':>8}"
-              f"{'x floor':>9}{'x way':>8}")
+              f"{'x floor':>9}{'x way':>8}{'floor GB/s':>12}")
     for n, d in shapes:
         X = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32).astype(dtype)
-        floor = read_floor(X, repeat)
+        scratch = np.empty_like(X)
+        floor = read_floor(X, repeat, scratch)
         out(f"\n(n, d) = ({n}, {d}) {np.dtype(dtype).name}: read floor {floor * 1e3:.2f} ms "
-            f"= {X.nbytes / floor / 1e9:.1f} GB/s")
+            f"= {X.nbytes / floor / 1e9:.1f} GB/s at the start; each op against its own")
         out(header)
         for op in ops:
             entry = OPS[op]
+            floor = read_floor(X, repeat, scratch)
             timings = {}
             for be in backends:
                 try:
@@ -444,5 +452,5 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
                 rows.append(row)
                 x_way = f"{row['x_way']:>8.2f}" if row["x_way"] is not None else ""
                 out(f"{op:<16}{label:<36}{t * 1e3:>11.2f}{row['gbps']:>8.1f}"
-                    f"{row['x_floor']:>9.2f}{x_way}")
+                    f"{row['x_floor']:>9.2f}{x_way:>8}{row['floor_gbps']:>12.1f}")
     return rows
