@@ -195,7 +195,27 @@ inline void ordered_rule_tile(const typename S::value_type* base, index_t n, ind
     }
   }
 }
-BYZKERN_DISPATCH3(ordered_rule_tile_dispatched, ordered_rule_tile)
+// The baseline tier unrolls networks only up to BASELINE_STATIC_ROWS rows and orders larger n
+// on the runtime path, whose group of GROUP_ROWS rows (padded above every value) gives the same
+// fully ordered block and so the same bits. Without SSE4.1's pminsd its unrolled networks are
+// compare-and-blend sequences of 128-bit vectors: 3.2 of the 4.6 MB of this file's object code,
+// and most of its build time (about 100 s a dtype on this machine), for a tier that only CPUs
+// without AVX2 (before 2013) run.
+// The runtime path is one out-of-line copy per dtype and rule, which every n past the limit calls.
+constexpr int BASELINE_STATIC_ROWS = 8;
+template <class S, class... A>
+__attribute__((noinline, flatten)) void ordered_rule_tile_runtime_baseline(A... a) {
+  ordered_rule_tile<S>(a...);
+}
+template <class S, class... A>
+inline void ordered_rule_tile_baseline(A... a) {
+  if constexpr (S::rows > 0 && S::rows <= BASELINE_STATIC_ROWS)
+    ordered_rule_tile<S>(a...);
+  else
+    ordered_rule_tile_runtime_baseline<RowCount<typename S::value_type, 0>>(a...);
+}
+BYZKERN_DISPATCH3_CALLS(ordered_rule_tile_dispatched, (ordered_rule_tile_baseline<T>), (ordered_rule_tile<T>),
+                        (ordered_rule_tile<T>))
 
 // The tile kernel with the network unrolled for n rows where there is one, else the runtime one.
 template <class T, int N = 1, class... A>

@@ -90,6 +90,10 @@ def kernel_results(dtype):
         "attack_candidates": cpu.attack_candidates(X, *cpu.mean_std(X, 1), np.array([0.0, 0.5, 7.0]), 3),
         "candidate_deviations": cpu.candidate_deviations(X, *cpu.mean_std(X, 1), np.array([0.0, 0.5, 7.0]), 3,
                                                          "meamed", 3),
+        **{f"{name} ({rows} rows)": call(np.random.default_rng(rows).standard_normal((1, rows, 37)).astype(dtype))
+           for rows in (8, 9, 32)  # the baseline unrolls up to 8 rows, the other tiers up to 32
+           for name, call in (("cwmed", cpu.cwmed), ("cwtm", lambda Y: cpu.cwtm(Y, 2)),
+                              ("meamed", lambda Y: cpu.meamed(Y, 3)))},
         **_compress_then_decompress(X),
         **{f"{name} (long rows)": call(cpu, _long_rows(dtype)) for name, call in LONG_COMPRESSIONS.items()},
     }
