@@ -417,23 +417,21 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
     """Time ``ops`` on ``backends`` (and their usual ways) for each shape; print a table and
     return its rows as dicts. ``x way``: byzkern's time over the fastest usual way's.
 
-    The floor is measured again before each op, and the op's rows are multiples of that one:
-    on a shared machine the read bandwidth drifts within minutes (38 to 82 GB/s for the same
-    80 MB X in one session), and a floor taken at the start of a shape had ops timed minutes
-    later divided by it."""
+    The floor of a shape is the median of reads of X taken before each of its ops, and every
+    op of the shape is a multiple of it, printed when the shape is done: on a shared machine one
+    read of the same 80 MB X took anywhere from 26 to 73 GB/s within a minute (with what the
+    32 MB L3 still held of it), and a single read at the start of a shape scaled all its ops by
+    whichever it hit. The table gives the spread of those reads."""
     rows = []
     header = (f"{'op':<16}{'backend / the usual way':<36}{'median ms':>11}{'GB/s':>8}"
-              f"{'x floor':>9}{'x way':>8}{'floor GB/s':>12}")
+              f"{'x floor':>9}{'x way':>8}")
     for n, d in shapes:
         X = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32).astype(dtype)
         scratch = np.empty_like(X)
-        floor = read_floor(X, repeat, scratch)
-        out(f"\n(n, d) = ({n}, {d}) {np.dtype(dtype).name}: read floor {floor * 1e3:.2f} ms "
-            f"= {X.nbytes / floor / 1e9:.1f} GB/s at the start; each op against its own")
-        out(header)
+        floors, shape_rows = [], []
         for op in ops:
             entry = OPS[op]
-            floor = read_floor(X, repeat, scratch)
+            floors.append(read_floor(X, repeat, scratch))
             timings = {}
             for be in backends:
                 try:
@@ -445,12 +443,18 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
                 timings[label] = median_time(way(X), repeat)
             fastest_way = min((timings[label] for label in ways), default=None)
             for label, t in timings.items():
-                row = {"op": op, "n": n, "d": d, "backend": label, "seconds": t,
-                       "gbps": X.nbytes / t / 1e9, "x_floor": t / floor,
-                       "floor_gbps": X.nbytes / floor / 1e9,
-                       "x_way": t / fastest_way if fastest_way and label in backends else None}
-                rows.append(row)
-                x_way = f"{row['x_way']:>8.2f}" if row["x_way"] is not None else ""
-                out(f"{op:<16}{label:<36}{t * 1e3:>11.2f}{row['gbps']:>8.1f}"
-                    f"{row['x_floor']:>9.2f}{x_way:>8}{row['floor_gbps']:>12.1f}")
+                shape_rows.append({"op": op, "n": n, "d": d, "backend": label, "seconds": t,
+                                   "gbps": X.nbytes / t / 1e9,
+                                   "x_way": t / fastest_way if fastest_way and label in backends else None})
+        floor = float(np.median(floors)) if floors else read_floor(X, repeat, scratch)
+        out(f"\n(n, d) = ({n}, {d}) {np.dtype(dtype).name}: read floor {floor * 1e3:.2f} ms "
+            f"= {X.nbytes / floor / 1e9:.1f} GB/s (median of {len(floors)} reads, one before each op: "
+            f"{X.nbytes / max(floors, default=floor) / 1e9:.0f} to {X.nbytes / min(floors, default=floor) / 1e9:.0f} GB/s)")
+        out(header)
+        for row in shape_rows:
+            row.update(x_floor=row["seconds"] / floor, floor_gbps=X.nbytes / floor / 1e9)
+            rows.append(row)
+            x_way = f"{row['x_way']:>8.2f}" if row["x_way"] is not None else ""
+            out(f"{row['op']:<16}{row['backend']:<36}{row['seconds'] * 1e3:>11.2f}{row['gbps']:>8.1f}"
+                f"{row['x_floor']:>9.2f}{x_way}")
     return rows
