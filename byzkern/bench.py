@@ -446,10 +446,10 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
                 shape_rows.append({"op": op, "n": n, "d": d, "backend": label, "seconds": t,
                                    "gbps": X.nbytes / t / 1e9,
                                    "x_way": t / fastest_way if fastest_way and label in backends else None})
-        floor = float(np.median(floors)) if floors else read_floor(X, repeat, scratch)
+        floor = float(np.median(floors))
         out(f"\n(n, d) = ({n}, {d}) {np.dtype(dtype).name}: read floor {floor * 1e3:.2f} ms "
             f"= {X.nbytes / floor / 1e9:.1f} GB/s (median of {len(floors)} reads, one before each op: "
-            f"{X.nbytes / max(floors, default=floor) / 1e9:.0f} to {X.nbytes / min(floors, default=floor) / 1e9:.0f} GB/s)")
+            f"{X.nbytes / max(floors) / 1e9:.0f} to {X.nbytes / min(floors) / 1e9:.0f} GB/s)")
         out(header)
         for row in shape_rows:
             row.update(x_floor=row["seconds"] / floor, floor_gbps=X.nbytes / floor / 1e9)

@@ -240,8 +240,8 @@ inline void gram_slab(const T* const* rows, index_t n, index_t c0, index_t c1, i
     }
   }
 }
-BYZKERN_DISPATCH3_CALLS(gram_slab_dispatched, (gram_slab<T, 2, SeparateMultiplyAdd>), (gram_slab<T, 2, FusedMultiplyAdd>),
-                        (gram_slab<T, 4, FusedMultiplyAdd>))
+BYZKERN_DISPATCH3_CALLS(gram_slab_dispatched, (gram_slab<T, 2, SeparateMultiplyAdd>),
+                        (gram_slab<T, 2, FusedMultiplyAdd>), (gram_slab<T, 4, FusedMultiplyAdd>))
 
 // Exact differences, for the pairs the Gram sums cannot give: each block of columns is converted
 // to double once and reused by all pairs; a 2 x 4 block of row pairs keeps its eight partial
