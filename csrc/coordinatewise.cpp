@@ -387,8 +387,8 @@ BYZKERN_DISPATCH3(merged_rule_deviations_dispatched, merged_rule_deviations)
 // Each (candidate, tile) sum is kept apart, then the tiles are added in order: the same bits for
 // any thread count.
 template <class T, class Rule>
-void merged_candidate_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B, index_t h,
-                             index_t d, index_t E, index_t f, index_t tile, Rule rule, double* out) {
+void merged_candidate_deviations(const T* H, const T* mu, const T* direction, const double* etas, index_t B,
+                                 index_t h, index_t d, index_t E, index_t f, index_t tile, Rule rule, double* out) {
   constexpr index_t lanes = block_lanes<T>();
   const index_t tiles = num_tiles(d, tile), stride = padded_stride<T>(tile);
   const Comparators net = sorting_network(h, GROUP_ROWS);
