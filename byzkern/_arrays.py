@@ -108,6 +108,11 @@ def _torch_half_dtypes():
     return (torch.float16, torch.bfloat16)
 
 
+def host(arr):
+    """arr as a NumPy array: itself, or a CuPy array copied to the host (small tables only)."""
+    return arr if isinstance(arr, np.ndarray) else arr.get()
+
+
 def xp_of(arr):
     """The array module (numpy or cupy) of a kernel array."""
     return np if isinstance(arr, np.ndarray) else __import__("cupy")

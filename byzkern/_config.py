@@ -12,6 +12,10 @@ MEAN_TILE = 1 << 16
 #: the C++ mix_rows and attack_candidates write outputs of at least this many bytes with stream
 #: stores, past the caches (the L3 of one CPU); tests set 0 so that small outputs cover them
 STREAM_MIN_BYTES = 32 << 20
+#: nnm puts its neighbour lists in shared_prefix_order from this many columns on, where the
+#: additions it saves cost more than its Python time (n = 20: 0.5 ms, n = 256: 12 ms); tests set
+#: 0 so that small inputs cover it
+SHARED_PREFIX_MIN_COLUMNS = 1 << 14
 #: optimized() with a coordinate-wise aggregator builds and aggregates its candidate batch in
 #: column blocks of about this many bytes, so that the batch stays in the caches (1 thread, CPU time,
 #: (20, 1e6), 17 etas, cwtm: 2-4 MiB blocks 220-290 ms, 8-16 MiB 280-400, the whole batch 360-490)

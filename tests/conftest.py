@@ -10,6 +10,7 @@ import byzkern
 from byzkern import _config, _dispatch
 
 _config.COL_TILE = _config.MEAN_TILE = 8
+_config.SHARED_PREFIX_MIN_COLUMNS = 0
 _config.CUDA_THREADS = 32
 
 #: every fast backend the parity tests compare with the reference; ``cuda`` runs where a device

@@ -183,3 +183,69 @@ def test_mean_work_items_follow_the_thread_count_with_the_same_bits(backend, dty
         set_threads(numba.config.NUMBA_NUM_THREADS if backend == "numba" else 0)
     for result in results:
         np.testing.assert_array_equal(result, reference.mean(X))
+
+
+def _shared_prefix_tables(rng, n):
+    """mix_rows tables whose lists share prefixes as NNM's do after shared_prefix_order, and the
+    shapes that make the walk's bookkeeping branch: equal lists, a list that is another's prefix
+    (-1 entries), prefixes that shrink then grow again (a kept sum two steps back), no sharing."""
+    base = rng.permutation(n)
+    tables = [
+        np.stack([base[:n - 2]] * 4),                                    # four equal lists
+        np.stack([np.r_[base[:3], -1, -1], base[:5], np.r_[base[:4], -1]]),  # prefixes of one another
+        np.stack([np.r_[base[:5], base[6]], np.r_[base[:5], base[7]], np.r_[base[:3], base[8:11]],
+                  np.r_[base[:5], base[9]], base[[2, 1, 0, 3, 4, 5]]]),   # 5, 3, then 5 shared again
+        np.stack([rng.permutation(n)[:6] for _ in range(5)]),            # little shared
+    ]
+    return [t[None].astype(np.int64) for t in tables]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+@pytest.mark.parametrize("n", [12, 40, 70], ids=lambda n: f"n{n}")
+def test_mix_rows_sums_shared_prefixes_with_the_reference_bits(backend, n, dtype, monkeypatch):
+    """mix_rows walks the trie of the outputs' row lists, each output starting from the sum of
+    the prefix it shares with the one before: every sum is still its rows added in idx order, so
+    the bits are the reference's, with the default tile (whole register strips: n picks their
+    width) and the session's small one, batched with a different table per item, and for NNM's
+    own tables in shared_prefix_order."""
+    from byzkern.preaggregators import shared_prefix_order
+
+    module, why = _dispatch.load(backend)
+    if module is None:
+        pytest.skip(why)
+    rng = np.random.default_rng(n)
+    X = gaussian(rng, (2, n, 301), dtype) * np.exp(rng.uniform(-8, 8, (2, n, 1))).astype(dtype)
+    for tile in (4096, 8):
+        monkeypatch.setattr(_config, "COL_TILE", tile)
+        for idx in _shared_prefix_tables(rng, n):
+            np.testing.assert_array_equal(module.mix_rows(X[:1], idx), reference.mix_rows(X[:1], idx))
+        batched = np.stack([_shared_prefix_tables(rng, n)[2][0], _shared_prefix_tables(rng, n)[3][0]])
+        np.testing.assert_array_equal(module.mix_rows(X, batched), reference.mix_rows(X, batched))
+        nearest = np.argsort(rng.random((2, n, n)), axis=2)[:, :, :n - n // 5]
+        ordered = shared_prefix_order(nearest, n)
+        assert (np.sort(ordered, axis=2) == np.sort(nearest, axis=2)).all()
+        np.testing.assert_array_equal(module.mix_rows(X, ordered), reference.mix_rows(X, ordered))
+
+
+def test_shared_prefix_order_shares_what_nnm_tables_have_in_common():
+    """With f rows far from the rest, the honest outputs keep the same rows and get one list:
+    first the rows every output keeps (ascending), then the rest of the honest rows; the trie
+    has fewer than two edges per output, against n - f each summed on its own."""
+    from byzkern.distances import nearest_including_self
+    from byzkern.preaggregators import shared_prefix_order
+
+    rng = np.random.default_rng(4)
+    n, f = 20, 4
+    X = rng.standard_normal((n, 50))
+    X[:f] += 100.0
+    D = ((X[:, None] - X[None]) ** 2).sum(axis=2)
+    ordered = shared_prefix_order(nearest_including_self(D[None], n - f), n)[0]
+    honest = ordered[f:]
+    assert (honest == honest[0]).all()
+    np.testing.assert_array_equal(np.sort(honest[0]), np.arange(f, n))
+    kept_by_all = np.flatnonzero((np.sort(ordered, axis=1)[:, :, None] == np.arange(n)).any(axis=1).all(axis=0))
+    np.testing.assert_array_equal(honest[0][:len(kept_by_all)], kept_by_all)
+    lists = sorted(map(tuple, ordered))
+    edges = len(lists[0]) + sum(len(b) - next((t for t, (x, y) in enumerate(zip(a, b)) if x != y), len(b))
+                                for a, b in zip(lists, lists[1:]))
+    assert edges < 2 * n

@@ -231,9 +231,8 @@ def test_wide_tiles_match_the_reference(dtype, stream_min_bytes, monkeypatch):
     """The session's 8-column tiles never fill mix_rows' register strips: with the default tile
     the strips, their prefetches and the tail columns run, with cached stores and with stream
     stores (d = 288 and 304: rows of whole cache lines, a first tile that aligns the strips).
-    The strip width depends on the row count (up to 32, 64, beyond); past 64 rows the outputs go
-    two or four at a time: 67 outputs leave one or three alone, and skipped -1 entries give
-    neighbours unequal row counts."""
+    The strip width depends on the row count (up to 32, 64, beyond), and skipped -1 entries give
+    outputs unequal row counts."""
     monkeypatch.setattr(_config, "COL_TILE", 4096)
     monkeypatch.setattr(_config, "STREAM_MIN_BYTES", stream_min_bytes)
     rtol = 1e-6 if dtype == np.float32 else 1e-12

@@ -35,6 +35,8 @@ _BLOCK_ELEMENTS = 1 << 15
 #: parallel work items per call of pairwise_sqdist; fixed (not the thread count) so that the
 #: order of its partial sums never depends on scheduling.
 _PAIR_JOBS = 64
+#: columns of the sums mix_rows keeps per output and per kept prefix (8 KiB each, in L1)
+_MIX_BLOCK = 1024
 
 
 def details():
@@ -681,43 +683,104 @@ def pairwise_sqdist(X):
 
 # ---- row-wise maps and reductions -----------------------------------------------------------
 
+@numba.njit(cache=True, nogil=True)
+def _mix_walk(rows, count, order):
+    """The C++ MixTable's walk: outputs in lexicographic order of their rows (order); step j of
+    item b starts from the sum of start rows (kept in slot from_slot; none when -1) and keeps
+    the prefix sums later steps start from: saves[first_save:first_save + saved] as (depth, slot).
+    """
+    B, m, k = rows.shape
+    walk = np.empty((B, m, 5), np.int64)  # output, start, from_slot, first_save, saved
+    saves = np.empty((B * m, 2), np.int64)
+    shared = np.zeros(m, np.int64)
+    kept = np.empty((k + 1, 2), np.int64)
+    needed = np.empty(m, np.int64)
+    total, slots = 0, 1
+    for b in range(B):
+        for j in range(m - 1):
+            r, q = order[b, j], order[b, j + 1]
+            t = 0
+            while t < min(count[b, r], count[b, q]) and rows[b, r, t] == rows[b, q, t]:
+                t += 1
+            shared[j] = t
+        held = 0
+        for j in range(m):
+            start = shared[j - 1] if j > 0 else 0
+            while held > 0 and kept[held - 1, 0] > start:
+                held -= 1
+            least, wanted = count[b, order[b, j]], 0
+            for l in range(j, m - 1):
+                least = min(least, shared[l])
+                if least <= start:
+                    break
+                if wanted == 0 or least < needed[wanted - 1]:
+                    needed[wanted] = least
+                    wanted += 1
+            step = walk[b, j]
+            step[0], step[1], step[3], step[4] = order[b, j], start, total, wanted
+            step[2] = kept[held - 1, 1] if start > 0 else -1
+            for e in range(wanted - 1, -1, -1):
+                kept[held, 0], kept[held, 1] = needed[e], held
+                saves[total, 0], saves[total, 1] = needed[e], held
+                held += 1
+                total += 1
+            slots = max(slots, held)
+    return walk, saves, slots
+
+
 @numba.njit(**_KERNEL)
-def _mix_rows(X, idx, tile, out):
+def _mix_rows(X, rows, count, walk, saves, slots, tile, block, out):
+    """out[b, j] = mean of X[b, rows[b, j, :count[b, j]]], summed in idx order in the table's
+    walk, a block of columns at a time: a step starts from its shared prefix's sum and keeps
+    the sums later steps start from (the same bits as summing each output on its own)."""
     B, n, d = X.shape
-    m, k = idx.shape[1], idx.shape[2]
+    m = rows.shape[1]
     tiles = (d + tile - 1) // tile
     for job in numba.prange(B * tiles):
         b, c0 = job // tiles, (job % tiles) * tile
-        w = min(tile, d - c0)
-        acc = np.empty(w)
-        rows = np.empty(k, np.int64)
-        for j in range(m):
-            count = 0
-            for t in range(k):
-                if idx[b, j, t] >= 0:
-                    rows[count] = idx[b, j, t]
-                    count += 1
-            # rows as slices, four per pass over acc: the same additions in the same order
-            acc[:] = 0.0
-            t = 0
-            while t + 4 <= count:
-                r0, r1 = X[b, rows[t], c0:c0 + w], X[b, rows[t + 1], c0:c0 + w]
-                r2, r3 = X[b, rows[t + 2], c0:c0 + w], X[b, rows[t + 3], c0:c0 + w]
+        acc = np.empty(block)
+        sums = np.empty((slots, block))
+        for s0 in range(c0, min(d, c0 + tile), block):
+            w = min(block, d - s0)
+            for j in range(m):
+                output, t, from_slot, first_save, saved = walk[b, j]
+                if from_slot >= 0:
+                    acc[:w] = sums[from_slot, :w]
+                else:
+                    acc[:w] = 0.0
+                line = rows[b, output]
+                for e in range(first_save, first_save + saved + 1):
+                    stop = saves[e, 0] if e < first_save + saved else count[b, output]
+                    # rows as slices, four per pass over acc: the same additions in the same order
+                    while t + 4 <= stop:
+                        r0, r1 = X[b, line[t], s0:s0 + w], X[b, line[t + 1], s0:s0 + w]
+                        r2, r3 = X[b, line[t + 2], s0:s0 + w], X[b, line[t + 3], s0:s0 + w]
+                        for c in range(w):
+                            acc[c] = (((acc[c] + r0[c]) + r1[c]) + r2[c]) + r3[c]
+                        t += 4
+                    for t in range(t, stop):
+                        row = X[b, line[t], s0:s0 + w]
+                        for c in range(w):
+                            acc[c] += row[c]
+                    t = stop
+                    if e < first_save + saved:
+                        sums[saves[e, 1], :w] = acc[:w]
+                dst = out[b, output, s0:s0 + w]
+                total = count[b, output]
                 for c in range(w):
-                    acc[c] = (((acc[c] + r0[c]) + r1[c]) + r2[c]) + r3[c]
-                t += 4
-            for t in range(t, count):
-                row = X[b, rows[t], c0:c0 + w]
-                for c in range(w):
-                    acc[c] += row[c]
-            dst = out[b, j, c0:c0 + w]
-            for c in range(w):
-                dst[c] = acc[c] / count
+                    dst[c] = acc[c] / total
 
 
 def mix_rows(X, idx):
-    out = np.empty((X.shape[0], idx.shape[1], X.shape[2]), X.dtype)
-    _mix_rows(X, idx, _config.COL_TILE, out)
+    B, m, k = idx.shape
+    # each output's rows in idx order, negative entries moved to the end
+    rows = np.take_along_axis(idx, np.argsort(idx < 0, axis=2, kind="stable"), axis=2)
+    count = (idx >= 0).sum(axis=2)
+    keys = rows.reshape(B * m, k).T[::-1]  # lexsort's last key is the first: item, then rows
+    order = np.lexsort((*keys, np.repeat(np.arange(B), m))).reshape(B, m) % m
+    walk, saves, slots = _mix_walk(rows, count, order)
+    out = np.empty((B, m, X.shape[2]), X.dtype)
+    _mix_rows(X, rows, count, walk, saves, slots, _config.COL_TILE, _MIX_BLOCK, out)
     return out
 
 
