@@ -823,11 +823,14 @@ def _norm_partials(X, q, tile, partial, probe):
 
 
 def _norms(X, q):
-    """(q-norms (B, n) float64, finite rows (B, n) bool)."""
+    """(q-norms (B, n) float64, finite rows (B, n) bool). A work item is a slab of whole tiles
+    (at most _config.REDUCTION_SLABS of them, as the C++ row_norms): each row is read in one
+    run per slab, where 4096-column tiles restarted n streams every 16 KiB."""
     B, n, d = X.shape
-    tiles = _tiles(d, _config.COL_TILE)
-    partial, probe = np.empty((B, tiles, n)), np.empty((B, tiles, n))
-    _norm_partials(X, q, _config.COL_TILE, partial, probe)
+    slab = _config.COL_TILE * _tiles(_tiles(d, _config.COL_TILE), _config.REDUCTION_SLABS)
+    slabs = _tiles(d, slab)
+    partial, probe = np.empty((B, slabs, n)), np.empty((B, slabs, n))
+    _norm_partials(X, q, slab, partial, probe)
     if q == np.inf:
         norms = partial.max(axis=1)
     else:
