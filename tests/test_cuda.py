@@ -1,5 +1,7 @@
-"""The cuda backend: NVRTC compile check (no GPU needed) and every kernel against the reference
-(``@pytest.mark.gpu``, skipped with the reason when no CUDA device is usable)."""
+"""The cuda backend: NVRTC compile check (no GPU needed) and every kernel against the reference,
+on a CUDA device where there is one and compiled for the host by ``host_cuda`` elsewhere. What
+only a device shows (``@pytest.mark.gpu``: the public API on CuPy and torch CUDA arrays, inputs
+of many GiB) is skipped with the reason when no CUDA device is usable."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,7 +58,7 @@ def test_info_says_why_cuda_is_unavailable():
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU: every kernel equals the reference.
+# Every kernel equals the reference.
 
 RTOL = {np.float32: 2e-6, np.float64: 1e-12}
 DTYPES = (np.float32, np.float64)
@@ -70,13 +72,34 @@ def _quiet_reference():
 
 
 @pytest.fixture
-def cp():
+def device_cp():
+    """CuPy on a CUDA device, for what only a device shows: the public API on device arrays,
+    torch interop, inputs of many GiB."""
     reason = cuda.unavailable_reason()
     if reason is not None:
         pytest.skip(f"cuda backend unavailable: {reason}")
     import cupy
 
     return cupy
+
+
+@pytest.fixture
+def cp(monkeypatch):
+    """CuPy on a CUDA device; without one, the same kernels compiled for the host (host_cuda.py)."""
+    if cuda.unavailable_reason() is None:
+        import cupy
+
+        yield cupy
+        return
+    import host_cuda
+
+    reason = host_cuda.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no CUDA device, and {reason}")
+    monkeypatch.setattr(cuda, "cupy", host_cuda)
+    cuda._module.cache_clear()
+    yield host_cuda
+    cuda._module.cache_clear()
 
 
 @pytest.fixture(params=["registers", "blocks-shared", "blocks-global"])
@@ -116,7 +139,6 @@ SHAPES = [(1, 1, 7), (1, 2, 5), (1, 3, 1), (2, 5, 33), (1, 8, 300), (3, 9, 70), 
           (1, 64, 20), (1, 65, 20), (2, 130, 9)]
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["random", "ties", "nonfinite"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -131,7 +153,6 @@ def test_coordinatewise(cp, sort_path, shape, kind, dtype):
         _check(cuda.meamed(Xd, f), reference.meamed(X, f), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_meamed_tie_goes_to_smaller_value(cp, sort_path, dtype):
     # median 1; 0 and 2 are equally far: the smaller value is kept (mean 0.5, not 1.5).
@@ -139,7 +160,6 @@ def test_meamed_tie_goes_to_smaller_value(cp, sort_path, dtype):
     _check(cuda.meamed(cp.asarray(X), 1), np.array([[0.5]], dtype), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_orders_above_infinity(cp, sort_path, dtype):
     X = np.array([[[np.nan], [np.inf], [1.0], [np.nan], [-np.inf]]], dtype)
@@ -147,7 +167,6 @@ def test_nan_orders_above_infinity(cp, sort_path, dtype):
     _check(cuda.cwtm(cp.asarray(X), 2), np.array([[np.inf]], dtype), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["random", "nonfinite"])
 @pytest.mark.parametrize("shape", [(1, 1, 5), (1, 2, 1), (2, 5, 37), (1, 16, 100), (3, 17, 16), (1, 40, 1000),
@@ -161,7 +180,6 @@ def test_pairwise_sqdist(cp, monkeypatch, shape, kind, dtype):
     assert bool((D == D.transpose(0, 2, 1)).all()) and bool((D >= 0).all())
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("offset", [1e3, 1e5])
 def test_pairwise_sqdist_keeps_small_deltas_on_a_large_offset(cp, offset):
     rng = np.random.default_rng(1)
@@ -172,7 +190,6 @@ def test_pairwise_sqdist_keeps_small_deltas_on_a_large_offset(cp, offset):
     assert np.argsort(got[0].sum(axis=1))[0] == np.argsort(want[0].sum(axis=1))[0]
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_mix_rows(cp, dtype):
     X = _data("random", 2, 6, 50, dtype)
@@ -180,7 +197,6 @@ def test_mix_rows(cp, dtype):
     _check(cuda.mix_rows(cp.asarray(X), cp.asarray(idx)), reference.mix_rows(X, idx), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("q", [1, 2, 3.5, np.inf])
 @pytest.mark.parametrize("kind", ["random", "nonfinite"])
@@ -190,7 +206,6 @@ def test_row_norms(cp, monkeypatch, kind, q, dtype):
     _check(cuda.row_norms(cp.asarray(X), q), reference.row_norms(X, q), np.float64)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["random", "nonfinite"])
 def test_clip(cp, kind, dtype):
@@ -199,7 +214,6 @@ def test_clip(cp, kind, dtype):
     _check(cuda.clip(cp.asarray(X), 3.0), reference.clip(X, 3.0), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("init", ["mean", "zero", "array"])
 @pytest.mark.parametrize("kind", ["random", "nonfinite"])
@@ -218,7 +232,6 @@ def test_geomed_fixed_steps(cp, monkeypatch, kind, init, dtype):
     np.testing.assert_allclose(obj.get(), robj, rtol=1e-12)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_geomed_stops_early_like_the_reference(cp, dtype):
     X = _data("random", 4, 9, 64, dtype, seed=4)
@@ -230,7 +243,6 @@ def test_geomed_stops_early_like_the_reference(cp, dtype):
     _check(z, rz, dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("iters", [0, 1, 3])
 @pytest.mark.parametrize("kind", ["random", "nonfinite"])
@@ -241,7 +253,6 @@ def test_cclip(cp, kind, iters, dtype):
     _check(cuda.cclip(cp.asarray(X), 1.5, iters, cp.asarray(v0)), reference.cclip(X, 1.5, iters, v0), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ddof", [0, 1])
 def test_mean_std_is_bit_identical(cp, ddof, dtype):
@@ -251,7 +262,6 @@ def test_mean_std_is_bit_identical(cp, ddof, dtype):
         np.testing.assert_array_equal(g.get(), w)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_attack_candidates_are_bit_identical(cp, dtype):
     H = _data("random", 2, 5, 37, dtype)
@@ -263,7 +273,6 @@ def test_attack_candidates_are_bit_identical(cp, dtype):
         np.testing.assert_array_equal(got, reference.attack_candidates(H, mu, direction, etas, 3))
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [1, 2, 33])
 def test_gaussian_draws_the_reference_normals(cp, d, dtype):
@@ -276,11 +285,11 @@ def test_gaussian_draws_the_reference_normals(cp, d, dtype):
 
 
 @pytest.mark.gpu
-def test_large_sizes_use_int64_offsets(cp):
+def test_large_sizes_use_int64_offsets(device_cp):
     # Row offsets i * d pass 2^31 elements (a 10 GiB float32 input).
     d = 2**29 + 3
-    X = cp.zeros((1, 5, d), cp.float32)
-    X[0, :, -1] = cp.asarray([1.0, 5.0, 3.0, 2.0, 4.0], cp.float32)
+    X = device_cp.zeros((1, 5, d), device_cp.float32)
+    X[0, :, -1] = device_cp.asarray([1.0, 5.0, 3.0, 2.0, 4.0], device_cp.float32)
     assert float(cuda.cwmed(X)[0, -1]) == 3.0
     assert float(cuda.mean(X)[0, -1]) == 3.0
     del X
@@ -290,33 +299,33 @@ def test_large_sizes_use_int64_offsets(cp):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_public_api_on_cupy_input(cp, dtype):
+def test_public_api_on_cupy_input(device_cp, dtype):
     X = _data("random", 1, 9, 40, dtype)[0]
     X[3, 5], X[6] = np.nan, np.inf  # two bad rows, as many as f = 2 tolerates
-    Xd = cp.asarray(X)
+    Xd = device_cp.asarray(X)
     for rule, kw in [(byzkern.cwtm, {"f": 2}), (byzkern.cwmed, {}), (byzkern.meamed, {"f": 2}),
                      (byzkern.krum, {"f": 2}), (byzkern.geomed, {}), (byzkern.cclip, {"tau": 1.0}),
                      (byzkern.nnm, {"f": 2}), (byzkern.clip, {"tau": 1.0}), (byzkern.pairwise_sqdist, {})]:
         got = rule(Xd, **kw)
-        assert isinstance(got, cp.ndarray) and got.device == Xd.device and got.dtype == Xd.dtype
+        assert isinstance(got, device_cp.ndarray) and got.device == Xd.device and got.dtype == Xd.dtype
         want = rule(X, backend="reference", **kw)
         np.testing.assert_allclose(got.get(), want, rtol=1e-5 if dtype == np.float32 else 1e-9, equal_nan=True)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_attacks_on_cupy_input(cp, dtype):
+def test_attacks_on_cupy_input(device_cp, dtype):
     H = _data("random", 1, 8, 50, dtype)[0]
     for attack, kw in [(byzkern.alie, {"f": 3}), (byzkern.gaussian, {"f": 3, "std": 2.0, "seed": 7})]:
-        got = attack(cp.asarray(H), **kw)
-        assert isinstance(got, cp.ndarray) and got.dtype == H.dtype
+        got = attack(device_cp.asarray(H), **kw)
+        assert isinstance(got, device_cp.ndarray) and got.dtype == H.dtype
         want = attack(H, backend="reference", **kw)
         np.testing.assert_allclose(got.get(), want, rtol=RTOL[dtype], atol=1e-12)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_public_api_on_torch_cuda_input(cp, dtype):
+def test_public_api_on_torch_cuda_input(device_cp, dtype):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA support here")
@@ -330,7 +339,7 @@ def test_public_api_on_torch_cuda_input(cp, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU: compressor kernels give the reference's bits.
+# Compressor kernels give the reference's bits.
 
 def _host(a):
     return a.get() if hasattr(a, "get") else np.asarray(a)
@@ -382,7 +391,6 @@ def compress_launch(request, monkeypatch):
     monkeypatch.setattr(cuda, "TOPK_CHUNK", 4 * request.param)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["random", "ties", "offset", "special", "nonfinite"])
 @pytest.mark.parametrize("shape", COMPRESS_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -418,7 +426,6 @@ def test_compressors_are_bit_identical(cp, compress_launch, shape, kind, dtype):
                reference.sign_decompress(want_codes, want_scales, d))
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("d", [50, 70000, 2**32 + 5])  # every wire index dtype
 def test_indices_ok(cp, d):
     dtype = index_dtype(d)
@@ -429,7 +436,6 @@ def test_indices_ok(cp, d):
         assert cuda.indices_ok(cp.asarray(bad), d) == reference.indices_ok(bad, d)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("levels", [2, 5, 100])
 def test_qsgd_levels_ok(cp, levels):
     width = reference.qsgd_width(levels)
@@ -441,10 +447,10 @@ def test_qsgd_levels_ok(cp, levels):
 
 
 @pytest.mark.gpu
-def test_compressors_use_int64_offsets(cp):
+def test_compressors_use_int64_offsets(device_cp):
     # Entry offsets row * d + i pass 2^31 (8 GiB of float32).
     d = 2**30 + 9
-    X = cp.zeros((2, d), cp.float32)
+    X = device_cp.zeros((2, d), device_cp.float32)
     X[1, -1], X[1, -3] = -5.0, 2.0
     values, indices = cuda.topk(X, 2)
     assert indices[1].tolist() == [d - 3, d - 1] and values[1].tolist() == [2.0, -5.0]
@@ -466,22 +472,22 @@ ALL_COMPRESSORS = [("topk", {"k": 5}), ("randk", {"k": 5, "seed": 3}), ("qsgd", 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(37,), (3, 70001)], ids=str)
 @pytest.mark.parametrize("name, options", ALL_COMPRESSORS, ids=[c[0] for c in ALL_COMPRESSORS])
-def test_message_on_cupy_input(cp, name, options, shape, dtype):
+def test_message_on_cupy_input(device_cp, name, options, shape, dtype):
     x = _rows("random", 1, int(np.prod(shape)), dtype).reshape(shape)
-    message = getattr(byzkern, name)(cp.asarray(x), **options)
-    assert all(isinstance(a, cp.ndarray) for a in message.fields.values())
+    message = getattr(byzkern, name)(device_cp.asarray(x), **options)
+    assert all(isinstance(a, device_cp.ndarray) for a in message.fields.values())
     host = getattr(byzkern, name)(x, **options)
     assert message.to_bytes() == host.to_bytes()
     out = message.decompress()
-    assert isinstance(out, cp.ndarray) and out.shape == shape and out.dtype == dtype
+    assert isinstance(out, device_cp.ndarray) and out.shape == shape and out.dtype == dtype
     _same_bits(out, host.decompress())
     back = Compressed.from_bytes(message.to_bytes(), device="cuda")
-    assert all(isinstance(a, cp.ndarray) for a in back.fields.values())
+    assert all(isinstance(a, device_cp.ndarray) for a in back.fields.values())
     _same_bits(back.decompress(), host.decompress())
 
 
 @pytest.mark.gpu
-def test_corrupt_message_is_refused_on_the_device(cp):
+def test_corrupt_message_is_refused_on_the_device(device_cp):
     data = bytearray(byzkern.topk(np.arange(10.0, dtype=np.float32), k=3).to_bytes())
     data[-2:] = data[-4:-2]  # the last index repeats the one before
     with pytest.raises(ValueError, match="strictly increasing"):
@@ -490,7 +496,7 @@ def test_corrupt_message_is_refused_on_the_device(cp):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name, options", ALL_COMPRESSORS, ids=[c[0] for c in ALL_COMPRESSORS])
-def test_message_on_torch_cuda_input(cp, name, options):
+def test_message_on_torch_cuda_input(device_cp, name, options):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA support here")

@@ -1,0 +1,109 @@
+"""host_cuda, the host stand-in for a GPU under test_cuda.py: it must fail where a GPU run would
+go wrong (a barrier or shuffle not every thread reaches, a missing barrier, an argument of the
+wrong type, a read past an array's end), or its green runs prove nothing."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+host_cuda = pytest.importorskip("host_cuda")
+if host_cuda.unavailable_reason() is not None:
+    pytest.skip(host_cuda.unavailable_reason(), allow_module_level=True)
+
+SOURCE = r"""
+#include "common.cuh"
+using byzkern::index_t;
+
+// out[t] = what thread t reads from its right-hand neighbour's shared slot.
+template <bool kBarrier>
+__global__ void rotate(const float* x, float* out) {
+  __shared__ float slot[64];
+  slot[threadIdx.x] = x[threadIdx.x];
+  if (kBarrier) __syncthreads();
+  out[threadIdx.x] = slot[(threadIdx.x + 1) % blockDim.x];
+}
+
+__global__ void barrier_in_branch(index_t threads_at_barrier) {
+  if (threadIdx.x < threads_at_barrier) __syncthreads();
+}
+
+__global__ void block_sum(const double* x, index_t active_lanes, double* out) {
+  if (threadIdx.x >= active_lanes) return;
+  const double total = byzkern::block_reduce<false>(x[threadIdx.x]);
+  if (threadIdx.x == 0) *out = total;
+}
+
+__global__ void first_entry(const float* x, int count, float* out) { *out = x[count - 1]; }
+
+__global__ void read_at(const float* x, index_t i, float* out) { *out = x[i]; }
+"""
+NAMES = ["rotate<true>", "rotate<false>", "barrier_in_branch", "block_sum", "first_entry", "read_at"]
+
+
+def _module():
+    code = (Path(__file__).parents[1] / "cuda" / "common.cuh").read_text().replace("#pragma once\n", "")
+    return host_cuda.RawModule(code=SOURCE.replace('#include "common.cuh"', code), name_expressions=NAMES)
+
+
+def test_threads_see_shared_memory_only_past_a_barrier():
+    x = host_cuda.asarray(np.arange(64, dtype=np.float32))
+    out = host_cuda.zeros(64, np.float32)
+    _module().get_function("rotate<true>")((1,), (64,), (x, out))
+    np.testing.assert_array_equal(out.get(), np.roll(np.arange(64, dtype=np.float32), -1))
+    # Without the barrier thread 0 runs to its end first and reads a slot nobody wrote yet.
+    _module().get_function("rotate<false>")((1,), (64,), (x, out))
+    assert not np.array_equal(out.get(), np.roll(np.arange(64, dtype=np.float32), -1))
+
+
+def test_a_barrier_some_threads_never_reach_is_an_error():
+    with pytest.raises(RuntimeError, match=r"__syncthreads reached by 40 of 64 threads \(24 returned\)"):
+        _module().get_function("barrier_in_branch")((2,), (64,), (40,))
+    _module().get_function("barrier_in_branch")((2,), (64,), (64,))
+
+
+def test_warp_shuffles_sum_a_block_and_a_partial_warp_is_an_error():
+    x = host_cuda.asarray(np.arange(96, dtype=np.float64))
+    out = host_cuda.zeros(1, np.float64)
+    _module().get_function("block_sum")((1,), (96,), (x, 96, out))
+    assert out.get()[0] == np.arange(96).sum()
+    with pytest.raises(RuntimeError, match="warp shuffle that 16 lanes of warp 2 never reach"):
+        _module().get_function("block_sum")((1,), (96,), (x, 80, out))
+
+
+def test_arguments_are_checked_against_the_kernel_parameters():
+    first = _module().get_function("first_entry")
+    x, out = host_cuda.ones(4, np.float32), host_cuda.zeros(1, np.float32)
+    first((1,), (32,), (x, np.int32(4), out))
+    assert out.get()[0] == 1.0
+    with pytest.raises(TypeError, match="a float64 array where the kernel reads f4"):
+        first((1,), (32,), (host_cuda.ones(4, np.float64), np.int32(4), out))
+    with pytest.raises(TypeError, match="a int64 where the kernel takes i4"):  # what CuPy makes of 4
+        first((1,), (32,), (x, 4, out))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        first((1,), (32,), (host_cuda.ones(8, np.float32)[::2], np.int32(4), out))
+    with pytest.raises(TypeError, match="takes 3 arguments, got 2"):
+        first((1,), (32,), (x, out))
+
+
+def test_address_sanitizer_stops_a_read_past_the_end(tmp_path):
+    runtime = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(runtime):
+        pytest.skip("g++ has no AddressSanitizer runtime")
+    script = tmp_path / "overflow.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        f"sys.path[:0] = [{str(Path(__file__).parent)!r}]\n"
+        "import test_host_cuda as t, host_cuda\n"
+        "read = t._module().get_function('read_at')\n"
+        "x, out = host_cuda.ones(5, np.float32), host_cuda.zeros(1, np.float32)\n"
+        "read((1,), (32,), (x, 4, out))\n"
+        "print('inside', flush=True)\n"
+        "read((1,), (32,), (x, 5, out))\n"
+        "print('past the end', flush=True)\n")
+    env = {**os.environ, "HOST_CUDA_SANITIZE": "address", "ASAN_OPTIONS": "detect_leaks=0", "LD_PRELOAD": runtime}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode != 0 and "inside" in result.stdout and "past the end" not in result.stdout
+    assert "heap-buffer-overflow" in result.stderr and "read_at" in result.stderr, result.stderr[-3000:]
