@@ -96,6 +96,7 @@ struct Launch {
   void* body_state = nullptr;
   std::vector<unsigned char> dynamic_shared;
   std::string error;
+  unsigned long long launches = 0;
 };
 
 inline Launch launch_state;
@@ -183,9 +184,15 @@ inline bool run_block() {
     L.fibers[t].thread_idx.x = t;
     start_fiber(L.fibers[t], t);
   }
+  // Every other launch runs its blocks, and the threads of each block, in reverse order: a
+  // kernel that reads what another thread writes without a barrier between them, or what
+  // another block writes at all, then fails in one of the two orders.
+  const bool reverse = L.launches % 2 == 1;
   for (;;) {
-    for (Fiber& fiber : L.fibers)
+    for (unsigned s = 0; s < threads; ++s) {
+      Fiber& fiber = L.fibers[reverse ? threads - 1 - s : s];
       if (!fiber.done && fiber.wait == Wait::none) resume(fiber);
+    }
     if (!L.error.empty()) return false;
     unsigned done = 0, at_block = 0;
     for (const Fiber& fiber : L.fibers) {
@@ -266,9 +273,10 @@ int launch(void (*kernel)(A...), unsigned grid, unsigned block, size_t shared, v
   L.fibers.assign(block, Fiber{});
   L.error.clear();
   bool ok = true;
+  ++L.launches;
   try {
-    for (unsigned b = 0; b < grid && ok; ++b) {
-      L.block_idx = dim3{b, 1, 1};
+    for (unsigned s = 0; s < grid && ok; ++s) {
+      L.block_idx = dim3{L.launches % 2 == 1 ? grid - 1 - s : s, 1, 1};
       // Dynamic shared memory starts as garbage on a GPU: NaN bytes here, so a read before a write shows.
       L.dynamic_shared.assign(shared, 0xff);
       ok = run_block();

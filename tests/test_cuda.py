@@ -97,9 +97,9 @@ def cp(monkeypatch):
     if reason is not None:
         pytest.skip(f"no CUDA device, and {reason}")
     monkeypatch.setattr(cuda, "cupy", host_cuda)
-    cuda._module.cache_clear()
+    cuda._module.cache_clear(), cuda._multiprocessors.cache_clear()
     yield host_cuda
-    cuda._module.cache_clear()
+    cuda._module.cache_clear(), cuda._multiprocessors.cache_clear()
 
 
 @pytest.fixture(params=["registers", "blocks-shared", "blocks-global"])
