@@ -2,14 +2,21 @@
 // mixing that Krum, Multi-Krum, NNM, bucketing and resampling apply to the rows they choose,
 // row norms and static norm clipping (the row reductions live in rows.cuh).
 //
-// pairwise_sqdist is exact-difference, not Gram-based: (x_ic - x_jc)^2 is accumulated in double
-// (float32 input too), so rows sharing a large common component (w + small deltas) keep their
-// distances. Blocks cover 16 x 16 row pairs of the upper triangle over one chunk of columns and
-// write their partial sums; the finish kernel adds the chunks in a fixed order, so the result is
-// the same on every run, symmetric by construction and never negative.
+// pairwise_sqdist takes one of two paths (backends/cuda.py picks by n), both in double for
+// float32 input too, symmetric by construction, never negative, the same on every run:
+// - exact differences (sqdist_partial, sqdist_finish): (x_ic - x_jc)^2 accumulated directly, so
+//   rows sharing a large common component (w + small deltas) keep their distances. Blocks
+//   cover 16 x 16 row pairs of the upper triangle over one chunk of columns and write their
+//   partial sums; the finish kernel adds the chunks in a fixed order.
+// - a centred Gram matrix, as csrc/distances.cpp (centre_columns, then a cuBLAS DGEMM through
+//   CuPy, gram_finish): D_ij = N_i + N_j - 2 G_ij with G = Y Y^T, where its rounding error (a few
+//   ulps of N_i + N_j) could matter, the pair is recomputed from exact differences (sqdist_pairs).
 #include "rows.cuh"
 
 using byzkern::index_t;
+
+// Gram distances are kept when D_ij > (N_i + N_j) / kGramTrust (csrc/distances.cpp: GRAM_TRUST).
+constexpr double kGramTrust = 4.0;
 
 constexpr int kPairTile = 16;     // rows per side of a pair tile: 16 x 16 = 256 threads
 constexpr int kColumnTile = 16;   // columns staged in shared memory per step
@@ -74,6 +81,76 @@ __global__ void sqdist_finish(const double* partial, index_t chunks, index_t B, 
     for (index_t k = 0; k < chunks; ++k) sum += partial[k * total + g];
     if (nonfinite_row[b * n + i] || nonfinite_row[b * n + j]) sum = byzkern::positive_infinity();
     D[g] = i == j ? 0.0 : sum;
+  }
+}
+
+// Y[b, i, c] = X[b, i, c0 + c] - centre in double for the columns [c0, c0 + width), the centre
+// being the column's value in its first row with a finite one: any per-column centre leaves the
+// distances unchanged, an input value keeps float32 rows exact in double, and a NaN row sent
+// first does not spoil every other row's sums. Rows with a non-finite entry are flagged.
+template <class T>
+__global__ void centre_columns(const T* X, index_t B, index_t n, index_t d, index_t c0, index_t width, double* Y,
+                               int* nonfinite_row) {
+  for (index_t g = byzkern::global_thread(); g < B * width; g += byzkern::global_stride()) {
+    const index_t b = g / width, c = g - b * width;
+    const T* column = X + b * n * d + c0 + c;
+    double centre = 0.0;
+    for (index_t i = 0; i < n; ++i) {
+      const double x = static_cast<double>(column[i * d]);
+      if (isfinite(x)) {
+        centre = x;
+        break;
+      }
+    }
+    double* out = Y + b * n * width + c;
+    for (index_t i = 0; i < n; ++i) {
+      const double x = static_cast<double>(column[i * d]);
+      if (!isfinite(x)) nonfinite_row[b * n + i] = 1;
+      out[i * width] = x - centre;
+    }
+  }
+}
+
+// D from the Gram matrices G (B, n, n) of the centred rows: 0 on the diagonal, +Inf where either
+// row has a non-finite entry, else N_i + N_j - 2 G_ij from the upper triangle. Pairs i < j where
+// that is not clearly above its rounding error (or not finite: squares that overflow) get
+// cancels = 1, for sqdist_pairs.
+__global__ void gram_finish(const double* G, index_t B, index_t n, const int* nonfinite_row, double* D,
+                            int* cancels) {
+  const index_t total = B * n * n;
+  for (index_t g = byzkern::global_thread(); g < total; g += byzkern::global_stride()) {
+    const index_t b = g / (n * n), i = (g / n) % n, j = g % n;
+    const double* item = G + b * n * n;
+    int cancel = 0;
+    double dist = 0.0;
+    if (nonfinite_row[b * n + i] || nonfinite_row[b * n + j]) {
+      dist = byzkern::positive_infinity();
+    } else if (i != j) {
+      const double norms = item[i * n + i] + item[j * n + j];
+      dist = norms - 2.0 * item[(i < j ? i : j) * n + (i < j ? j : i)];
+      cancel = i < j && !(isfinite(dist) && dist * kGramTrust > norms);
+    }
+    D[g] = i == j ? 0.0 : dist;
+    cancels[g] = cancel;
+  }
+}
+
+// D[b, i, j] = D[b, j, i] = the exact squared distance of rows i and j for each listed pair
+// g = (b * n + i) * n + j: one block per pair, a deterministic block sum.
+template <class T>
+__global__ void sqdist_pairs(const T* X, index_t n, index_t d, const long long* pairs, index_t count, double* D) {
+  for (index_t p = blockIdx.x; p < count; p += gridDim.x) {
+    const index_t g = pairs[p], b = g / (n * n), i = (g / n) % n, j = g % n;
+    const T* row_i = X + (b * n + i) * d;
+    const T* row_j = X + (b * n + j) * d;
+    double sum = 0.0;
+    for (index_t c = threadIdx.x; c < d; c += blockDim.x) {
+      const double diff = static_cast<double>(row_i[c]) - static_cast<double>(row_j[c]);
+      sum += diff * diff;
+    }
+    const double total = byzkern::block_reduce<false>(sum);
+    if (threadIdx.x == 0) D[g] = D[(b * n + j) * n + i] = total;
+    __syncthreads();  // the next pair's block_reduce reuses the shared warp partials
   }
 }
 

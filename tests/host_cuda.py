@@ -114,6 +114,14 @@ def sort(a, axis=-1):
     return _device(np.sort(a, axis=axis))
 
 
+def flatnonzero(a):
+    return _device(np.flatnonzero(a))
+
+
+def matmul(a, b):
+    return _device(np.matmul(a, b))  # cuBLAS on a device; its own rounding here
+
+
 float32, float64, int32, int64, uint64 = np.float32, np.float64, np.int32, np.int64, np.uint64
 
 

@@ -167,13 +167,21 @@ def test_nan_orders_above_infinity(cp, sort_path, dtype):
     _check(cuda.cwtm(cp.asarray(X), 2), np.array([[np.inf]], dtype), dtype)
 
 
+@pytest.fixture(params=["tiles", "gram"])
+def sqdist_path(request, monkeypatch):
+    """Both paths of pairwise_sqdist at every n; the Gram path in chunks of a few hundred columns."""
+    monkeypatch.setattr(_config, "CUDA_THREADS", 64)
+    monkeypatch.setattr(cuda, "GRAM_MIN_ROWS", 0 if request.param == "gram" else 2**62)
+    monkeypatch.setattr(cuda, "GRAM_CHUNK_BYTES", 8 * 300)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", ["random", "nonfinite"])
+@pytest.mark.parametrize("kind", ["random", "ties", "nonfinite"])
 @pytest.mark.parametrize("shape", [(1, 1, 5), (1, 2, 1), (2, 5, 37), (1, 16, 100), (3, 17, 16), (1, 40, 1000),
                                    (2, 64, 70), (1, 65, 40)],
                          ids=lambda s: "x".join(map(str, s)))
-def test_pairwise_sqdist(cp, monkeypatch, shape, kind, dtype):
-    monkeypatch.setattr(_config, "CUDA_THREADS", 64)
+def test_pairwise_sqdist(cp, sqdist_path, shape, kind, dtype):
     X = _data(kind, *shape, dtype)
     D = cuda.pairwise_sqdist(cp.asarray(X))
     _check(D, reference.pairwise_sqdist(X), dtype)
@@ -181,13 +189,26 @@ def test_pairwise_sqdist(cp, monkeypatch, shape, kind, dtype):
 
 
 @pytest.mark.parametrize("offset", [1e3, 1e5])
-def test_pairwise_sqdist_keeps_small_deltas_on_a_large_offset(cp, offset):
+def test_pairwise_sqdist_keeps_small_deltas_on_a_large_offset(cp, sqdist_path, offset):
     rng = np.random.default_rng(1)
     X = (offset + 1e-3 * rng.standard_normal((1, 12, 5000))).astype(np.float32)
     want = reference.pairwise_sqdist(X)
     got = cuda.pairwise_sqdist(cp.asarray(X)).get()
     np.testing.assert_allclose(got, want, rtol=1e-9)
     assert np.argsort(got[0].sum(axis=1))[0] == np.argsort(want[0].sum(axis=1))[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pairwise_sqdist_of_rows_close_to_each_other_and_far_from_the_first(cp, sqdist_path, dtype):
+    # The Gram path centres on the first row: the others' Gram distances cancel (N ~ 1e6 d,
+    # D ~ 1e-6 d) and must come from exact differences; a kept Gram value is off by ~1e-4.
+    rng = np.random.default_rng(5)
+    X = (5.0 + 1e-3 * rng.standard_normal((2, 9, 700))).astype(dtype)
+    X[:, 0] = 1e3
+    X[1, 3] = X[1, 5]  # and two equal rows: exactly 0
+    got = cuda.pairwise_sqdist(cp.asarray(X)).get()
+    np.testing.assert_allclose(got, reference.pairwise_sqdist(X), rtol=1e-12)
+    assert got[1, 3, 5] == got[1, 5, 3] == 0.0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -7,7 +7,8 @@ and cover the whole batch (B, n, d) in one launch; threads per block come from
 ``byzkern._config.CUDA_THREADS``.
 
 Numerics, as in ``backends/reference.py``: sums in float64 for float32 input too; NaN orders
-above +Inf; ``pairwise_sqdist`` is exact-difference (not Gram-based) in float64. Compressors
+above +Inf; ``pairwise_sqdist`` is exact-difference in float64 below ``GRAM_MIN_ROWS`` rows, and
+from there a centred float64 Gram matrix (cuBLAS) with exact differences where it would cancel. Compressors
 give the reference's bits (codes, indices, values, scales), except that a NaN computed from a
 NaN (the norm or scale of a row holding one, a randk value scaled from one) is the GPU's
 canonical NaN rather than the host's propagated payload; NaN payloads merely copied (topk
@@ -53,6 +54,15 @@ REGISTER_SORT_MAX = 64
 #: scratch buffer (tests set 0 to cover that path). 48 KiB is the limit without an opt-in,
 #: less the kernel's static shared memory.
 SHARED_COLUMN_BYTES = 47 * 1024
+#: rows from which pairwise_sqdist sums a centred Gram matrix with cuBLAS (a DGEMM: n^2 multiply-
+#: adds per column on the FP64 tensor cores) rather than exact differences (n^2 / 2 subtractions
+#: and multiply-adds per column on the FP64 vector units, twice the instructions at half the
+#: rate). Below it the tiles win: they read X once per tile row, the Gram path writes and reads
+#: a float64 copy, and DGEMMs of small n waste the tensor cores. An estimate from the H100's
+#: datasheet rates, not yet measured: .ci/gpu times both paths.
+GRAM_MIN_ROWS = 128
+#: float64 workspace of the Gram path's centred columns (one chunk of columns at a time)
+GRAM_CHUNK_BYTES = 64 << 20
 #: Weiszfeld checks on the host whether every batch item has converged every this many steps:
 #: a host synchronization per step would cost more than a step on small inputs.
 CONVERGENCE_CHECK_EVERY = 4
@@ -76,10 +86,11 @@ NAME_EXPRESSIONS = {
         + [f"{rule}_blocks<{t}>" for rule in _RULES for t in CTYPE.values()]
     ),
     "distances": (
-        _per_type("sqdist_partial<{t}>", "mix_rows<{t}>", "scale_rows<{t}>")
+        _per_type("sqdist_partial<{t}>", "centre_columns<{t}>", "sqdist_pairs<{t}>", "mix_rows<{t}>",
+                  "scale_rows<{t}>")
         + [f"row_reduce<{t}, byzkern::{op}>" for t in CTYPE.values() for op in _ROW_OPS]
         + [f"row_norms_finish<byzkern::{op}>" for op in _ROW_OPS]
-        + ["sqdist_finish", "clip_scale"]
+        + ["sqdist_finish", "gram_finish", "clip_scale"]
     ),
     "weiszfeld": (
         _per_type("row_reduce<{t}, byzkern::SumSquares>", "weiszfeld_update<{t}>", "cclip_update<{t}>")
@@ -229,6 +240,30 @@ def meamed(X, f):
 
 
 def pairwise_sqdist(X):
+    return (_sqdist_gram if X.shape[1] >= GRAM_MIN_ROWS else _sqdist_tiles)(X)
+
+
+def _sqdist_gram(X):
+    B, n, d = X.shape
+    t = CTYPE[X.dtype]
+    width = max(1, min(d, GRAM_CHUNK_BYTES // (8 * B * n)))
+    G = cupy.zeros((B, n, n), np.float64)
+    nonfinite_row = cupy.zeros((B, n), np.int32)
+    for c0 in range(0, d, width):
+        w = min(width, d - c0)
+        Y = cupy.empty((B, n, w), np.float64)
+        _launch("distances", f"centre_columns<{t}>", B * w, (X, B, n, d, c0, w, Y, nonfinite_row))
+        G += cupy.matmul(Y, Y.transpose(0, 2, 1))
+    D = cupy.empty((B, n, n), np.float64)
+    cancels = cupy.empty((B, n, n), np.int32)
+    _launch("distances", "gram_finish", B * n * n, (G, B, n, nonfinite_row, D, cancels))
+    pairs = cupy.flatnonzero(cancels)
+    if pairs.size:
+        _launch("distances", f"sqdist_pairs<{t}>", 0, (X, n, d, pairs, pairs.size, D), blocks=pairs.size)
+    return D
+
+
+def _sqdist_tiles(X):
     B, n, d = X.shape
     tiles = -(-n // _PAIR_TILE)
     pair_tiles = tiles * (tiles + 1) // 2
