@@ -17,6 +17,13 @@ __device__ __forceinline__ index_t global_stride() {
   return static_cast<index_t>(gridDim.x) * blockDim.x;
 }
 
+// The value of the f Byzantine rows of an attack candidate at one coordinate:
+// T(mu + eta * direction), a multiply then an add in double, as the reference builds them.
+template <class T>
+__device__ __forceinline__ T candidate_value(T mu, double eta, T direction) {
+  return static_cast<T>(__dadd_rn(static_cast<double>(mu), __dmul_rn(eta, static_cast<double>(direction))));
+}
+
 // Sum (or max) of one double per thread over the block; the result is valid in thread 0.
 // Fixed shuffle order, so the result is the same on every run.
 template <bool kMax>

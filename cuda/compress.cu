@@ -177,17 +177,14 @@ __global__ void gaussian(const T* own, index_t rows, index_t d, double std, unsi
 }
 
 // Candidate e of item b (out (B, E, h + f, d)): the h rows of H, then f rows of
-// T(mu + etas[e] * direction), a multiply then an add in double as the reference. One thread per
-// output entry.
+// candidate_value(mu, etas[e], direction). One thread per output entry.
 template <class T>
 __global__ void attack_candidates(const T* H, const T* mu, const T* direction, const double* etas, index_t B,
                                   index_t h, index_t d, index_t E, index_t f, T* out) {
   const index_t n = h + f;
   for (index_t g = byzkern::global_thread(); g < B * E * n * d; g += byzkern::global_stride()) {
     const index_t row = g / d, c = g - row * d, item = row / n, i = row - item * n, b = item / E;
-    out[g] = i < h ? H[(b * h + i) * d + c]
-                   : static_cast<T>(__dadd_rn(static_cast<double>(mu[b * d + c]),
-                                              __dmul_rn(etas[item - b * E], static_cast<double>(direction[b * d + c]))));
+    out[g] = i < h ? H[(b * h + i) * d + c] : byzkern::candidate_value(mu[b * d + c], etas[item - b * E], direction[b * d + c]);
   }
 }
 

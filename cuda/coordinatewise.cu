@@ -114,6 +114,59 @@ __device__ void columns_in_registers(const T* X, index_t B, index_t n, index_t d
   }
 }
 
+// candidate_deviations for small h + f: the squared distance from mu of the rule of each attack
+// candidate (H's h rows, then f rows of candidate_value) without building the candidates. One
+// thread per column sorts its h honest values once; each candidate's sorted column is then a
+// merge: with r honest values below the Byzantine value v, position p holds honest value p for
+// p < r, v for r <= p < r + f, and honest value p - f after (csrc/coordinatewise.cpp). A block
+// covers blockDim.x columns of one batch item and sums each candidate's squares in a fixed
+// order: partial[(k * B + b) * E + e] for its chunk k.
+template <class T, int N, class Rule>
+__device__ void candidates_in_registers(const T* H, const T* mu, const T* direction, const double* etas, index_t B,
+                                        index_t h, index_t d, index_t E, index_t f, index_t trim, double* partial) {
+  const T infinity = static_cast<T>(positive_infinity());
+  const index_t n = h + f, chunks = (d + blockDim.x - 1) / blockDim.x;
+  for (index_t job = blockIdx.x; job < B * chunks; job += gridDim.x) {
+    const index_t k = job / B, b = job - k * B, c = k * blockDim.x + threadIdx.x;
+    const bool active = c < d;
+    T honest[N];
+    index_t honest_nans = 0;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      T x = active && i < h ? H[(b * h + i) * d + c] : infinity;
+      if (isnan(x)) {
+        x = infinity;
+        ++honest_nans;
+      }
+      honest[i] = x;
+    }
+    bitonic_sort(honest);
+    for (index_t e = 0; e < E; ++e) {
+      double square = 0.0;
+      if (active) {
+        T v = candidate_value(mu[b * d + c], etas[e], direction[b * d + c]);
+        index_t nans = honest_nans;
+        if (isnan(v)) {
+          v = infinity;
+          nans += f;
+        }
+        T merged[N];
+        for (index_t p = 0; p < n; ++p) {
+          const T at = p < h ? honest[p] : v;
+          const T shifted = p >= f ? honest[p - f] : v;
+          merged[p] = at < v ? at : shifted < v ? v : shifted;
+        }
+        const double gap = static_cast<double>(static_cast<T>(Rule::of_sorted(merged, n, nans, trim))) -
+                           static_cast<double>(mu[b * d + c]);
+        square = gap * gap;
+      }
+      const double total = block_reduce<false>(square);
+      if (threadIdx.x == 0) partial[(k * B + b) * E + e] = total;
+      __syncthreads();  // the next block_reduce reuses the shared warp partials
+    }
+  }
+}
+
 constexpr int kMaxBlockColumns = 32;
 
 // Large n: one block per group of `columns` adjacent columns of one batch item. The group is
@@ -170,6 +223,15 @@ __device__ void columns_in_blocks(const T* X, index_t B, index_t n, index_t d, i
 
 using byzkern::index_t;
 
+// out[r] = sum over k of partial[k * rows + r], in increasing k.
+__global__ void sum_chunks(const double* partial, index_t chunks, index_t rows, double* out) {
+  for (index_t r = byzkern::global_thread(); r < rows; r += byzkern::global_stride()) {
+    double total = 0.0;
+    for (index_t k = 0; k < chunks; ++k) total += partial[k * rows + r];
+    out[r] = total;
+  }
+}
+
 // Mean over rows, one thread per column.
 template <class T>
 __global__ void mean_columns(const T* X, index_t B, index_t n, index_t d, T* out) {
@@ -186,6 +248,13 @@ __global__ void mean_columns(const T* X, index_t B, index_t n, index_t d, T* out
   template <class T, int N>                                                                           \
   __global__ void NAME##_registers(const T* X, index_t B, index_t n, index_t d, index_t f, T* out) {  \
     byzkern::columns_in_registers<T, N, byzkern::RULE>(X, B, n, d, f, out);                           \
+  }                                                                                                   \
+  template <class T, int N>                                                                           \
+  __global__ void NAME##_candidates(const T* H, const T* mu, const T* direction, const double* etas,  \
+                                    index_t B, index_t h, index_t d, index_t E, index_t f,            \
+                                    index_t trim, double* partial) {                                  \
+    byzkern::candidates_in_registers<T, N, byzkern::RULE>(H, mu, direction, etas, B, h, d, E, f, trim, \
+                                                          partial);                                   \
   }                                                                                                   \
   template <class T>                                                                                  \
   __global__ void NAME##_blocks(const T* X, index_t B, index_t n, index_t d, index_t f, index_t n_pad, \

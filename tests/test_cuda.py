@@ -9,7 +9,7 @@ import pytest
 
 import byzkern
 from byzkern import _config
-from byzkern.backends import KERNEL_NAMES, cuda, reference
+from byzkern.backends import KERNEL_NAMES, cuda, deviations_of_built_candidates, reference
 from byzkern.compressors import Compressed, index_dtype
 
 ARCHITECTURES = ("compute_80", "compute_90")
@@ -292,6 +292,53 @@ def test_attack_candidates_are_bit_identical(cp, dtype):
     got = cuda.attack_candidates(cp.asarray(H), cp.asarray(mu), cp.asarray(direction), etas, 3).get()
     with np.errstate(invalid="ignore", over="ignore"):
         np.testing.assert_array_equal(got, reference.attack_candidates(H, mu, direction, etas, 3))
+
+
+@pytest.mark.parametrize("rule, trims", [("cwmed", False), ("cwtm", True), ("meamed", True), ("cwtm", False)])
+@pytest.mark.parametrize("h, f", [(5, 1), (5, 3), (20, 12), (31, 9), (50, 15)])  # the last builds its candidates
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_candidate_deviations_are_those_of_the_built_batch(cp, rule, trims, h, f, dtype):
+    rng = np.random.default_rng(12)
+    H = rng.standard_normal((2, h, 37)).astype(dtype)
+    H[1, 0, :3], H[1, 1, 3], H[0, :, 9] = [np.nan, np.inf, -np.inf], np.inf, 2.5  # and a tied column
+    mu, direction = rng.standard_normal((2, 2, 37)).astype(dtype)
+    big = np.finfo(dtype).max / 4  # mu + eta * direction past the dtype's largest: inf
+    mu[0, :6], direction[0, :6] = [np.nan, np.inf, -np.inf, -0.0, big, 1.0], [1.0, 1.0, 2.0, 0.0, big, np.inf]
+    mu[0, 6:12], direction[0, 6:12] = 1.0, 0.5  # finite sums, so that rounding shows
+    etas = np.array([0.0, 1e-3, 0.7, 10.0, -3.0])
+    trim = f if trims else 0
+    args = [cp.asarray(a) for a in (H, mu, direction)] + [etas, f, rule, trim]
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = cuda.candidate_deviations(*args).get()
+        built = deviations_of_built_candidates(cuda, *args).get()
+        want = reference.candidate_deviations(H, mu, direction, etas, f, rule, trim)
+    assert got.shape == (2, 5) and got.dtype == np.float64
+    np.testing.assert_allclose(got, built, rtol=1e-14)
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-12)
+    with pytest.raises(ValueError, match="trim"):
+        cuda.candidate_deviations(*args[:6], (h + f + 1) // 2)
+    with pytest.raises(ValueError, match="rule must be"):
+        cuda.candidate_deviations(*args[:5], "mean", 0)
+
+
+@pytest.mark.parametrize("rule", ["cwmed", "cwtm", "meamed"])
+@pytest.mark.parametrize("h, f", [(4, 1), (9, 7), (3, 5), (40, 3)])  # f > h: Byzantine values at both ends
+def test_candidate_deviations_where_byzantine_values_tie_honest_ones(cp, rule, h, f):
+    """As test_attacks: small integers, so each column's rule adds the same values in any order
+    and a value merged into the wrong position moves a deviation by far more than rtol."""
+    rng = np.random.default_rng(h + f)
+    H = rng.integers(-3, 4, (2, h, 45)).astype(np.float32)
+    H[:, ::2, :9] = -0.0
+    mu, direction = rng.integers(-3, 4, (2, 2, 45)).astype(np.float32)
+    direction[0, :3] = [np.nan, np.inf, -np.inf]
+    mu[1, :9], direction[1, :9] = -0.0, 0.0
+    etas = np.array([0.0, 1.0, -1.0, 2.0, 5.0])
+    trim = 0 if rule == "cwmed" else min(f, (h + f - 1) // 2)
+    args = [cp.asarray(a) for a in (H, mu, direction)] + [etas, f, rule, trim]
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = cuda.candidate_deviations(*args).get()
+        built = deviations_of_built_candidates(cuda, *args).get()
+    np.testing.assert_allclose(got, built, rtol=1e-14)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

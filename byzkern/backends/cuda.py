@@ -8,8 +8,8 @@ and cover the whole batch (B, n, d) in one launch; threads per block come from
 
 Numerics, as in ``backends/reference.py``: sums in float64 for float32 input too; NaN orders
 above +Inf; ``pairwise_sqdist`` is exact-difference in float64 below ``GRAM_MIN_ROWS`` rows, and
-from there a centred float64 Gram matrix (cuBLAS) with exact differences where it would cancel. Compressors
-give the reference's bits (codes, indices, values, scales), except that a NaN computed from a
+from there a centred float64 Gram matrix (cuBLAS) with exact differences where it would cancel.
+Compressors give the reference's bits (codes, indices, values, scales), except that a NaN computed from a
 NaN (the norm or scale of a row holding one, a randk value scaled from one) is the GPU's
 canonical NaN rather than the host's propagated payload; NaN payloads merely copied (topk
 values) are kept.
@@ -84,6 +84,8 @@ NAME_EXPRESSIONS = {
         _per_type("mean_columns<{t}>")
         + [f"{rule}_registers<{t}, {N}>" for rule in _RULES for t, tiers in REGISTER_TIERS.items() for N in tiers]
         + [f"{rule}_blocks<{t}>" for rule in _RULES for t in CTYPE.values()]
+        + [f"{rule}_candidates<{t}, {N}>" for rule in _RULES for t, tiers in REGISTER_TIERS.items() for N in tiers]
+        + ["sum_chunks"]
     ),
     "distances": (
         _per_type("sqdist_partial<{t}>", "centre_columns<{t}>", "sqdist_pairs<{t}>", "mix_rows<{t}>",
@@ -418,7 +420,25 @@ def attack_candidates(H, mu, direction, etas, f):
 
 
 def candidate_deviations(H, mu, direction, etas, f, rule, trim):
-    return deviations_of_built_candidates(sys.modules[__name__], H, mu, direction, etas, f, rule, trim)
+    if rule not in _RULES:
+        raise ValueError(f"candidate_deviations: rule must be cwmed, cwtm or meamed; got {rule}")
+    B, h, d = H.shape
+    if trim < 0 or 2 * trim >= h + f:
+        raise ValueError("candidate_deviations: trim must satisfy 0 <= 2 trim < h + f")
+    t = CTYPE[H.dtype]
+    tier = next((N for N in REGISTER_TIERS[t] if h + f <= N <= REGISTER_SORT_MAX), None)
+    if tier is None:  # the candidates' columns do not fit a sorting network in registers: build them
+        return deviations_of_built_candidates(sys.modules[__name__], H, mu, direction, etas, f, rule, trim)
+    H, mu, direction = (cupy.ascontiguousarray(a) for a in (H, mu, direction))
+    E, threads = etas.size, _threads()
+    chunks = -(-d // threads)
+    partial = cupy.empty((chunks, B, E), np.float64)
+    _launch("coordinatewise", f"{rule}_candidates<{t}, {tier}>", 0,
+            (H, mu, direction, cupy.asarray(etas, dtype=np.float64), B, h, d, E, f, trim, partial),
+            threads=threads, blocks=B * chunks)
+    out = cupy.empty((B, E), np.float64)
+    _launch("coordinatewise", "sum_chunks", B * E, (partial, chunks, B * E, out))
+    return out
 
 
 # ---- compressors (wire formats in byzkern.compressors; reference.py fixes every bit) -------------
