@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import byzkern
 from byzkern import _config
@@ -209,6 +211,38 @@ def test_pairwise_sqdist_of_rows_close_to_each_other_and_far_from_the_first(cp, 
     got = cuda.pairwise_sqdist(cp.asarray(X)).get()
     np.testing.assert_allclose(got, reference.pairwise_sqdist(X), rtol=1e-12)
     assert got[1, 3, 5] == got[1, 5, 3] == 0.0
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.data())
+def test_row_kernels_on_drawn_inputs(cp, monkeypatch, data):
+    """Drawn shapes, launch sizes and paths; entries from a few values (ties), NaN and +-Inf."""
+    draw = data.draw
+    B, n, d = draw(st.integers(1, 3)), draw(st.integers(1, 140)), draw(st.integers(1, 40))
+    dtype = draw(st.sampled_from(DTYPES))
+    monkeypatch.setattr(_config, "CUDA_THREADS", draw(st.sampled_from([32, 64, 96, 256])))
+    monkeypatch.setattr(cuda, "REGISTER_SORT_MAX", draw(st.sampled_from([0, 64])))
+    monkeypatch.setattr(cuda, "SHARED_COLUMN_BYTES", draw(st.sampled_from([0, 47 * 1024])))
+    monkeypatch.setattr(cuda, "GRAM_MIN_ROWS", draw(st.sampled_from([0, 2**62])))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    X = rng.choice(np.array([-2.5, -1.0, 0.0, 0.5, 3.0, np.nan, np.inf, -np.inf], dtype),
+                   p=[0.2, 0.2, 0.15, 0.15, 0.15, 0.05, 0.05, 0.05], size=(B, n, d))
+    if draw(st.booleans()):
+        X += rng.standard_normal(X.shape).astype(dtype)
+    Xd = cp.asarray(X)
+    f = draw(st.integers(0, (n - 1) // 2))
+    _check(cuda.mean(Xd), reference.mean(X), dtype)
+    _check(cuda.cwmed(Xd), reference.cwmed(X), dtype)
+    _check(cuda.cwtm(Xd, f), reference.cwtm(X, f), dtype)
+    _check(cuda.meamed(Xd, f), reference.meamed(X, f), dtype)
+    _check(cuda.pairwise_sqdist(Xd), reference.pairwise_sqdist(X), dtype)
+    idx = rng.integers(-1, n, size=(B, draw(st.integers(1, 5)), draw(st.integers(1, 6))))
+    idx[:, :, 0] = rng.integers(0, n, size=idx.shape[:2])  # every output mixes at least one row
+    _check(cuda.mix_rows(Xd, cp.asarray(idx)), reference.mix_rows(X, idx), dtype)
+    q = draw(st.sampled_from([1, 2, 3.5, np.inf]))
+    _check(cuda.row_norms(Xd, q), reference.row_norms(X, q), np.float64)
+    _check(cuda.clip(Xd, 2.0), reference.clip(X, 2.0), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
