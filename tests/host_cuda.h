@@ -4,9 +4,12 @@
 // family's source after this header and calls host_cuda::launch.
 //
 // What it checks beyond the results: a __syncthreads some threads of the block never reach, a
-// warp shuffle some lanes of the warp never reach (both raise instead of hanging), and a fiber
-// stack overflow (a guard page). Blocks run one after another, and a thread runs until it waits
-// at a barrier, so races a GPU would show are not reproduced here.
+// warp shuffle some lanes of the warp never reach (both raise instead of hanging), a fiber stack
+// overflow (a guard page), and dynamic shared memory read before it is written (it starts as
+// NaN bytes). Blocks run one after another and a thread runs until it waits at a barrier, so a
+// read of another thread's write with no barrier between them sees one fixed order: forward in
+// one launch, reversed in the next, which exposes it in one of the two. Other races, and
+// anything about timing, need a GPU.
 #pragma once
 
 #include <math.h>
@@ -22,6 +25,7 @@
 #endif
 
 #include <exception>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <utility>

@@ -131,10 +131,10 @@ def _data(kind, B, n, d, dtype, seed=0):
     return X
 
 
-def _check(got, want, dtype):
+def _check(got, want, dtype, atol=0.0):
     got = got.get() if hasattr(got, "get") else np.asarray(got)
     assert got.dtype == want.dtype and got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=0, equal_nan=True)
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=atol, equal_nan=True)
 
 
 SHAPES = [(1, 1, 7), (1, 2, 5), (1, 3, 1), (2, 5, 33), (1, 8, 300), (3, 9, 70), (1, 17, 40), (2, 33, 65),
@@ -213,7 +213,7 @@ def test_pairwise_sqdist_of_rows_close_to_each_other_and_far_from_the_first(cp, 
     assert got[1, 3, 5] == got[1, 5, 3] == 0.0
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.data())
 def test_row_kernels_on_drawn_inputs(cp, monkeypatch, data):
@@ -232,10 +232,13 @@ def test_row_kernels_on_drawn_inputs(cp, monkeypatch, data):
         X += rng.standard_normal(X.shape).astype(dtype)
     Xd = cp.asarray(X)
     f = draw(st.integers(0, (n - 1) // 2))
-    _check(cuda.mean(Xd), reference.mean(X), dtype)
+    # Means of values that cancel: the order of the float64 sum shows relative to the entries'
+    # size, not the result's.
+    atol = 16 * np.finfo(np.float64).eps * np.abs(X[np.isfinite(X)], dtype=np.float64).max(initial=1.0)
+    _check(cuda.mean(Xd), reference.mean(X), dtype, atol)
     _check(cuda.cwmed(Xd), reference.cwmed(X), dtype)
-    _check(cuda.cwtm(Xd, f), reference.cwtm(X, f), dtype)
-    _check(cuda.meamed(Xd, f), reference.meamed(X, f), dtype)
+    _check(cuda.cwtm(Xd, f), reference.cwtm(X, f), dtype, atol)
+    _check(cuda.meamed(Xd, f), reference.meamed(X, f), dtype, atol)
     _check(cuda.pairwise_sqdist(Xd), reference.pairwise_sqdist(X), dtype)
     idx = rng.integers(-1, n, size=(B, draw(st.integers(1, 5)), draw(st.integers(1, 6))))
     idx[:, :, 0] = rng.integers(0, n, size=idx.shape[:2])  # every output mixes at least one row
