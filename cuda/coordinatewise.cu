@@ -117,10 +117,10 @@ __device__ void columns_in_registers(const T* X, index_t B, index_t n, index_t d
 // candidate_deviations for small h + f: the squared distance from mu of the rule of each attack
 // candidate (H's h rows, then f rows of candidate_value) without building the candidates. One
 // thread per column sorts its h honest values once; each candidate's sorted column is then a
-// merge: with r honest values below the Byzantine value v, position p holds honest value p for
-// p < r, v for r <= p < r + f, and honest value p - f after (csrc/coordinatewise.cpp). A block
-// covers blockDim.x columns of one batch item and sums each candidate's squares in a fixed
-// order: partial[(k * B + b) * E + e] for its chunk k.
+// merge: with r honest values below the Byzantine one, position p holds honest value p for
+// p < r, the Byzantine value for r <= p < r + f, and honest value p - f after
+// (csrc/coordinatewise.cpp). A block covers blockDim.x columns of one batch item and sums each
+// candidate's squares in a fixed order: partial[(k * B + b) * E + e] for its chunk k.
 template <class T, int N, class Rule>
 __device__ void candidates_in_registers(const T* H, const T* mu, const T* direction, const double* etas, index_t B,
                                         index_t h, index_t d, index_t E, index_t f, index_t trim, double* partial) {
@@ -129,7 +129,7 @@ __device__ void candidates_in_registers(const T* H, const T* mu, const T* direct
   for (index_t job = blockIdx.x; job < B * chunks; job += gridDim.x) {
     const index_t k = job / B, b = job - k * B, c = k * blockDim.x + threadIdx.x;
     const bool active = c < d;
-    T honest[N];
+    T v[N];
     index_t honest_nans = 0;
 #pragma unroll
     for (int i = 0; i < N; ++i) {
@@ -138,23 +138,28 @@ __device__ void candidates_in_registers(const T* H, const T* mu, const T* direct
         x = infinity;
         ++honest_nans;
       }
-      honest[i] = x;
+      v[i] = x;
     }
-    bitonic_sort(honest);
+    bitonic_sort(v);
+    // The merges index the sorted values at run-time positions; reading a copy keeps v in
+    // registers through the network (as columns_in_registers).
+    T honest[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) honest[i] = v[i];
     for (index_t e = 0; e < E; ++e) {
       double square = 0.0;
       if (active) {
-        T v = candidate_value(mu[b * d + c], etas[e], direction[b * d + c]);
+        T byzantine = candidate_value(mu[b * d + c], etas[e], direction[b * d + c]);
         index_t nans = honest_nans;
-        if (isnan(v)) {
-          v = infinity;
+        if (isnan(byzantine)) {
+          byzantine = infinity;
           nans += f;
         }
         T merged[N];
         for (index_t p = 0; p < n; ++p) {
-          const T at = p < h ? honest[p] : v;
-          const T shifted = p >= f ? honest[p - f] : v;
-          merged[p] = at < v ? at : shifted < v ? v : shifted;
+          const T at = p < h ? honest[p] : byzantine;
+          const T shifted = p >= f ? honest[p - f] : byzantine;
+          merged[p] = at < byzantine ? at : shifted < byzantine ? byzantine : shifted;
         }
         const double gap = static_cast<double>(static_cast<T>(Rule::of_sorted(merged, n, nans, trim))) -
                            static_cast<double>(mu[b * d + c]);
