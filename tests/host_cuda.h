@@ -339,10 +339,15 @@ T atomicOr(T* address, U value) {
   return old;
 }
 
-// Correctly rounded with -ffp-contract=off, as the CUDA intrinsics are.
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dsub_rn(double a, double b) { return a - b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
+// Each rounded on its own, never fused into a multiply-add, as the CUDA intrinsics are: the
+// empty asm makes the result a value the compiler must produce, whatever -ffp-contract says.
+inline double host_cuda_rounded(double x) {
+  asm("" : "+x"(x));
+  return x;
+}
+inline double __dadd_rn(double a, double b) { return host_cuda_rounded(a + b); }
+inline double __dsub_rn(double a, double b) { return host_cuda_rounded(a - b); }
+inline double __dmul_rn(double a, double b) { return host_cuda_rounded(a * b); }
 
 template <class To, class From>
 To host_cuda_bit_cast(From from) {

@@ -10,8 +10,9 @@ there), arrays C-contiguous, and ``cupy.empty`` memory and dynamic shared memory
 rather than zeros, so a kernel that reads before it writes shows it.
 
 What it cannot show: timing, races between threads (a thread runs until it waits at a
-barrier, blocks one after another), NVRTC's floating-point contraction and device math library
-(``-ffp-contract=off`` and the host libm here), and memory beyond a device's 32-bit limits.
+barrier, blocks one after another), NVRTC's own choice of multiply-adds to fuse (g++ fuses none
+here, or its own with ``HOST_CUDA_FMA=1``), the device math library (the host libm here), and
+memory beyond a device's 32-bit limits.
 """
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ COMPILER = ("g++", "-std=c++17", "-O1", "-ffp-contract=off", "-fno-fast-math", "
 #: with the runtime preloaded (tests/test_host_cuda.py shows how).
 if os.environ.get("HOST_CUDA_SANITIZE") == "address":
     COMPILER += ("-fsanitize=address", "-fno-omit-frame-pointer")
+#: HOST_CUDA_FMA=1 fuses multiply-adds where the compiler likes, as NVRTC does by default (its
+#: choices are not g++'s): results the tests hold bit for bit must not depend on it, so the
+#: kernels round those with __dadd_rn and __dmul_rn, which never fuse.
+if os.environ.get("HOST_CUDA_FMA") == "1":
+    COMPILER = tuple(flag for flag in COMPILER if flag not in ("-O1", "-ffp-contract=off")) + (
+        "-O2", "-ffp-contract=fast", "-mfma")
 
 
 def unavailable_reason():

@@ -96,6 +96,10 @@ def _sanitized_environment():
     return {**os.environ, "HOST_CUDA_SANITIZE": "address", "ASAN_OPTIONS": "detect_leaks=0", "LD_PRELOAD": runtime}
 
 
+def _host_has_fma():
+    return " fma " in f" {Path('/proc/cpuinfo').read_text().replace(chr(10), ' ')} "
+
+
 def test_address_sanitizer_stops_a_read_past_the_end(tmp_path):
     script = tmp_path / "overflow.py"
     script.write_text(
@@ -114,15 +118,17 @@ def test_address_sanitizer_stops_a_read_past_the_end(tmp_path):
     assert "heap-buffer-overflow" in result.stderr and "read_at" in result.stderr, result.stderr[-3000:]
 
 
-def test_cuda_kernels_stay_inside_their_arrays():
+def test_cuda_kernels_stay_inside_their_arrays_and_fused_multiply_adds_keep_their_bits():
     """test_cuda.py's kernel cases under AddressSanitizer, the host's compute-sanitizer memcheck
-    (less its largest and its drawn inputs, which add time and no new edge). NVRTC does not load
-    under the sanitizer; test_cuda.py checks the compile without it."""
+    (less its largest and its drawn inputs, which add time and no new edge), built with fused
+    multiply-adds as NVRTC builds them (HOST_CUDA_FMA) where this CPU has them. NVRTC does not
+    load under the sanitizer; test_cuda.py checks the compile without it."""
     tests = Path(__file__).parent
+    env = {**_sanitized_environment(), "HOST_CUDA_FMA": "1" if _host_has_fma() else "0"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", str(tests / "test_cuda.py"), "-q", "-x", "-s", "-p", "no:cacheprovider",
          "-k", "not compiles and not drawn and not threads256 and not 4099 and not 70001"],
-        capture_output=True, text=True, env=_sanitized_environment(), timeout=600, cwd=tests.parent)
+        capture_output=True, text=True, env=env, timeout=600, cwd=tests.parent)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert "AddressSanitizer" not in result.stderr
     assert " passed" in result.stdout and " failed" not in result.stdout
