@@ -24,25 +24,28 @@ __device__ __forceinline__ T candidate_value(T mu, double eta, T direction) {
   return static_cast<T>(__dadd_rn(static_cast<double>(mu), __dmul_rn(eta, static_cast<double>(direction))));
 }
 
-// Sum (or max) of one double per thread over the block; the result is valid in thread 0.
-// Fixed shuffle order, so the result is the same on every run.
+// Sum (or max) of one double per lane over the warp; the result is valid in lane 0. Fixed
+// shuffle order, so the result is the same on every run.
 template <bool kMax>
-__device__ double block_reduce(double value) {
-  __shared__ double warp_partial[32];
+__device__ __forceinline__ double warp_reduce(double value) {
   for (int offset = 16; offset > 0; offset >>= 1) {
     const double other = __shfl_down_sync(0xffffffffu, value, offset);
     value = kMax ? fmax(value, other) : value + other;
   }
+  return value;
+}
+
+// Sum (or max) of one double per thread over the block; the result is valid in thread 0.
+template <bool kMax>
+__device__ double block_reduce(double value) {
+  __shared__ double warp_partial[32];
+  value = warp_reduce<kMax>(value);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) warp_partial[warp] = value;
   __syncthreads();
   if (warp == 0) {
     const int warps = (blockDim.x + 31) >> 5;
-    value = lane < warps ? warp_partial[lane] : 0.0;
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      const double other = __shfl_down_sync(0xffffffffu, value, offset);
-      value = kMax ? fmax(value, other) : value + other;
-    }
+    value = warp_reduce<kMax>(lane < warps ? warp_partial[lane] : 0.0);
   }
   return value;
 }

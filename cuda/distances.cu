@@ -4,10 +4,9 @@
 //
 // pairwise_sqdist takes one of two paths (backends/cuda.py picks by n), both in double for
 // float32 input too, symmetric by construction, never negative, the same on every run:
-// - exact differences (sqdist_partial, sqdist_finish): (x_ic - x_jc)^2 accumulated directly, so
-//   rows sharing a large common component (w + small deltas) keep their distances. Blocks
-//   cover 16 x 16 row pairs of the upper triangle over one chunk of columns and write their
-//   partial sums; the finish kernel adds the chunks in a fixed order.
+// - exact differences (sqdist_groups, sqdist_finish): (x_ic - x_jc)^2 accumulated directly, so
+//   rows sharing a large common component (w + small deltas) keep their distances. Each chunk
+//   of columns gets its partial sums; the finish kernel adds the chunks in a fixed order.
 // - a centred Gram matrix, as csrc/distances.cpp (centre_columns, then a cuBLAS DGEMM through
 //   CuPy, gram_finish): D_ij = N_i + N_j - 2 G_ij with G = Y Y^T, where its rounding error (a few
 //   ulps of N_i + N_j) could matter, the pair is recomputed from exact differences (sqdist_pairs).
@@ -18,54 +17,74 @@ using byzkern::index_t;
 // Gram distances are kept when D_ij > (N_i + N_j) / kGramTrust (csrc/distances.cpp: GRAM_TRUST).
 constexpr double kGramTrust = 4.0;
 
-constexpr int kPairTile = 16;     // rows per side of a pair tile: 16 x 16 = 256 threads
-constexpr int kColumnTile = 16;   // columns staged in shared memory per step
+constexpr int kRowGroup = 4;        // rows per side of a warp's block of pairs: 4 x 4 sums per lane
+constexpr int kStagedColumns = 32;  // columns staged in shared memory at a time: one per lane
 
+// partial[k, b, i, j] = partial[k, b, j, i] = the sum over the columns of chunk k of
+// (x_ic - x_jc)^2, for every i < j (sqdist_finish sets the diagonal). The n rows are taken in
+// groups of four; warp w of a block owns group pair g = slice * warps + w (groups gi <= gj),
+// whose 16 sums each lane keeps in registers over its columns: every value staged in shared
+// memory serves four pairs, so a pair costs half a shared load per column, not two. A block
+// stages kStagedColumns columns of its item's rows at a time; the lanes' sums are then added by
+// shuffles in a fixed order.
 template <class T>
-__global__ void sqdist_partial(const T* X, index_t B, index_t n, index_t d, index_t chunk, index_t chunks,
-                               double* partial, int* nonfinite_row) {
-  __shared__ double rows_i[kPairTile][kColumnTile + 1];
-  __shared__ double rows_j[kPairTile][kColumnTile + 1];
-  const index_t tiles = (n + kPairTile - 1) / kPairTile;
-  const index_t pair_tiles = tiles * (tiles + 1) / 2;
-  const int tx = threadIdx.x % kPairTile, ty = threadIdx.x / kPairTile;
-  for (index_t job = blockIdx.x; job < chunks * B * pair_tiles; job += gridDim.x) {
-    const index_t k = job / (B * pair_tiles), rest = job - k * B * pair_tiles;
-    const index_t b = rest / pair_tiles;
-    index_t p = rest - b * pair_tiles, ti = 0;
-    while (p >= tiles - ti) p -= tiles - ti++;
-    const index_t tj = ti + p;
-    const index_t i = ti * kPairTile + ty, j = tj * kPairTile + tx;  // this thread's pair
-    const index_t c_begin = k * chunk, c_end = c_begin + chunk < d ? c_begin + chunk : d;
+__global__ void __launch_bounds__(512) sqdist_groups(const T* X, index_t B, index_t n, index_t d, index_t chunk,
+                                                     index_t chunks, index_t slices, double* partial,
+                                                     int* nonfinite_row) {
+  extern __shared__ unsigned char staged_bytes[];
+  T* staged = reinterpret_cast<T*>(staged_bytes);  // n_pad rows of kStagedColumns
+  const index_t groups = (n + kRowGroup - 1) / kRowGroup, n_pad = groups * kRowGroup;
+  const index_t group_pairs = groups * (groups + 1) / 2;
+  const index_t warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (index_t job = blockIdx.x; job < chunks * B * slices; job += gridDim.x) {
+    const index_t k = job / (B * slices), rest = job - k * B * slices, b = rest / slices;
+    const index_t g = (rest - b * slices) * warps + warp;
+    const bool busy = g < group_pairs;  // the same for every lane of a warp
+    index_t gi = 0, p = busy ? g : 0;
+    while (p >= groups - gi) p -= groups - gi++;
+    const index_t i0 = gi * kRowGroup, j0 = (gi + p) * kRowGroup;
     const T* item = X + b * n * d;
-    double sum = 0.0;
-    for (index_t c0 = c_begin; c0 < c_end; c0 += kColumnTile) {
-      // Thread (ty, tx) stages column c0 + tx of row ti*16 + ty and of row tj*16 + ty.
-      const index_t c = c0 + tx;
-      const index_t ri = ti * kPairTile + ty, rj = tj * kPairTile + ty;
-      double xi = 0.0, xj = 0.0;
-      if (c < c_end && ri < n) {
-        xi = static_cast<double>(item[ri * d + c]);
-        if (!isfinite(xi)) nonfinite_row[b * n + ri] = 1;
+    const index_t c_begin = k * chunk, c_end = c_begin + chunk < d ? c_begin + chunk : d;
+    double sums[kRowGroup][kRowGroup] = {};
+    for (index_t c0 = c_begin; c0 < c_end; c0 += kStagedColumns) {
+      // Padding rows and columns are 0 in every row: they add nothing.
+      for (index_t e = threadIdx.x; e < n_pad * kStagedColumns; e += blockDim.x) {
+        const index_t r = e / kStagedColumns, c = c0 + e % kStagedColumns;
+        T x = 0;
+        if (r < n && c < c_end) {
+          x = item[r * d + c];
+          if (!isfinite(x)) nonfinite_row[b * n + r] = 1;
+        }
+        staged[e] = x;
       }
-      if (c < c_end && rj < n) {
-        xj = static_cast<double>(item[rj * d + c]);
-        if (!isfinite(xj)) nonfinite_row[b * n + rj] = 1;
-      }
-      rows_i[ty][tx] = xi;
-      rows_j[ty][tx] = xj;
       __syncthreads();
+      if (busy) {
+        double xi[kRowGroup], xj[kRowGroup];
 #pragma unroll
-      for (int cc = 0; cc < kColumnTile; ++cc) {
-        const double diff = rows_i[ty][cc] - rows_j[tx][cc];
-        sum += diff * diff;
+        for (int r = 0; r < kRowGroup; ++r) {
+          xi[r] = static_cast<double>(staged[(i0 + r) * kStagedColumns + lane]);
+          xj[r] = static_cast<double>(staged[(j0 + r) * kStagedColumns + lane]);
+        }
+#pragma unroll
+        for (int r = 0; r < kRowGroup; ++r)
+#pragma unroll
+          for (int s = 0; s < kRowGroup; ++s) {
+            const double diff = xi[r] - xj[s];
+            sums[r][s] += diff * diff;
+          }
       }
-      __syncthreads();
+      __syncthreads();  // every warp has read the tile before the next one is staged
     }
-    if (i < n && j < n) {
+    if (busy) {
       double* out = partial + (k * B + b) * n * n;
-      out[i * n + j] = sum;
-      out[j * n + i] = sum;
+#pragma unroll
+      for (int r = 0; r < kRowGroup; ++r)
+#pragma unroll
+        for (int s = 0; s < kRowGroup; ++s) {
+          const double total = byzkern::warp_reduce<false>(sums[r][s]);
+          const index_t i = i0 + r, j = j0 + s;
+          if (lane == 0 && i < j && j < n) out[i * n + j] = out[j * n + i] = total;
+        }
     }
   }
 }

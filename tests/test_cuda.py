@@ -169,7 +169,7 @@ def test_nan_orders_above_infinity(cp, sort_path, dtype):
     _check(cuda.cwtm(cp.asarray(X), 2), np.array([[np.inf]], dtype), dtype)
 
 
-@pytest.fixture(params=["tiles", "gram"])
+@pytest.fixture(params=["exact", "gram"])
 def sqdist_path(request, monkeypatch):
     """Both paths of pairwise_sqdist at every n; the Gram path in chunks of a few hundred columns."""
     monkeypatch.setattr(_config, "CUDA_THREADS", 64)

@@ -56,9 +56,9 @@ REGISTER_SORT_MAX = 64
 SHARED_COLUMN_BYTES = 47 * 1024
 #: rows from which pairwise_sqdist sums a centred Gram matrix with cuBLAS (a DGEMM: n^2 multiply-
 #: adds per column on the FP64 tensor cores) rather than exact differences (n^2 / 2 subtractions
-#: and multiply-adds per column on the FP64 vector units, twice the instructions at half the
-#: rate). Below it the tiles win: they read X once per tile row, the Gram path writes and reads
-#: a float64 copy, and DGEMMs of small n waste the tensor cores. An estimate from the H100's
+#: and multiply-adds per column on the FP64 vector units: about twice the time). Below it the
+#: exact kernel wins: it reads X from DRAM once, where the Gram path also writes and reads a
+#: float64 copy, and DGEMMs of small n leave the tensor cores idle. An estimate from the H100's
 #: datasheet rates, not yet measured: .ci/gpu times both paths.
 GRAM_MIN_ROWS = 128
 #: float64 workspace of the Gram path's centred columns (one chunk of columns at a time)
@@ -71,7 +71,9 @@ OPTIONS = ("--std=c++17",)
 
 _ROW_OPS = ("SumAbs", "SumSquares", "SumPower", "MaxAbs")
 _RULES = ("cwmed", "cwtm", "meamed")
-_PAIR_TILE = 16  # cuda/distances.cu: kPairTile; its blocks are 16 x 16 threads
+_ROW_GROUP, _STAGED_COLUMNS = 4, 32  # cuda/distances.cu: kRowGroup, kStagedColumns
+_SQDIST_WARPS = 16  # at most, per block of sqdist_groups (its __launch_bounds__(512))
+_SHARED_BYTES = 48 * 1024  # a block's shared memory without an opt-in
 
 
 def _per_type(*templates):
@@ -88,7 +90,7 @@ NAME_EXPRESSIONS = {
         + ["sum_chunks"]
     ),
     "distances": (
-        _per_type("sqdist_partial<{t}>", "centre_columns<{t}>", "sqdist_pairs<{t}>", "mix_rows<{t}>",
+        _per_type("sqdist_groups<{t}>", "centre_columns<{t}>", "sqdist_pairs<{t}>", "mix_rows<{t}>",
                   "scale_rows<{t}>")
         + [f"row_reduce<{t}, byzkern::{op}>" for t in CTYPE.values() for op in _ROW_OPS]
         + [f"row_norms_finish<byzkern::{op}>" for op in _ROW_OPS]
@@ -242,7 +244,9 @@ def meamed(X, f):
 
 
 def pairwise_sqdist(X):
-    return (_sqdist_gram if X.shape[1] >= GRAM_MIN_ROWS else _sqdist_tiles)(X)
+    n = X.shape[1]
+    fits = -(-n // _ROW_GROUP) * _ROW_GROUP * _STAGED_COLUMNS * X.itemsize <= _SHARED_BYTES
+    return (_sqdist_exact if n < GRAM_MIN_ROWS and fits else _sqdist_gram)(X)
 
 
 def _sqdist_gram(X):
@@ -265,20 +269,23 @@ def _sqdist_gram(X):
     return D
 
 
-def _sqdist_tiles(X):
+def _sqdist_exact(X):
     B, n, d = X.shape
-    tiles = -(-n // _PAIR_TILE)
-    pair_tiles = tiles * (tiles + 1) // 2
-    # Split the columns into chunks only as far as needed to fill the GPU; each chunk adds one
-    # (B, n, n) partial that the finish kernel sums in a fixed order.
-    chunks = max(1, min(-(-d // _PAIR_TILE), -(-_target_blocks() // (B * pair_tiles))))
-    chunk = -(-d // chunks)
+    groups = -(-n // _ROW_GROUP)
+    group_pairs = groups * (groups + 1) // 2
+    warps = min(_SQDIST_WARPS, group_pairs)
+    slices = -(-group_pairs // warps)
+    # Split the columns into chunks (of whole staged tiles) only as far as needed to fill the
+    # GPU; each chunk adds one (B, n, n) partial that the finish kernel sums in a fixed order.
+    chunks = max(1, min(-(-d // _STAGED_COLUMNS), -(-_target_blocks() // (B * slices))))
+    chunk = -(-d // (chunks * _STAGED_COLUMNS)) * _STAGED_COLUMNS
     chunks = -(-d // chunk)
     partial = cupy.empty((chunks, B, n, n), np.float64)
     nonfinite_row = cupy.zeros((B, n), np.int32)
-    _launch("distances", f"sqdist_partial<{CTYPE[X.dtype]}>", 0,
-            (X, B, n, d, chunk, chunks, partial, nonfinite_row),
-            threads=_PAIR_TILE * _PAIR_TILE, blocks=chunks * B * pair_tiles)
+    _launch("distances", f"sqdist_groups<{CTYPE[X.dtype]}>", 0,
+            (X, B, n, d, chunk, chunks, slices, partial, nonfinite_row),
+            threads=32 * warps, blocks=chunks * B * slices,
+            shared_mem=groups * _ROW_GROUP * _STAGED_COLUMNS * X.itemsize)
     D = cupy.empty((B, n, n), np.float64)
     _launch("distances", "sqdist_finish", B * n * n, (partial, chunks, B, n, nonfinite_row, D))
     return D
