@@ -87,29 +87,36 @@ struct MeanAroundMedian {
 };
 
 // Small n: one thread per column, the column sorted in registers by a network of size N >= n.
+// The first `rows` values of a column (entries d apart), NaN replaced by +Inf, padded with +Inf
+// to N and sorted, into sorted; returns how many were NaN. The network sorts a register array;
+// callers index the sorted column at run-time positions, so they get a copy, which keeps the
+// network's own values in registers.
+template <class T, int N>
+__device__ __forceinline__ index_t sort_column(const T* column, index_t d, index_t rows, T (&sorted)[N]) {
+  const T infinity = static_cast<T>(positive_infinity());
+  T v[N];
+  index_t nans = 0;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    T x = i < rows ? column[i * d] : infinity;
+    if (isnan(x)) {
+      x = infinity;
+      ++nans;
+    }
+    v[i] = x;
+  }
+  bitonic_sort(v);
+#pragma unroll
+  for (int i = 0; i < N; ++i) sorted[i] = v[i];
+  return nans;
+}
+
 template <class T, int N, class Rule>
 __device__ void columns_in_registers(const T* X, index_t B, index_t n, index_t d, index_t f, T* out) {
-  const T infinity = static_cast<T>(positive_infinity());
   for (index_t g = global_thread(); g < B * d; g += global_stride()) {
     const index_t b = g / d, c = g - b * d;
-    const T* column = X + b * n * d + c;
-    T v[N];
-    index_t nans = 0;
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      T x = i < n ? column[i * d] : infinity;
-      if (isnan(x)) {
-        x = infinity;
-        ++nans;
-      }
-      v[i] = x;
-    }
-    bitonic_sort(v);
-    // The rules index the sorted column at run-time positions; reading a copy keeps v itself
-    // in registers through the network.
     T sorted[N];
-#pragma unroll
-    for (int i = 0; i < N; ++i) sorted[i] = v[i];
+    const index_t nans = sort_column(X + b * n * d + c, d, n, sorted);
     out[g] = static_cast<T>(Rule::of_sorted(sorted, n, nans, f));
   }
 }
@@ -129,23 +136,8 @@ __device__ void candidates_in_registers(const T* H, const T* mu, const T* direct
   for (index_t job = blockIdx.x; job < B * chunks; job += gridDim.x) {
     const index_t k = job / B, b = job - k * B, c = k * blockDim.x + threadIdx.x;
     const bool active = c < d;
-    T v[N];
-    index_t honest_nans = 0;
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      T x = active && i < h ? H[(b * h + i) * d + c] : infinity;
-      if (isnan(x)) {
-        x = infinity;
-        ++honest_nans;
-      }
-      v[i] = x;
-    }
-    bitonic_sort(v);
-    // The merges index the sorted values at run-time positions; reading a copy keeps v in
-    // registers through the network (as columns_in_registers).
     T honest[N];
-#pragma unroll
-    for (int i = 0; i < N; ++i) honest[i] = v[i];
+    const index_t honest_nans = sort_column(H + b * h * d + c, d, active ? h : 0, honest);
     for (index_t e = 0; e < E; ++e) {
       double square = 0.0;
       if (active) {
