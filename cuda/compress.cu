@@ -184,7 +184,8 @@ __global__ void attack_candidates(const T* H, const T* mu, const T* direction, c
   const index_t n = h + f;
   for (index_t g = byzkern::global_thread(); g < B * E * n * d; g += byzkern::global_stride()) {
     const index_t row = g / d, c = g - row * d, item = row / n, i = row - item * n, b = item / E;
-    out[g] = i < h ? H[(b * h + i) * d + c] : byzkern::candidate_value(mu[b * d + c], etas[item - b * E], direction[b * d + c]);
+    out[g] = i < h ? H[(b * h + i) * d + c]
+                   : byzkern::candidate_value(mu[b * d + c], etas[item - b * E], direction[b * d + c]);
   }
 }
 

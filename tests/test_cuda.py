@@ -4,6 +4,8 @@ only a device shows (``@pytest.mark.gpu``: the public API on CuPy and torch CUDA
 of many GiB) is skipped with the reason when no CUDA device is usable."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -78,6 +80,8 @@ def device_cp():
     """CuPy on a CUDA device, for what only a device shows: the public API on device arrays,
     torch interop, inputs of many GiB."""
     reason = cuda.unavailable_reason()
+    if reason is None and os.environ.get("HOST_CUDA") == "1":
+        reason = "HOST_CUDA=1 keeps to the host"
     if reason is not None:
         pytest.skip(f"cuda backend unavailable: {reason}")
     import cupy
@@ -87,8 +91,9 @@ def device_cp():
 
 @pytest.fixture
 def cp(monkeypatch):
-    """CuPy on a CUDA device; without one, the same kernels compiled for the host (host_cuda.py)."""
-    if cuda.unavailable_reason() is None:
+    """CuPy on a CUDA device; without one (or with HOST_CUDA=1), the same kernels compiled for
+    the host (host_cuda.py)."""
+    if cuda.unavailable_reason() is None and os.environ.get("HOST_CUDA") != "1":
         import cupy
 
         yield cupy

@@ -121,10 +121,10 @@ def test_address_sanitizer_stops_a_read_past_the_end(tmp_path):
 def test_cuda_kernels_stay_inside_their_arrays_and_fused_multiply_adds_keep_their_bits():
     """test_cuda.py's kernel cases under AddressSanitizer, the host's compute-sanitizer memcheck
     (less its largest and its drawn inputs, which add time and no new edge), built with fused
-    multiply-adds as NVRTC builds them (HOST_CUDA_FMA) where this CPU has them. NVRTC does not
-    load under the sanitizer; test_cuda.py checks the compile without it."""
+    multiply-adds as NVRTC builds them (HOST_CUDA_FMA) where this CPU has them; on the host
+    even where there is a device (HOST_CUDA), as NVRTC does not load under the sanitizer."""
     tests = Path(__file__).parent
-    env = {**_sanitized_environment(), "HOST_CUDA_FMA": "1" if _host_has_fma() else "0"}
+    env = {**_sanitized_environment(), "HOST_CUDA": "1", "HOST_CUDA_FMA": "1" if _host_has_fma() else "0"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", str(tests / "test_cuda.py"), "-q", "-x", "-s", "-p", "no:cacheprovider",
          "-k", "not compiles and not drawn and not threads256 and not 4099 and not 70001"],
