@@ -24,6 +24,17 @@ __device__ __forceinline__ T candidate_value(T mu, double eta, T direction) {
   return static_cast<T>(__dadd_rn(static_cast<double>(mu), __dmul_rn(eta, static_cast<double>(direction))));
 }
 
+// Sum (or max) over k of partial[k * rows + r], in increasing k: the chunk partials of row r.
+template <bool kMax>
+__device__ double combine_chunks(const double* partial, index_t chunks, index_t rows, index_t r) {
+  double total = partial[r];
+  for (index_t k = 1; k < chunks; ++k) {
+    const double next = partial[k * rows + r];
+    total = kMax ? fmax(total, next) : total + next;
+  }
+  return total;
+}
+
 // Sum (or max) of one double per lane over the warp; the result is valid in lane 0. Fixed
 // shuffle order, so the result is the same on every run.
 template <bool kMax>

@@ -220,12 +220,10 @@ __device__ void columns_in_blocks(const T* X, index_t B, index_t n, index_t d, i
 
 using byzkern::index_t;
 
-// out[r] = sum over k of partial[k * rows + r], in increasing k.
+// out[r] = the sum of the chunk partials of r.
 __global__ void sum_chunks(const double* partial, index_t chunks, index_t rows, double* out) {
   for (index_t r = byzkern::global_thread(); r < rows; r += byzkern::global_stride()) {
-    double total = 0.0;
-    for (index_t k = 0; k < chunks; ++k) total += partial[k * rows + r];
-    out[r] = total;
+    out[r] = byzkern::combine_chunks<false>(partial, chunks, rows, r);
   }
 }
 

@@ -96,8 +96,7 @@ __global__ void sqdist_finish(const double* partial, index_t chunks, index_t B, 
   const index_t total = B * n * n;
   for (index_t g = byzkern::global_thread(); g < total; g += byzkern::global_stride()) {
     const index_t b = g / (n * n), i = (g / n) % n, j = g % n;
-    double sum = 0.0;
-    for (index_t k = 0; k < chunks; ++k) sum += partial[k * total + g];
+    double sum = byzkern::combine_chunks<false>(partial, chunks, total, g);
     if (nonfinite_row[b * n + i] || nonfinite_row[b * n + j]) sum = byzkern::positive_infinity();
     D[g] = i == j ? 0.0 : sum;
   }
@@ -203,7 +202,7 @@ template <class Op>
 __global__ void row_norms_finish(const double* partial, index_t chunks, index_t rows, double q,
                                  const int* nonfinite_row, double* out) {
   for (index_t r = byzkern::global_thread(); r < rows; r += byzkern::global_stride()) {
-    const double total = byzkern::combine_chunks<Op>(partial, chunks, rows, r);
+    const double total = byzkern::combine_chunks<Op::kMax>(partial, chunks, rows, r);
     out[r] = nonfinite_row[r] ? byzkern::positive_infinity() : Op::root(total, q);
   }
 }

@@ -29,16 +29,6 @@ struct MaxAbs {
   __device__ static double root(double total, double) { return total; }
 };
 
-template <class Op>
-__device__ double combine_chunks(const double* partial, index_t chunks, index_t rows, index_t r) {
-  double total = partial[r];
-  for (index_t k = 1; k < chunks; ++k) {
-    const double next = partial[k * rows + r];
-    total = Op::kMax ? fmax(total, next) : total + next;
-  }
-  return total;
-}
-
 }  // namespace byzkern
 
 using byzkern::index_t;
@@ -76,7 +66,7 @@ __global__ void row_reduce(const T* X, index_t B, index_t n, index_t d, const do
 __global__ void clip_scale(const double* partial, index_t chunks, index_t rows, const int* nonfinite_row,
                            double tau, double nonfinite_scale, double* scale) {
   for (index_t r = byzkern::global_thread(); r < rows; r += byzkern::global_stride()) {
-    const double norm = sqrt(byzkern::combine_chunks<byzkern::SumSquares>(partial, chunks, rows, r));
+    const double norm = sqrt(byzkern::combine_chunks<false>(partial, chunks, rows, r));
     scale[r] = nonfinite_row[r] ? nonfinite_scale : fmin(1.0, tau / (norm > 0.0 ? norm : 1.0));
   }
 }

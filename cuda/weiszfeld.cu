@@ -21,7 +21,7 @@ __global__ void weiszfeld_weights(const double* partial, index_t chunks, index_t
       const double w = weights[r];
       double next = 0.0;
       if (w > 0.0) {
-        const double dist = sqrt(byzkern::combine_chunks<byzkern::SumSquares>(partial, chunks, B * n, r));
+        const double dist = sqrt(byzkern::combine_chunks<false>(partial, chunks, B * n, r));
         obj += w * dist;
         next = w / fmax(nu, dist);
       }
