@@ -104,9 +104,15 @@ def cp(monkeypatch):
     if reason is not None:
         pytest.skip(f"no CUDA device, and {reason}")
     monkeypatch.setattr(cuda, "cupy", host_cuda)
-    cuda._module.cache_clear(), cuda._multiprocessors.cache_clear()
+    _clear_device_caches()
     yield host_cuda
-    cuda._module.cache_clear(), cuda._multiprocessors.cache_clear()
+    _clear_device_caches()
+
+
+def _clear_device_caches():
+    """The backend caches modules and SM counts per device id: the host's must not outlive the fixture."""
+    cuda._module.cache_clear()
+    cuda._multiprocessors.cache_clear()
 
 
 @pytest.fixture(params=["registers", "blocks-shared", "blocks-global"])

@@ -9,10 +9,10 @@ and cover the whole batch (B, n, d) in one launch; threads per block come from
 Numerics, as in ``backends/reference.py``: sums in float64 for float32 input too; NaN orders
 above +Inf; ``pairwise_sqdist`` is exact-difference in float64 below ``GRAM_MIN_ROWS`` rows, and
 from there a centred float64 Gram matrix (cuBLAS) with exact differences where it would cancel.
-Compressors give the reference's bits (codes, indices, values, scales), except that a NaN computed from a
-NaN (the norm or scale of a row holding one, a randk value scaled from one) is the GPU's
-canonical NaN rather than the host's propagated payload; NaN payloads merely copied (topk
-values) are kept.
+Compressors give the reference's bits (codes, indices, values, scales), except that a NaN
+computed from a NaN (the norm or scale of a row holding one, a randk value scaled from one) is
+the GPU's canonical NaN rather than the host's propagated payload; NaN payloads merely copied
+(topk values) are kept.
 
 Families (one ``.cu`` each, mirroring ``csrc/``): coordinatewise, distances (with row_norms,
 mix_rows, clip), weiszfeld (geomed, cclip), compress (the compressors, their decoders and
@@ -50,10 +50,12 @@ INDEX_CTYPE = {np.dtype(np.uint16): "unsigned short", np.dtype(np.uint32): "unsi
 REGISTER_TIERS = {"float": (4, 8, 16, 32, 64), "double": (4, 8, 16, 32)}
 #: largest n sorted in registers (tests lower it to cover the block path with small inputs)
 REGISTER_SORT_MAX = 64
+#: a block's shared memory without an opt-in
+SHARED_LIMIT_BYTES = 48 * 1024
 #: dynamic shared memory for one block's columns; beyond it the block path sorts in a global
-#: scratch buffer (tests set 0 to cover that path). 48 KiB is the limit without an opt-in,
-#: less the kernel's static shared memory.
-SHARED_COLUMN_BYTES = 47 * 1024
+#: scratch buffer (tests set 0 to cover that path). The limit less the kernel's static shared
+#: memory.
+SHARED_COLUMN_BYTES = SHARED_LIMIT_BYTES - 1024
 #: rows from which pairwise_sqdist sums a centred Gram matrix with cuBLAS (a DGEMM: n^2 multiply-
 #: adds per column on the FP64 tensor cores) rather than exact differences (n^2 / 2 subtractions
 #: and multiply-adds per column on the FP64 vector units: about twice the time). Below it the
@@ -73,7 +75,6 @@ _ROW_OPS = ("SumAbs", "SumSquares", "SumPower", "MaxAbs")
 _RULES = ("cwmed", "cwtm", "meamed")
 _ROW_GROUP, _STAGED_COLUMNS = 4, 32  # cuda/distances.cu: kRowGroup, kStagedColumns
 _SQDIST_WARPS = 16  # at most, per block of sqdist_groups (its __launch_bounds__(512))
-_SHARED_BYTES = 48 * 1024  # a block's shared memory without an opt-in
 
 
 def _per_type(*templates):
@@ -200,6 +201,11 @@ def _target_blocks():
     return 8 * _multiprocessors(cupy.cuda.Device().id)
 
 
+def _register_tier(ctype, rows):
+    """The smallest register sorting network for columns of ``rows`` values, or None."""
+    return next((N for N in REGISTER_TIERS[ctype] if rows <= N <= REGISTER_SORT_MAX), None)
+
+
 def mean(X):
     B, n, d = X.shape
     out = cupy.empty((B, d), X.dtype)
@@ -211,7 +217,7 @@ def _coordinatewise(rule, X, f):
     B, n, d = X.shape
     out = cupy.empty((B, d), X.dtype)
     t = CTYPE[X.dtype]
-    tier = next((N for N in REGISTER_TIERS[t] if n <= N <= REGISTER_SORT_MAX), None)
+    tier = _register_tier(t, n)
     if tier is not None:
         _launch("coordinatewise", f"{rule}_registers<{t}, {tier}>", B * d, (X, B, n, d, f, out))
         return out
@@ -245,7 +251,7 @@ def meamed(X, f):
 
 def pairwise_sqdist(X):
     n = X.shape[1]
-    fits = -(-n // _ROW_GROUP) * _ROW_GROUP * _STAGED_COLUMNS * X.itemsize <= _SHARED_BYTES
+    fits = -(-n // _ROW_GROUP) * _ROW_GROUP * _STAGED_COLUMNS * X.itemsize <= SHARED_LIMIT_BYTES
     return (_sqdist_exact if n < GRAM_MIN_ROWS and fits else _sqdist_gram)(X)
 
 
@@ -433,7 +439,7 @@ def candidate_deviations(H, mu, direction, etas, f, rule, trim):
     if trim < 0 or 2 * trim >= h + f:
         raise ValueError("candidate_deviations: trim must satisfy 0 <= 2 trim < h + f")
     t = CTYPE[H.dtype]
-    tier = next((N for N in REGISTER_TIERS[t] if h + f <= N <= REGISTER_SORT_MAX), None)
+    tier = _register_tier(t, h + f)
     if tier is None:  # the candidates' columns do not fit a sorting network in registers: build them
         return deviations_of_built_candidates(sys.modules[__name__], H, mu, direction, etas, f, rule, trim)
     H, mu, direction = (cupy.ascontiguousarray(a) for a in (H, mu, direction))
