@@ -1,4 +1,6 @@
-"""The benchmark tools stay runnable: the asv suite (smoke shapes) and `byzkern bench`."""
+"""The benchmark tools stay runnable: the asv suite (smoke shapes) and `byzkern bench`; the GPU
+suite's PyTorch baselines compute what the kernels they are set beside compute."""
+import importlib
 import os
 import shutil
 import subprocess
@@ -8,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import byzkern as bk
+from byzkern.backends import reference
 from byzkern.cli import main
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
@@ -68,3 +72,59 @@ def test_demo_runs_and_robust_rules_beat_the_mean(capsys):
     assert rows["mean()"][2] > 10 * rows["cwtm(f=4)"][2]
     # NaN rows make the mean NaN; Multi-Krum drops them and keeps the honest mean
     assert np.isnan(rows["mean()"][3]) and rows["multikrum(f=4)"][3] < 1e-3
+
+
+def test_cuda_suite_torch_ways_compute_the_kernels_results(monkeypatch):
+    # The GPU suite only runs on a device, but its baselines are plain torch: on the CPU they
+    # must give the result of the byzkern call they are timed against, or the ratio means nothing.
+    torch = pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(BENCH_DIR.parent))
+    suite = importlib.import_module("bench.benchmarks.bench_cuda")
+    F, TAU, NU, STEPS, LEVELS = suite.F, suite.TAU, suite.NU, suite.STEPS, suite.LEVELS
+    B, n, d = 2, 11, 300  # odd n: torch.median's lower middle is then the median
+    rng = np.random.default_rng(0)
+    # rows spread along a line (a shift per row): Krum's choice then depends on its neighbour count
+    X = rng.standard_normal((B, n, d)) + 3 * rng.standard_normal((B, n, 1))
+    assert not np.array_equal(bk.krum(X, f=F), bk.krum(X, f=F, k=n - F - 1))
+    idx = np.argsort(rng.random((B, n, n)), axis=2)[:, :, :n - F]
+    R = X.reshape(B * n, d)
+    k = max(1, d // 100)
+
+    def torch_result(op):
+        out = suite._torch_way(torch, op, torch.from_numpy(X), torch.from_numpy(idx))()
+        return tuple(t.numpy() for t in out) if isinstance(out, tuple) else out.numpy()
+
+    close = dict(rtol=1e-10, atol=1e-12)
+    expected = {
+        "mean": X.mean(axis=1), "cwmed": reference.cwmed(X), "cwtm": reference.cwtm(X, F),
+        "meamed": reference.meamed(X, F), "pairwise_sqdist": reference.pairwise_sqdist(X),
+        "mix_rows": reference.mix_rows(X, idx), "krum": bk.krum(X, f=F), "nnm": bk.nnm(X, f=F),
+        "row_norms": reference.row_norms(X, 2), "clip": reference.clip(X, TAU),
+        "geomed": reference.geomed(X, np.ones((B, n)), "mean", STEPS, 0.0, NU)[0],
+        "cclip": reference.cclip(X, TAU, 1, None),
+        "sign": reference.unpack_codes(reference.sign(R), 1, d).astype(bool),
+    }
+    for op, want in expected.items():
+        np.testing.assert_allclose(torch_result(op), want, **close, err_msg=op)
+    values, chosen = torch_result("topk")
+    want_values, want_idx = reference.topk(R, k)
+    order = np.argsort(chosen, axis=1)
+    np.testing.assert_array_equal(np.take_along_axis(chosen, order, axis=1), want_idx)
+    np.testing.assert_array_equal(np.take_along_axis(values, order, axis=1), want_values)
+    scales, packed = reference.scaled_sign(R)
+    np.testing.assert_allclose(torch_result("scaled_sign"),
+                               reference.sign_decompress(packed, scales, d), **close)
+    # the randomized ones: the same kind of output, each entry rounded to one of its two neighbours
+    values, chosen = torch_result("randk")
+    assert all(len(set(row)) == k for row in chosen)
+    np.testing.assert_allclose(values, np.take_along_axis(R, chosen, axis=1) * (d / k), **close)
+    norm, levels = torch_result("qsgd")
+    np.testing.assert_allclose(norm[:, 0], np.linalg.norm(R, axis=1), **close)
+    scaled = np.abs(R) * LEVELS / norm
+    assert np.all((np.abs(levels) == np.floor(scaled)) | (np.abs(levels) == np.floor(scaled) + 1))
+    assert np.all((np.sign(levels) == np.sign(R)) | (levels == 0))
+    magnitude = torch_result("natural") * np.sign(R)
+    below = 2.0 ** np.floor(np.log2(np.abs(R)))
+    assert np.all((magnitude == below) | (magnitude == 2 * below))
+    checked = set(expected) | {"topk", "scaled_sign", "randk", "qsgd", "natural"}
+    assert set(suite.CudaKernels.params[0]) == checked
