@@ -1,8 +1,10 @@
-"""Shared fixtures: the backends under test, dtypes, and small tile sizes.
+"""Shared fixtures: the backends under test, dtypes, small tile sizes, and the wheel build.
 
 Tile sizes are shrunk for the whole session so that the small inputs of the tests cover the
 multi-tile and tail paths of the fast kernels.
 """
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wheel_build(request, tmp_path_factory):
+    """test_wheel.py's sdist and wheel, building from the session's first test on (None when
+    none of its tests runs or the build package is missing): compiling the extension takes
+    minutes, nearly all of them on the core that pytest, running one test at a time, leaves idle."""
+    selected = {item.path.name for item in request.session.items}
+    if "test_wheel.py" not in selected or importlib.util.find_spec("build") is None:
+        yield None
+        return
+    import test_wheel
+
+    # beside other tests, one compile job: the build keeps to the idle core
+    jobs = 1 if len(selected) > 1 else 0
+    build = test_wheel.BackgroundBuild(tmp_path_factory.mktemp("wheel"), jobs)
+    yield build
+    build.stop()
 
 
 @pytest.fixture(params=FAST_BACKENDS)

@@ -1,10 +1,12 @@
 """Packaging: ``python -m build`` makes an sdist and a wheel from it; the wheel, installed into a
 fresh virtual environment, works without the source tree.
 
-The build runs from a clean copy of the checkout, without isolation (``--no-isolation``: setuptools and pybind11 come from the
-test extra) so CI downloads nothing. The virtual environment sees the running environment's
-site packages for NumPy and Numba (appended to its path, after its own); the smoke script proves that byzkern itself and its ``_cpu`` extension are the
-wheel's, not the source tree's or an editable install's.
+The build runs from a clean copy of the checkout, beside the other tests of the session
+(tests/conftest.py starts it), without isolation (``--no-isolation``: setuptools and pybind11
+come from the test extra) so CI downloads nothing. The virtual environment sees the running
+environment's site packages for NumPy and Numba (appended to its path, after its own); the smoke
+script proves that byzkern itself and its ``_cpu`` extension are the wheel's, not the source
+tree's or an editable install's.
 """
 import os
 import shutil
@@ -44,13 +46,36 @@ def clean_checkout(target):
     return target
 
 
+class BackgroundBuild:
+    """``python -m build`` of a clean copy of the checkout, running while other tests do: it
+    compiles the extension for minutes, so tests/conftest.py starts it with the session."""
+
+    def __init__(self, root, jobs=0):
+        """jobs: parallel compiles (``NPY_NUM_BUILD_JOBS``; 0: one per core)."""
+        source = clean_checkout(root / "source")
+        self.out, self.log = root / "dist", root / "build.log"
+        env = dict(clean_env(), NPY_NUM_BUILD_JOBS=str(jobs))
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(self.out), str(source)],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def wait(self):
+        returncode = self.process.wait(timeout=900)
+        assert returncode == 0, f"python -m build failed:\n{self.log.read_text()[-6000:]}"
+        return self.out
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory):
-    pytest.importorskip("build")
-    source = clean_checkout(tmp_path_factory.mktemp("source"))
-    out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)], env=clean_env())
-    return out
+def dist(wheel_build):
+    if wheel_build is None:
+        pytest.skip("the build package is not installed")
+    return wheel_build.wait()
 
 
 def test_sdist_holds_the_sources(dist):
