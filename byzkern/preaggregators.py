@@ -29,15 +29,17 @@ def nnm(X, *, f, backend=None, nan_policy="outlier"):
     Distances: ``pairwise_sqdist`` (float64, exact for nearly equal rows); a non-finite row is at
     +Inf from all others, so honest rows never mix it in while at most f rows are non-finite.
     Needs n > 2f. Cost: one read of X for the distances, then the mixing: n(n - f) additions
-    per column, fewer where the neighbour lists are put in shared_prefix_order (d at least
-    ``_config.SHARED_PREFIX_MIN_COLUMNS``: below it the ordering costs more than it saves).
+    per column, fewer on the CPU where the neighbour lists are put in shared_prefix_order (d at
+    least ``_config.SHARED_PREFIX_MIN_COLUMNS``: below it the ordering costs more than it saves).
     """
     A = adapt(X)
     _, n, d = A.data.shape
     f = _checks.byzantine_count(f, n, rule="n > 2f")
     D = sqdist_matrix(A, backend, nan_policy)
     nearest = nearest_including_self(D, n - f)
-    if d >= _config.SHARED_PREFIX_MIN_COLUMNS:
+    # Only the CPU kernels walk shared prefixes. cuda's mix_rows sums each output on its own, so
+    # there the ordering would add a round trip to the host (and Python's greedy) for nothing.
+    if A.device == "cpu" and d >= _config.SHARED_PREFIX_MIN_COLUMNS:
         nearest = shared_prefix_order(host(nearest), n)
     return _mix(A, nearest, backend, nan_policy, "items")
 

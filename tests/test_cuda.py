@@ -457,6 +457,21 @@ def test_public_api_on_cupy_input(device_cp, dtype):
 
 
 @pytest.mark.gpu
+def test_nnm_on_cupy_input_keeps_its_neighbour_table_on_the_device(device_cp, monkeypatch):
+    # cuda's mix_rows gains nothing from shared prefixes: ordering the table would be a round
+    # trip to the host
+    from byzkern import preaggregators
+
+    def no_ordering(idx, n):
+        raise AssertionError("the neighbour table was ordered on the host")
+
+    monkeypatch.setattr(preaggregators, "shared_prefix_order", no_ordering)
+    X = _data("random", 2, 11, 300, np.float64)
+    got = byzkern.nnm(device_cp.asarray(X), f=3)
+    np.testing.assert_allclose(got.get(), byzkern.nnm(X, f=3, backend="reference"), rtol=1e-12)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_attacks_on_cupy_input(device_cp, dtype):
     H = _data("random", 1, 8, 50, dtype)[0]

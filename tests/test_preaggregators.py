@@ -1,4 +1,5 @@
-"""Bucketing, resampling and Pipeline: structure, determinism, and the pinned random streams."""
+"""Bucketing, resampling, Pipeline and NNM: structure, determinism, the pinned random streams,
+and where NNM orders its neighbour lists."""
 import numpy as np
 import pytest
 
@@ -78,3 +79,23 @@ def test_rule_objects():
         bk.Pipeline(3)
     with pytest.raises(ValueError):
         bk.Pipeline()
+
+
+@pytest.mark.parametrize("d,ordered", [(300, True), (299, False)])
+def test_nnm_orders_its_neighbour_lists_on_the_cpu_from_the_threshold_on(d, ordered, monkeypatch):
+    # The CPU kernels share the sums of common prefixes (tests/test_backends.py); cuda's
+    # mix_rows does not, and there nnm leaves the table as it is (tests/test_cuda.py).
+    from byzkern import _config, preaggregators
+
+    calls = []
+
+    def recorded(idx, n):
+        calls.append(idx.shape)
+        return shared_prefix_order(idx, n)
+
+    shared_prefix_order = preaggregators.shared_prefix_order
+    monkeypatch.setattr(preaggregators, "shared_prefix_order", recorded)
+    monkeypatch.setattr(_config, "SHARED_PREFIX_MIN_COLUMNS", 300)
+    X = np.random.default_rng(4).standard_normal((2, 9, d))
+    np.testing.assert_allclose(bk.nnm(X, f=2), bk.nnm(X, f=2, backend="reference"), rtol=1e-12)
+    assert calls == ([(2, 9, 7)] * 2 if ordered else [])
