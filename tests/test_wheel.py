@@ -10,6 +10,7 @@ tree's or an editable install's.
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -58,7 +59,7 @@ class BackgroundBuild:
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(self.out), str(source)],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def wait(self):
         returncode = self.process.wait(timeout=900)
@@ -66,8 +67,9 @@ class BackgroundBuild:
         return self.out
 
     def stop(self):
+        """End the build if the session ends first, with the compilers it started."""
         if self.process.poll() is None:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
 
