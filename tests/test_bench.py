@@ -106,7 +106,8 @@ def test_cuda_suite_torch_ways_compute_the_kernels_results(monkeypatch):
     }
     for op, want in expected.items():
         np.testing.assert_allclose(torch_result(op), want, **close, err_msg=op)
-    # every row within 0.002 of the iterate: any smoothing floor above that instead of nu changes the weights
+    # every row within 0.002 of the iterate: a smoothing floor above that instead of nu changes
+    # the weights
     near = X / 1e5
     np.testing.assert_allclose(suite._torch_way(torch, "geomed", torch.from_numpy(near), None)().numpy(),
                                reference.geomed(near, np.ones((B, n)), "mean", STEPS, 0.0, NU)[0], **close)

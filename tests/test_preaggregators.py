@@ -87,13 +87,12 @@ def test_nnm_orders_its_neighbour_lists_on_the_cpu_from_the_threshold_on(d, orde
     # mix_rows does not, and there nnm leaves the table as it is (tests/test_cuda.py).
     from byzkern import _config, preaggregators
 
-    calls = []
+    original, calls = preaggregators.shared_prefix_order, []
 
     def recorded(idx, n):
         calls.append(idx.shape)
-        return shared_prefix_order(idx, n)
+        return original(idx, n)
 
-    shared_prefix_order = preaggregators.shared_prefix_order
     monkeypatch.setattr(preaggregators, "shared_prefix_order", recorded)
     monkeypatch.setattr(_config, "SHARED_PREFIX_MIN_COLUMNS", 300)
     X = np.random.default_rng(4).standard_normal((2, 9, d))
