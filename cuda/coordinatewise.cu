@@ -16,22 +16,35 @@ __device__ __forceinline__ float upper(float a, float b) { return fmaxf(a, b); }
 __device__ __forceinline__ double lower(double a, double b) { return fmin(a, b); }
 __device__ __forceinline__ double upper(double a, double b) { return fmax(a, b); }
 
-// Bitonic sorting network over a register array: every index is a compile-time constant once
-// the loops are unrolled, so the array never leaves registers.
+__host__ __device__ constexpr int power_of_two_at_least(int n) {
+  int p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+// Batcher's odd-even merge sort over a register array, for the next power of two P >= N with
+// every comparator that reaches index N or beyond left out. Each comparator puts the smaller
+// value at the lower index, so +Inf padding above the values stays where it is and the comparators
+// that would touch it do nothing: the pruned network sorts N values, and sorts the first `rows` of
+// them when the rest are +Inf. At N = 20 that is 103 comparators, against 240 for a bitonic sort
+// of 32. Every index is a compile-time constant once the loops are unrolled, so the array never
+// leaves registers.
 template <class T, int N>
-__device__ __forceinline__ void bitonic_sort(T (&v)[N]) {
+__device__ __forceinline__ void sort_network(T (&v)[N]) {
+  constexpr int P = power_of_two_at_least(N);
 #pragma unroll
-  for (int k = 2; k <= N; k <<= 1) {
+  for (int p = 1; p < P; p <<= 1) {
 #pragma unroll
-    for (int j = k >> 1; j > 0; j >>= 1) {
+    for (int k = p; k >= 1; k >>= 1) {
+      // stage (p, k) compares lo with lo + k for lo in [j, j + k), j = k % p, k % p + 2k, ...,
+      // while both lie in the same block of 2p
 #pragma unroll
-      for (int i = 0; i < N; ++i) {
-        const int l = i ^ j;
-        if (l > i) {
-          const T a = v[i], b = v[l];
-          const bool ascending = (i & k) == 0;
-          v[i] = ascending ? lower(a, b) : upper(a, b);
-          v[l] = ascending ? upper(a, b) : lower(a, b);
+      for (int lo = 0; lo < N; ++lo) {
+        const int hi = lo + k, first = k % p;
+        if (lo >= first && (lo - first) % (2 * k) < k && hi < N && lo / (2 * p) == hi / (2 * p)) {
+          const T a = v[lo], b = v[hi];
+          v[lo] = lower(a, b);
+          v[hi] = upper(a, b);
         }
       }
     }
@@ -94,18 +107,24 @@ struct MeanAroundMedian {
 template <class T, int N>
 __device__ __forceinline__ index_t sort_column(const T* column, index_t d, index_t rows, T (&sorted)[N]) {
   const T infinity = static_cast<T>(positive_infinity());
+  const int valid = static_cast<int>(rows);  // rows <= N
   T v[N];
-  index_t nans = 0;
+  // NaN exactly when a value is NaN or the column holds both infinities: one floating-point add
+  // per value, where counting NaNs value by value took a test and an add on the ALU pipe, which
+  // the network's min/max keeps busy; the rare columns it flags are counted again
+  T total = 0;
 #pragma unroll
   for (int i = 0; i < N; ++i) {
-    T x = i < rows ? column[i * d] : infinity;
-    if (isnan(x)) {
-      x = infinity;
-      ++nans;
-    }
-    v[i] = x;
+    const T x = i < valid ? column[i * d] : infinity;
+    total += x;
+    v[i] = lower(x, infinity);  // NaN becomes +Inf
   }
-  bitonic_sort(v);
+  int nans = 0;
+  if (isnan(total)) {
+#pragma unroll 1
+    for (int i = 0; i < valid; ++i) nans += isnan(column[i * d]);
+  }
+  sort_network(v);
 #pragma unroll
   for (int i = 0; i < N; ++i) sorted[i] = v[i];
   return nans;

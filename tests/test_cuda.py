@@ -162,8 +162,8 @@ def _check(got, want, dtype, atol=0.0):
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=atol, equal_nan=True)
 
 
-SHAPES = [(1, 1, 7), (1, 2, 5), (1, 3, 1), (2, 5, 33), (1, 8, 300), (3, 9, 70), (1, 17, 40), (2, 33, 65),
-          (1, 64, 20), (1, 65, 20), (2, 130, 9)]
+SHAPES = [(1, 1, 7), (1, 2, 5), (1, 3, 1), (2, 5, 33), (1, 8, 300), (3, 9, 70), (1, 17, 40), (2, 20, 33),
+          (1, 25, 40), (2, 33, 65), (1, 64, 20), (1, 65, 20), (2, 130, 9)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -192,6 +192,25 @@ def test_nan_orders_above_infinity(cp, sort_path, dtype):
     X = np.array([[[np.nan], [np.inf], [1.0], [np.nan], [-np.inf]]], dtype)
     _check(cuda.cwmed(cp.asarray(X)), np.array([[np.inf]], dtype), dtype)
     _check(cuda.cwtm(cp.asarray(X), 2), np.array([[np.inf]], dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_register_tier_sorts_every_row_count_it_takes(cp, dtype):
+    # Each tier's network is Batcher's for the next power of two with the comparators past N
+    # left out; it must sort every n up to N with the rest padded. Every rank is checked: the
+    # trimmed means for f = 0 .. (n - 1) // 2 give the sum of every symmetric band of the sorted
+    # column, and ties and NaNs go through the padding too.
+    tiers = cuda.REGISTER_TIERS[cuda.CTYPE[np.dtype(dtype)]]
+    assert {cuda._register_tier(cuda.CTYPE[np.dtype(dtype)], n) for n in range(1, tiers[-1] + 1)} == set(tiers)
+    rng = np.random.default_rng(1)
+    for n in range(1, tiers[-1] + 1):
+        X = rng.permuted(np.repeat(np.arange(n, dtype=dtype)[None, :, None] // 2, 40, axis=2), axis=1)
+        X[0, rng.integers(0, n), :8] = np.nan
+        Xd = cp.asarray(X)
+        _check(cuda.cwmed(Xd), reference.cwmed(X), dtype)
+        for f in range((n - 1) // 2 + 1):
+            _check(cuda.cwtm(Xd, f), reference.cwtm(X, f), dtype)
+            _check(cuda.meamed(Xd, f), reference.meamed(X, f), dtype)
 
 
 @pytest.fixture(params=["exact", "gram"])

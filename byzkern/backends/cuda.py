@@ -46,8 +46,11 @@ CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 INDEX_CTYPE = {np.dtype(np.uint16): "unsigned short", np.dtype(np.uint32): "unsigned int",
                np.dtype(np.uint64): "unsigned long long"}
 #: sorting-network sizes of the coordinate-wise register path per C++ type; larger n sorts in
-#: blocks. No 64 for double: it needs 240 registers per thread and a minute of ptxas time.
-REGISTER_TIERS = {"float": (4, 8, 16, 32, 64), "double": (4, 8, 16, 32)}
+#: blocks. A column of n values sorts in the first tier N >= n, padded with +Inf; the network's
+#: min/max are most of a kernel's instructions, so tiers are close together: at n = 20, 103
+#: comparators in the tier of 20 against 191 in one of 32. No 64 for double: it needs 240
+#: registers per thread and a minute of ptxas time.
+REGISTER_TIERS = {"float": (4, 8, 12, 16, 20, 24, 32, 48, 64), "double": (4, 8, 12, 16, 20, 24, 32)}
 #: largest n sorted in registers (tests lower it to cover the block path with small inputs)
 REGISTER_SORT_MAX = 64
 #: a block's shared memory without an opt-in
