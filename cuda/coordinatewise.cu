@@ -116,9 +116,10 @@ __device__ __forceinline__ index_t sort_column(const T* column, index_t d, index
   const T infinity = static_cast<T>(positive_infinity());
   const int valid = static_cast<int>(rows);  // rows <= N
   T v[N];
-  // NaN exactly when a value is NaN or the column holds both infinities: one floating-point add
-  // per value, where counting NaNs value by value took a test and an add on the ALU pipe, which
-  // the network's min/max keeps busy; the rare columns it flags are counted again
+  // NaN exactly when a value is NaN or the sum meets both infinities (the padding and overflow
+  // count): one floating-point add per value, where counting NaNs value by value took a test and
+  // an add on the ALU pipe, which the network's min/max keeps busy. The rare columns it flags are
+  // counted again.
   T total = 0;
 #pragma unroll
   for (int i = 0; i < N; ++i) {
