@@ -197,9 +197,11 @@ def test_nan_orders_above_infinity(cp, sort_path, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_register_tier_sorts_every_row_count_it_takes(cp, dtype):
     # Each tier's network is Batcher's for the next power of two with the comparators past N
-    # left out; it must sort every n up to N with the rest padded. Every rank is checked: the
-    # trimmed means for f = 0 .. (n - 1) // 2 give the sum of every symmetric band of the sorted
-    # column, and ties and NaNs go through the padding too.
+    # left out; it must sort every n up to N with the rest padded. The trimmed means for
+    # f = 0 .. (n - 1) // 2 sum every symmetric band of ranks of the sorted column, so a value out
+    # of place changes one of them unless it only traded places with its mirror rank, and the
+    # means around the median take windows that are not symmetric; ties and NaNs go through the
+    # padding too.
     tiers = cuda.REGISTER_TIERS[cuda.CTYPE[np.dtype(dtype)]]
     assert {cuda._register_tier(cuda.CTYPE[np.dtype(dtype)], n) for n in range(1, tiers[-1] + 1)} == set(tiers)
     rng = np.random.default_rng(1)
