@@ -80,6 +80,12 @@ _ROW_GROUP, _STAGED_COLUMNS = 4, 32  # cuda/distances.cu: kRowGroup, kStagedColu
 _SQDIST_WARPS = 16  # at most, per block of sqdist_groups (its __launch_bounds__(512))
 
 
+def _tier_rows(ctype):
+    """(fewest, most) rows of each register tier: a tier takes the row counts above the one below."""
+    tiers = REGISTER_TIERS[ctype]
+    return [(below + 1, N) for below, N in zip((0,) + tiers, tiers)]
+
+
 def _per_type(*templates):
     return [template.format(t=t) for template in templates for t in CTYPE.values()]
 
@@ -88,7 +94,8 @@ def _per_type(*templates):
 NAME_EXPRESSIONS = {
     "coordinatewise": (
         _per_type("mean_columns<{t}>")
-        + [f"{rule}_registers<{t}, {N}>" for rule in _RULES for t, tiers in REGISTER_TIERS.items() for N in tiers]
+        + [f"{rule}_registers<{t}, {fewest}, {N}>" for rule in _RULES for t in REGISTER_TIERS
+           for fewest, N in _tier_rows(t)]
         + [f"{rule}_blocks<{t}>" for rule in _RULES for t in CTYPE.values()]
         + [f"{rule}_candidates<{t}, {N}>" for rule in _RULES for t, tiers in REGISTER_TIERS.items() for N in tiers]
         + ["sum_chunks"]
@@ -205,8 +212,9 @@ def _target_blocks():
 
 
 def _register_tier(ctype, rows):
-    """The smallest register sorting network for columns of ``rows`` values, or None."""
-    return next((N for N in REGISTER_TIERS[ctype] if rows <= N <= REGISTER_SORT_MAX), None)
+    """The smallest register sorting network for columns of ``rows`` values, as the (fewest, most)
+    rows its kernels take, or None."""
+    return next(((fewest, N) for fewest, N in _tier_rows(ctype) if rows <= N <= REGISTER_SORT_MAX), None)
 
 
 def mean(X):
@@ -222,7 +230,8 @@ def _coordinatewise(rule, X, f):
     t = CTYPE[X.dtype]
     tier = _register_tier(t, n)
     if tier is not None:
-        _launch("coordinatewise", f"{rule}_registers<{t}, {tier}>", B * d, (X, B, n, d, f, out))
+        fewest, most = tier
+        _launch("coordinatewise", f"{rule}_registers<{t}, {fewest}, {most}>", B * d, (X, B, n, d, f, out))
         return out
     n_pad = 1 << (n - 1).bit_length()
     columns = min(32, SHARED_COLUMN_BYTES // (n_pad * X.itemsize))
@@ -449,7 +458,7 @@ def candidate_deviations(H, mu, direction, etas, f, rule, trim):
     E, threads = etas.size, _threads()
     chunks = -(-d // threads)
     partial = cupy.empty((chunks, B, E), np.float64)
-    _launch("coordinatewise", f"{rule}_candidates<{t}, {tier}>", 0,
+    _launch("coordinatewise", f"{rule}_candidates<{t}, {tier[1]}>", 0,
             (H, mu, direction, cupy.asarray(etas, dtype=np.float64), B, h, d, E, f, trim, partial),
             threads=threads, blocks=B * chunks)
     out = cupy.empty((B, E), np.float64)
