@@ -311,10 +311,11 @@ def _sqdist_exact(X):
 
 def mix_rows(X, idx):
     B, n, d = X.shape
-    idx = cupy.ascontiguousarray(idx, dtype=np.int64)
+    idx = cupy.asarray(idx, dtype=np.int64)
     m, k = idx.shape[1], idx.shape[2]
+    offsets = cupy.where(idx >= 0, idx * d, -1)
     out = cupy.empty((B, m, d), X.dtype)
-    _launch("distances", f"mix_rows<{CTYPE[X.dtype]}>", B * d, (X, B, n, d, idx, m, k, out))
+    _launch("distances", f"mix_rows<{CTYPE[X.dtype]}>", B * d, (X, B, n, d, offsets, m, k, out))
     return out
 
 
