@@ -300,12 +300,14 @@ inline void start_distances(const T* Xb, index_t n, index_t d, index_t c0, index
 }
 BYZKERN_DISPATCH3(start_distances_dispatched, start_distances)
 
-// One step over columns [c0, c0 + w): v' = v + (1/n) sum_i a_i (x_i - v), rows with a_i == 0 left
-// out, v read from `from` and v' written to `to` (each T or double; the same buffer when both
-// are out); with sq non-null, every row's part of ||x_i - v'||^2 added into its four lanes.
+// One step over columns [c0, c0 + w): v' = v + (1/n) sum_i a_i (x_i - v) over the finite rows
+// (a row with a non-finite entry adds 0, as in the reference; a finite row with a_i = 0 still
+// adds its 0 * (x_i - v), which is NaN where that difference is infinite), v read from `from` and
+// v' written to `to` (each T or double; the same buffer when both are out); with sq non-null,
+// every row's part of ||x_i - v'||^2 added into its four lanes.
 template <class T, class From, class To>
-inline void clip_step(const T* Xb, index_t n, index_t d, index_t c0, index_t w, const double* coef, const From* from,
-                      To* to, double* sq) {
+inline void clip_step(const T* Xb, index_t n, index_t d, index_t c0, index_t w, const double* coef,
+                      const bool* finite, const From* from, To* to, double* sq) {
   const double count = static_cast<double>(n);
   const v4d zero = {0, 0, 0, 0};
   index_t k = c0;
@@ -315,8 +317,8 @@ inline void clip_step(const T* Xb, index_t n, index_t d, index_t c0, index_t w, 
     for (index_t i = 0; i < n; ++i) {
       const T* x = Xb + i * d + k;
       prefetch_ahead(x);
+      if (!finite[i]) continue;
       const double a = coef[i];
-      if (a == 0.0) continue;
       const v4d av = {a, a, a, a};
       s_lo += av * (load4_as_double(x) - c_lo);
       s_hi += av * (load4_as_double(x + 4) - c_hi);
@@ -335,7 +337,7 @@ inline void clip_step(const T* Xb, index_t n, index_t d, index_t c0, index_t w, 
     const double ck = static_cast<double>(from[k]);
     double s = 0.0;
     for (index_t i = 0; i < n; ++i)
-      if (coef[i] != 0.0) s += coef[i] * (static_cast<double>(Xb[i * d + k]) - ck);
+      if (finite[i]) s += coef[i] * (static_cast<double>(Xb[i * d + k]) - ck);
     const double v = ck + s / count;
     to[k] = static_cast<To>(v);
     if (sq != nullptr)
@@ -429,7 +431,8 @@ void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iter
       for_each_cclip_slab<T>(B, n, d, tile, slabs, false, t % 2 == 1, 0, distances ? sqdist.data() : nullptr,
                              [&](index_t b, index_t c0, index_t c1, ColumnMedians<T>*, double* sq, double*) {
                                clip_step_dispatched<T>(X + b * n * d, n, d, c0, c1 - c0, coef.data() + b * n,
-                                                       from + b * d, to + b * d, distances ? sq : nullptr);
+                                                       finite.get() + b * n, from + b * d, to + b * d,
+                                                       distances ? sq : nullptr);
                              });
     };
     const double* between = center.data();

@@ -156,6 +156,27 @@ def test_cclip_takes_the_median_and_its_distances_in_one_pass(backend, tile, dty
             assert_close(module.cclip(X, 100.0, iters, None), reference.cclip(X, 100.0, iters, reference.cwmed(X)))
 
 
+@pytest.mark.parametrize("iters", [1, 2])
+def test_cclip_multiplies_a_zero_factor_by_an_infinite_difference(fast_backend, dtype, iters):
+    """A finite row at infinite distance from the centre gets factor 0, and adds 0 * (x - v):
+    NaN where the difference is infinite, as the reference computes it (a row with a non-finite
+    entry adds nothing). Here two of four rows are non-finite, so the median start is +Inf in the
+    first column; and a far start makes a difference overflow (in float64: float32's differences
+    are taken in double)."""
+    X = np.array([[np.nan, -0.13], [np.inf, 0.1], [-0.54, 0.36], [1.3, 0.95]], dtype)
+    with np.errstate(invalid="ignore"):
+        got = assert_backend_matches_reference(lambda Y, **kw: bk.cclip(Y, tau=1.0, iters=iters, **kw), X,
+                                               fast_backend)
+    assert np.isnan(got[0])
+    big = np.finfo(dtype).max
+    far = np.array([[big, 1.0], [0.5, 2.0], [0.25, 3.0]], dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = assert_backend_matches_reference(
+            lambda Y, **kw: bk.cclip(Y, tau=1.0, iters=iters, init=np.array([-big, 0.0], dtype), **kw), far,
+            fast_backend)
+    assert np.isnan(got[0]) == (dtype == np.float64)
+
+
 @pytest.mark.parametrize("backend", ["cpu", "numba"])
 def test_mean_work_items_follow_the_thread_count_with_the_same_bits(backend, dtype, monkeypatch):
     """mean's work items span up to MEAN_TILE columns, but are no fewer than the threads: one
