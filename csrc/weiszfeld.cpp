@@ -239,8 +239,10 @@ void geomed(const T* X, index_t B, index_t n, index_t d, const double* weights, 
       if (!active[b]) continue;
       any = true;
       for (index_t i = 0; i < n; ++i) {
-        const double wi = w[b * n + i];
-        coef[b * n + i] = wi > 0 ? wi / std::max(nu, dist[b * n + i]) : 0.0;
+        // max(nu, dist) keeping a NaN distance (from a NaN start), as NumPy's maximum does in the
+        // reference: std::max would give nu, and a step from nowhere
+        const double wi = w[b * n + i], di = dist[b * n + i];
+        coef[b * n + i] = wi > 0 ? wi / (di > nu || std::isnan(di) ? di : nu) : 0.0;
       }
     }
     if (!any) break;

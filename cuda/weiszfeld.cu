@@ -23,7 +23,7 @@ __global__ void weiszfeld_weights(const double* partial, index_t chunks, index_t
       if (w > 0.0) {
         const double dist = sqrt(byzkern::combine_chunks<false>(partial, chunks, B * n, r));
         obj += w * dist;
-        next = w / fmax(nu, dist);
+        next = w / (isnan(dist) ? dist : fmax(nu, dist));  // a NaN start stays NaN, as in the reference
       }
       beta[r] = next;
       total += next;

@@ -177,6 +177,18 @@ def test_cclip_multiplies_a_zero_factor_by_an_infinite_difference(fast_backend, 
     assert np.isnan(got[0]) == (dtype == np.float64)
 
 
+@pytest.mark.parametrize("eps", [0.0, 1e-6])
+def test_geomed_from_a_nan_start_stays_nan(fast_backend, dtype, eps):
+    """Every distance from a NaN start is NaN, and so is every weight: max(nu, NaN) is NaN, as
+    NumPy's maximum gives it in the reference, not nu, which would step to the mean."""
+    X = gaussian(np.random.default_rng(17), (5, 33), dtype)
+    init = np.zeros(33, dtype)
+    init[7] = np.nan
+    got = assert_backend_matches_reference(lambda Y, **kw: bk.geomed(Y, init=init, maxiter=3, eps=eps, nu=0.1, **kw),
+                                           X, fast_backend)
+    assert np.isnan(got).all()
+
+
 @pytest.mark.parametrize("backend", ["cpu", "numba"])
 def test_mean_work_items_follow_the_thread_count_with_the_same_bits(backend, dtype, monkeypatch):
     """mean's work items span up to MEAN_TILE columns, but are no fewer than the threads: one

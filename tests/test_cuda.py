@@ -357,6 +357,20 @@ def test_geomed_fixed_steps(cp, monkeypatch, kind, init, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_geomed_from_a_nan_start_stays_nan(cp, dtype):
+    # Every distance is NaN, so is every step's weight: max(nu, NaN) is NaN, as NumPy's maximum
+    # in the reference, not nu, which would step to the weighted mean.
+    X = _data("random", 2, 5, 33, dtype)
+    start = np.zeros((2, 33), dtype)
+    start[1, 7] = np.nan
+    z, iters, obj = cuda.geomed(cp.asarray(X), np.ones((2, 5)), cp.asarray(start), 3, 0.0, 0.1)
+    rz, riters, robj = reference.geomed(X, np.ones((2, 5)), start, 3, 0.0, 0.1)
+    assert np.isnan(rz[1]).all() and np.isfinite(rz[0]).all()
+    _check(z, rz, dtype)
+    np.testing.assert_array_equal(iters.get(), riters)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_geomed_stops_early_like_the_reference(cp, dtype):
     X = _data("random", 4, 9, 64, dtype, seed=4)
     weights = np.ones((4, 9))
