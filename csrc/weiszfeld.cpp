@@ -240,7 +240,7 @@ void geomed(const T* X, index_t B, index_t n, index_t d, const double* weights, 
       any = true;
       for (index_t i = 0; i < n; ++i) {
         // max(nu, dist) keeping a NaN distance (from a NaN start), as NumPy's maximum does in the
-        // reference: std::max would give nu, and a step from nowhere
+        // reference: std::max gives nu there, and the step would go to the weighted mean
         const double wi = w[b * n + i], di = dist[b * n + i];
         coef[b * n + i] = wi > 0 ? wi / (di > nu || std::isnan(di) ? di : nu) : 0.0;
       }
