@@ -455,11 +455,12 @@ def candidate_deviations(H, mu, direction, etas, f, rule, trim):
     tier = _register_tier(t, h + f)
     if tier is None:  # the candidates' columns do not fit a sorting network in registers: build them
         return deviations_of_built_candidates(sys.modules[__name__], H, mu, direction, etas, f, rule, trim)
+    _, most = tier  # the candidates' kernels take any row count up to their network's
     H, mu, direction = (cupy.ascontiguousarray(a) for a in (H, mu, direction))
     E, threads = etas.size, _threads()
     chunks = -(-d // threads)
     partial = cupy.empty((chunks, B, E), np.float64)
-    _launch("coordinatewise", f"{rule}_candidates<{t}, {tier[1]}>", 0,
+    _launch("coordinatewise", f"{rule}_candidates<{t}, {most}>", 0,
             (H, mu, direction, cupy.asarray(etas, dtype=np.float64), B, h, d, E, f, trim, partial),
             threads=threads, blocks=B * chunks)
     out = cupy.empty((B, E), np.float64)
