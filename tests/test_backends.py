@@ -261,6 +261,27 @@ def test_mix_rows_sums_shared_prefixes_with_the_reference_bits(backend, n, dtype
         np.testing.assert_array_equal(module.mix_rows(X, ordered), reference.mix_rows(X, ordered))
 
 
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+@pytest.mark.parametrize("shape", [(1, 40, 1), (2, 64, 1), (2, 33, 3), (1, 1, 1)], ids=str)
+def test_rows_are_added_in_order_at_every_width(backend, shape, dtype):
+    """mean, mix_rows and mean_std give the reference's bits at d = 1 as at any d: the kernels
+    add rows one after another, and the reference now does too, where NumPy's own reduction is
+    pairwise once the rows lie contiguous (d = 1), which rounds differently."""
+    module, why = _dispatch.load(backend)
+    if module is None:
+        pytest.skip(why)
+    B, n, d = shape
+    rng = np.random.default_rng(n * d)
+    X = gaussian(rng, shape, dtype) * np.exp(rng.uniform(-8, 8, (B, n, 1))).astype(dtype)
+    idx = np.argsort(rng.random((B, n + 3, n)), axis=2)
+    idx[:, :, 1:] = np.where(rng.random((B, n + 3, n - 1)) < 0.3, -1, idx[:, :, 1:])
+    np.testing.assert_array_equal(module.mean(X), reference.mean(X))
+    np.testing.assert_array_equal(module.mix_rows(X, idx), reference.mix_rows(X, idx))
+    for ddof in (0, 1)[:n]:
+        for got, want in zip(module.mean_std(X, ddof), reference.mean_std(X, ddof)):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_shared_prefix_order_shares_what_nnm_tables_have_in_common():
     """With f rows far from the rest, the honest outputs keep the same rows and get one list:
     first the rows every output keeps (ascending), then the rest of the honest rows; the trie

@@ -308,14 +308,15 @@ def test_mix_rows(cp, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_mix_rows_gives_the_reference_bits_on_nnm_tables(cp, dtype):
+@pytest.mark.parametrize("d", [301, 1])
+def test_mix_rows_gives_the_reference_bits_on_nnm_tables(cp, d, dtype):
     # Each output's rows are added in idx order from zero, as the reference (and the cpu and
     # numba walks through shared prefixes) add them: the same bits, not merely close.
     from byzkern.preaggregators import shared_prefix_order
 
     rng = np.random.default_rng(7)
     n = 40
-    X = (rng.standard_normal((2, n, 301)) * np.exp(rng.uniform(-8, 8, (2, n, 1)))).astype(dtype)
+    X = (rng.standard_normal((2, n, d)) * np.exp(rng.uniform(-8, 8, (2, n, 1)))).astype(dtype)
     ordered = shared_prefix_order(np.argsort(rng.random((2, n, n)), axis=2)[:, :, :n - n // 5], n)
     got = cuda.mix_rows(cp.asarray(X), cp.asarray(ordered)).get()
     np.testing.assert_array_equal(got, reference.mix_rows(X, ordered))
@@ -393,8 +394,9 @@ def test_cclip(cp, kind, iters, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ddof", [0, 1])
-def test_mean_std_is_bit_identical(cp, ddof, dtype):
-    X = _data("random", 3, 7, 129, dtype)
+@pytest.mark.parametrize("shape", [(3, 7, 129), (2, 40, 1)], ids=lambda s: "x".join(map(str, s)))
+def test_mean_std_is_bit_identical(cp, shape, ddof, dtype):
+    X = _data("random", *shape, dtype)
     got = cuda.mean_std(cp.asarray(X), ddof)
     for g, w in zip(got, reference.mean_std(X, ddof)):
         np.testing.assert_array_equal(g.get(), w)

@@ -14,14 +14,19 @@ from . import deviations_of_built_candidates
 F64 = np.float64
 
 
+def _sum_of_rows(X):
+    """X (..., rows, d) -> float64 (..., d): the rows added one after another, as the kernels add
+    them. NumPy's own reduction is pairwise along a contiguous axis (the rows, when d = 1): it
+    rounds differently, and puts rows into separate partial sums, where a huge row absorbs the
+    small ones that a later row would have cancelled it against (the fuzzer's +-1e38 rows)."""
+    total = np.zeros(X.shape[:-2] + X.shape[-1:])
+    for i in range(X.shape[-2]):
+        total += X[..., i, :]
+    return total
+
+
 def mean(X):
-    # rows added one after another, as the kernels do: NumPy's pairwise sum puts rows into
-    # separate partial sums, where a huge row absorbs the small ones that a later row would
-    # have cancelled it against (the fuzzer's +-1e38 rows)
-    total = np.zeros((X.shape[0], X.shape[2]))
-    for i in range(X.shape[1]):
-        total += X[:, i]
-    return (total / X.shape[1]).astype(X.dtype)
+    return (_sum_of_rows(X) / X.shape[1]).astype(X.dtype)
 
 
 def _middle(sorted_cols):
@@ -38,7 +43,7 @@ def cwmed(X):
 
 def cwtm(X, f):
     n = X.shape[1]
-    return np.sort(X.astype(F64), axis=1)[:, f:n - f].mean(axis=1).astype(X.dtype)
+    return (_sum_of_rows(np.sort(X.astype(F64), axis=1)[:, f:n - f]) / (n - 2 * f)).astype(X.dtype)
 
 
 def meamed(X, f):
@@ -49,7 +54,7 @@ def meamed(X, f):
     dist[np.isnan(dist)] = np.inf
     # s is sorted by value, so a stable sort by distance breaks ties toward the smaller value.
     order = np.argsort(dist, axis=1, kind="stable")[:, : n - f]
-    return np.take_along_axis(s, order, axis=1).mean(axis=1).astype(X.dtype)
+    return (_sum_of_rows(np.take_along_axis(s, order, axis=1)) / (n - f)).astype(X.dtype)
 
 
 def _nonfinite_rows(X):
@@ -70,13 +75,14 @@ def pairwise_sqdist(X):
 
 
 def mix_rows(X, idx):
-    B, m, _ = idx.shape
-    out = np.empty((B, m, X.shape[2]))
-    for b in range(B):
-        for j in range(m):
-            rows = idx[b, j][idx[b, j] >= 0]
-            out[b, j] = X[b, rows].astype(F64).mean(axis=0)
-    return out.astype(X.dtype)
+    B, m, k = idx.shape
+    items = np.arange(B)[:, None]
+    total = np.zeros((B, m, X.shape[2]))
+    # Every output's t-th row at once, in idx order. Where an output has none, it adds +0.0,
+    # which leaves the bits of a sum that starts at +0.0 (and so is never -0.0) as they are.
+    for t in range(k):
+        total += np.where(idx[:, :, t, None] >= 0, X[items, idx[:, :, t]], 0.0)
+    return (total / (idx >= 0).sum(axis=2)[:, :, None]).astype(X.dtype)
 
 
 def row_norms(X, q):
@@ -344,8 +350,8 @@ def indices_ok(indices, d):
 
 def mean_std(X, ddof):
     X64 = X.astype(F64)
-    mu = X64.mean(axis=1)
-    var = ((X64 - mu[:, None, :]) ** 2).sum(axis=1) / (X.shape[1] - ddof)
+    mu = _sum_of_rows(X64) / X.shape[1]
+    var = _sum_of_rows((X64 - mu[:, None, :]) ** 2) / (X.shape[1] - ddof)
     return mu.astype(X.dtype), np.sqrt(var).astype(X.dtype)
 
 
