@@ -265,8 +265,27 @@ def test_pairwise_sqdist_of_rows_close_to_each_other_and_far_from_the_first(cp, 
     assert got[1, 3, 5] == got[1, 5, 3] == 0.0
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def _drawn_entries(draw, rng, shape, dtype, nonfinite):
+    """Entries from a few values (ties), each of NaN, +Inf and -Inf at rate ``nonfinite``, and
+    maybe Gaussian noise on top."""
+    values = np.array([-2.5, -1.0, 0.0, 0.5, 3.0, np.nan, np.inf, -np.inf], dtype)
+    X = rng.choice(values, p=[0.2, 0.2, 0.15, 0.15, 0.3 - 3 * nonfinite] + [nonfinite] * 3, size=shape)
+    if draw(st.booleans()):
+        X += rng.standard_normal(shape).astype(dtype)
+    return X
+
+
+def _sum_order_allowance(X):
+    """atol for means of values that cancel: the order of the float64 sum shows relative to the
+    entries' size, not the result's."""
+    return 16 * np.finfo(np.float64).eps * np.abs(X[np.isfinite(X)], dtype=np.float64).max(initial=1.0)
+
+
+DRAWN = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@DRAWN
 @given(st.data())
 def test_row_kernels_on_drawn_inputs(cp, monkeypatch, data):
     """Drawn shapes, launch sizes and paths; entries from a few values (ties), NaN and +-Inf."""
@@ -278,15 +297,10 @@ def test_row_kernels_on_drawn_inputs(cp, monkeypatch, data):
     monkeypatch.setattr(cuda, "SHARED_COLUMN_BYTES", draw(st.sampled_from([0, 47 * 1024])))
     monkeypatch.setattr(cuda, "GRAM_MIN_ROWS", draw(st.sampled_from([0, 2**62])))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    X = rng.choice(np.array([-2.5, -1.0, 0.0, 0.5, 3.0, np.nan, np.inf, -np.inf], dtype),
-                   p=[0.2, 0.2, 0.15, 0.15, 0.15, 0.05, 0.05, 0.05], size=(B, n, d))
-    if draw(st.booleans()):
-        X += rng.standard_normal(X.shape).astype(dtype)
+    X = _drawn_entries(draw, rng, (B, n, d), dtype, nonfinite=0.05)
     Xd = cp.asarray(X)
     f = draw(st.integers(0, (n - 1) // 2))
-    # Means of values that cancel: the order of the float64 sum shows relative to the entries'
-    # size, not the result's.
-    atol = 16 * np.finfo(np.float64).eps * np.abs(X[np.isfinite(X)], dtype=np.float64).max(initial=1.0)
+    atol = _sum_order_allowance(X)
     _check(cuda.mean(Xd), reference.mean(X), dtype, atol)
     _check(cuda.cwmed(Xd), reference.cwmed(X), dtype)
     _check(cuda.cwtm(Xd, f), reference.cwtm(X, f), dtype, atol)
@@ -392,6 +406,35 @@ def test_cclip(cp, kind, iters, dtype):
     _check(cuda.cclip(cp.asarray(X), 1.5, iters, cp.asarray(v0)), reference.cclip(X, 1.5, iters, v0), dtype)
 
 
+@DRAWN
+@given(st.data())
+def test_weiszfeld_kernels_on_drawn_inputs(cp, monkeypatch, data):
+    """geomed and cclip on drawn shapes, weights (some zero), starts and step counts, the entries
+    as in test_row_kernels_on_drawn_inputs: starts and distances may be non-finite."""
+    draw = data.draw
+    B, n, d = draw(st.integers(1, 3)), draw(st.integers(1, 30)), draw(st.integers(1, 300))
+    dtype = draw(st.sampled_from(DTYPES))
+    monkeypatch.setattr(_config, "CUDA_THREADS", draw(st.sampled_from([32, 64, 256])))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    X = _drawn_entries(draw, rng, (B, n, d), dtype, nonfinite=draw(st.sampled_from([0.0, 0.01, 0.05])))
+    # every step divides by distances, so rounding grows with the steps
+    atol = 1e3 * _sum_order_allowance(X)
+    weights = rng.uniform(0.0, 2.0, (B, n)) * (rng.random((B, n)) > 0.2)
+    weights[:, 0] += 0.5  # some weight in every item, as the public geomed demands
+    init = draw(st.sampled_from(["mean", "zero", "array"]))
+    start = rng.standard_normal((B, d)).astype(dtype) if init == "array" else init
+    maxiter, nu = draw(st.integers(0, 12)), draw(st.sampled_from([1e-6, 0.1, 10.0]))
+    z, iters, obj = cuda.geomed(cp.asarray(X), cp.asarray(weights), cp.asarray(start) if init == "array" else init,
+                                maxiter, 0.0, nu)
+    rz, riters, robj = reference.geomed(X, weights, start, maxiter, 0.0, nu)
+    np.testing.assert_array_equal(iters.get(), riters)
+    _check(z, rz, dtype, atol)
+    np.testing.assert_allclose(obj.get(), robj, rtol=1e-9, atol=atol, equal_nan=True)
+    tau, steps = draw(st.sampled_from([1e-3, 0.5, 3.0, 1e30])), draw(st.integers(0, 4))
+    v0 = reference.cwmed(X) if draw(st.booleans()) else rng.standard_normal((B, d)).astype(dtype)
+    _check(cuda.cclip(cp.asarray(X), tau, steps, cp.asarray(v0)), reference.cclip(X, tau, steps, v0), dtype, atol)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ddof", [0, 1])
 @pytest.mark.parametrize("shape", [(3, 7, 129), (2, 40, 1)], ids=lambda s: "x".join(map(str, s)))
@@ -458,6 +501,37 @@ def test_candidate_deviations_where_byzantine_values_tie_honest_ones(cp, rule, h
         got = cuda.candidate_deviations(*args).get()
         built = deviations_of_built_candidates(cuda, *args).get()
     np.testing.assert_allclose(got, built, rtol=1e-14)
+
+
+@DRAWN
+@given(st.data())
+def test_attack_kernels_on_drawn_inputs(cp, monkeypatch, data):
+    """mean_std and attack_candidates give the reference's bits, and candidate_deviations those
+    of the built batch, on drawn shapes, rules, trims and strengths; honest values are small
+    integers (Byzantine values tie them) or the drawn entries of the row kernels' test."""
+    draw = data.draw
+    B, h, f, d = draw(st.integers(1, 2)), draw(st.integers(1, 40)), draw(st.integers(1, 20)), draw(st.integers(1, 80))
+    dtype = draw(st.sampled_from(DTYPES))
+    monkeypatch.setattr(_config, "CUDA_THREADS", draw(st.sampled_from([32, 64, 256])))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):
+        H = rng.integers(-3, 4, (B, h, d)).astype(dtype)
+    else:
+        H = _drawn_entries(draw, rng, (B, h, d), dtype, nonfinite=draw(st.sampled_from([0.0, 0.02])))
+    ddof = draw(st.sampled_from([0, 1]))
+    for got, want in zip(cuda.mean_std(cp.asarray(H), ddof), reference.mean_std(H, ddof)):
+        np.testing.assert_array_equal(got.get(), want)
+    mu, direction = (rng.integers(-3, 4, (2, B, d)) * draw(st.sampled_from([1.0, 0.37]))).astype(dtype)
+    etas = np.array(draw(st.lists(st.sampled_from([0.0, 1.0, -1.0, 0.5, 2.0, 1e-3, 10.0]), min_size=1, max_size=6)))
+    rule = draw(st.sampled_from(["cwmed", "cwtm", "meamed"]))
+    trim = 0 if rule == "cwmed" else draw(st.integers(0, (h + f - 1) // 2))
+    args = [cp.asarray(a) for a in (H, mu, direction)] + [etas, f, rule, trim]
+    np.testing.assert_array_equal(cuda.attack_candidates(*args[:5]).get(),
+                                  reference.attack_candidates(H, mu, direction, etas, f))
+    got = cuda.candidate_deviations(*args).get()
+    np.testing.assert_allclose(got, deviations_of_built_candidates(cuda, *args).get(), rtol=1e-13, equal_nan=True)
+    np.testing.assert_allclose(got, reference.candidate_deviations(H, mu, direction, etas, f, rule, trim),
+                               rtol=1e-5 if dtype == np.float32 else 1e-11, atol=1e-12, equal_nan=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
