@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import byzkern as bk
 from byzkern import _dispatch
 from byzkern._arrays import adapt
-from byzkern.distances import krum_scores, least, nearest_including_self
+from byzkern.distances import krum_scores, least, nearest_including_self, sqdist_matrix
 
 try:
     import torch
@@ -403,20 +403,17 @@ def picks(op, X, opts, backend):
     """The rows a selecting op picks (sorted, per output), from the distances or norms that
     ``backend`` computes; None for the other ops. Where two backends' picks differ, a distance
     or norm tied to within rounding fell either way, and their results may rightly differ."""
-    if op in ("nnm", "pipeline", "krum", "krum_k", "multikrum"):
-        D = as_float64(to_numpy(bk.pairwise_sqdist(X, backend=backend)))
-        n, f = D.shape[-1], opts["f"]
-        if op in ("nnm", "pipeline"):
-            chosen = nearest_including_self(D, n - f)
-        else:
-            k = opts.get("k", n - f - 2)
-            chosen = least(krum_scores(D, k), 1 if op != "multikrum" else opts.get("m", n - f))
-    elif op == "norm_filter" and "norms" not in opts:
-        A = adapt(X)
-        norms = _dispatch.kernel("row_norms", A.device, backend)(A.data, opts.get("q", 2))
-        chosen = least(norms, A.data.shape[1] - opts["f"])
-    else:
+    if op not in ("nnm", "pipeline", "krum", "krum_k", "multikrum", "norm_filter") or "norms" in opts:
         return None
+    A = adapt(X)
+    n, f = A.data.shape[1], opts["f"]
+    if op == "norm_filter":
+        chosen = least(_dispatch.kernel("row_norms", A.device, backend)(A.data, opts.get("q", 2)), n - f)
+    elif op in ("nnm", "pipeline"):
+        chosen = nearest_including_self(sqdist_matrix(A, backend, "outlier"), n - f)
+    else:
+        m = opts.get("m", n - f) if op == "multikrum" else 1
+        chosen = least(krum_scores(sqdist_matrix(A, backend, "outlier"), opts.get("k", n - f - 2)), m)
     return np.sort(chosen, axis=-1)
 
 
