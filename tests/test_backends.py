@@ -265,8 +265,8 @@ def test_mix_rows_sums_shared_prefixes_with_the_reference_bits(backend, n, dtype
 @pytest.mark.parametrize("shape", [(1, 40, 1), (2, 64, 1), (2, 33, 3), (1, 1, 1)], ids=str)
 def test_rows_are_added_in_order_at_every_width(backend, shape, dtype):
     """mean, mix_rows and mean_std give the reference's bits at d = 1 as at any d: the kernels
-    add rows one after another, and the reference now does too, where NumPy's own reduction is
-    pairwise once the rows lie contiguous (d = 1), which rounds differently."""
+    add rows one after another, as the reference does. NumPy's own reduction, pairwise once the
+    rows lie contiguous (d = 1), would round differently."""
     module, why = _dispatch.load(backend)
     if module is None:
         pytest.skip(why)
