@@ -86,3 +86,18 @@ def test_propagate_clip_marks_rows():
 
 def test_mean_is_not_robust_under_any_policy():
     assert np.isnan(bk.mean(poisoned())).any()
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+@pytest.mark.parametrize("q, scale", [(1000, 10.0), (1e308, 1.0), (2, 1e200), (1100, 1e-3)])
+def test_norm_filter_drops_a_non_finite_row_before_finite_rows_whose_sum_of_powers_overflows(backend, q, scale):
+    """Every finite row's sum of |x|^q overflows (or underflows to 0) here; a non-finite row
+    still goes first, and the finite rows rank by their true q-norms (taken in logs below)."""
+    X = np.vstack([np.full((1, 6), np.nan), HONEST * scale])
+    X[0, 3] = 1.0
+    with np.errstate(over="ignore"):  # q * log|x| too, at q = 1e308: +-Inf orders the rows as well
+        log_norms = [np.logaddexp.reduce(q * np.log(np.abs(row))) / q for row in X[1:]]
+        largest = 1 + int(np.argmax(log_norms))
+        assert largest != len(X) - 1  # ties by index would drop the last row instead
+        got = bk.norm_filter(X, f=2, q=q, backend=backend)
+    np.testing.assert_allclose(got, np.delete(X, [0, largest], axis=0).mean(axis=0), rtol=1e-12)
