@@ -30,8 +30,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import byzkern as bk
-from byzkern import _dispatch
 from byzkern._arrays import adapt
+from byzkern.aggregators import _row_norms
 from byzkern.distances import krum_scores, least, nearest_including_self, sqdist_matrix
 
 try:
@@ -408,7 +408,7 @@ def picks(op, X, opts, backend):
     A = adapt(X)
     n, f = A.data.shape[1], opts["f"]
     if op == "norm_filter":
-        chosen = least(_dispatch.kernel("row_norms", A.device, backend)(A.data, opts.get("q", 2)), n - f)
+        chosen = least(_row_norms(A, opts.get("q", 2), backend), n - f)
     elif op in ("nnm", "pipeline"):
         chosen = nearest_including_self(sqdist_matrix(A, backend, "outlier"), n - f)
     else:
