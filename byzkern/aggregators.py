@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _checks, _dispatch
 from ._arrays import adapt
-from .distances import krum_scores, least, sqdist_matrix
+from .distances import SUM_FLOOR, krum_scores, least, norms_by_largest, sqdist_matrix
 from .pipeline import rule
 
 
@@ -186,17 +186,17 @@ def _row_norms(A, q, backend):
     """The rows' q-norms (B, n), +Inf for a row with a non-finite entry, as the kernel gives them;
     except that the kernels' sum of |x|^q overflows for finite rows (|x| = 3 at q = 700, or
     1e155 at q = 2) and underflows (0.5 at q = 1100): +Inf would tie such a row with the
-    non-finite rows and keep one of those in its place. Those rows, seldom any, are read again
-    and their norms taken as m (sum (|x| / m)^q)^(1/q), m the largest |x|, which does neither."""
+    non-finite rows and keep one of those in its place. Those rows, and the ones whose sum fell
+    below SUM_FLOOR, seldom any, are read again and their norms taken through their largest
+    entry (norms_by_largest), which does neither."""
     r = _dispatch.kernel("row_norms", A.device, backend)(A.data, q)
     xp = A.xp
-    suspect = xp.nonzero((r == xp.inf) | (r == 0)) if q != np.inf else ()
+    suspect = xp.nonzero((r == xp.inf) | (r < SUM_FLOOR ** (1.0 / q))) if q != np.inf else ()
     if suspect and suspect[0].size:
-        rows = xp.abs(A.data[suspect].astype(np.float64))
-        largest = rows.max(axis=1)
-        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows, which keep +Inf
-            scaled = (rows / xp.where(largest > 0, largest, 1.0)[:, None]) ** q
-            r[suspect] = xp.where(xp.isfinite(rows).all(axis=1), largest * scaled.sum(axis=1) ** (1.0 / q), xp.inf)
+        rows = A.data[suspect].astype(np.float64)
+        largest, rest = norms_by_largest(rows, q)
+        with np.errstate(invalid="ignore"):  # non-finite rows, which keep +Inf
+            r[suspect] = xp.where(xp.isfinite(rows).all(axis=1), largest * rest, xp.inf)
     return r
 
 

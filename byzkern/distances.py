@@ -6,6 +6,8 @@ same rows: ties always go to the lower index.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import _dispatch
 from ._arrays import adapt, xp_of
 from .pipeline import rule
@@ -35,6 +37,24 @@ def sqdist_matrix(A, backend, nan_policy):
     """Kernel-level pairwise_sqdist on an adapted input (float64, before restore)."""
     _dispatch.guard_nonfinite(A, nan_policy)
     return _dispatch.kernel("pairwise_sqdist", A.device, backend)(A.data)
+
+
+#: a sum of |x|^q below this may have lost digits to subnormal terms (each off by up to 5e-324,
+#: d of them); a norm taken from it is taken again through norms_by_largest
+SUM_FLOOR = 1e-280
+
+
+def norms_by_largest(rows, q):
+    """(m, s) for float64 rows (k, d): m each row's largest |x| and s = (sum (|x| / m)^q)^(1/q),
+    so that its q-norm is m s. Neither overflows nor underflows where the kernels' sum of |x|^q
+    does (q large, or float64 entries past about 1e154 or below 1e-140 at q = 2); a zero row
+    gives m = s = 0, a row with a NaN or Inf entry no meaningful pair."""
+    xp = xp_of(rows)
+    magnitudes = xp.abs(rows)
+    largest = magnitudes.max(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = (magnitudes / xp.where(largest > 0, largest, 1.0)[:, None]) ** q
+    return largest, scaled.sum(axis=1) ** (1.0 / q)
 
 
 def krum_scores(D, k):

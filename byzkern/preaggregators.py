@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks, _config, _dispatch, _random
-from ._arrays import adapt, host
-from .distances import nearest_including_self, sqdist_matrix
+from ._arrays import adapt, host, xp_of
+from .distances import SUM_FLOOR, nearest_including_self, norms_by_largest, sqdist_matrix
 from .pipeline import rule
 
 
@@ -159,4 +159,26 @@ def clip(X, *, tau, backend=None, nan_policy="outlier"):
     """
     A = adapt(X)
     tau = _checks.real(tau, "tau", positive=True)
-    return _dispatch.run("clip", A, backend=backend, nan_policy=nan_policy, scope="rows", tau=tau)
+    _dispatch.guard_nonfinite(A, nan_policy)
+    out, norms = _dispatch.kernel("clip", A.device, backend)(A.data, tau=tau)
+    if A.data.dtype == np.float64:
+        _clip_again(A.data, out, norms, tau)
+    return _dispatch.finish(A, out, nan_policy, "rows")
+
+
+def _clip_again(X, out, norms, tau):
+    """The kernels' sum of squares overflows for a float64 row with entries past about 1e154
+    (norm +Inf: factor 0, the row zeroed) and loses digits to subnormal squares where its
+    entries are all below about 1e-140 (at worst norm 0: factor min(1, tau), the row shrunk
+    although it is shorter than tau). Float32 rows, squared in float64, do neither. Those rows,
+    seldom any, are clipped again through their largest entry m: x <- (x / m) (tau / s),
+    s = ||x / m||, where m s > tau. On a GPU, finding them costs one synchronization."""
+    xp = xp_of(X)
+    suspect = xp.nonzero((norms == xp.inf) | (norms < SUM_FLOOR ** 0.5))
+    if not suspect[0].size:
+        return
+    rows = X[suspect]
+    largest, rest = norms_by_largest(rows, 2)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # zero and non-finite rows, left as they are
+        clipped = xp.isfinite(rows).all(axis=1) & (largest * rest > tau)
+        out[suspect] = xp.where(clipped[:, None], rows / largest[:, None] * (tau / rest)[:, None], rows)

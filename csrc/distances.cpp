@@ -770,15 +770,16 @@ inline void scale_tile(const T* Xb, index_t n, index_t d, const double* scale, i
 }
 BYZKERN_DISPATCH(scale_tile_dispatched, scale_tile)
 
-// Rows scaled to norm <= tau. A row with a non-finite entry keeps scale 1 (passes unchanged,
-// for the aggregator to reject). With at least two rows per thread each thread takes whole
+// Rows scaled to norm <= tau, and each row's norm (+Inf for a non-finite row) in norms. A row
+// with a non-finite entry keeps scale 1 (passes unchanged, for the aggregator to reject). With at least two rows per thread each thread takes whole
 // rows: a row's norm (the same slab sums, in the same order, as row_norms) and then its scaling,
 // which reads the row again from cache rather than from memory: tile by tile from the row's end
 // back, so the tiles the norm read last, still in L2, go first (at (20, 1e6), 1 thread, 0.8x the
 // time of scaling from the start, whose tiles came from L3). Fewer rows take one pass for all
 // norms and one to scale, both over column tiles.
 template <class T>
-void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile, index_t max_slabs, T* out) {
+void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile, index_t max_slabs, T* out,
+          double* norms) {
   auto scale_of = [tau](double norm, bool nonfinite) {
     return nonfinite ? 1.0 : std::min(1.0, tau / (norm > 0 ? norm : 1.0));
   };
@@ -794,7 +795,9 @@ void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile,
         total.value += part.value;
         total.nonfinite += part.nonfinite;
       }
-      const double scale = scale_of(std::sqrt(total.value), total.nonfinite != 0.0);  // NaN != 0
+      const bool nonfinite = total.nonfinite != 0.0;  // NaN != 0
+      norms[r] = nonfinite ? std::numeric_limits<double>::infinity() : std::sqrt(total.value);
+      const double scale = scale_of(norms[r], nonfinite);
       for (index_t c0 = (d - 1) / tile * tile; c0 >= 0; c0 -= tile)
         scale_tile_dispatched<T>(X + r * d, 1, d, &scale, c0, std::min(tile, d - c0), out + r * d);
     }
@@ -802,8 +805,8 @@ void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile,
   }
   std::vector<double> scale(B * n);
   std::unique_ptr<bool[]> nonfinite(new bool[B * n]);
-  row_norms_of_kind(X, B, n, d, NormKind::two, 2.0, tile, max_slabs, scale.data(), nonfinite.get());
-  for (index_t r = 0; r < B * n; ++r) scale[r] = scale_of(scale[r], nonfinite[r]);
+  row_norms_of_kind(X, B, n, d, NormKind::two, 2.0, tile, max_slabs, norms, nonfinite.get());
+  for (index_t r = 0; r < B * n; ++r) scale[r] = scale_of(norms[r], nonfinite[r]);
   const index_t tiles = num_tiles(d, tile);
 #pragma omp parallel for schedule(static)
   for (index_t job = 0; job < B * tiles; ++job) {
@@ -817,7 +820,7 @@ void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile,
   template void row_norms<T>(const T*, index_t, index_t, index_t, double, index_t, index_t, double*);       \
   template void mix_rows<T>(const T*, index_t, index_t, index_t, const std::int64_t*, index_t, index_t,     \
                             index_t, index_t, T*);                                                          \
-  template void clip<T>(const T*, index_t, index_t, index_t, double, index_t, index_t, T*);
+  template void clip<T>(const T*, index_t, index_t, index_t, double, index_t, index_t, T*, double*);
 BYZKERN_INSTANTIATE(float)
 BYZKERN_INSTANTIATE(double)
 

@@ -12,6 +12,6 @@ template <class T>
 void mix_rows(const T* X, index_t B, index_t n, index_t d, const std::int64_t* idx, index_t m,
               index_t k, index_t tile, index_t stream_min_bytes, T* out);
 template <class T>
-void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile, index_t slabs, T* out);
+void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile, index_t slabs, T* out, double* norms);
 
 }  // namespace byzkern

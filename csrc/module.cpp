@@ -123,16 +123,18 @@ py::array_t<T> mix_rows_py(carray<T> X, carray<std::int64_t> idx, index_t tile, 
 }
 
 template <class T>
-py::array_t<T> clip_py(carray<T> X, double tau, index_t tile, index_t slabs) {
+py::tuple clip_py(carray<T> X, double tau, index_t tile, index_t slabs) {
   const Shape s = shape_of(X, "clip");
   py::array_t<T> out({s.B, s.n, s.d});
+  py::array_t<double> norms({s.B, s.n});
   const T* x = X.data();
   T* o = out.mutable_data();
+  double* r = norms.mutable_data();
   {
     py::gil_scoped_release release;
-    byzkern::clip<T>(x, s.B, s.n, s.d, tau, tile, slabs, o);
+    byzkern::clip<T>(x, s.B, s.n, s.d, tau, tile, slabs, o, r);
   }
-  return out;
+  return py::make_tuple(out, norms);
 }
 
 // init: "mean", "zero" or a (B, d) array of X's dtype.
@@ -526,7 +528,7 @@ PYBIND11_MODULE(_cpu, m) {
            py::arg("q"), py::arg("tile"), py::arg("slabs"));
   def_both(m, "mix_rows", &mix_rows_py<float>, &mix_rows_py<double>, "Means of chosen rows -> (B, m, d).",
            py::arg("idx"), py::arg("tile"), py::arg("stream_min_bytes"));
-  def_both(m, "clip", &clip_py<float>, &clip_py<double>, "Rows clipped to l2 norm <= tau.", py::arg("tau"),
+  def_both(m, "clip", &clip_py<float>, &clip_py<double>, "Rows clipped to l2 norm <= tau -> (rows, their l2 norms).", py::arg("tau"),
            py::arg("tile"), py::arg("slabs"));
   def_both(m, "geomed", &geomed_py<float>, &geomed_py<double>, "Smoothed Weiszfeld -> (z, iterations, objective).",
            py::arg("weights"), py::arg("init"), py::arg("maxiter"), py::arg("eps"), py::arg("nu"), py::arg("tile"),

@@ -101,3 +101,13 @@ def test_norm_filter_drops_a_non_finite_row_before_finite_rows_whose_sum_of_powe
         assert largest != len(X) - 1  # ties by index would drop the last row instead
         got = bk.norm_filter(X, f=2, q=q, backend=backend)
     np.testing.assert_allclose(got, np.delete(X, [0, largest], axis=0).mean(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+def test_norm_filter_ranks_rows_whose_sum_of_squares_is_subnormal_by_their_true_norms(backend):
+    """Row 1 is row 2 lengthened by 1e-9; at 1e-160 their squares are subnormal, and the sums tie
+    (ties drop the higher index, row 2). Taken through their largest entries they do not."""
+    v = np.random.default_rng(1).standard_normal(40)
+    X = np.vstack([np.full(40, np.nan), v * (1 + 1e-9), v, 0.5 * v]) * 1e-160
+    got = bk.norm_filter(X, f=2, backend=backend)
+    np.testing.assert_allclose(got, X[2:].mean(axis=0), rtol=1e-13)

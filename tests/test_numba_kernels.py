@@ -147,15 +147,19 @@ def test_row_norms_every_q(q, dtype):
 
 
 def test_clip_of_rows_whose_norm_overflows():
-    """A finite row whose norm overflows is clipped to zero (as the reference does), while a
-    row with an Inf entry passes through unchanged: the kernel tells the two apart."""
+    """A finite row whose norm overflows gets norm +Inf and is zeroed (as the reference kernel
+    does; the public clip takes such rows again), while a row with an Inf entry passes through
+    unchanged: the kernel tells the two apart."""
     X = gaussian(np.random.default_rng(8), (1, 4, 10), np.float64)
     X[0, 1] = 1e200
     X[0, 2, 3] = np.inf
     with np.errstate(over="ignore"):
-        expected = ref.clip(X, 0.5)
+        expected, norms = ref.clip(X, 0.5)
     assert (expected[0, 1] == 0).all() and (expected[0, 2] == X[0, 2]).all()
-    assert_close(nb.clip(X, 0.5), expected)
+    assert norms[0, 1] == norms[0, 2] == np.inf
+    got, got_norms = nb.clip(X, 0.5)
+    assert_close(got, expected)
+    assert_close(got_norms, norms)
 
 
 def geomed_inputs(rng, dtype, init):

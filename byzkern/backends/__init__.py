@@ -17,7 +17,9 @@ Aggregation and pre-aggregation kernels:
 ``mix_rows(X, idx) -> (B, m, d)``      idx int64 (B, m, k): out[b, j] = mean of X[b, idx[b, j, t]]
                                        over the t with idx >= 0 (every j has at least one)
 ``row_norms(X, q) -> (B, n)``          float64 q-norms (q >= 1 or inf); non-finite rows give +Inf
-``clip(X, tau) -> (B, n, d)``          rows scaled to l2 norm <= tau; non-finite rows unchanged
+``clip(X, tau) -> (out (B, n, d), norms (B, n))``   rows scaled to l2 norm <= tau; non-finite rows
+                                       unchanged; norms: the float64 l2 norms the factors came
+                                       from, +Inf for a non-finite row
 ``geomed(X, weights, init, maxiter, eps, nu) -> (z (B, d), iters (B,) int64, obj (B,) float64)``
                                        smoothed Weiszfeld; weights float64 (B, n); the kernel
                                        gives rows with a non-finite entry weight zero, and rows

@@ -357,7 +357,9 @@ def clip(X, tau):
     _launch("distances", "clip_scale", B * n, (partial, chunks, B * n, nonfinite_row, float(tau), 1.0, scale))
     out = cupy.empty_like(X)
     _launch("distances", f"scale_rows<{CTYPE[X.dtype]}>", B * n * d, (X, B * n, d, scale, out))
-    return out
+    norms = cupy.empty((B, n), np.float64)
+    _launch("distances", "row_norms_finish<byzkern::SumSquares>", B * n, (partial, chunks, B * n, 2.0, nonfinite_row, norms))
+    return out, norms
 
 
 def geomed(X, weights, init, maxiter, eps, nu):

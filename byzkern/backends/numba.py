@@ -868,7 +868,7 @@ def clip(X, tau):
     scale = np.where(finite, _clip_scale(np.where(finite, norms, 1.0), tau), 1.0)
     out = np.empty_like(X)
     _scale_rows(X, scale, _config.COL_TILE, out)
-    return out
+    return out, np.where(finite, norms, np.inf)
 
 
 # ---- iterative rules: geometric median, centered clipping -----------------------------------

@@ -93,10 +93,11 @@ def row_norms(X, q):
 
 def clip(X, tau):
     X64 = X.astype(F64)
-    norms = np.linalg.norm(X64, axis=2, keepdims=True)
+    norms = np.linalg.norm(X64, axis=2)
     scale = np.minimum(1.0, tau / np.where(norms > 0, norms, 1.0))
-    scale[_nonfinite_rows(X)] = 1.0
-    return (X64 * scale).astype(X.dtype)
+    nonfinite = _nonfinite_rows(X)
+    scale[nonfinite], norms[nonfinite] = 1.0, np.inf
+    return (X64 * scale[:, :, None]).astype(X.dtype), norms
 
 
 def geomed(X, weights, init, maxiter, eps, nu):
