@@ -13,7 +13,8 @@ backend. A case fails when:
   filtering), unless each backend's own distances or norms pick other rows, as a tie to within
   rounding may;
 - a robust rule's output has a non-finite entry although at most the f rows it tolerates have
-  a non-finite entry (SPEC §8, nan_policy="outlier").
+  a non-finite entry (SPEC §8, nan_policy="outlier");
+- clip's finite rows differ from x min(1, tau / ||x||) worked out here with exact scaling.
 
 A crash (a signal) or a hang is the parent's to catch. Prints one summary line:
 ``calls=N examples=M raised=R``.
@@ -357,6 +358,17 @@ def within_guarantee(X, tolerated):
             and np.abs(A[finite]).max(initial=0.0) <= FINITE_LIMIT)
 
 
+def clipped(A, tau):
+    """clip's result worked out apart from byzkern, on float64 A: each row scaled exactly, by a
+    power of two, to a largest entry in [1, 2), where its norm neither overflows nor underflows."""
+    largest = np.abs(A).max(axis=-1, keepdims=True, initial=0.0)
+    shift = -np.floor(np.log2(np.where((largest > 0) & np.isfinite(largest), largest, 1.0)))
+    scaled = np.ldexp(A, shift.astype(np.int64))
+    norm = np.sqrt((scaled * scaled).sum(axis=-1, keepdims=True))
+    longer = np.log2(norm) - shift > np.log2(tau)  # a zero row: -Inf, never longer
+    return np.where(longer, scaled * (tau / norm), A)
+
+
 def outcome(fn, X, opts, backend):
     """('ok', result) or ('raised', exception class); anything undocumented propagates."""
     kwargs = dict(opts, backend=backend) if takes_backend(fn) else dict(opts)
@@ -447,6 +459,12 @@ def check(case):
         # NaN or Inf where the oracle overflowed: which of the two depends on summation order
         np.testing.assert_array_equal(np.isfinite(out), finite, err_msg=f"{where}: finite entries differ")
         np.testing.assert_allclose(out[finite], expected[finite], rtol=rtol, atol=atol, err_msg=where)
+    if op == "clip":  # every backend agreeing is not enough: they share the Python layer
+        want = clipped(as_float64(X), opts["tau"])
+        rows = np.isfinite(as_float64(X)).all(axis=-1)
+        for b, out in outputs.items():  # torch's float64 rows come back as float32 (to_numpy)
+            np.testing.assert_allclose(out[rows], want[rows], rtol=max(rtol, tolerance(out)), atol=np.finfo(out.dtype).tiny,
+                                       err_msg=f"clip{opts} on {b}: not x min(1, tau / ||x||)")
     if type(tolerated) is int and within_guarantee(X, tolerated):
         for b, out in outputs.items():
             assert np.isfinite(out).all(), f"{op}{opts} on {b}: non-finite output with at most f={tolerated} non-finite rows"
