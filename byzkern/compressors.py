@@ -42,6 +42,7 @@ import numpy as np
 from . import _checks, _dispatch
 from ._arrays import Adapted, adapt, host, xp_of
 from .backends import reference as _ref
+from .distances import SUM_FLOOR
 from .pipeline import rule
 
 HEADER = struct.Struct("<4sBBBBQQQ")
@@ -288,10 +289,35 @@ def qsgd(x, *, levels, seed=None, rng=None, backend=None):
     Unbiased with ``omega = min(d/s^2, sqrt(d)/s)``. Wire per row: the norm (message dtype)
     and one code per entry of 1 sign bit + bitlen(s) level bits. The norm is summed in the
     fixed order of ``ordered_row_sums`` so it is identical on every backend; a row whose norm
-    is not finite decodes to NaN. 1 <= levels <= 32767. Cost: two reads of x.
+    is not finite (a NaN or Inf entry, or a norm past the dtype's range) decodes to NaN.
+    1 <= levels <= 32767. Cost: two reads of x.
     """
     levels = _checks.integer(levels, "levels", low=1, high=MAX_LEVELS)
-    return _compress("qsgd", _adapt(x), levels, backend, levels=levels, seed=_checks.seed(seed, rng))
+    A, seed = _adapt(x), _checks.seed(seed, rng)
+    message = _compress("qsgd", A, levels, backend, levels=levels, seed=seed)
+    if A.data.dtype == np.float64:
+        _qsgd_again(A.data, message.fields, levels, seed)
+    return message
+
+
+def _qsgd_again(X, fields, levels, seed):
+    """The kernels' sum of squares overflows for a float64 row with entries past about 1e154
+    (norm +Inf, although the norm fits: the row decoded to NaN) and loses digits to subnormal
+    squares where its entries are all below about 1e-140 (at worst norm 0: every level 0).
+    Float32 rows, squared in float64, do neither. Those rows, seldom any, are encoded again on
+    the host through their largest entry (``reference.qsgd_by_largest``), with the same draws.
+    On a GPU, finding them costs one synchronization."""
+    xp = xp_of(X)
+    norms = fields["scales"]
+    suspect = xp.flatnonzero((norms == xp.inf) | (norms < SUM_FLOOR ** 0.5))
+    if not suspect.size:
+        return
+    rows, suspect = host(X[suspect]), host(suspect)
+    again = np.isfinite(rows).all(axis=1) & rows.any(axis=1)  # not the non-finite or zero rows
+    if again.any():
+        norm, codes = _ref.qsgd_by_largest(rows[again], suspect[again], levels, seed)
+        fields["scales"][suspect[again]] = xp.asarray(norm)
+        fields["codes"][suspect[again]] = xp.asarray(codes)
 
 
 @rule

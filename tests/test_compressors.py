@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 import byzkern as bk
 from byzkern import _dispatch
+from byzkern._arrays import host
+from byzkern.backends import reference
 from byzkern.compressors import HEADER_BYTES, MAX_LEVELS, Compressed, index_dtype
 
 RANDOM = {"randk": dict(k=3), "qsgd": dict(levels=3), "natural": {}}
@@ -290,6 +292,35 @@ def test_qsgd_variance_per_entry_is_the_dithering_variance():
     frac = r - np.floor(r)
     expected = (norm / s) ** 2 * frac * (1 - frac)
     assert_mean_within((C - X8) ** 2, expected, "qsgd per-entry variance")
+
+
+@pytest.mark.parametrize("entries", [1e200, 1e-170, 1e-160])
+def test_qsgd_sends_the_true_norm_of_float64_rows_whose_sum_of_squares_overflows_or_underflows(fast_backend, entries):
+    """The kernels' sum of squares is +Inf, 0 or short of digits here. The wire norm must be the
+    row's norm and each level |x| s / ||x|| rounded down or up, both worked out below with exact
+    power-of-two scaling; every backend sends the reference's bits."""
+    levels, d = 5, 300
+    X = np.random.default_rng(4).uniform(-1.0, 1.0, (3, d)) * entries
+    X[1, 5] = 0.0
+    X[2, :-1] *= 1e-300  # one large entry among underflowing ones
+    data = __import__("cupy").asarray(X) if fast_backend == "cuda" else X
+    with np.errstate(over="ignore"):  # the reference's sum of squares
+        sent = {b: {name: host(a) for name, a in bk.qsgd(x, levels=levels, seed=7, backend=b).fields.items()}
+                for b, x in (("reference", X), (fast_backend, data))}
+    assert_bit_equal(sent[fast_backend]["scales"], sent["reference"]["scales"])
+    np.testing.assert_array_equal(sent[fast_backend]["codes"], sent["reference"]["codes"])
+    shift = -np.floor(np.log2(np.abs(X).max(axis=1)))
+    scaled = np.ldexp(X, shift[:, None].astype(np.int64))
+    scaled_norm = np.array([math.hypot(*row) for row in scaled])
+    np.testing.assert_allclose(sent["reference"]["scales"], np.ldexp(scaled_norm, -shift.astype(np.int64)), rtol=1e-13)
+    codes = reference.unpack_codes(sent["reference"]["codes"], reference.qsgd_width(levels), d)
+    level = codes & np.uint32(2 ** (reference.qsgd_width(levels) - 1) - 1)
+    r = np.abs(scaled) * levels / scaled_norm[:, None]
+    threshold = (r - np.floor(r)) * 2.0**32  # rounded up where the entry's Philox word is below it
+    u = reference.row_words(7, "qsgd", np.arange(3), d).astype(np.float64)
+    undecided = np.abs(u - threshold) < 1e-9 * 2.0**32  # r within rounding of the word
+    np.testing.assert_array_equal(level[~undecided], (np.floor(r) + (u < threshold))[~undecided])
+    np.testing.assert_array_equal(codes >> np.uint32(reference.qsgd_width(levels) - 1), X < 0)
 
 
 def test_natural_variance_reaches_one_eighth_at_four_thirds():

@@ -173,10 +173,10 @@ def ordered_row_sums(V):
     return total
 
 
-def row_words(seed, stream, n, count):
-    """Philox words (n, count) uint32: row i is ``_random.words(seed, stream, i, count)``."""
-    blocks = -(-count // 4)
-    rows = np.repeat(np.arange(n, dtype=np.uint64), blocks)
+def row_words(seed, stream, rows, count):
+    """Philox words (len(rows), count) uint32: row k is ``_random.words(seed, stream, rows[k], count)``."""
+    n, blocks = len(rows), -(-count // 4)
+    rows = np.repeat(np.asarray(rows, dtype=np.uint64), blocks)
     i = np.tile(np.arange(blocks, dtype=np.uint64), n)
     counter = (i & np.uint64(0xFFFFFFFF), i >> np.uint64(32), rows & np.uint64(0xFFFFFFFF),
                np.full(n * blocks, _random.STREAMS[stream], np.uint64))
@@ -256,12 +256,32 @@ def qsgd(X, levels, seed):
     with np.errstate(invalid="ignore"):
         r = np.abs(X64) * scale[:, None]
     r[~finite] = 0.0
+    return norms, _qsgd_codes(X, r, levels, seed, np.arange(n))
+
+
+def _qsgd_codes(X, r, levels, seed, rows):
+    """Packed codes of the rows X (at indices rows of their message): sign bits, and the levels
+    r = |x| s / ||x|| rounded up where the row's Philox word is below their fraction."""
     low = np.floor(r)
-    u = row_words(seed, "qsgd", n, d).astype(F64)
+    u = row_words(seed, "qsgd", rows, X.shape[1]).astype(F64)
     up = u < (r - low) * 4294967296.0
     level = np.minimum(low + up, levels).astype(np.uint32)  # rounding may push r past s by an ulp
     codes = (_negative(X).astype(np.uint32) << np.uint32(qsgd_width(levels) - 1)) | level
-    return norms, pack_codes(codes, qsgd_width(levels))
+    return pack_codes(codes, qsgd_width(levels))
+
+
+def qsgd_by_largest(X, rows, levels, seed):
+    """``qsgd`` of finite, nonzero float64 rows X (at indices rows of their message) whose sum of
+    squares overflows or loses digits to subnormal squares: with m a row's largest |x| and
+    t = ||x / m|| (summed as ``ordered_row_sums`` sums), the norm is m t and the levels
+    r = (|x| / m) (s / t), which neither overflows nor underflows. A norm past float64's range
+    is +Inf, with every level 0, as ``qsgd`` sends a non-finite norm."""
+    largest = np.abs(X).max(axis=1)[:, None]
+    t = np.sqrt(ordered_row_sums((X / largest) ** 2))[:, None]
+    with np.errstate(over="ignore"):
+        norms = largest * t
+    r = np.where(np.isfinite(norms), np.abs(X) / largest * (F64(levels) / t), 0.0)
+    return norms[:, 0], _qsgd_codes(X, r, levels, seed, rows)
 
 
 def qsgd_decompress(norms, packed, levels, d):
@@ -302,9 +322,9 @@ def natural(X, seed):
     mantissa = bits & uint((1 << pbits) - 1)
     exponent = (bits >> uint(pbits)) & uint((1 << ebits) - 1)
     if X.dtype == np.float32:
-        u = row_words(seed, "natural", n, d) >> np.uint32(32 - pbits)
+        u = row_words(seed, "natural", np.arange(n), d) >> np.uint32(32 - pbits)
     else:
-        w = row_words(seed, "natural", n, 2 * d).astype(np.uint64)
+        w = row_words(seed, "natural", np.arange(n), 2 * d).astype(np.uint64)
         u = ((w[:, 0::2] << np.uint64(32)) | w[:, 1::2]) >> np.uint64(64 - pbits)
     finite = exponent != (1 << ebits) - 1
     exponent = exponent + (finite & (u < mantissa)).astype(uint)
