@@ -14,7 +14,8 @@ backend. A case fails when:
   rounding may;
 - a robust rule's output has a non-finite entry although at most the f rows it tolerates have
   a non-finite entry (SPEC §8, nan_policy="outlier");
-- clip's finite rows differ from x min(1, tau / ||x||) worked out here with exact scaling.
+- clip's finite rows differ from x min(1, tau / ||x||), or an entry of qsgd's finite rows
+  decodes further than ||x|| / s from it, both worked out here with exact scaling.
 
 A crash (a signal) or a hang is the parent's to catch. Prints one summary line:
 ``calls=N examples=M raised=R``.
@@ -358,15 +359,34 @@ def within_guarantee(X, tolerated):
             and np.abs(A[finite]).max(initial=0.0) <= FINITE_LIMIT)
 
 
-def clipped(A, tau):
-    """clip's result worked out apart from byzkern, on float64 A: each row scaled exactly, by a
-    power of two, to a largest entry in [1, 2), where its norm neither overflows nor underflows."""
+def scaled_norms(A):
+    """(scaled, shift, norm) for float64 A, worked out apart from byzkern: each row times 2^shift
+    (exact), to a largest entry in [1, 2), and the scaled rows' norms (keepdims), which neither
+    overflow nor underflow. A row's own norm is norm 2^-shift, log2(norm) - shift in logs."""
     largest = np.abs(A).max(axis=-1, keepdims=True, initial=0.0)
     shift = -np.floor(np.log2(np.where((largest > 0) & np.isfinite(largest), largest, 1.0)))
     scaled = np.ldexp(A, shift.astype(np.int64))
-    norm = np.sqrt((scaled * scaled).sum(axis=-1, keepdims=True))
+    return scaled, shift, np.sqrt((scaled * scaled).sum(axis=-1, keepdims=True))
+
+
+def clipped(A, tau):
+    """clip's result on float64 A."""
+    scaled, shift, norm = scaled_norms(A)
     longer = np.log2(norm) - shift > np.log2(tau)  # a zero row: -Inf, never longer
     return np.where(longer, scaled * (tau / norm), A)
+
+
+def check_qsgd(X, levels, out, where):
+    """Each entry of a finite row whose norm fits the wire dtype decodes to a level next to its
+    own: within ||x|| / s of it."""
+    A = as_float64(X)
+    scaled, shift, norm = scaled_norms(A)
+    wire = np.float64 if str(getattr(X, "dtype", "")).endswith("float64") else np.float32
+    rows = np.isfinite(A).all(axis=-1) & (np.log2(norm[..., 0]) - shift[..., 0] < np.log2(np.finfo(wire).max))
+    rtol = tolerance(X) + tolerance(out)
+    step = np.ldexp(norm / levels, -shift.astype(np.int64))  # ||x|| / s, where the rows fit
+    ok = np.abs(out - A) <= step * (1 + rtol) + rtol * np.abs(A) + np.finfo(out.dtype).tiny
+    assert ok[rows].all(), f"{where}: an entry decodes beyond the levels next to it"
 
 
 def outcome(fn, X, opts, backend):
@@ -465,6 +485,9 @@ def check(case):
         for b, out in outputs.items():  # torch's float64 rows come back as float32 (to_numpy)
             np.testing.assert_allclose(out[rows], want[rows], rtol=max(rtol, tolerance(out)), atol=np.finfo(out.dtype).tiny,
                                        err_msg=f"clip{opts} on {b}: not x min(1, tau / ||x||)")
+    if op == "qsgd":  # the backends agreeing is not enough here either
+        for b, out in outputs.items():
+            check_qsgd(X, opts["levels"], out, f"qsgd{opts} on {b}")
     if type(tolerated) is int and within_guarantee(X, tolerated):
         for b, out in outputs.items():
             assert np.isfinite(out).all(), f"{op}{opts} on {b}: non-finite output with at most f={tolerated} non-finite rows"
