@@ -14,8 +14,9 @@ backend. A case fails when:
   rounding may;
 - a robust rule's output has a non-finite entry although at most the f rows it tolerates have
   a non-finite entry (SPEC §8, nan_policy="outlier");
-- clip's finite rows differ from x min(1, tau / ||x||), or an entry of qsgd's finite rows
-  decodes further than ||x|| / s from it, both worked out here with exact scaling.
+- clip's finite rows differ from x min(1, tau / ||x||), an entry of qsgd's finite rows decodes
+  further than ||x|| / s from it (both worked out here with exact scaling), or scaled_sign's
+  finite rows decode to other magnitudes than their mean |x|.
 
 A crash (a signal) or a hang is the parent's to catch. Prints one summary line:
 ``calls=N examples=M raised=R``.
@@ -488,6 +489,13 @@ def check(case):
     if op == "qsgd":  # the backends agreeing is not enough here either
         for b, out in outputs.items():
             check_qsgd(X, opts["levels"], out, f"qsgd{opts} on {b}")
+    if op == "scaled_sign":  # every entry of a finite row decodes to +-(its mean |x|), which fits
+        A = as_float64(X)
+        rows = np.isfinite(A).all(axis=-1)
+        want = np.broadcast_to((np.abs(A) / A.shape[-1]).sum(axis=-1, keepdims=True), A.shape)
+        for b, out in outputs.items():
+            np.testing.assert_allclose(np.abs(out)[rows], want[rows], rtol=max(rtol, tolerance(out)),
+                                       atol=np.finfo(out.dtype).tiny, err_msg=f"scaled_sign on {b}: not the mean |x|")
     if type(tolerated) is int and within_guarantee(X, tolerated):
         for b, out in outputs.items():
             assert np.isfinite(out).all(), f"{op}{opts} on {b}: non-finite output with at most f={tolerated} non-finite rows"
