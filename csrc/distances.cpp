@@ -771,12 +771,13 @@ inline void scale_tile(const T* Xb, index_t n, index_t d, const double* scale, i
 BYZKERN_DISPATCH(scale_tile_dispatched, scale_tile)
 
 // Rows scaled to norm <= tau, and each row's norm (+Inf for a non-finite row) in norms. A row
-// with a non-finite entry keeps scale 1 (passes unchanged, for the aggregator to reject). With at least two rows per thread each thread takes whole
-// rows: a row's norm (the same slab sums, in the same order, as row_norms) and then its scaling,
-// which reads the row again from cache rather than from memory: tile by tile from the row's end
-// back, so the tiles the norm read last, still in L2, go first (at (20, 1e6), 1 thread, 0.8x the
-// time of scaling from the start, whose tiles came from L3). Fewer rows take one pass for all
-// norms and one to scale, both over column tiles.
+// with a non-finite entry keeps scale 1 (passes unchanged, for the aggregator to reject). With
+// at least two rows per thread each thread takes whole rows: a row's norm (the same slab sums,
+// in the same order, as row_norms) and then its scaling, which reads the row again from cache
+// rather than from memory: tile by tile from the row's end back, so the tiles the norm read
+// last, still in L2, go first (at (20, 1e6), 1 thread, 0.8x the time of scaling from the start,
+// whose tiles came from L3). Fewer rows take one pass for all norms and one to scale, both over
+// column tiles.
 template <class T>
 void clip(const T* X, index_t B, index_t n, index_t d, double tau, index_t tile, index_t max_slabs, T* out,
           double* norms) {
