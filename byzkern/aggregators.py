@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks, _dispatch
-from ._arrays import adapt
+from ._arrays import adapt, host, xp_of
 from .distances import SUM_FLOOR, krum_scores, least, norms_by_largest, sqdist_matrix
 from .pipeline import rule
 
@@ -106,13 +106,42 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     else:
         init = A.aux(init, "init", (d,))
     _dispatch.guard_nonfinite(A, nan_policy)
-    z, iters, obj = _dispatch.kernel("geomed", A.device, backend)(A.data, w, init, maxiter, eps, nu)
+    kernel = _dispatch.kernel("geomed", A.device, backend)
+    z, iters, obj = kernel(A.data, w, init, maxiter, eps, nu)
+    if A.data.dtype == np.float64:
+        _geomed_again(kernel, A.data, w, init, maxiter, eps, nu, z, iters, obj)
     z = _dispatch.finish(A, z, nan_policy, "items")
     if not return_info:
         return z
     if A.folded:
         return z, {"iterations": int(iters[0]), "objective": float(obj[0])}
     return z, {"iterations": iters, "objective": obj}
+
+
+def _geomed_again(kernel, X, w, init, maxiter, eps, nu, z, iters, obj):
+    """A float64 item whose rows lie past about 1e154 from the iterate (a Byzantine row of
+    1e200, or the mean it pulls the start to) has distances that overflow: their weights
+    1 / +Inf are 0, all of them at once give z = 0 / 0 = NaN, and the objective is not finite.
+    Float32 rows, squared in float64, cannot. Such items, seldom any, run again with X (and nu,
+    and an init array) scaled by a power of two: a Weiszfeld step commutes exactly with it, so
+    this is the same iteration; z and the objective are scaled back. The scaling brings the
+    largest finite |x| to 2^(506 - log2(d) / 2), where no squared distance overflows
+    (d (4 |x|)^2 <= 2^1016), and no lower: the honest rows' distances, 1e200 times smaller than
+    the outlier's, must not underflow either. On a GPU, finding them costs one synchronization."""
+    xp = xp_of(X)
+    top = 506 - int(np.ceil(np.log2(X.shape[2]) / 2))
+    for item in host(xp.flatnonzero(~xp.isfinite(obj))).tolist():
+        rows = X[item:item + 1]
+        largest = float(xp.where(xp.isfinite(rows), xp.abs(rows), 0.0).max())
+        shift = top - int(np.floor(np.log2(largest))) if largest > 0 else 0
+        if shift >= 0:  # rows this small cannot overflow: the objective is not finite for another reason
+            continue
+        start = init if isinstance(init, str) else xp.ldexp(init[item:item + 1], shift)
+        z1, iters1, obj1 = kernel(xp.ldexp(rows, shift), w[item:item + 1], start, maxiter, eps,
+                                  float(np.ldexp(nu, shift)))
+        z[item], iters[item] = xp.ldexp(z1[0], -shift), iters1[0]
+        with np.errstate(over="ignore"):  # an objective past float64's range
+            obj[item] = np.ldexp(float(obj1[0]), -shift)
 
 
 def _krum_k(n, f, k):

@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 import byzkern as bk
+from _harness import run_or_skip
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=64)
 #: multiples of 1/8: sums of them are exact, so a translation cannot merge two distinct values
@@ -127,6 +128,30 @@ def test_geomed_minimizes_the_objective_found_by_scipy():
     z = bk.geomed(X, weights=w, maxiter=1000, eps=1e-15, nu=1e-12)
     assert objective(z) <= objective(best) + 1e-7
     np.testing.assert_allclose(z, best, atol=1e-4)
+
+
+@pytest.mark.parametrize("outlier", [1e200, 1e300, np.finfo(np.float64).max])
+@pytest.mark.parametrize("init", ["mean", "zero", "array"])
+def test_geomed_past_1e154_is_the_point_it_is_with_the_outlier_at_1e50(fast_backend, init, outlier):
+    """The pull of a far outlier on the geometric median is a unit vector however far it is, so
+    the point tends to a limit, reached to within rounding at 1e50. Past 1e154 the squared
+    distances overflow (with init="mean", from the start: z was 0/0 = NaN); the point must stay
+    the limit. Batch item 0 has no outlier: it takes the usual path."""
+    H = np.random.default_rng(2).standard_normal((2, 9, 3))
+    start = H[:, 0] + 1.0 if init == "array" else init
+
+    def geomed(far, backend):
+        X = np.concatenate([H, np.zeros((2, 1, 3))], axis=1)
+        X[1, -1, 0] = far
+        options = dict(maxiter=400, eps=0.0, init=start, return_info=True)
+        with np.errstate(over="ignore", invalid="ignore"):  # the reference's overflowing distances
+            return run_or_skip(lambda Y, **kw: bk.geomed(Y, **kw)[0], X, backend, **options), \
+                run_or_skip(lambda Y, **kw: bk.geomed(Y, **kw)[1]["objective"], X, backend, **options)
+
+    limit, _ = geomed(1e50, "reference")
+    z, objective = geomed(outlier, fast_backend)
+    np.testing.assert_allclose(z, limit, rtol=1e-9, atol=1e-12)
+    assert np.isfinite(objective[0]) and objective[1] == pytest.approx(outlier, rel=1e-9)
 
 
 # ---- Byzantine robustness: each rule's bound on ||rule(X) - honest mean|| ------------------------
