@@ -358,7 +358,8 @@ def scaled_sign(x, *, backend=None):
 def _scaled_sign_again(X, fields):
     """The kernels' l1 norm overflows for a float64 row whose entries add up past float64's
     range, although their mean, the scale, fits (float32 rows, added in float64, never do).
-    Those rows, seldom any, take the scale again on the host as the sum of |x| / d."""
+    Those rows, seldom any, take the scale again on the host as m (sum |x| / m) / d, m their
+    largest |x|: at most m, where the sum of |x| / d could still round past float64's range."""
     xp = xp_of(X)
     suspect = xp.flatnonzero(fields["scales"] == xp.inf)
     if not suspect.size:
@@ -366,7 +367,9 @@ def _scaled_sign_again(X, fields):
     rows, suspect = host(X[suspect]), host(suspect)
     again = np.isfinite(rows).all(axis=1)
     if again.any():
-        scale = _ref.ordered_row_sums(np.abs(rows[again]) / np.float64(rows.shape[1]))
+        magnitudes = np.abs(rows[again])
+        largest = magnitudes.max(axis=1)
+        scale = largest * (_ref.ordered_row_sums(magnitudes / largest[:, None]) / np.float64(rows.shape[1]))
         fields["scales"][suspect[again]] = xp.asarray(scale)
 
 

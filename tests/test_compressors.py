@@ -325,14 +325,16 @@ def test_qsgd_sends_the_true_norm_of_float64_rows_whose_sum_of_squares_overflows
 
 def test_scaled_sign_sends_the_mean_magnitude_of_float64_rows_whose_l1_norm_overflows(fast_backend):
     big = np.finfo(np.float64).max
-    X = np.array([[big, -big, big / 2, 0.0], [1e308, 1e308, -1e308, 1.0], [1.0, -2.0, 3.0, 4.0]])
+    X = np.array([[big, -big, big / 2, 0.0, 1.0, 2.0], [1e308, 1e308, -1e308, 1.0, 0.0, 0.0],
+                  [big, big, -big, big, big, big], [1.0, -2.0, 3.0, 4.0, 5.0, 6.0]])
     data = __import__("cupy").asarray(X) if fast_backend == "cuda" else X
     with np.errstate(over="ignore"):  # the reference's sum
         sent = {b: {name: host(a) for name, a in bk.scaled_sign(x, backend=b).fields.items()}
                 for b, x in (("reference", X), (fast_backend, data))}
     assert_bit_equal(sent[fast_backend]["scales"], sent["reference"]["scales"])
     np.testing.assert_array_equal(sent[fast_backend]["codes"], sent["reference"]["codes"])
-    np.testing.assert_allclose(sent["reference"]["scales"], [math.fsum(np.abs(row) / 4) for row in X], rtol=1e-15)
+    mean = [np.ldexp(math.fsum(np.ldexp(np.abs(row), -1000)) / 6, 1000) for row in X]  # exact scaling
+    np.testing.assert_allclose(sent["reference"]["scales"], mean, rtol=1e-15)
 
 
 def test_natural_variance_reaches_one_eighth_at_four_thirds():
