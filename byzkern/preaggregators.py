@@ -170,11 +170,15 @@ def _clip_again(X, out, norms, tau):
     """The kernels' sum of squares overflows for a float64 row with entries past about 1e154
     (norm +Inf: factor 0, the row zeroed) and loses digits to subnormal squares where its
     entries are all below about 1e-140 (at worst norm 0: factor min(1, tau), the row shrunk
-    although it is shorter than tau). Float32 rows, squared in float64, do neither. Those rows,
-    seldom any, are clipped again through their largest entry m: x <- (x / m) (tau / s),
-    s = ||x / m||, where m s > tau. On a GPU, finding them costs one synchronization."""
+    although it is shorter than tau); and the factor tau / ||x|| itself goes subnormal or 0
+    where tau is that much shorter than the row. Float32 rows, squared and scaled in float64,
+    meet none of this. Those rows, seldom any, are clipped again through their largest entry
+    m: x <- (x / m) (tau / s), s = ||x / m||, where m s > tau. On a GPU, finding them costs one
+    synchronization."""
     xp = xp_of(X)
-    suspect = xp.nonzero((norms == xp.inf) | (norms < SUM_FLOOR ** 0.5))
+    with np.errstate(over="ignore"):
+        subnormal_factor = tau / np.finfo(np.float64).tiny  # norms past this have factors below tiny
+    suspect = xp.nonzero((norms == xp.inf) | (norms < SUM_FLOOR ** 0.5) | (norms > subnormal_factor))
     if not suspect[0].size:
         return
     rows = X[suspect]

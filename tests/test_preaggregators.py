@@ -117,7 +117,7 @@ def _clipped_exactly(row, tau):
 
 
 @pytest.mark.parametrize("entries, tau", [(1e200, 1.0), (1e300, 1e250), (1e-170, 0.5), (1e-170, 1e-172),
-                                          (1e-160, 1e-160), (1.5e308, 1.0)])
+                                          (1e-160, 1e-160), (1.5e308, 1.0), (1e38, 1e-290)])
 def test_clip_gives_float64_rows_whose_sum_of_squares_overflows_or_underflows_their_true_norm(fast_backend, entries,
                                                                                              tau):
     rng = np.random.default_rng(5)
