@@ -89,6 +89,8 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     far outliers) takes its distances directly from X instead, one read of X for that step.
     With more rows (pairwise_sqdist costing more than the steps it saves) every step reads X
     once, distances direct, as the reference does; the cuda backend reads X twice per step.
+    A float64 item whose squared distances overflow (rows past about 1e154) runs again on X
+    scaled by a power of two, which gives the same iterates without the overflow.
     """
     A = adapt(X)
     B, n, d = A.data.shape
