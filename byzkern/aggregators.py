@@ -125,25 +125,35 @@ def _geomed_again(kernel, X, w, init, maxiter, eps, nu, z, iters, obj):
     1e200, or the mean it pulls the start to) has distances that overflow: their weights
     1 / +Inf are 0, all of them at once give z = 0 / 0 = NaN, and the objective is not finite.
     Float32 rows, squared in float64, cannot. Such items, seldom any, run again with X (and nu,
-    and an init array) scaled by a power of two: a Weiszfeld step commutes exactly with it, so
-    this is the same iteration; z and the objective are scaled back. The scaling brings the
-    largest finite |x| to 2^(506 - log2(d) / 2), where no squared distance overflows
-    (d (4 |x|)^2 <= 2^1016), and no lower: the honest rows' distances, 1e200 times smaller than
-    the outlier's, must not underflow either. On a GPU, finding them costs one synchronization."""
+    and an init array) scaled by a power of two (_scaled_down): a Weiszfeld step commutes
+    exactly with it, so this is the same iteration; z and the objective are scaled back. On a
+    GPU, finding them costs one synchronization."""
     xp = xp_of(X)
-    top = 506 - int(np.ceil(np.log2(X.shape[2]) / 2))
     for item in host(xp.flatnonzero(~xp.isfinite(obj))).tolist():
-        rows = X[item:item + 1]
-        largest = float(xp.where(xp.isfinite(rows), xp.abs(rows), 0.0).max())
-        shift = top - int(np.floor(np.log2(largest))) if largest > 0 else 0
+        rows, start = X[item:item + 1], None if isinstance(init, str) else init[item:item + 1]
+        shift = _scaled_down(rows, start)
         if shift >= 0:  # rows this small cannot overflow: the objective is not finite for another reason
             continue
-        start = init if isinstance(init, str) else xp.ldexp(init[item:item + 1], shift)
-        z1, iters1, obj1 = kernel(xp.ldexp(rows, shift), w[item:item + 1], start, maxiter, eps,
+        scaled_start = init if start is None else xp.ldexp(start, shift)
+        z1, iters1, obj1 = kernel(xp.ldexp(rows, shift), w[item:item + 1], scaled_start, maxiter, eps,
                                   float(np.ldexp(nu, shift)))
         z[item], iters[item] = xp.ldexp(z1[0], -shift), iters1[0]
         with np.errstate(over="ignore"):  # an objective past float64's range
             obj[item] = np.ldexp(float(obj1[0]), -shift)
+
+
+def _scaled_down(rows, start):
+    """The power of two that brings the largest finite |x| of an item's rows (1, n, d) and of its
+    start (1, d) or None to 2^(506 - log2(d) / 2), where no squared distance between points of
+    their hull overflows (d (4 |x|)^2 <= 2^1016), and no lower: the honest rows' distances, 1e200
+    times smaller than an outlier's, must not underflow either. 0 for an item of zeros."""
+    xp = xp_of(rows)
+    largest = float(xp.where(xp.isfinite(rows), xp.abs(rows), 0.0).max())
+    if start is not None:
+        largest = max(largest, float(xp.where(xp.isfinite(start), xp.abs(start), 0.0).max()))
+    if largest == 0.0:
+        return 0
+    return 506 - int(np.ceil(np.log2(rows.shape[2]) / 2)) - int(np.floor(np.log2(largest)))
 
 
 def _krum_k(n, f, k):
@@ -209,8 +219,29 @@ def cclip(X, *, tau, iters=1, init=None, backend=None, nan_policy="outlier"):
     iters = _checks.integer(iters, "iters", low=0)
     _dispatch.guard_nonfinite(A, nan_policy)
     v0 = None if init is None else A.aux(init, "init", (d,))
-    out = _dispatch.kernel("cclip", A.device, backend)(A.data, tau, iters, v0)
+    kernel = _dispatch.kernel("cclip", A.device, backend)
+    out, overflowed = kernel(A.data, tau, iters, v0)
+    if A.data.dtype == np.float64:
+        _cclip_again(kernel, A.data, tau, iters, v0, out, overflowed)
     return _dispatch.finish(A, out, nan_policy, "items")
+
+
+def _cclip_again(kernel, X, tau, iters, v0, out, overflowed):
+    """A float64 row past about 1e154 from an iterate (a Byzantine row of 1e200) has a distance
+    that overflows, and the kernels take its factor tau / +Inf as 0: it adds nothing, where the
+    update gives it a step of length tau / n toward it. Float32 rows cannot overflow. Such items,
+    seldom any, run again with X, tau and v0 scaled by a power of two, as geomed's do
+    (_scaled_down): every step commutes exactly with it. On a GPU, finding them costs one
+    synchronization."""
+    xp = xp_of(X)
+    for item in host(xp.flatnonzero(overflowed)).tolist():
+        rows, start = X[item:item + 1], None if v0 is None else v0[item:item + 1]
+        shift = _scaled_down(rows, start)
+        if shift >= 0 or np.ldexp(tau, shift) == 0.0:  # nothing to gain, or tau lost to the scaling
+            continue
+        scaled_start = None if start is None else xp.ldexp(start, shift)
+        v, _ = kernel(xp.ldexp(rows, shift), float(np.ldexp(tau, shift)), iters, scaled_start)
+        out[item] = xp.ldexp(v[0], -shift)
 
 
 def _row_norms(A, q, backend):

@@ -217,7 +217,7 @@ py::tuple weighted_center_py(carray<T> X, carray<double> coef, py::array_t<bool,
 
 // v0: a (B, d) array of X's dtype, or None for the coordinate-wise median.
 template <class T>
-py::array_t<T> cclip_py(carray<T> X, double tau, index_t iters, py::object v0, index_t tile, index_t slabs) {
+py::tuple cclip_py(carray<T> X, double tau, index_t iters, py::object v0, index_t tile, index_t slabs) {
   const Shape s = shape_of(X, "cclip");
   carray<T> v0_array;
   if (!v0.is_none()) {
@@ -226,14 +226,16 @@ py::array_t<T> cclip_py(carray<T> X, double tau, index_t iters, py::object v0, i
       throw std::invalid_argument("cclip: v0 must be (B, d)");
   }
   py::array_t<T> out({s.B, s.d});
+  py::array_t<bool> overflowed(s.B);
   const T* x = X.data();
   const T* v = v0.is_none() ? nullptr : v0_array.data();
   T* o = out.mutable_data();
+  bool* flags = overflowed.mutable_data();
   {
     py::gil_scoped_release release;
-    byzkern::cclip<T>(x, s.B, s.n, s.d, tau, iters, v, tile, slabs, o);
+    byzkern::cclip<T>(x, s.B, s.n, s.d, tau, iters, v, tile, slabs, o, flags);
   }
-  return out;
+  return py::make_tuple(out, overflowed);
 }
 
 // Both dtypes of one kernel under one name; pybind11 picks by the array's dtype (no conversion:
@@ -540,7 +542,7 @@ PYBIND11_MODULE(_cpu, m) {
            "For the items marked: z = sum_i coef_i x_i / sum coef (rows with coef 0 left out) -> "
            "(z (B, d), its distances (B, n) or None).",
            py::arg("coef"), py::arg("items"), py::arg("distances"), py::arg("tile"), py::arg("slabs"));
-  def_both(m, "cclip", &cclip_py<float>, &cclip_py<double>, "Centered clipping from v0 (None: the coordinate-wise median) -> (B, d).", py::arg("tau"),
+  def_both(m, "cclip", &cclip_py<float>, &cclip_py<double>, "Centered clipping from v0 (None: the coordinate-wise median) -> (v (B, d), overflowed (B,)).", py::arg("tau"),
            py::arg("iters"), py::arg("v0"), py::arg("tile"), py::arg("slabs"));
   m.def("isa", []() { return byzkern::isa_name(byzkern::cpu_isa()); }, "SIMD tier the kernels run.");
   static const int default_threads = omp_get_max_threads();

@@ -381,7 +381,8 @@ void for_each_cclip_slab(index_t B, index_t n, index_t d, index_t tile, const Sl
 
 template <class T>
 void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iters, const T* v0, index_t tile,
-           index_t max_slabs, T* out) {
+           index_t max_slabs, T* out, bool* overflowed) {
+  std::fill(overflowed, overflowed + B, false);
   if (v0 != nullptr && iters == 0) {
     std::copy(v0, v0 + B * d, out);
     return;
@@ -427,6 +428,7 @@ void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iter
     for (index_t r = 0; r < B * n; ++r) {
       const double norm = dist[r];
       coef[r] = finite[r] ? std::min(1.0, tau / (norm > 0 ? norm : 1.0)) : 0.0;  // bad rows add 0 but count
+      if (finite[r] && !std::isfinite(norm)) overflowed[r / n] = true;
     }
     const bool distances = t < iters;
     auto step = [&](const auto* from, auto* to) {
@@ -457,7 +459,8 @@ void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iter
                                    index_t, T*, double*);                                                      \
   template void geomed<T>(const T*, index_t, index_t, index_t, const double*, GeomedInit, const T*, index_t,      \
                           double, double, index_t, index_t, T*, std::int64_t*, double*);                       \
-  template void cclip<T>(const T*, index_t, index_t, index_t, double, index_t, const T*, index_t, index_t, T*);
+  template void cclip<T>(const T*, index_t, index_t, index_t, double, index_t, const T*, index_t, index_t, T*,  \
+                         bool*);
 BYZKERN_INSTANTIATE(float)
 BYZKERN_INSTANTIATE(double)
 

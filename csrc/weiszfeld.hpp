@@ -20,9 +20,11 @@ template <class T>
 void geomed(const T* X, index_t B, index_t n, index_t d, const double* weights, GeomedInit init_kind,
             const T* init, index_t maxiter, double eps, double nu, index_t tile, index_t slabs, T* z,
             std::int64_t* iterations, double* objective);
-// Centered clipping from v0 ((B, d)), or from the coordinate-wise median where v0 is null.
+// Centered clipping from v0 ((B, d)), or from the coordinate-wise median where v0 is null;
+// overflowed[b]: whether a finite row's distance to an iterate of item b overflowed (its factor
+// was taken as 0).
 template <class T>
 void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iters, const T* v0, index_t tile,
-           index_t slabs, T* out);
+           index_t slabs, T* out, bool* overflowed);
 
 }  // namespace byzkern

@@ -117,6 +117,10 @@ def where(condition, x, y):
     return _device(np.where(condition, x, y))
 
 
+def isinf(a):
+    return _device(np.isinf(a))
+
+
 def sort(a, axis=-1):
     return _device(np.sort(a, axis=axis))
 

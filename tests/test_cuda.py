@@ -405,7 +405,22 @@ def test_cclip(cp, kind, iters, dtype):
     X = _data(kind, 2, 10, 129, dtype)
     X[:, 2] *= 100.0
     v0 = reference.cwmed(X)
-    _check(cuda.cclip(cp.asarray(X), 1.5, iters, cp.asarray(v0)), reference.cclip(X, 1.5, iters, v0), dtype)
+    (v, overflowed), (rv, roverflowed) = cuda.cclip(cp.asarray(X), 1.5, iters, cp.asarray(v0)), reference.cclip(X, 1.5, iters, v0)
+    _check(v, rv, dtype)
+    np.testing.assert_array_equal(overflowed.get(), roverflowed)
+
+
+@pytest.mark.parametrize("iters", [1, 3])
+def test_cclip_flags_the_items_where_a_finite_rows_distance_overflows(cp, iters):
+    """A float64 row of 1e200 in item 1 (and a NaN row, which is no overflow, in item 0)."""
+    X = _data("random", 3, 10, 129, np.float64)
+    X[1, 4] *= 1e200
+    X[0, 2, 7] = np.nan
+    v0 = reference.cwmed(X)
+    (v, overflowed), (rv, roverflowed) = cuda.cclip(cp.asarray(X), 1.5, iters, cp.asarray(v0)), reference.cclip(X, 1.5, iters, v0)
+    assert roverflowed.tolist() == [False, True, False]
+    np.testing.assert_array_equal(overflowed.get(), roverflowed)
+    _check(v, rv, np.float64)
 
 
 @DRAWN
@@ -434,7 +449,7 @@ def test_weiszfeld_kernels_on_drawn_inputs(cp, monkeypatch, data):
     np.testing.assert_allclose(obj.get(), robj, rtol=1e-9, atol=atol, equal_nan=True)
     tau, steps = draw(st.sampled_from([1e-3, 0.5, 3.0, 1e30])), draw(st.integers(0, 4))
     v0 = reference.cwmed(X) if draw(st.booleans()) else rng.standard_normal((B, d)).astype(dtype)
-    _check(cuda.cclip(cp.asarray(X), tau, steps, cp.asarray(v0)), reference.cclip(X, tau, steps, v0), dtype, atol)
+    _check(cuda.cclip(cp.asarray(X), tau, steps, cp.asarray(v0))[0], reference.cclip(X, tau, steps, v0)[0], dtype, atol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -154,6 +154,26 @@ def test_geomed_past_1e154_is_the_point_it_is_with_the_outlier_at_1e50(fast_back
     assert np.isfinite(objective[0]) and objective[1] == pytest.approx(outlier, rel=1e-9)
 
 
+@pytest.mark.parametrize("outlier", [1e200, 1e300, np.finfo(np.float64).max])
+@pytest.mark.parametrize("init", [None, "array"])
+@pytest.mark.parametrize("iters", [1, 3])
+def test_cclip_past_1e154_is_the_point_it_is_with_the_outlier_at_1e50(fast_backend, iters, init, outlier):
+    """A far row's step is tau / n along the unit vector toward it, however far it is; past 1e154
+    its distance overflows (the kernels then gave it factor 0: no step at all), and the point
+    must stay what it is with the row at 1e50. Batch item 0 has no outlier."""
+    H = np.random.default_rng(3).standard_normal((2, 9, 3))
+    start = H[:, 1] + 0.5 if init == "array" else None
+
+    def cclip(far, backend):
+        X = np.concatenate([H, np.zeros((2, 1, 3))], axis=1)
+        X[1, -1] = [far, -far / 2, 0.0]
+        with np.errstate(over="ignore", invalid="ignore"):  # the reference's overflowing distances
+            return run_or_skip(lambda Y, **kw: bk.cclip(Y, **kw), X, backend, tau=1.0, iters=iters, init=start)
+
+    # at float64's max the honest rows, scaled down with it, have subnormal squared distances
+    np.testing.assert_allclose(cclip(outlier, fast_backend), cclip(1e50, "reference"), rtol=1e-9, atol=1e-12)
+
+
 # ---- Byzantine robustness: each rule's bound on ||rule(X) - honest mean|| ------------------------
 
 def byzantine_rows_of(kind, H, f, rule, rng):

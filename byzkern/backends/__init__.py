@@ -25,7 +25,10 @@ Aggregation and pre-aggregation kernels:
                                        gives rows with a non-finite entry weight zero, and rows
                                        of zero weight never enter a sum; init is "mean" (the
                                        weighted mean), "zero" or a (B, d) array
-``cclip(X, tau, iters, v0) -> (B, d)`` centered clipping from v0 (B, d), None: the cwmed; non-finite rows add 0
+``cclip(X, tau, iters, v0) -> (v (B, d), overflowed (B,) bool)``   centered clipping from v0
+                                       (B, d), None: the cwmed; non-finite rows add 0;
+                                       overflowed: whether a finite row's distance to an
+                                       iterate overflowed float64 (its factor taken as 0)
 
 Compressor and attack kernels (wire formats in ``byzkern.compressors``; every bit of their
 output is fixed by ``backends/reference.py``, which the fast backends reproduce exactly, except

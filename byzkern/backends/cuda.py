@@ -404,14 +404,17 @@ def cclip(X, tau, iters, v0):
     v0 = cwmed(X) if v0 is None else v0
     v = cupy.array(v0, dtype=np.float64)
     scale = cupy.empty(B * n, np.float64)
+    overflowed = cupy.zeros(B, bool)
     partial = nonfinite_row = None
     for _ in range(iters):
         partial, nonfinite_row, chunks = _row_reduce("weiszfeld", X, "SumSquares", center=v, partial=partial,
                                                      nonfinite_row=nonfinite_row)
+        if X.dtype == np.float64:  # float32 rows' squares, in float64, cannot overflow
+            overflowed |= (cupy.isinf(partial.sum(axis=0)).reshape(B, n) & (nonfinite_row == 0)).any(axis=1)
         # Rows with a non-finite entry get factor 0 and are skipped by the update: they add nothing.
         _launch("weiszfeld", "clip_scale", B * n, (partial, chunks, B * n, nonfinite_row, float(tau), 0.0, scale))
         _launch("weiszfeld", f"cclip_update<{CTYPE[X.dtype]}>", B * d, (X, B, n, d, scale, nonfinite_row, v))
-    return v.astype(X.dtype)
+    return v.astype(X.dtype), overflowed
 
 
 def _seed(seed):

@@ -1068,12 +1068,14 @@ def cclip(X, tau, iters, v0):
         dist, finite = _distances(X, v)
     divisor = np.full(B, float(n))  # non-finite rows count in n but add 0
     everything = np.ones(B, dtype=np.bool_)
+    overflowed = np.zeros(B, dtype=np.bool_)
     for step in range(iters):
+        overflowed |= (finite & np.isinf(dist)).any(axis=1)
         scale = np.where(finite, _clip_scale(dist, tau), 0.0)
         dist = _step(X, v, scale, divisor, centered=True, rows=finite, items=everything,
                      distances=step < iters - 1)
     np.copyto(out, v, casting="same_kind")
-    return out
+    return out, overflowed
 
 
 #: the passes over X that backends/_weiszfeld.py's coefficient steps ask for

@@ -128,7 +128,7 @@ def geomed(X, weights, init, maxiter, eps, nu):
 def cclip(X, tau, iters, v0):
     B, n, d = X.shape
     v0 = cwmed(X) if v0 is None else v0
-    out = np.empty((B, d))
+    out, overflowed = np.empty((B, d)), np.zeros(B, bool)
     bad = _nonfinite_rows(X)
     for b in range(B):
         v = v0[b].astype(F64)
@@ -136,10 +136,11 @@ def cclip(X, tau, iters, v0):
         for _ in range(iters):
             diff = P - v
             norms = np.linalg.norm(diff, axis=1)
+            overflowed[b] |= bool(np.isinf(norms).any())
             scale = np.minimum(1.0, tau / np.where(norms > 0, norms, 1.0))
             v = v + (scale[:, None] * diff).sum(axis=0) / n  # non-finite rows count as adding 0
         out[b] = v
-    return out.astype(X.dtype)
+    return out.astype(X.dtype), overflowed
 
 
 # ---- compressors and attacks (SPEC §4, §5) ---------------------------------------------------
