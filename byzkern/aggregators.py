@@ -211,7 +211,9 @@ def cclip(X, *, tau, iters=1, init=None, backend=None, nan_policy="outlier"):
     ``v <- v + (1/n) sum_i (x_i - v) min(1, tau / ||x_i - v||)``, ``iters`` times, from ``init``
     ((d,) or (B, d); default: the coordinate-wise median). A row with a NaN or Inf entry adds 0.
     Cost: on the cpu backend one read of X for the start (the median) and the distances to it,
-    then one per iteration; elsewhere the median's read, then two per iteration.
+    then one per iteration; elsewhere the median's read, then two per iteration. A float64 item
+    where a row's distance to an iterate overflows (rows past about 1e154) runs again on X
+    scaled by a power of two, which gives the same iterates without the overflow.
     """
     A = adapt(X)
     B, n, d = A.data.shape
