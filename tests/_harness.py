@@ -101,3 +101,22 @@ def non_contiguous(X):
     view = wide[..., ::2]
     assert not view.flags.c_contiguous
     return view
+
+
+# ---- oracles at the ends of float64's range ---------------------------------------------------
+
+def scaled_norms(A):
+    """(scaled, shift, norm) for float64 A, worked out apart from byzkern: each row times 2^shift
+    (exact), to a largest entry in [1, 2), and the scaled rows' norms (keepdims), which neither
+    overflow nor underflow. A row's own norm is norm 2^-shift, log2(norm) - shift in logs."""
+    largest = np.abs(A).max(axis=-1, keepdims=True, initial=0.0)
+    shift = -np.floor(np.log2(np.where((largest > 0) & np.isfinite(largest), largest, 1.0)))
+    scaled = np.ldexp(A, shift.astype(np.int64))
+    return scaled, shift, np.sqrt((scaled * scaled).sum(axis=-1, keepdims=True))
+
+
+def clipped(A, tau):
+    """clip's result on float64 A (its finite rows; a zero row stays zero)."""
+    scaled, shift, norm = scaled_norms(A)
+    longer = np.log2(norm) - shift > np.log2(tau)  # a zero row: -Inf, never longer
+    return np.where(longer, scaled * (tau / norm), A)

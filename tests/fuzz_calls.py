@@ -15,7 +15,7 @@ backend. A case fails when:
 - a robust rule's output has a non-finite entry although at most the f rows it tolerates have
   a non-finite entry (SPEC §8, nan_policy="outlier");
 - clip's finite rows differ from x min(1, tau / ||x||), an entry of qsgd's finite rows decodes
-  further than ||x|| / s from it (both worked out here with exact scaling), or scaled_sign's
+  further than ||x|| / s from it (both worked out with exact scaling: _harness.scaled_norms), or scaled_sign's
   finite rows decode to other magnitudes than their mean |x|.
 
 A crash (a signal) or a hang is the parent's to catch. Prints one summary line:
@@ -33,6 +33,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import byzkern as bk
+from _harness import clipped, scaled_norms
 from byzkern._arrays import adapt
 from byzkern.aggregators import _row_norms
 from byzkern.distances import krum_scores, least, nearest_including_self, sqdist_matrix
@@ -358,23 +359,6 @@ def within_guarantee(X, tolerated, limit=FINITE_LIMIT):
     bad_rows = ~finite.all(axis=-1)
     return (bad_rows.reshape(-1, bad_rows.shape[-1]).sum(axis=1).max() <= tolerated
             and np.abs(A[finite]).max(initial=0.0) <= limit)
-
-
-def scaled_norms(A):
-    """(scaled, shift, norm) for float64 A, worked out apart from byzkern: each row times 2^shift
-    (exact), to a largest entry in [1, 2), and the scaled rows' norms (keepdims), which neither
-    overflow nor underflow. A row's own norm is norm 2^-shift, log2(norm) - shift in logs."""
-    largest = np.abs(A).max(axis=-1, keepdims=True, initial=0.0)
-    shift = -np.floor(np.log2(np.where((largest > 0) & np.isfinite(largest), largest, 1.0)))
-    scaled = np.ldexp(A, shift.astype(np.int64))
-    return scaled, shift, np.sqrt((scaled * scaled).sum(axis=-1, keepdims=True))
-
-
-def clipped(A, tau):
-    """clip's result on float64 A."""
-    scaled, shift, norm = scaled_norms(A)
-    longer = np.log2(norm) - shift > np.log2(tau)  # a zero row: -Inf, never longer
-    return np.where(longer, scaled * (tau / norm), A)
 
 
 def check_qsgd(X, levels, out, where):

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import byzkern as bk
+from _harness import scaled_norms
 from byzkern import _dispatch
 from byzkern._arrays import host
 from byzkern.backends import reference
@@ -294,6 +295,18 @@ def test_qsgd_variance_per_entry_is_the_dithering_variance():
     assert_mean_within((C - X8) ** 2, expected, "qsgd per-entry variance")
 
 
+def sent_by_reference_and(backend, compress, X):
+    """The reference's message fields for X (on the host), after checking that ``backend`` (on
+    a device copy of X for cuda) sends the same bits."""
+    data = __import__("cupy").asarray(X) if backend == "cuda" else X
+    with np.errstate(over="ignore"):  # the reference's sums overflow here by design
+        sent = {b: {name: host(a) for name, a in compress(x, b).fields.items()}
+                for b, x in (("reference", X), (backend, data))}
+    for name, field in sent["reference"].items():  # the codes are bytes, the scales floats
+        (assert_bit_equal if field.dtype.kind == "f" else np.testing.assert_array_equal)(sent[backend][name], field)
+    return sent["reference"]
+
+
 @pytest.mark.parametrize("entries", [1e200, 1e-170, 1e-160])
 def test_qsgd_sends_the_true_norm_of_float64_rows_whose_sum_of_squares_overflows_or_underflows(fast_backend, entries):
     """The kernels' sum of squares is +Inf, 0 or short of digits here. The wire norm must be the
@@ -303,17 +316,11 @@ def test_qsgd_sends_the_true_norm_of_float64_rows_whose_sum_of_squares_overflows
     X = np.random.default_rng(4).uniform(-1.0, 1.0, (3, d)) * entries
     X[1, 5] = 0.0
     X[2, :-1] *= 1e-300  # one large entry among underflowing ones
-    data = __import__("cupy").asarray(X) if fast_backend == "cuda" else X
-    with np.errstate(over="ignore"):  # the reference's sum of squares
-        sent = {b: {name: host(a) for name, a in bk.qsgd(x, levels=levels, seed=7, backend=b).fields.items()}
-                for b, x in (("reference", X), (fast_backend, data))}
-    assert_bit_equal(sent[fast_backend]["scales"], sent["reference"]["scales"])
-    np.testing.assert_array_equal(sent[fast_backend]["codes"], sent["reference"]["codes"])
-    shift = -np.floor(np.log2(np.abs(X).max(axis=1)))
-    scaled = np.ldexp(X, shift[:, None].astype(np.int64))
-    scaled_norm = np.array([math.hypot(*row) for row in scaled])
-    np.testing.assert_allclose(sent["reference"]["scales"], np.ldexp(scaled_norm, -shift.astype(np.int64)), rtol=1e-13)
-    codes = reference.unpack_codes(sent["reference"]["codes"], reference.qsgd_width(levels), d)
+    sent = sent_by_reference_and(fast_backend, lambda x, b: bk.qsgd(x, levels=levels, seed=7, backend=b), X)
+    scaled, shift, norm = scaled_norms(X)
+    scaled_norm = norm[:, 0]
+    np.testing.assert_allclose(sent["scales"], np.ldexp(scaled_norm, -shift[:, 0].astype(np.int64)), rtol=1e-13)
+    codes = reference.unpack_codes(sent["codes"], reference.qsgd_width(levels), d)
     level = codes & np.uint32(2 ** (reference.qsgd_width(levels) - 1) - 1)
     r = np.abs(scaled) * levels / scaled_norm[:, None]
     threshold = (r - np.floor(r)) * 2.0**32  # rounded up where the entry's Philox word is below it
@@ -327,14 +334,9 @@ def test_scaled_sign_sends_the_mean_magnitude_of_float64_rows_whose_l1_norm_over
     big = np.finfo(np.float64).max
     X = np.array([[big, -big, big / 2, 0.0, 1.0, 2.0], [1e308, 1e308, -1e308, 1.0, 0.0, 0.0],
                   [big, big, -big, big, big, big], [1.0, -2.0, 3.0, 4.0, 5.0, 6.0]])
-    data = __import__("cupy").asarray(X) if fast_backend == "cuda" else X
-    with np.errstate(over="ignore"):  # the reference's sum
-        sent = {b: {name: host(a) for name, a in bk.scaled_sign(x, backend=b).fields.items()}
-                for b, x in (("reference", X), (fast_backend, data))}
-    assert_bit_equal(sent[fast_backend]["scales"], sent["reference"]["scales"])
-    np.testing.assert_array_equal(sent[fast_backend]["codes"], sent["reference"]["codes"])
+    sent = sent_by_reference_and(fast_backend, lambda x, b: bk.scaled_sign(x, backend=b), X)
     mean = [np.ldexp(math.fsum(np.ldexp(np.abs(row), -1000)) / 6, 1000) for row in X]  # exact scaling
-    np.testing.assert_allclose(sent["reference"]["scales"], mean, rtol=1e-15)
+    np.testing.assert_allclose(sent["scales"], mean, rtol=1e-15)
 
 
 def test_natural_variance_reaches_one_eighth_at_four_thirds():
