@@ -87,14 +87,39 @@ def alie(H, *, f, z=None, ddof=1, backend=None):
     """A little is enough (Baruch, Baruch, Goldberg 2019; seeds 000, 002): every Byzantine row is
     ``mean(H) - z * std(H)`` per coordinate, std with ``ddof`` (needs h > ddof). Default z:
     ``alie_z(h + f, f)``. Seed 004's optimized ALIE searches mean + eta * std instead (see
-    ``optimized``). Cost: two reads of H."""
+    ``optimized``). A float64 coordinate whose squared deviations overflow (rows spread past
+    about 1e154) takes its std again on the host, scaled. Cost: two reads of H."""
     A = _honest(H)
     h = A.data.shape[1]
     f = _count(f)
     ddof = _checks.integer(ddof, "ddof", low=0, high=h - 1, high_text=f"h - 1 = {h - 1}")
     z = alie_z(h + f, f) if z is None else _checks.real(z, "z")
-    mu, std = _dispatch.kernel("mean_std", A.device, backend)(A.data, ddof)
+    mu, std = _mean_std(A, ddof, backend)
     return _rows(A, (mu.astype(np.float64) - z * std.astype(np.float64)).astype(A.dtype), f)
+
+
+def _mean_std(A, ddof, backend):
+    mu, std = _dispatch.kernel("mean_std", A.device, backend)(A.data, ddof)
+    if A.data.dtype == np.float64:
+        _std_again(A.data, mu, std, ddof)
+    return mu, std
+
+
+def _std_again(X, mu, std, ddof):
+    """The kernels' sum of squared deviations overflows for a float64 coordinate whose rows
+    spread past about 1e154, although their std fits (float32 rows, squared in float64, never
+    do). Those coordinates, seldom any, take the std again on the host as s std(x / s), s the
+    power of two at or below their largest |x| (so that it is finite), by which x and the mean
+    divide exactly."""
+    xp = xp_of(X)
+    items, columns = xp.nonzero((std == xp.inf) & xp.isfinite(mu))
+    if not items.size:
+        return
+    values, means = host(X[items, :, columns]), host(mu[items, columns])
+    s = np.ldexp(1.0, np.frexp(np.abs(values).max(axis=1))[1] - 1)[:, None]
+    variance = ((values / s - means[:, None] / s) ** 2).sum(axis=1) / (values.shape[1] - ddof)
+    with np.errstate(over="ignore"):  # a std past float64's range is +Inf
+        std[items, columns] = xp.asarray(s[:, 0] * np.sqrt(variance))
 
 
 @rule
@@ -247,7 +272,7 @@ def _built_deviations(aggregator, A, backend):
 @rule
 def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend=None):
     """Optimized ALIE / FOE (seed 004, Appendix 14.3): for each candidate strength eta the f
-    Byzantine rows are ``mean(H) + eta * a`` (``attack="alie"``: a = +std(H), ddof 1;
+    Byzantine rows are ``mean(H) + eta * a`` (``attack="alie"``: a = +std(H), ddof 1, as ``alie``;
     ``"foe"``: a = -mean(H)); the eta kept is the one maximizing ``||aggregator(rows) -
     mean(H)||`` (first one on ties), with the honest rows first and the Byzantine rows last.
 
@@ -277,7 +302,7 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
         raise ValueError(f"etas must be a non-empty sequence of finite numbers; got {etas!r}")
     xp = A.xp
     if attack == "alie":
-        mu, direction = _dispatch.kernel("mean_std", A.device, backend)(A.data, 1)
+        mu, direction = _mean_std(A, 1, backend)
     else:
         mu = _mean(A, backend)
         direction = -mu

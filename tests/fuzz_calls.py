@@ -374,6 +374,28 @@ def check_qsgd(X, levels, out, where):
     assert ok[rows].all(), f"{where}: an entry decodes beyond the levels next to it"
 
 
+def check_alie(X, opts, out, where):
+    """Each coordinate of finite honest rows is mean - z std, both taken exactly scaled by the
+    power of two at the coordinate's largest |x|, so that no square leaves float64's range;
+    where the rows' sum and the std fit: the kernels add the rows unscaled, and give the
+    mean and std in the input's dtype."""
+    A = as_float64(X)
+    h = A.shape[-2]
+    z = opts.get("z", bk.attacks.alie_z(h + opts["f"], opts["f"]))
+    e = np.frexp(np.abs(A).max(axis=-2, keepdims=True))[1]
+    scaled = np.ldexp(A, -e)
+    mean = scaled.mean(axis=-2, keepdims=True)
+    std = np.sqrt(((scaled - mean) ** 2).sum(axis=-2, keepdims=True) / (h - opts.get("ddof", 1)))
+    mean, std = np.ldexp(mean, e), np.ldexp(std, e)
+    want = mean - z * std
+    columns = (np.isfinite(A).all(axis=-2, keepdims=True) & np.isfinite(want.astype(out.dtype))
+               & (np.abs(A).sum(axis=-2, keepdims=True) < np.finfo(np.float64).max)
+               & np.isfinite(std.astype(out.dtype)))
+    rtol = tolerance(X) + tolerance(out)
+    ok = np.abs(out - want) <= rtol * (np.abs(mean) + abs(z) * std) + np.finfo(out.dtype).tiny
+    assert np.broadcast_to(ok | ~columns, out.shape).all(), f"{where}: not mean - z std"
+
+
 def outcome(fn, X, opts, backend):
     """('ok', result) or ('raised', exception class); anything undocumented propagates."""
     kwargs = dict(opts, backend=backend) if takes_backend(fn) else dict(opts)
@@ -475,6 +497,9 @@ def check(case):
     if op == "qsgd":  # the backends agreeing is not enough here either
         for b, out in outputs.items():
             check_qsgd(X, opts["levels"], out, f"qsgd{opts} on {b}")
+    if op == "alie":
+        for b, out in outputs.items():
+            check_alie(X, opts, out, f"alie{opts} on {b}")
     if op == "scaled_sign":  # every entry of a finite row decodes to +-(its mean |x|), which fits
         A = as_float64(X)
         rows = np.isfinite(A).all(axis=-1)

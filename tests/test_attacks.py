@@ -7,6 +7,7 @@ import pytest
 
 import byzkern as bk
 from byzkern import _config, _dispatch, attacks
+from byzkern._arrays import host
 from byzkern.attacks import DEFAULT_ETAS, alie_z
 from byzkern.backends import deviations_of_built_candidates, reference
 
@@ -314,6 +315,32 @@ def test_candidate_deviations_where_byzantine_values_tie_honest_ones(rule, h, f,
         built = deviations_of_built_candidates(module, H, mu, direction, etas, f, rule, trim)
     np.testing.assert_allclose(got, built, rtol=1e-14)
     assert np.isfinite(got).all() == (2 * f < h + f if rule == "cwmed" else trim >= f)  # the outliers' rows trimmed
+
+
+def exact_mean_std(column, ddof):
+    """Mean and std of a float64 column, scaled exactly by the power of two at its largest |x|
+    so that neither the sums nor the squares leave float64's range."""
+    e = np.frexp(np.abs(column).max())[1]
+    scaled = np.ldexp(column, -e)
+    mean = math.fsum(scaled) / column.size
+    return np.ldexp(mean, e), np.ldexp(math.sqrt(math.fsum((scaled - mean) ** 2) / (column.size - ddof)), e)
+
+
+def test_alie_takes_the_std_of_float64_rows_whose_squared_deviations_overflow(fast_backend):
+    big = np.finfo(np.float64).max
+    HB = np.array([[[1e200, big, 1.0, 1e160], [2e200, -big, 2.0, 1e160],
+                    [3e200, big / 2, 3.0, 1e160], [-1e200, 0.0, 4.0, 1e160]]] * 2)
+    HB[1, :, 0] = 1e-300  # an item without a large column
+    mu, std = np.array([[exact_mean_std(column, ddof=1) for column in item.T] for item in HB]).transpose(2, 0, 1)
+    assert (np.isfinite(std) & (std > 1e154)).sum() == 3  # where the kernels' squares overflow
+    for backend in ["reference", fast_backend]:
+        data = __import__("cupy").asarray(HB) if backend == "cuda" else HB
+        with np.errstate(over="ignore"):  # the reference's squares overflow here by design
+            rows = host(bk.alie(data, f=2, z=0.5, backend=backend))
+            candidates = bk.optimized(data, f=1, attack="alie", aggregator=bk.cwtm(f=1), etas=[0.5],
+                                      backend=backend)
+        np.testing.assert_allclose(rows, np.repeat((mu - 0.5 * std)[:, None], 2, axis=1), rtol=1e-15)
+        np.testing.assert_allclose(host(candidates), (mu + 0.5 * std)[:, None], rtol=1e-15)
 
 
 def test_optimized_default_grid():
