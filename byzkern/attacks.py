@@ -16,6 +16,7 @@ import numpy as np
 from . import _checks, _config, _dispatch
 from ._arrays import Adapted, adapt, host, xp_of
 from .aggregators import COORDINATE_WISE, cwmed, cwtm, meamed
+from .distances import SUM_FLOOR
 from .pipeline import Rule, rule
 
 
@@ -87,8 +88,9 @@ def alie(H, *, f, z=None, ddof=1, backend=None):
     """A little is enough (Baruch, Baruch, Goldberg 2019; seeds 000, 002): every Byzantine row is
     ``mean(H) - z * std(H)`` per coordinate, std with ``ddof`` (needs h > ddof). Default z:
     ``alie_z(h + f, f)``. Seed 004's optimized ALIE searches mean + eta * std instead (see
-    ``optimized``). A float64 coordinate whose squared deviations overflow (rows spread past
-    about 1e154) takes its std again on the host, scaled. Cost: two reads of H."""
+    ``optimized``). A float64 coordinate whose squared deviations overflow or underflow (rows
+    spread past about 1e154, or all below about 1e-130) takes its std again on the host,
+    scaled. Cost: two reads of H."""
     A = _honest(H)
     h = A.data.shape[1]
     f = _count(f)
@@ -106,13 +108,21 @@ def _mean_std(A, ddof, backend):
 
 
 def _std_again(X, mu, std, ddof):
-    """The kernels' sum of squared deviations overflows for a float64 coordinate whose rows
-    spread past about 1e154, although their std fits (float32 rows, squared in float64, never
-    do). Those coordinates, seldom any, take the std again on the host as s std(x / s), s the
-    power of two at or below their largest |x| (so that it is finite), by which x and the mean
-    divide exactly."""
+    """The kernels' squared deviations leave float64's normal range for a float64 coordinate
+    whose rows spread past about 1e154 (the std is +Inf) or all lie below about 1e-130 (the
+    std loses its digits to subnormal squares, or is 0), although the std fits (float32 rows,
+    squared in float64, never do). Those coordinates, seldom any, take the std again on the
+    host as s std(x / s), s the power of two at or below their largest |x| (so that it is
+    finite), by which x and the mean divide exactly. An exact 0 is only looked at again where
+    the rows are not all 0, which needs one more read of X."""
     xp = xp_of(X)
-    items, columns = xp.nonzero((std == xp.inf) & xp.isfinite(mu))
+    again = (std == xp.inf) & xp.isfinite(mu)
+    small = std < SUM_FLOOR ** 0.5
+    if small.any():
+        largest = xp.maximum(X.max(axis=1), -X.min(axis=1))
+        # entries from 1e-130 up: a nonzero deviation squares to a normal number
+        again |= small & (largest > 0) & (largest < 1e-130)
+    items, columns = xp.nonzero(again)
     if not items.size:
         return
     values, means = host(X[items, :, columns]), host(mu[items, columns])

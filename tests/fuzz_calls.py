@@ -381,7 +381,7 @@ def check_alie(X, opts, out, where):
     mean and std in the input's dtype."""
     A = as_float64(X)
     h = A.shape[-2]
-    z = opts.get("z", bk.attacks.alie_z(h + opts["f"], opts["f"]))
+    z = opts["z"] if opts.get("z") is not None else bk.attacks.alie_z(h + opts["f"], opts["f"])
     e = np.frexp(np.abs(A).max(axis=-2, keepdims=True))[1]
     scaled = np.ldexp(A, -e)
     mean = scaled.mean(axis=-2, keepdims=True)

@@ -319,20 +319,21 @@ def test_candidate_deviations_where_byzantine_values_tie_honest_ones(rule, h, f,
 
 def exact_mean_std(column, ddof):
     """Mean and std of a float64 column, scaled exactly by the power of two at its largest |x|
-    so that neither the sums nor the squares leave float64's range."""
+    so that neither the sums nor the squares leave float64's normal range."""
     e = np.frexp(np.abs(column).max())[1]
     scaled = np.ldexp(column, -e)
     mean = math.fsum(scaled) / column.size
     return np.ldexp(mean, e), np.ldexp(math.sqrt(math.fsum((scaled - mean) ** 2) / (column.size - ddof)), e)
 
 
-def test_alie_takes_the_std_of_float64_rows_whose_squared_deviations_overflow(fast_backend):
+def test_alie_takes_the_std_of_float64_rows_whose_squared_deviations_overflow_or_underflow(fast_backend):
     big = np.finfo(np.float64).max
-    HB = np.array([[[1e200, big, 1.0, 1e160], [2e200, -big, 2.0, 1e160],
-                    [3e200, big / 2, 3.0, 1e160], [-1e200, 0.0, 4.0, 1e160]]] * 2)
-    HB[1, :, 0] = 1e-300  # an item without a large column
+    HB = np.array([[[1e200, big, 1.0, 1e160, 1e-300, 0.0], [2e200, -big, 2.0, 1e160, -2e-300, 0.0],
+                    [3e200, big / 2, 3.0, 1e160, 3e-300, 0.0], [-1e200, 0.0, 4.0, 1e160, 0.0, 0.0]]] * 2)
+    HB[1, :, 0] = 1e-300  # equal rows: a std of 0
     mu, std = np.array([[exact_mean_std(column, ddof=1) for column in item.T] for item in HB]).transpose(2, 0, 1)
-    assert (np.isfinite(std) & (std > 1e154)).sum() == 3  # where the kernels' squares overflow
+    # where the kernels' squares overflow, and where they underflow
+    assert (np.isfinite(std) & (std > 1e154)).sum() == 3 and ((0 < std) & (std < 1e-154)).sum() == 2
     for backend in ["reference", fast_backend]:
         data = __import__("cupy").asarray(HB) if backend == "cuda" else HB
         with np.errstate(over="ignore"):  # the reference's squares overflow here by design
