@@ -259,7 +259,8 @@ def _row_norms(A, q, backend):
     if suspect and suspect[0].size:
         rows = A.data[suspect].astype(np.float64)
         largest, rest = norms_by_largest(rows, q)
-        with np.errstate(invalid="ignore"):  # non-finite rows, which keep +Inf
+        # non-finite rows keep +Inf; a finite row's norm past float64's range is +Inf too
+        with np.errstate(invalid="ignore", over="ignore"):
             r[suspect] = xp.where(xp.isfinite(rows).all(axis=1), largest * rest, xp.inf)
     return r
 

@@ -104,6 +104,13 @@ def test_norm_filter_drops_a_non_finite_row_before_finite_rows_whose_sum_of_powe
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+def test_norm_filter_drops_rows_whose_norm_is_past_float64s_range_without_a_warning(backend):
+    X = np.vstack([HONEST, np.full((2, 6), np.finfo(np.float64).max)])
+    X[-1, ::2] *= -1
+    np.testing.assert_allclose(bk.norm_filter(X, f=2, backend=backend), HONEST.mean(axis=0), rtol=1e-14)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
 def test_norm_filter_ranks_rows_whose_sum_of_squares_is_subnormal_by_their_true_norms(backend):
     """Row 1 is row 2 lengthened by 1e-9; at 1e-160 their squares are subnormal, and the sums tie
     (ties drop the higher index, row 2). Taken through their largest entries they do not."""

@@ -86,7 +86,8 @@ def mix_rows(X, idx):
 
 
 def row_norms(X, q):
-    norms = np.linalg.norm(X.astype(F64), ord=q, axis=2)
+    with np.errstate(over="ignore"):  # the caller takes such norms again (aggregators._row_norms)
+        norms = np.linalg.norm(X.astype(F64), ord=q, axis=2)
     norms[_nonfinite_rows(X)] = np.inf
     return norms
 
