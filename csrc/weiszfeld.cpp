@@ -428,7 +428,8 @@ void cclip(const T* X, index_t B, index_t n, index_t d, double tau, index_t iter
     for (index_t r = 0; r < B * n; ++r) {
       const double norm = dist[r];
       coef[r] = finite[r] ? std::min(1.0, tau / (norm > 0 ? norm : 1.0)) : 0.0;  // bad rows add 0 but count
-      if (finite[r] && !std::isfinite(norm)) overflowed[r / n] = true;
+      // +Inf only: a NaN distance (a start with a NaN) is no overflow, and scaling does not mend it
+      if (finite[r] && std::isinf(norm)) overflowed[r / n] = true;
     }
     const bool distances = t < iters;
     auto step = [&](const auto* from, auto* to) {

@@ -174,6 +174,17 @@ def test_cclip_past_1e154_is_the_point_it_is_with_the_outlier_at_1e50(fast_backe
     np.testing.assert_allclose(cclip(outlier, fast_backend), cclip(1e50, "reference"), rtol=1e-9, atol=1e-12)
 
 
+def test_cclip_from_a_start_with_a_nan_is_the_same_on_every_backend(fast_backend):
+    """Half the rows have a NaN in column 0, so the median start has one there and every distance
+    to it is NaN. That is no overflow (the cpu backend took it for one and ran the item again
+    scaled, where a NaN distance's factor, min(1, tau), is another): the backends agree."""
+    X = np.array([[[np.nan, -1.32e199], [np.nan, 1.05e199], [-5.36e199, 3.62e199], [1.30e200, 9.47e199]]])
+    with np.errstate(over="ignore", invalid="ignore"):  # the reference's overflowing distances
+        want = bk.cclip(X, tau=1.0, backend="reference")
+        got = run_or_skip(lambda Y, **kw: bk.cclip(Y, **kw), X, fast_backend, tau=1.0)
+    np.testing.assert_array_equal(got, want)
+
+
 # ---- Byzantine robustness: each rule's bound on ||rule(X) - honest mean|| ------------------------
 
 def byzantine_rows_of(kind, H, f, rule, rng):
