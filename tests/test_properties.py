@@ -130,6 +130,24 @@ def test_geomed_minimizes_the_objective_found_by_scipy():
     np.testing.assert_allclose(z, best, atol=1e-4)
 
 
+def test_geomed_stops_far_out_by_rfas_rule_and_not_with_eps_0_or_a_robust_start(fast_backend):
+    """The docstring's case: 3 rows of 1e38 among 11. The objective, about 3e38 sqrt(7), changes
+    by less than 1e-6 of itself per step long before z leaves the far side, where the mean put
+    it; eps=0, or a start at the median, ends inside the honest rows' box."""
+    X = np.random.default_rng(1).standard_normal((11, 7)).astype(np.float32)
+    X[:3] = 1e38
+    low, high = X[3:].min(axis=0), X[3:].max(axis=0)
+
+    def geomed(**options):
+        z, info = run_or_skip(lambda Y, **kw: bk.geomed(Y, return_info=True, **kw), X, fast_backend, **options)
+        return z, int(info["iterations"])
+
+    z, iterations = geomed()
+    assert np.abs(z).min() > 1e29 and iterations < 100
+    for z, iterations in (geomed(eps=0.0), geomed(init=bk.cwmed(X))):
+        assert ((low <= z) & (z <= high)).all(), (z, iterations)
+
+
 @pytest.mark.parametrize("outlier", [1e200, 1e300, np.finfo(np.float64).max])
 @pytest.mark.parametrize("init", ["mean", "zero", "array"])
 def test_geomed_past_1e154_is_the_point_it_is_with_the_outlier_at_1e50(fast_backend, init, outlier):
