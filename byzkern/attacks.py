@@ -8,6 +8,7 @@ computed in float64. Data attacks (label flipping, sample duplication) live in t
 """
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 
@@ -38,11 +39,22 @@ def _rows(A, row, f):
     return A.restore(A.xp.broadcast_to(row[:, None, :], (B, f, d)).copy())
 
 
+def _quietly(attack):
+    """The attack's arithmetic on the host gives a row past the dtype's range as +-Inf (or NaN,
+    from Inf - Inf), as the kernels do, without NumPy's RuntimeWarning."""
+    @functools.wraps(attack)
+    def quiet(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return attack(*args, **kwargs)
+    return quiet
+
+
 def _own(A, own, f):
     return A.aux(own, "own", (f, A.data.shape[2]))
 
 
 @rule
+@_quietly
 def sign_flip(H, *, f, scale=-1.0, own=None, backend=None):
     """Sign flipping. With ``own`` (the Byzantine workers' true messages, (f, d) or (B, f, d)):
     ``scale * own`` (seeds 000 and 002: -1, bit flipping; seed 003: c = -5). Without it:
@@ -56,6 +68,7 @@ def sign_flip(H, *, f, scale=-1.0, own=None, backend=None):
 
 
 @rule
+@_quietly
 def ipm(H, *, f, eps=0.1, backend=None):
     """Inner product manipulation (Xie, Koyejo, Gupta 2020; seeds 000, 002): every Byzantine
     row is ``-eps * mean(H)``. Cost: one read of H."""
@@ -66,6 +79,7 @@ def ipm(H, *, f, eps=0.1, backend=None):
 
 
 @rule
+@_quietly
 def foe(H, *, f, eta, backend=None):
     """Fall of empires (seed 004): every Byzantine row is ``(1 - eta) * mean(H)``, so
     ``foe(eta) == ipm(eps=eta - 1)``. Cost: one read of H."""
@@ -84,6 +98,7 @@ def alie_z(n, f):
 
 
 @rule
+@_quietly
 def alie(H, *, f, z=None, ddof=1, backend=None):
     """A little is enough (Baruch, Baruch, Goldberg 2019; seeds 000, 002): every Byzantine row is
     ``mean(H) - z * std(H)`` per coordinate, std with ``ddof`` (needs h > ddof). Default z:
@@ -128,8 +143,7 @@ def _std_again(X, mu, std, ddof):
     values, means = host(X[items, :, columns]), host(mu[items, columns])
     s = np.ldexp(1.0, np.frexp(np.abs(values).max(axis=1))[1] - 1)[:, None]
     variance = ((values / s - means[:, None] / s) ** 2).sum(axis=1) / (values.shape[1] - ddof)
-    with np.errstate(over="ignore"):  # a std past float64's range is +Inf
-        std[items, columns] = xp.asarray(s[:, 0] * np.sqrt(variance))
+    std[items, columns] = xp.asarray(s[:, 0] * np.sqrt(variance))  # past float64's range: +Inf
 
 
 @rule
@@ -182,6 +196,7 @@ class Mimic:
     def __repr__(self):
         return f"Mimic(warmup={self.warmup}, seed={self.seed})"
 
+    @_quietly
     def __call__(self, H, *, f, backend=None):
         A = _honest(H)
         f = _count(f)
@@ -280,6 +295,7 @@ def _built_deviations(aggregator, A, backend):
 
 
 @rule
+@_quietly
 def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend=None):
     """Optimized ALIE / FOE (seed 004, Appendix 14.3): for each candidate strength eta the f
     Byzantine rows are ``mean(H) + eta * a`` (``attack="alie"``: a = +std(H), ddof 1, as ``alie``;

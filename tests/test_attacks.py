@@ -344,6 +344,25 @@ def test_alie_takes_the_std_of_float64_rows_whose_squared_deviations_overflow_or
         np.testing.assert_allclose(host(candidates), (mu + 0.5 * std)[:, None], rtol=1e-15)
 
 
+def test_attacks_past_the_dtypes_range_give_infinite_rows_without_a_warning(fast_backend):
+    """NumPy's overflow warnings in the attacks' host arithmetic (an error under -W error) are
+    not raised: the rows say it, as the kernels' do."""
+    H32 = np.full((4, 3), np.finfo(np.float32).max, np.float32)
+    H64 = np.full((4, 3), np.finfo(np.float64).max)
+    H64[1:, 1:] = np.random.default_rng(2).standard_normal((3, 2))
+
+    def attack(fn, H, **options):
+        data = __import__("cupy").asarray(H) if fast_backend == "cuda" else H
+        return host(fn(data, backend=fast_backend, **options))
+
+    assert (attack(bk.sign_flip, H32, f=2, scale=-5.0, own=H32[:2]) == -np.inf).all()
+    assert (attack(bk.foe, H32, f=1, eta=5.0) == -np.inf).all()
+    assert np.isnan(attack(bk.alie, H64, f=1)[:, 0]).all()  # the mean is +Inf, mean - z std NaN
+    assert (attack(bk.Mimic(), H64, f=1) == H64[:, None]).all(axis=2).any()  # a copy of an honest row
+    rows = attack(bk.optimized, H64, f=1, attack="foe", aggregator=bk.krum(f=1))
+    assert np.isnan(rows[:, 0]).all()  # Inf + eta (-Inf) for every eta > 0
+
+
 def test_optimized_default_grid():
     assert len(DEFAULT_ETAS) == 17 and DEFAULT_ETAS[0] == 0.0
     np.testing.assert_allclose(DEFAULT_ETAS[1:], np.geomspace(0.1, 10, 16))

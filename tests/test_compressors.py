@@ -339,6 +339,14 @@ def test_scaled_sign_sends_the_mean_magnitude_of_float64_rows_whose_l1_norm_over
     np.testing.assert_allclose(sent["scales"], mean, rtol=1e-15)
 
 
+def test_qsgd_sends_a_float32_norm_past_float32s_range_as_inf_without_a_warning(fast_backend):
+    X = np.full((2, 6), np.finfo(np.float32).max, np.float32)
+    X[1] = 1.0
+    data = __import__("cupy").asarray(X) if fast_backend == "cuda" else X
+    scales = host(bk.qsgd(data, levels=4, seed=1, backend=fast_backend).fields["scales"])
+    np.testing.assert_array_equal(scales, np.float32([np.inf, math.sqrt(6)]))
+
+
 def test_natural_variance_reaches_one_eighth_at_four_thirds():
     x = np.array([4 / 3, -8 / 3, 4 / 3 * 2.0**-30, 1.0])
     C = draws("natural", x)

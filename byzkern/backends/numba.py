@@ -1467,7 +1467,8 @@ def qsgd(X, levels, seed):
     n, d = X.shape
     sums = np.empty(n)
     _ordered_row_sums(X, True, sums)
-    norms = np.sqrt(sums).astype(X.dtype)
+    with np.errstate(over="ignore"):  # a float32 row's norm past float32's range goes as +Inf
+        norms = np.sqrt(sums).astype(X.dtype)
     norm64 = norms.astype(np.float64)
     ok = np.isfinite(norm64) & (norm64 > 0)
     scale = np.where(ok, levels / np.where(ok, norm64, 1.0), 0.0)
