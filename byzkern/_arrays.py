@@ -9,6 +9,8 @@ tensors are viewed as CuPy through DLPack, also without a copy.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 #: dtypes the kernels run in natively; every other float is computed in float32.
@@ -116,6 +118,16 @@ def host(arr):
 def xp_of(arr):
     """The array module (numpy or cupy) of a kernel array."""
     return np if isinstance(arr, np.ndarray) else __import__("cupy")
+
+
+def quietly(fn):
+    """fn with its host arithmetic giving a value past the dtype's range as +-Inf (or NaN, from
+    Inf - Inf), as the kernels (and CuPy) do, without NumPy's RuntimeWarning."""
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):  # a fresh one per call: per thread
+            return fn(*args, **kwargs)
+    return quiet
 
 
 class Adapted:

@@ -144,8 +144,8 @@ def _geomed_again(kernel, X, w, init, maxiter, eps, nu, z, iters, obj):
         scaled_start = init if start is None else xp.ldexp(start, shift)
         z1, iters1, obj1 = kernel(xp.ldexp(rows, shift), w[item:item + 1], scaled_start, maxiter, eps,
                                   float(np.ldexp(nu, shift)))
-        z[item], iters[item] = xp.ldexp(z1[0], -shift), iters1[0]
-        with np.errstate(over="ignore"):  # an objective past float64's range
+        with np.errstate(over="ignore"):  # an objective, or rows of float64's max, past its range
+            z[item], iters[item] = xp.ldexp(z1[0], -shift), iters1[0]
             obj[item] = np.ldexp(float(obj1[0]), -shift)
 
 

@@ -8,14 +8,13 @@ computed in float64. Data attacks (label flipping, sample duplication) live in t
 """
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 
 import numpy as np
 
 from . import _checks, _config, _dispatch
-from ._arrays import Adapted, adapt, host, xp_of
+from ._arrays import Adapted, adapt, host, quietly, xp_of
 from .aggregators import COORDINATE_WISE, cwmed, cwtm, meamed
 from .distances import SUM_FLOOR
 from .pipeline import Rule, rule
@@ -39,22 +38,12 @@ def _rows(A, row, f):
     return A.restore(A.xp.broadcast_to(row[:, None, :], (B, f, d)).copy())
 
 
-def _quietly(attack):
-    """The attack's arithmetic on the host gives a row past the dtype's range as +-Inf (or NaN,
-    from Inf - Inf), as the kernels do, without NumPy's RuntimeWarning."""
-    @functools.wraps(attack)
-    def quiet(*args, **kwargs):
-        with np.errstate(over="ignore", invalid="ignore"):
-            return attack(*args, **kwargs)
-    return quiet
-
-
 def _own(A, own, f):
     return A.aux(own, "own", (f, A.data.shape[2]))
 
 
 @rule
-@_quietly
+@quietly
 def sign_flip(H, *, f, scale=-1.0, own=None, backend=None):
     """Sign flipping. With ``own`` (the Byzantine workers' true messages, (f, d) or (B, f, d)):
     ``scale * own`` (seeds 000 and 002: -1, bit flipping; seed 003: c = -5). Without it:
@@ -68,7 +57,7 @@ def sign_flip(H, *, f, scale=-1.0, own=None, backend=None):
 
 
 @rule
-@_quietly
+@quietly
 def ipm(H, *, f, eps=0.1, backend=None):
     """Inner product manipulation (Xie, Koyejo, Gupta 2020; seeds 000, 002): every Byzantine
     row is ``-eps * mean(H)``. Cost: one read of H."""
@@ -79,7 +68,7 @@ def ipm(H, *, f, eps=0.1, backend=None):
 
 
 @rule
-@_quietly
+@quietly
 def foe(H, *, f, eta, backend=None):
     """Fall of empires (seed 004): every Byzantine row is ``(1 - eta) * mean(H)``, so
     ``foe(eta) == ipm(eps=eta - 1)``. Cost: one read of H."""
@@ -98,7 +87,7 @@ def alie_z(n, f):
 
 
 @rule
-@_quietly
+@quietly
 def alie(H, *, f, z=None, ddof=1, backend=None):
     """A little is enough (Baruch, Baruch, Goldberg 2019; seeds 000, 002): every Byzantine row is
     ``mean(H) - z * std(H)`` per coordinate, std with ``ddof`` (needs h > ddof). Default z:
@@ -196,7 +185,7 @@ class Mimic:
     def __repr__(self):
         return f"Mimic(warmup={self.warmup}, seed={self.seed})"
 
-    @_quietly
+    @quietly
     def __call__(self, H, *, f, backend=None):
         A = _honest(H)
         f = _count(f)
@@ -295,7 +284,7 @@ def _built_deviations(aggregator, A, backend):
 
 
 @rule
-@_quietly
+@quietly
 def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend=None):
     """Optimized ALIE / FOE (seed 004, Appendix 14.3): for each candidate strength eta the f
     Byzantine rows are ``mean(H) + eta * a`` (``attack="alie"``: a = +std(H), ddof 1, as ``alie``;

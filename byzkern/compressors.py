@@ -40,7 +40,7 @@ import struct
 import numpy as np
 
 from . import _checks, _dispatch
-from ._arrays import Adapted, adapt, host, xp_of
+from ._arrays import Adapted, adapt, host, quietly, xp_of
 from .backends import reference as _ref
 from .distances import SUM_FLOOR
 from .pipeline import rule
@@ -390,6 +390,7 @@ class ErrorFeedback:
         self.compressor = compressor
         self.error = None
 
+    @quietly
     def __call__(self, G, *, lr):
         lr = _checks.real(lr, "lr")
         if self.error is not None and tuple(self.error.shape) != tuple(G.shape):

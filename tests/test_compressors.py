@@ -463,6 +463,12 @@ def test_error_feedback_by_hand():
     assert ef.error is None
 
 
+def test_error_feedback_of_an_infinite_entry_keeps_nan_without_a_warning():
+    ef = bk.ErrorFeedback(bk.topk(k=1))
+    ef(np.array([[np.inf, 1.0], [2.0, -np.finfo(np.float64).max]]), lr=4.0)  # Inf - Inf; 4 max
+    np.testing.assert_array_equal(ef.error, [[np.nan, 4.0], [8.0, np.nan]])
+
+
 def test_error_feedback_sum_is_telescoping_with_torch():
     torch = pytest.importorskip("torch")
     ef = bk.ErrorFeedback(bk.randk(k=2, rng=np.random.default_rng(0)))
