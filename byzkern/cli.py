@@ -13,6 +13,8 @@ import byzkern as bk
 def demo(args):
     """A real aggregation under attack: which rule stays near the honest mean?"""
     n, f, d = args.n, args.f, args.d
+    if n < 2 * f + 3:  # Krum's default k = n - f - 2 >= 1 beside f honest rows and more
+        raise SystemExit(f"byzkern demo: needs n >= 2f + 3 (Krum's k = n - f - 2 with n > 2f); got n={n}, f={f}")
     rng = np.random.default_rng(args.seed)
     true_gradient = rng.standard_normal(d).astype(np.float32)
     honest = true_gradient + 0.5 * rng.standard_normal((n - f, d)).astype(np.float32)
@@ -50,7 +52,7 @@ def demo(args):
 def bench(args):
     from . import bench as benchmarks
 
-    shapes = [tuple(int(float(v)) for v in s.split("x")) for s in args.shapes]
+    shapes = args.shapes
     try:
         ops = benchmarks.select(args.ops) if args.ops else list(benchmarks.OPS)
     except ValueError as exc:
@@ -80,28 +82,52 @@ def repro(args):
     return 0
 
 
+def _positive(text):
+    """An argparse type: an integer >= 1 (1e6 allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != int(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text}")
+    return int(value)
+
+
+def _shape(text):
+    """An argparse type: "NxD", both whole numbers; N >= 4, the fewest rows every op takes at
+    the bench's f = max(1, N // 5) (Krum's k = N - f - 2 >= 1)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"a shape is NxD, e.g. 20x1e6; got {text!r}")
+    n, d = (_positive(part) for part in parts)
+    if n < 4:
+        raise argparse.ArgumentTypeError(f"n must be >= 4 (Krum with f = max(1, n // 5) needs it); got {text}")
+    return n, d
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="byzkern", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="aggregate a round under attack with every rule")
-    p.add_argument("--n", type=int, default=20)
-    p.add_argument("--f", type=int, default=4)
-    p.add_argument("--d", type=int, default=10_000)
+    p.add_argument("--n", type=_positive, default=20)
+    p.add_argument("--f", type=_positive, default=4)
+    p.add_argument("--d", type=_positive, default=10_000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=demo)
 
     p = sub.add_parser("bench", help="time the kernels against the memory-read floor")
-    p.add_argument("--shapes", nargs="+", default=["20x1e6", "64x1e6", "17x1e7", "256x1e5"],
-                   help="n x d shapes, e.g. 20x1e6")
+    p.add_argument("--shapes", nargs="+", type=_shape,
+                   default=[(20, 10**6), (64, 10**6), (17, 10**7), (256, 10**5)],
+                   help="n x d shapes, e.g. 20x1e6 (n >= 4)")
     p.add_argument("--ops", nargs="+",
                    help="ops or families (coordinatewise, distances, weiszfeld, rows, compress, "
                         "attacks) to time (default: all)")
     p.add_argument("--backend", nargs="+", choices=["cpu", "numba", "reference"],
                    help="backends to time (default: the available fast ones)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--threads", type=int,
+    p.add_argument("--repeat", type=_positive, default=5)
+    p.add_argument("--threads", type=_positive,
                    help="threads of the cpu backend, Numba and torch (default: theirs)")
     p.add_argument("--no-baselines", action="store_true", help="skip the NumPy/PyTorch way")
     p.add_argument("--json", help="also write the rows to this file")
@@ -116,7 +142,7 @@ def main(argv=None):
     size = p.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true", help="a few steps of every run: checks the pipeline, not the claims")
     size.add_argument("--full", action="store_true", help="the paper's steps and seeds where the data allow (hours)")
-    p.add_argument("--steps", type=int, help="steps per run (overrides the size's default)")
+    p.add_argument("--steps", type=_positive, help="steps per run (overrides the size's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=repro)
 

@@ -61,6 +61,32 @@ def test_byzkern_bench_families_and_the_way_column(capsys):
         main(["bench", "--ops", "median"])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--shapes", "20x0"], "must be a whole number >= 1; got 0"),
+    (["bench", "--shapes", "axb"], "not a number: 'a'"),
+    (["bench", "--shapes", "20"], "a shape is NxD"),
+    (["bench", "--shapes", "3x1e6"], "n must be >= 4"),
+    (["bench", "--repeat", "0"], "--repeat: must be a whole number >= 1"),
+    (["bench", "--threads", "-2"], "--threads: must be a whole number >= 1"),
+    (["demo", "--d", "1.5"], "--d: must be a whole number >= 1; got 1.5"),
+    (["repro", "000", "--steps", "0"], "--steps: must be a whole number >= 1"),
+])
+def test_bad_arguments_are_usage_errors_before_anything_runs(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_demo_needs_room_for_krum():
+    with pytest.raises(SystemExit, match="needs n >= 2f \\+ 3"):
+        main(["demo", "--n", "10", "--f", "4"])
+
+
+def test_bench_takes_the_smallest_shape_it_accepts(capsys):
+    assert main(["bench", "--shapes", "4x1", "--repeat", "1", "--no-baselines", "--backend", "reference"]) == 0
+    assert "optimized" in capsys.readouterr().out
+
+
 def test_demo_runs_and_robust_rules_beat_the_mean(capsys):
     assert main(["demo", "--d", "200"]) == 0
     out = capsys.readouterr().out
