@@ -90,6 +90,9 @@ def _to_kernel_array(x, name):
     _check_float(x, name)
     if lib == "torch":
         t = x.detach()
+        if t.layout is not __import__("torch").strided:
+            raise TypeError(f"{name} is a torch tensor of layout {t.layout}; byzkern takes dense tensors "
+                            f"(call .to_dense() first)")
         if t.dtype in _torch_half_dtypes():
             t = t.float()
         if t.is_cuda:

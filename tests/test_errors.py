@@ -85,6 +85,10 @@ def test_mixed_libraries_and_devices():
         bk.cwmed([np.ones(3), torch.ones(3, dtype=torch.float64)])
     with pytest.raises(ValueError, match="device"):
         bk.cwmed(torch.ones(3, 4, device="meta"))
+    with pytest.raises(TypeError, match="X is a torch tensor of layout torch.sparse_coo; .*to_dense"):
+        bk.cwmed(torch.ones(3, 4).to_sparse())
+    with pytest.raises(TypeError, match="weights is a torch tensor of layout torch.sparse_coo"):
+        bk.geomed(torch.ones(3, 4), weights=torch.ones(3).to_sparse())
 
 
 def test_raise_policy_refuses_nonfinite_before_the_kernel():
