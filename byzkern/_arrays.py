@@ -84,9 +84,24 @@ def _check_float(x, name) -> None:
     )
 
 
+def _plain_numpy(x, name):
+    """x as a plain ndarray in native byte order: a matrix or memmap is viewed as one; a
+    non-native (big-endian) array, as read from a file or the network, is copied once, as a
+    non-contiguous one is."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, whose mask byzkern would not read: pass {name}.filled(np.nan) "
+                        f"(nan_policy then decides what those rows do) or {name}.data")
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    return x
+
+
 def _to_kernel_array(x, name):
     """A view (no copy where possible) of a user array as NumPy or CuPy, plus its device kind."""
     lib = library_of(x)
+    if lib == "numpy":
+        x = _plain_numpy(x, name)
     _check_float(x, name)
     if lib == "torch":
         t = x.detach()

@@ -58,6 +58,30 @@ def test_non_contiguous_views_and_negative_strides():
     np.testing.assert_allclose(bk.cwmed(t).numpy(), np.median(t.numpy(), axis=0))
 
 
+@pytest.mark.parametrize("dtype", [">f8", ">f4", ">f2"])
+def test_big_endian_arrays_are_read_in_the_byte_order_they_say(dtype):
+    """As read from a file or the network: copied once to native order, the result in theirs."""
+    X = X64.astype(dtype)
+    native = X.astype(np.dtype(dtype).newbyteorder("="))
+    for rule in (bk.cwtm(f=2), bk.krum(f=2), bk.alie(f=2)):
+        out = rule(X)
+        assert out.dtype == X.dtype
+        np.testing.assert_array_equal(out, rule(native))
+    np.testing.assert_array_equal(bk.geomed(native, weights=np.arange(1.0, 8.0).astype(">f8")),
+                                  bk.geomed(native, weights=np.arange(1.0, 8.0)))
+
+
+def test_numpy_subclasses():
+    with pytest.warns(PendingDeprecationWarning):
+        M = np.asmatrix(X64)  # always 2-D: it used to reach the kernels as (1, n, d) -> (n, d)
+    for rule in (bk.mean(), bk.cwtm(f=2), bk.alie(f=2)):
+        out = rule(M)
+        assert type(out) is np.ndarray
+        np.testing.assert_array_equal(out, rule(X64))
+    with pytest.raises(TypeError, match=r"X is a masked array.*X.filled\(np.nan\)"):
+        bk.cwmed(np.ma.masked_array(X64, mask=X64 > 1))
+
+
 def test_input_is_not_modified():
     X = X64.copy()
     X[0] = np.nan
