@@ -91,7 +91,7 @@ def matrices(draw, ranks=(2, 3)):
                 rows[r] = value
             else:
                 rows[r, draw(st.integers(0, rows.shape[1] - 1))] = value
-    layout = draw(st.sampled_from(["contiguous", "contiguous", "strided", "reversed", "fortran"]))
+    layout = draw(st.sampled_from(["contiguous", "contiguous", "strided", "reversed", "fortran", "big-endian"]))
     if layout == "strided" and X.ndim:
         wide = np.zeros(X.shape[:-1] + (2 * X.shape[-1],), X.dtype)
         wide[..., ::2] = X
@@ -100,6 +100,8 @@ def matrices(draw, ranks=(2, 3)):
         X = np.ascontiguousarray(X[..., ::-1])[..., ::-1]
     elif layout == "fortran":
         X = np.asfortranarray(X)
+    elif layout == "big-endian" and X.dtype.kind == "f":  # as read from a file: NumPy only
+        X = X.astype(X.dtype.newbyteorder(">"))
     return wrap(draw, X, dtype)
 
 
@@ -109,7 +111,7 @@ def wrap(draw, X, dtype):
     if dtype == "bfloat16" and torch is not None:
         form = "torch"
     if form == "torch" and torch is not None and X.dtype != np.complex64:
-        t = torch.from_numpy(np.ascontiguousarray(X))
+        t = torch.from_numpy(np.ascontiguousarray(X, dtype=X.dtype.newbyteorder("=")))
         return t.to(torch.bfloat16) if dtype == "bfloat16" else t
     if form == "meta" and torch is not None:
         return torch.empty(X.shape, device="meta")
