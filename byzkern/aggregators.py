@@ -84,7 +84,7 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     about 2.6 times closer there), and an ``init`` from a robust rule (``init=cwmed(X)``)
     starts near the median.
 
-    ``weights`` (n,) or (B, n): non-negative, not all zero. nan_policy="outlier" gives rows with
+    ``weights`` (n,) or (B, n): non-negative, not all zero; only their ratios matter. nan_policy="outlier" gives rows with
     a NaN or Inf entry zero weight.
     With ``return_info=True`` returns ``(z, {"iterations": ..., "objective": ...})``.
 
@@ -104,12 +104,19 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     maxiter = _checks.integer(maxiter, "maxiter", low=0)
     eps = _checks.real(eps, "eps", nonnegative=True)
     nu = _checks.real(nu, "nu", positive=True)
+    xp = A.xp
+    weight_shift = None
     if weights is None:
-        w = A.xp.ones((B, n))
+        w = xp.ones((B, n))
     else:
         w = A.aux(weights, "weights", (n,)).astype(np.float64)
-        if not bool(A.xp.isfinite(w).all()) or bool((w < 0).any()) or bool((w.sum(axis=1) <= 0).any()):
+        if not bool(xp.isfinite(w).all()) or bool((w < 0).any()) or bool((w.max(axis=1) <= 0).any()):
             raise ValueError("weights must be finite, non-negative and not all zero")
+        # z depends on the weights' ratios only: each item's largest is brought into [1, 2) by a
+        # power of two, past which no sum of weights or w_i x_i overflows (weights of 1e308 gave
+        # NaN) or goes subnormal; the objective is scaled back
+        weight_shift = xp.frexp(w.max(axis=1))[1] - 1
+        w = xp.ldexp(w, -weight_shift[:, None])
     if isinstance(init, str):
         init = _checks.choice(init, "init", ("mean", "zero"))
     else:
@@ -119,6 +126,9 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     z, iters, obj = kernel(A.data, w, init, maxiter, eps, nu)
     if A.data.dtype == np.float64:
         _geomed_again(kernel, A.data, w, init, maxiter, eps, nu, z, iters, obj)
+    if weight_shift is not None:
+        with np.errstate(over="ignore"):  # an objective past float64's range
+            obj = xp.ldexp(obj, weight_shift)
     z = _dispatch.finish(A, z, nan_policy, "items")
     if not return_info:
         return z

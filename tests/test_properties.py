@@ -130,6 +130,26 @@ def test_geomed_minimizes_the_objective_found_by_scipy():
     np.testing.assert_allclose(z, best, atol=1e-4)
 
 
+@pytest.mark.parametrize("scale", [2.0**1020, 2.0**-1060])
+def test_geomed_weights_count_by_their_ratios_at_any_scale(fast_backend, scale):
+    """Weights near 1e308 made the sums of weights overflow (z was NaN after 100 steps), and
+    subnormal ones lost digits (another z, 100 steps). Whole weights times a power of two keep
+    their ratios exactly: the point and the steps are those of the weights themselves, the
+    objective theirs times the power."""
+    X = np.random.default_rng(5).standard_normal((2, 7, 5))
+    w = np.random.default_rng(6).integers(1, 9, (2, 7)).astype(np.float64)
+
+    def run(weights):
+        return run_or_skip(lambda Y, **kw: bk.geomed(Y, **kw), X, fast_backend, weights=weights, return_info=True)
+
+    z, info = run(w)
+    z_scaled, info_scaled = run(w * scale)
+    np.testing.assert_array_equal(z_scaled, z)
+    np.testing.assert_array_equal(info_scaled["iterations"], info["iterations"])
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(info_scaled["objective"], info["objective"] * scale, rtol=1e-12)
+
+
 def test_geomed_stops_far_out_by_rfas_rule_and_not_with_eps_0_or_a_robust_start(fast_backend):
     """The docstring's case: 3 rows of 1e38 among 11. The objective, about 3e38 sqrt(7), changes
     by less than 1e-6 of itself per step long before z leaves the far side, where the mean put
