@@ -129,7 +129,7 @@ def _std_again(X, mu, std, ddof):
     items, columns = xp.nonzero(again)
     if not items.size:
         return
-    values, means = host(X[items, :, columns]), host(mu[items, columns])
+    values, means = host(X.transpose(0, 2, 1)[items, columns]), host(mu[items, columns])  # (k, h)
     s = np.ldexp(1.0, np.frexp(np.abs(values).max(axis=1))[1] - 1)[:, None]
     variance = ((values / s - means[:, None] / s) ** 2).sum(axis=1) / (values.shape[1] - ddof)
     std[items, columns] = xp.asarray(s[:, 0] * np.sqrt(variance))  # past float64's range: +Inf
