@@ -398,10 +398,26 @@ def check_alie(X, opts, out, where):
     assert np.broadcast_to(ok | ~columns, out.shape).all(), f"{where}: not mean - z std"
 
 
+def snapshot(value):
+    """The bytes of every array in value (an array, or a list or dict of them); None elsewhere."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes()
+    if torch is not None and isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.layout == torch.strided:
+        bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[value.element_size()]
+        return str(value.dtype), tuple(value.shape), value.detach().contiguous().view(bits).numpy().tobytes()
+    if isinstance(value, (list, tuple)):
+        return [snapshot(v) for v in value]
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    return None
+
+
 def outcome(fn, X, opts, backend):
-    """('ok', result) or ('raised', exception class); anything undocumented propagates."""
+    """('ok', result) or ('raised', exception class); anything undocumented propagates. No
+    call modifies its data or options, whether it returns or raises."""
     kwargs = dict(opts, backend=backend) if takes_backend(fn) else dict(opts)
     COUNTS["calls"] += 1
+    before = snapshot([X, opts])
     try:
         with warnings.catch_warnings():
             # NumPy's overflow notes in the oracle; the fast backends' calls must give none
@@ -409,6 +425,8 @@ def outcome(fn, X, opts, backend):
             return "ok", fn(X, **kwargs)
     except DOCUMENTED as exc:
         return "raised", type(exc)
+    finally:
+        assert snapshot([X, opts]) == before, f"{getattr(fn, '__name__', fn)}{opts} on {backend} modified its input"
 
 
 def to_numpy(out):
