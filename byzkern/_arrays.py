@@ -87,7 +87,7 @@ def _check_float(x, name) -> None:
 def _plain_numpy(x, name):
     """x as a plain ndarray in native byte order: a matrix or memmap is viewed as one; a
     non-native (big-endian) array, as read from a file or the network, is copied once, as a
-    non-contiguous one is."""
+    non-contiguous one is (and its result is native, as NumPy's arithmetic gives it)."""
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError(f"{name} is a masked array, whose mask byzkern would not read: pass {name}.filled(np.nan) "
                         f"(nan_policy then decides what those rows do) or {name}.data")
@@ -230,4 +230,6 @@ def adapt(X, *, name="X", ndims=(2, 3)) -> Adapted:
     xp = xp_of(view)
     data = xp.ascontiguousarray(view)
     torch_device = X.device if library_of(X) == "torch" else None
-    return Adapted(data, library_of(X), device, X.dtype, torch_device, folded)
+    # a big-endian input's result comes back in native order, as NumPy's arithmetic gives it
+    user_dtype = X.dtype.newbyteorder("=") if isinstance(X, np.ndarray) else X.dtype
+    return Adapted(data, library_of(X), device, user_dtype, torch_device, folded)

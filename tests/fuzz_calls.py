@@ -429,6 +429,16 @@ def outcome(fn, X, opts, backend):
         assert snapshot([X, opts]) == before, f"{getattr(fn, '__name__', fn)}{opts} on {backend} modified its input"
 
 
+def user_form(X):
+    """(type, dtype) that a result of float X comes back in: X's own (in native byte order); a
+    list's rows' stacked. None for other X (ErrorFeedback's arithmetic takes integers)."""
+    if isinstance(X, list):
+        X = np.stack(X)
+    if isinstance(X, np.ndarray):
+        return (type(X), X.dtype.newbyteorder("=")) if X.dtype.kind == "f" else None
+    return (type(X), X.dtype) if X.dtype.is_floating_point else None
+
+
 def to_numpy(out):
     if torch is not None and isinstance(out, torch.Tensor):
         if out.device.type != "cpu":
@@ -493,6 +503,9 @@ def check(case):
     if kind == "raised":
         COUNTS["raised"] += 1
         return
+    form = user_form(X) if op not in ("roundtrip", "model") else None  # bytes carry no library
+    for b, (_, out) in results.items():
+        assert form is None or (type(out), out.dtype) == form, f"{op}{opts} on {b}: {type(out)} {out.dtype}, not {form}"
     outputs = {b: to_numpy(out) for b, (_, out) in results.items()}
     expected = outputs[backends[0]]
     if expected is None or expected.dtype.kind != "f":  # flatten passes anything through
