@@ -489,6 +489,25 @@ def picks(op, X, opts, backend):
     return np.sort(chosen, axis=-1)
 
 
+#: ops whose batch items are independent calls: the randomized ones draw per item
+PER_ITEM = ("mean", "cwmed", "cwtm", "meamed", "geomed", "krum", "krum_k", "multikrum", "cclip",
+            "norm_filter", "nnm", "clip", "pairwise_sqdist", "sign_flip", "ipm", "foe", "alie",
+            "mimic", "optimized", "pipeline")
+
+
+def check_items(op, fn, X, opts, backend, batched):
+    """A batch (B, n, d) gives, item by item, the bits of its items called alone (with options
+    that hold no per-item arrays)."""
+    if (op not in PER_ITEM or not isinstance(X, np.ndarray) or X.ndim != 3 or X.shape[0] < 2
+            or any(isinstance(v, (np.ndarray, list)) or (torch is not None and isinstance(v, torch.Tensor))
+                   for v in opts.values())):
+        return
+    for b in range(X.shape[0]):
+        kind, out = outcome(fn, X[b], opts, backend)
+        assert kind == "ok", f"{op}{opts} on {backend}: item {b} alone raised {out} where the batch ran"
+        np.testing.assert_array_equal(to_numpy(out), batched[b], err_msg=f"{op}{opts} on {backend}: item {b} alone")
+
+
 def check(case):
     op, X, opts, tolerated = case
     fn = FUNCTIONS[op]
@@ -545,6 +564,7 @@ def check(case):
         for b, out in outputs.items():
             np.testing.assert_allclose(np.abs(out)[rows], want[rows], rtol=max(rtol, tolerance(out)),
                                        atol=np.finfo(out.dtype).tiny, err_msg=f"scaled_sign on {b}: not the mean |x|")
+    check_items(op, fn, X, opts, backends[-1], outputs[backends[-1]])
     # geomed averages no more than its weights allow: any finite magnitude, up to its documented
     # bound w |x| / nu < 1.8e308
     limit = 1e290 * opts.get("nu", 1e-6) if op == "geomed" else FINITE_LIMIT
