@@ -84,8 +84,8 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     about 2.6 times closer there), and an ``init`` from a robust rule (``init=cwmed(X)``)
     starts near the median.
 
-    ``weights`` (n,) or (B, n): non-negative, not all zero; only their ratios matter. nan_policy="outlier" gives rows with
-    a NaN or Inf entry zero weight.
+    ``weights`` (n,) or (B, n): non-negative, not all zero; only their ratios matter.
+    nan_policy="outlier" gives rows with a NaN or Inf entry zero weight.
     With ``return_info=True`` returns ``(z, {"iterations": ..., "objective": ...})``.
 
     Numerics and cost: every iterate after the first is z = sum_i a_i x_i with sum_i a_i = 1,

@@ -105,6 +105,7 @@ def alie(H, *, f, z=None, ddof=1, backend=None):
 
 
 def _mean_std(A, ddof, backend):
+    """The honest rows' mean and std (B, d), in H's dtype."""
     mu, std = _dispatch.kernel("mean_std", A.device, backend)(A.data, ddof)
     if A.data.dtype == np.float64:
         _std_again(A.data, mu, std, ddof)

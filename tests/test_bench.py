@@ -67,6 +67,8 @@ def test_byzkern_bench_families_and_the_way_column(capsys):
     (["bench", "--shapes", "20"], "a shape is NxD"),
     (["bench", "--shapes", "3x1e6"], "n must be >= 4"),
     (["bench", "--repeat", "0"], "--repeat: must be a whole number >= 1"),
+    (["bench", "--repeat", "1e400"], "--repeat: must be a whole number >= 1"),
+    (["bench", "--shapes", "nanx3"], "must be a whole number >= 1; got nan"),
     (["bench", "--threads", "-2"], "--threads: must be a whole number >= 1"),
     (["demo", "--d", "1.5"], "--d: must be a whole number >= 1; got 1.5"),
     (["repro", "000", "--steps", "0"], "--steps: must be a whole number >= 1"),
