@@ -414,6 +414,46 @@ def snapshot(value):
     return None
 
 
+def check_topk(X, opts, out, where):
+    """Each row without a NaN keeps its k entries of largest |x| (ties: the lower index), exactly,
+    and 0 elsewhere."""
+    A = as_float64(X).reshape(-1, out.shape[-1])
+    got = out.astype(np.float64).reshape(A.shape)
+    for row, kept in zip(A, got):
+        if np.isnan(row).any():
+            continue
+        order = np.lexsort((np.arange(row.size), -np.abs(row)))[:opts["k"]]
+        want = np.zeros_like(row)
+        want[order] = row[order]
+        assert np.array_equal(kept, want), f"{where}: not the k entries of largest |x|"
+
+
+def check_sign(X, opts, out, where):
+    """sign(x) with sign(0) = +1 (and NaN counted positive)."""
+    want = np.where(as_float64(X) < 0, -1.0, 1.0)
+    assert np.array_equal(out.astype(np.float64), want.reshape(out.shape)), f"{where}: not sign(x)"
+
+
+def check_natural(X, opts, out, where):
+    """Each finite entry of float32 or float64 x decodes to a neighbouring power of two with its
+    sign: 2^e or 2^(e+1) for 2^e <= |x| < 2^(e+1); 0 or the smallest normal one below that; Inf
+    where 2^(e+1) passes the dtype's largest."""
+    if out.dtype not in (np.float32, np.float64):
+        return
+    A = as_float64(X).reshape(out.shape)
+    info = np.finfo(out.dtype)
+    magnitude = np.abs(A)
+    low = np.ldexp(1.0, np.frexp(magnitude)[1] - 1)
+    high = np.where(2 * low > info.max, np.inf, 2 * low)
+    low, high = np.where(magnitude < info.tiny, 0.0, low), np.where(magnitude < info.tiny, info.tiny, high)
+    got = out.astype(np.float64)
+    ok = (got == np.copysign(low, A)) | (got == np.copysign(high, A)) | ((A == 0) & (got == 0))
+    assert ok[np.isfinite(A)].all(), f"{where}: an entry not at a power of two next to it"
+
+
+CHECK_COMPRESSED = {"topk": check_topk, "sign": check_sign, "natural": check_natural}
+
+
 def outcome(fn, X, opts, backend):
     """('ok', result) or ('raised', exception class); anything undocumented propagates. No
     call modifies its data or options, whether it returns or raises."""
@@ -549,6 +589,9 @@ def check(case):
         for b, out in outputs.items():  # a list of float32 rows has no dtype for tolerance(X)
             np.testing.assert_allclose(out[rows], want[rows], rtol=max(rtol, tolerance(out)), atol=np.finfo(out.dtype).tiny,
                                        err_msg=f"clip{opts} on {b}: not x min(1, tau / ||x||)")
+    if op in ("topk", "sign", "natural"):  # nor here: each has a plain definition to hold it to
+        for b, out in outputs.items():
+            CHECK_COMPRESSED[op](X, opts, out, f"{op}{opts} on {b}")
     if op == "qsgd":  # the backends agreeing is not enough here either
         for b, out in outputs.items():
             check_qsgd(X, opts["levels"], out, f"qsgd{opts} on {b}")
