@@ -451,7 +451,21 @@ def check_natural(X, opts, out, where):
     assert ok[np.isfinite(A)].all(), f"{where}: an entry not at a power of two next to it"
 
 
-CHECK_COMPRESSED = {"topk": check_topk, "sign": check_sign, "natural": check_natural}
+def check_randk(X, opts, out, where):
+    """At most k entries per row are kept, each x d/k (in float64, then the dtype), 0 elsewhere;
+    for float32 and float64 x (half floats round twice, through float32)."""
+    form = user_form(X)
+    if form is None or not str(form[1]).endswith(("float32", "float64")):
+        return
+    got = out.astype(np.float64).reshape(-1, out.shape[-1])
+    d, k = got.shape[1], opts["k"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = (as_float64(X).reshape(got.shape) * (np.float64(d) / np.float64(k))).astype(out.dtype).astype(np.float64)
+    ok = (got == 0) | (got == want) | (np.isnan(got) & np.isnan(want))
+    assert ok.all() and ((got != 0).sum(axis=1) <= k).all(), f"{where}: not k entries of x scaled by d/k"
+
+
+CHECK_COMPRESSED = {"topk": check_topk, "sign": check_sign, "natural": check_natural, "randk": check_randk}
 
 
 def outcome(fn, X, opts, backend):
@@ -589,7 +603,7 @@ def check(case):
         for b, out in outputs.items():  # a list of float32 rows has no dtype for tolerance(X)
             np.testing.assert_allclose(out[rows], want[rows], rtol=max(rtol, tolerance(out)), atol=np.finfo(out.dtype).tiny,
                                        err_msg=f"clip{opts} on {b}: not x min(1, tau / ||x||)")
-    if op in ("topk", "sign", "natural"):  # nor here: each has a plain definition to hold it to
+    if op in CHECK_COMPRESSED:  # nor here: each has a plain definition to hold it to
         for b, out in outputs.items():
             CHECK_COMPRESSED[op](X, opts, out, f"{op}{opts} on {b}")
     if op == "qsgd":  # the backends agreeing is not enough here either
