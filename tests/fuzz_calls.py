@@ -465,6 +465,24 @@ def check_randk(X, opts, out, where):
     assert ok.all() and ((got != 0).sum(axis=1) <= k).all(), f"{where}: not k entries of x scaled by d/k"
 
 
+def check_conserved(op, X, s, out, where):
+    """Where a column is finite, the outputs weighted by their sizes add up to its sum: bucketing's
+    ceil(n / s) buckets hold every row once (the last one the n - s (ceil(n / s) - 1) left);
+    resampling's n means of s draws hold every row s times."""
+    A = as_float64(X)
+    A = A.reshape((1,) * (3 - A.ndim) + A.shape)
+    Y = out.astype(np.float64).reshape(A.shape[0], -1, A.shape[2])
+    n, buckets = A.shape[1], Y.shape[1]
+    sizes = np.full(buckets, 1.0 if op == "resampling" else float(s))
+    if op == "bucketing":
+        sizes[-1] = n - s * (buckets - 1)
+    columns = np.isfinite(A).all(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        gap = np.abs((sizes[None, :, None] * Y).sum(axis=1) - A.sum(axis=1))
+        bound = (tolerance(X) + tolerance(out)) * n * np.abs(A).sum(axis=1) + np.finfo(out.dtype).tiny
+    assert (gap <= bound)[columns & np.isfinite(bound)].all(), f"{where}: the rows are not all counted as the rule says"
+
+
 CHECK_COMPRESSED = {"topk": check_topk, "sign": check_sign, "natural": check_natural, "randk": check_randk}
 
 
@@ -603,6 +621,9 @@ def check(case):
         for b, out in outputs.items():  # a list of float32 rows has no dtype for tolerance(X)
             np.testing.assert_allclose(out[rows], want[rows], rtol=max(rtol, tolerance(out)), atol=np.finfo(out.dtype).tiny,
                                        err_msg=f"clip{opts} on {b}: not x min(1, tau / ||x||)")
+    if op in ("bucketing", "resampling"):  # every row counted as often as the rule says
+        for b, out in outputs.items():
+            check_conserved(op, X, opts["s"], out, f"{op}{opts} on {b}")
     if op in CHECK_COMPRESSED:  # nor here: each has a plain definition to hold it to
         for b, out in outputs.items():
             CHECK_COMPRESSED[op](X, opts, out, f"{op}{opts} on {b}")
