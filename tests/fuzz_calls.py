@@ -621,6 +621,13 @@ def check(case):
         for b, out in outputs.items():  # a list of float32 rows has no dtype for tolerance(X)
             np.testing.assert_allclose(out[rows], want[rows], rtol=max(rtol, tolerance(out)), atol=np.finfo(out.dtype).tiny,
                                        err_msg=f"clip{opts} on {b}: not x min(1, tau / ||x||)")
+    if op == "pairwise_sqdist":  # what its docstring promises (nan_policy="propagate": all NaN)
+        rows = np.isfinite(as_float64(X)).all(axis=-1) & (opts.get("nan_policy", "outlier") == "outlier")
+        for b, D in outputs.items():
+            D = D.astype(np.float64)
+            diagonal = np.diagonal(D, axis1=-2, axis2=-1)
+            assert np.array_equal(D, np.swapaxes(D, -1, -2), equal_nan=True), f"pairwise_sqdist on {b}: not symmetric"
+            assert not (D < 0).any() and (diagonal[rows] == 0).all(), f"pairwise_sqdist on {b}: negative, or a row not at 0 from itself"
     if op in ("bucketing", "resampling"):  # every row counted as often as the rule says
         for b, out in outputs.items():
             check_conserved(op, X, opts["s"], out, f"{op}{opts} on {b}")
