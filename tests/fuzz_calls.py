@@ -487,6 +487,40 @@ def check_conserved(op, X, s, out, where):
     assert (gap <= bound)[columns].all(), f"{where}: the rows are not all counted as the rule says"
 
 
+def check_krum(op, X, opts, out, where):
+    """Krum's pick (Multi-Krum's m picks, averaged) from scores worked out here: each row's k
+    smallest squared distances to the others, a row with a NaN or Inf entry at +Inf from all;
+    the least score, or any within rounding of it (Multi-Krum: where the m-th and the next are
+    not within rounding). Items with finite magnitudes past 1e100 or below 1e-100 are left out,
+    where float64 distances leave the range and ties decide."""
+    A = as_float64(X)
+    A = A.reshape((-1,) + A.shape[-2:])
+    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    n = A.shape[1]
+    f = opts["f"]
+    k, m = opts.get("k", n - f - 2), opts.get("m", n - f) if op == "multikrum" else 1
+    for item, got in zip(A, Y):
+        finite = np.isfinite(item).all(axis=1)
+        magnitudes = np.abs(item[finite])
+        if (magnitudes > 1e100).any() or ((magnitudes > 0) & (magnitudes < 1e-100)).any():
+            continue
+        D = ((item[:, None] - item[None]) ** 2).sum(axis=-1)
+        D[~finite] = np.inf
+        D[:, ~finite] = np.inf
+        np.fill_diagonal(D, np.inf)
+        scores = np.sort(D, axis=1)[:, :k].sum(axis=1)
+        order = np.argsort(scores, kind="stable")
+        near = scores <= scores[order[m - 1]] * (1 + 1e-9)
+        if m == 1:
+            assert any(np.array_equal(got, item[i].astype(out.dtype).astype(np.float64), equal_nan=True)
+                       for i in np.flatnonzero(near)), f"{where}: not a row of least score"
+        elif near.sum() == m and np.isfinite(scores[order[m - 1]]):
+            want = item[order[:m]].mean(axis=0)
+            rtol = tolerance(X) + tolerance(out)  # terms that cancel round at the entries' scale
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * magnitudes.max(initial=0.0) + np.finfo(out.dtype).tiny,
+                                       err_msg=f"{where}: not the mean of the m rows of least score")
+
+
 CHECK_COMPRESSED = {"topk": check_topk, "sign": check_sign, "natural": check_natural, "randk": check_randk}
 
 
@@ -632,6 +666,9 @@ def check(case):
             diagonal = np.diagonal(D, axis1=-2, axis2=-1)
             assert np.array_equal(D, np.swapaxes(D, -1, -2), equal_nan=True), f"pairwise_sqdist on {b}: not symmetric"
             assert not (D < 0).any() and (diagonal[rows] == 0).all(), f"pairwise_sqdist on {b}: negative, or a row not at 0 from itself"
+    if op in ("krum", "krum_k", "multikrum") and opts.get("nan_policy", "outlier") == "outlier":
+        for b, out in outputs.items():
+            check_krum(op, X, opts, out, f"{op}{opts} on {b}")
     if op in ("bucketing", "resampling"):  # every row counted as often as the rule says
         for b, out in outputs.items():
             check_conserved(op, X, opts["s"], out, f"{op}{opts} on {b}")
