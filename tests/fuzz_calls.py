@@ -487,6 +487,46 @@ def check_conserved(op, X, s, out, where):
     assert (gap <= bound)[columns].all(), f"{where}: the rows are not all counted as the rule says"
 
 
+def in_range(rows):
+    """Whether float64 squared distances between these rows neither overflow nor underflow."""
+    magnitudes = np.abs(rows[np.isfinite(rows)])
+    return not ((magnitudes > 1e100).any() or ((magnitudes > 0) & (magnitudes < 1e-100)).any())
+
+
+def squared_distances(item):
+    """(n, n) float64 squared distances, +Inf to and from a row with a NaN or Inf entry."""
+    finite = np.isfinite(item).all(axis=1)
+    D = ((item[:, None] - item[None]) ** 2).sum(axis=-1)
+    D[~finite] = np.inf
+    D[:, ~finite] = np.inf
+    return D
+
+
+def check_nnm(X, opts, out, where):
+    """Each finite row's output is the mean of the n - f rows nearest to it, itself first and
+    ties by index, from distances worked out here (rows whose (n - f)-th and next distances are
+    within rounding are left out, and items out of range as in check_krum)."""
+    A = as_float64(X)
+    A = A.reshape((-1,) + A.shape[-2:])
+    Y = out.astype(np.float64).reshape(A.shape)
+    n, keep = A.shape[1], A.shape[1] - opts["f"]
+    for item, got in zip(A, Y):
+        if not in_range(item):
+            continue
+        D = squared_distances(item)
+        np.fill_diagonal(D, -np.inf)
+        scale = np.abs(item[np.isfinite(item)]).max(initial=0.0)
+        for i in np.flatnonzero(np.isfinite(item).all(axis=1)):
+            order = np.argsort(D[i], kind="stable")
+            tied = keep < n and D[i, order[keep]] <= D[i, order[keep - 1]] * (1 + 1e-9)
+            if tied or not np.isfinite(D[i, order[keep - 1]]):
+                continue
+            rtol = tolerance(X) + tolerance(out)
+            np.testing.assert_allclose(got[i], item[order[:keep]].mean(axis=0), rtol=rtol,
+                                       atol=rtol * scale + np.finfo(out.dtype).tiny,
+                                       err_msg=f"{where}: row {i} is not the mean of its n - f nearest")
+
+
 def check_krum(op, X, opts, out, where):
     """Krum's pick (Multi-Krum's m picks, averaged) from scores worked out here: each row's k
     smallest squared distances to the others, a row with a NaN or Inf entry at +Inf from all;
@@ -500,13 +540,9 @@ def check_krum(op, X, opts, out, where):
     f = opts["f"]
     k, m = opts.get("k", n - f - 2), opts.get("m", n - f) if op == "multikrum" else 1
     for item, got in zip(A, Y):
-        finite = np.isfinite(item).all(axis=1)
-        magnitudes = np.abs(item[finite])
-        if (magnitudes > 1e100).any() or ((magnitudes > 0) & (magnitudes < 1e-100)).any():
+        if not in_range(item):
             continue
-        D = ((item[:, None] - item[None]) ** 2).sum(axis=-1)
-        D[~finite] = np.inf
-        D[:, ~finite] = np.inf
+        D = squared_distances(item)
         np.fill_diagonal(D, np.inf)
         scores = np.sort(D, axis=1)[:, :k].sum(axis=1)
         order = np.argsort(scores, kind="stable")
@@ -517,7 +553,8 @@ def check_krum(op, X, opts, out, where):
         elif near.sum() == m and np.isfinite(scores[order[m - 1]]):
             want = item[order[:m]].mean(axis=0)
             rtol = tolerance(X) + tolerance(out)  # terms that cancel round at the entries' scale
-            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * magnitudes.max(initial=0.0) + np.finfo(out.dtype).tiny,
+            scale = np.abs(item[np.isfinite(item)]).max(initial=0.0)
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale + np.finfo(out.dtype).tiny,
                                        err_msg=f"{where}: not the mean of the m rows of least score")
 
 
@@ -669,6 +706,9 @@ def check(case):
     if op in ("krum", "krum_k", "multikrum") and opts.get("nan_policy", "outlier") == "outlier":
         for b, out in outputs.items():
             check_krum(op, X, opts, out, f"{op}{opts} on {b}")
+    if op == "nnm" and opts.get("nan_policy", "outlier") == "outlier":
+        for b, out in outputs.items():
+            check_nnm(X, opts, out, f"{op}{opts} on {b}")
     if op in ("bucketing", "resampling"):  # every row counted as often as the rule says
         for b, out in outputs.items():
             check_conserved(op, X, opts["s"], out, f"{op}{opts} on {b}")
