@@ -515,16 +515,43 @@ def check_nnm(X, opts, out, where):
             continue
         D = squared_distances(item)
         np.fill_diagonal(D, -np.inf)
-        scale = np.abs(item[np.isfinite(item)]).max(initial=0.0)
         for i in np.flatnonzero(np.isfinite(item).all(axis=1)):
             order = np.argsort(D[i], kind="stable")
             tied = keep < n and D[i, order[keep]] <= D[i, order[keep - 1]] * (1 + 1e-9)
             if tied or not np.isfinite(D[i, order[keep - 1]]):
                 continue
-            rtol = tolerance(X) + tolerance(out)
-            np.testing.assert_allclose(got[i], item[order[:keep]].mean(axis=0), rtol=rtol,
-                                       atol=rtol * scale + np.finfo(out.dtype).tiny,
+            mixed = item[order[:keep]]
+            rtol = tolerance(X) + tolerance(out)  # terms that cancel round at the entries' scale
+            np.testing.assert_allclose(got[i], mixed.mean(axis=0), rtol=rtol,
+                                       atol=rtol * np.abs(mixed).max() + np.finfo(out.dtype).tiny,
                                        err_msg=f"{where}: row {i} is not the mean of its n - f nearest")
+
+
+def check_norm_filter(X, opts, out, where):
+    """The mean of the n - f rows of least q-norm (ties: the higher index dropped), the norms
+    ranked here through their logs, which no power of an entry overflows; a row with a NaN or
+    Inf entry ranks last. Items whose n - f-th and next norms are within rounding are left out."""
+    A = as_float64(X)
+    A = A.reshape((-1,) + A.shape[-2:])
+    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    q, keep = opts.get("q", 2), A.shape[1] - opts["f"]
+    for item, got in zip(A, Y):
+        finite = np.isfinite(item).all(axis=1)
+        with np.errstate(divide="ignore"):
+            largest = np.abs(np.where(np.isfinite(item), item, 0.0)).max(axis=1)
+            scaled = np.abs(item) / np.where(largest > 0, largest, 1.0)[:, None]
+            log_norms = np.log(largest) + (np.log(scaled.max(axis=1)) if q == np.inf else np.log((scaled ** q).sum(axis=1)) / q)
+        log_norms[~finite] = np.inf
+        order = np.argsort(log_norms, kind="stable")
+        if keep < len(order) and abs(log_norms[order[keep]] - log_norms[order[keep - 1]]) <= 1e-9:
+            continue
+        rtol = tolerance(X) + tolerance(out)
+        kept = item[order[:keep]]
+        scale = np.abs(kept[np.isfinite(kept)]).max(initial=0.0)  # where the kept rows' sums round
+        if scale * len(item) < np.finfo(np.float64).max:  # and do not overflow
+            np.testing.assert_allclose(got, kept.mean(axis=0), rtol=rtol,
+                                       atol=rtol * scale + np.finfo(out.dtype).tiny,
+                                       err_msg=f"{where}: not the mean of the n - f rows of least norm")
 
 
 def check_krum(op, X, opts, out, where):
@@ -551,10 +578,10 @@ def check_krum(op, X, opts, out, where):
             assert any(np.array_equal(got, item[i].astype(out.dtype).astype(np.float64), equal_nan=True)
                        for i in np.flatnonzero(near)), f"{where}: not a row of least score"
         elif near.sum() == m and np.isfinite(scores[order[m - 1]]):
-            want = item[order[:m]].mean(axis=0)
+            chosen = item[order[:m]]
             rtol = tolerance(X) + tolerance(out)  # terms that cancel round at the entries' scale
-            scale = np.abs(item[np.isfinite(item)]).max(initial=0.0)
-            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale + np.finfo(out.dtype).tiny,
+            scale = np.abs(chosen).max(initial=0.0)
+            np.testing.assert_allclose(got, chosen.mean(axis=0), rtol=rtol, atol=rtol * scale + np.finfo(out.dtype).tiny,
                                        err_msg=f"{where}: not the mean of the m rows of least score")
 
 
@@ -706,6 +733,9 @@ def check(case):
     if op in ("krum", "krum_k", "multikrum") and opts.get("nan_policy", "outlier") == "outlier":
         for b, out in outputs.items():
             check_krum(op, X, opts, out, f"{op}{opts} on {b}")
+    if op == "norm_filter" and opts.get("nan_policy", "outlier") == "outlier" and "norms" not in opts:
+        for b, out in outputs.items():
+            check_norm_filter(X, opts, out, f"{op}{opts} on {b}")
     if op == "nnm" and opts.get("nan_policy", "outlier") == "outlier":
         for b, out in outputs.items():
             check_nnm(X, opts, out, f"{op}{opts} on {b}")
