@@ -527,6 +527,24 @@ def check_nnm(X, opts, out, where):
                                        err_msg=f"{where}: row {i} is not the mean of its n - f nearest")
 
 
+def check_order_statistics(op, X, opts, out, where):
+    """On items of finite rows: cwmed is each column's median (the mean of the two middle values
+    for even n), cwtm the mean of its sorted values f to n - f, both from np.sort here."""
+    A = as_float64(X)
+    A = A.reshape((-1,) + A.shape[-2:])
+    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    n, f = A.shape[1], opts.get("f", 0)
+    rtol = tolerance(X) + tolerance(out)
+    for item, got in zip(A, Y):
+        if not np.isfinite(item).all() or np.abs(item).max() * n >= np.finfo(np.float64).max:
+            continue
+        ordered = np.sort(item, axis=0)
+        kept = ordered[(n - 1) // 2:n // 2 + 1] if op == "cwmed" else ordered[f:n - f]
+        want = kept.mean(axis=0)
+        bound = rtol * np.abs(kept).max(axis=0) + np.finfo(out.dtype).tiny  # per column
+        assert (np.abs(got - want) <= bound).all(), f"{where}: not the column's {'median' if op == 'cwmed' else 'trimmed mean'}"
+
+
 def check_norm_filter(X, opts, out, where):
     """The mean of the n - f rows of least q-norm (ties: the higher index dropped), the norms
     ranked here through their logs, which no power of an entry overflows; a row with a NaN or
@@ -733,6 +751,9 @@ def check(case):
     if op in ("krum", "krum_k", "multikrum") and opts.get("nan_policy", "outlier") == "outlier":
         for b, out in outputs.items():
             check_krum(op, X, opts, out, f"{op}{opts} on {b}")
+    if op in ("cwmed", "cwtm"):
+        for b, out in outputs.items():
+            check_order_statistics(op, X, opts, out, f"{op}{opts} on {b}")
     if op == "norm_filter" and opts.get("nan_policy", "outlier") == "outlier" and "norms" not in opts:
         for b, out in outputs.items():
             check_norm_filter(X, opts, out, f"{op}{opts} on {b}")
