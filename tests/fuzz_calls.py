@@ -527,6 +527,26 @@ def check_nnm(X, opts, out, where):
                                        err_msg=f"{where}: row {i} is not the mean of its n - f nearest")
 
 
+def check_cclip(X, opts, out, where):
+    """On items of finite rows in range: iters steps v <- v + (1/n) sum_i (x_i - v) min(1, tau /
+    ||x_i - v||) from the columns' medians, taken here in float64."""
+    A = as_float64(X)
+    A = A.reshape((-1,) + A.shape[-2:])
+    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    tau = opts["tau"]
+    for item, got in zip(A, Y):
+        if not np.isfinite(item).all() or not in_range(item):
+            continue
+        v = np.median(item, axis=0)
+        for _ in range(opts.get("iters", 1)):
+            gaps = item - v
+            norms = np.sqrt((gaps ** 2).sum(axis=1))
+            v = v + (gaps * np.minimum(1.0, tau / np.where(norms > 0, norms, 1.0))[:, None]).mean(axis=0)
+        rtol = tolerance(X) + tolerance(out)  # each step adds terms of norm up to tau
+        bound = rtol * (np.abs(item).max() + tau * opts.get("iters", 1)) + np.finfo(out.dtype).tiny
+        assert (np.abs(got - v) <= bound).all(), f"{where}: not iters centred-clipping steps from the median"
+
+
 def check_order_statistics(op, X, opts, out, where):
     """On items of finite rows: cwmed is each column's median (the mean of the two middle values
     for even n), cwtm the mean of its sorted values f to n - f, meamed the mean of its n - f
@@ -765,6 +785,9 @@ def check(case):
     if op in ("krum", "krum_k", "multikrum") and opts.get("nan_policy", "outlier") == "outlier":
         for b, out in outputs.items():
             check_krum(op, X, opts, out, f"{op}{opts} on {b}")
+    if op == "cclip" and "init" not in opts:
+        for b, out in outputs.items():
+            check_cclip(X, opts, out, f"{op}{opts} on {b}")
     if op in ("cwmed", "cwtm", "meamed"):
         for b, out in outputs.items():
             check_order_statistics(op, X, opts, out, f"{op}{opts} on {b}")
