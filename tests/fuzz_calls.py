@@ -527,6 +527,35 @@ def check_nnm(X, opts, out, where):
                                        err_msg=f"{where}: row {i} is not the mean of its n - f nearest")
 
 
+def check_geomed(X, opts, out, where):
+    """With a fixed step count (eps = 0): maxiter smoothed Weiszfeld steps z <- sum_i b_i x_i /
+    sum_i b_i, b_i = w_i / max(nu, ||z - x_i||), rows with a NaN or Inf entry at weight 0, from
+    the start asked for, taken here in float64 on items in range."""
+    if opts.get("nan_policy", "outlier") != "outlier":
+        return
+    A = as_float64(X)
+    A = A.reshape((-1,) + A.shape[-2:])
+    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    B, n, d = A.shape
+    weights = np.broadcast_to(as_float64(opts["weights"]), (B, n)) if "weights" in opts else np.ones((B, n))
+    init = opts.get("init", "mean")
+    starts = None if isinstance(init, str) else np.broadcast_to(as_float64(init), (B, d))
+    for b, (item, got) in enumerate(zip(A, Y)):
+        finite = np.isfinite(item).all(axis=1)
+        w = np.where(finite, weights[b], 0.0)
+        rows = item[finite]
+        if not rows.size or not in_range(rows) or (starts is not None and not in_range(starts[b])):
+            continue
+        w = w[finite]
+        z = (w @ rows / w.sum() if init == "mean" else np.zeros(d)) if starts is None else starts[b].copy()
+        for _ in range(opts.get("maxiter", 100)):
+            beta = w / np.maximum(opts.get("nu", 1e-6), np.sqrt(((rows - z) ** 2).sum(axis=1)))
+            z = beta @ rows / beta.sum()
+        rtol = tolerance(X) + tolerance(out)
+        bound = rtol * max(np.abs(rows).max(initial=0.0), np.abs(z).max()) + np.finfo(out.dtype).tiny
+        assert (np.abs(got - z) <= bound).all(), f"{where}: not maxiter Weiszfeld steps"
+
+
 def check_cclip(X, opts, out, where):
     """On items of finite rows in range: iters steps v <- v + (1/n) sum_i (x_i - v) min(1, tau /
     ||x_i - v||) from the columns' medians, taken here in float64."""
@@ -785,6 +814,9 @@ def check(case):
     if op in ("krum", "krum_k", "multikrum") and opts.get("nan_policy", "outlier") == "outlier":
         for b, out in outputs.items():
             check_krum(op, X, opts, out, f"{op}{opts} on {b}")
+    if op == "geomed" and (opts.get("eps") == 0 or opts.get("maxiter") == 0):
+        for b, out in outputs.items():
+            check_geomed(X, opts, out, f"{op}{opts} on {b}")
     if op == "cclip" and "init" not in opts:
         for b, out in outputs.items():
             check_cclip(X, opts, out, f"{op}{opts} on {b}")
