@@ -2,21 +2,28 @@
 
 Hypothesis draws a call: an operation, its data (wrong types and ranks, int/complex/half
 dtypes, empty, NaN/+-Inf/1e38/dtype-max entries in any rows, huge n with tiny d and the
-reverse, strided, negatively strided and Fortran-ordered views, torch tensors, lists, arrays
-on torch's "meta" device) and its options (f and k out of range, wrong types, non-finite
-reals, auxiliary arrays of the wrong shape, library or device). The call runs on every CPU
-backend. A case fails when:
+reverse, strided, negatively strided, Fortran-ordered and big-endian views, torch tensors,
+lists, arrays on torch's "meta" device) and its options (f and k out of range, wrong types,
+non-finite reals, auxiliary arrays of the wrong shape, library or device). The call runs on
+every CPU backend. A case fails when:
 
 - a backend raises anything but ValueError or TypeError (SPEC §8), or the backends disagree on
-  whether the call is bad;
+  whether the call is bad; a fast backend's call warns (a RuntimeWarning); a call modifies its
+  data or options;
+- a result of float data is not in the data's library and dtype, or a batch item's result is
+  not the bits of that item called alone;
 - the backends' results differ beyond rounding; for ops that pick rows (Krum, NNM, norm
   filtering), unless each backend's own distances or norms pick other rows, as a tie to within
   rounding may;
 - a robust rule's output has a non-finite entry although at most the f rows it tolerates have
   a non-finite entry (SPEC §8, nan_policy="outlier");
-- clip's finite rows differ from x min(1, tau / ||x||), an entry of qsgd's finite rows decodes
-  further than ||x|| / s from it (both worked out with exact scaling: _harness.scaled_norms), or scaled_sign's
-  finite rows decode to other magnitudes than their mean |x|.
+- a result differs from the op's definition worked out here (the backends agreeing is not
+  enough: they share the Python layer, and the reference is one of them): clip, qsgd and
+  scaled_sign with exact scaling (_harness.scaled_norms); alie's mean and std; topk, randk,
+  sign and natural; cwmed, cwtm and meamed from np.sort; Krum, Multi-Krum, NNM and norm
+  filtering from distances and norms taken here; cclip's and fixed-step geomed's iterations;
+  bucketing and resampling counting every row as they should; pairwise_sqdist's symmetry,
+  sign and diagonal.
 
 A crash (a signal) or a hang is the parent's to catch. Prints one summary line:
 ``calls=N examples=M raised=R``.
