@@ -653,7 +653,8 @@ def check_krum(op, X, opts, out, where):
     Y = out.astype(np.float64).reshape(A.shape[0], -1)
     n = A.shape[1]
     f = opts["f"]
-    k, m = opts.get("k", n - f - 2), opts.get("m", n - f) if op == "multikrum" else 1
+    k = n - f - 2 if opts.get("k") is None else opts["k"]  # None asks for the default
+    m = (n - f if opts.get("m") is None else opts["m"]) if op == "multikrum" else 1
     for item, got in zip(A, Y):
         if not in_range(item):
             continue
@@ -748,8 +749,9 @@ def picks(op, X, opts, backend):
     elif op in ("nnm", "pipeline"):
         chosen = nearest_including_self(sqdist_matrix(A, backend, "outlier"), n - f)
     else:
-        m = opts.get("m", n - f) if op == "multikrum" else 1
-        chosen = least(krum_scores(sqdist_matrix(A, backend, "outlier"), opts.get("k", n - f - 2)), m)
+        k = n - f - 2 if opts.get("k") is None else opts["k"]  # None asks for the default
+        m = (n - f if opts.get("m") is None else opts["m"]) if op == "multikrum" else 1
+        chosen = least(krum_scores(sqdist_matrix(A, backend, "outlier"), k), m)
     return np.sort(chosen, axis=-1)
 
 
