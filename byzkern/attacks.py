@@ -120,20 +120,22 @@ def _std_again(X, mu, std, ddof):
     host as s std(x / s), s the power of two at or below their largest |x| (so that it is
     finite), by which x and the mean divide exactly. Finding them costs two reductions of the
     std; a std below 1e-140 (columns of zeros, whose 0 is exact, among them) is looked at
-    again on its column's rows."""
+    again on its column's rows, or, past a tenth of the columns, on two reductions of X."""
     xp = xp_of(X)
     small = SUM_FLOOR ** 0.5
     if float(std.max()) < np.inf and float(std.min()) >= small:  # NaN (a NaN row) looks further
         return
     items, columns = xp.nonzero(((std == xp.inf) & xp.isfinite(mu)) | (std < small))
-    rows = X.transpose(0, 2, 1)[items, columns]  # (k, h)
-    largest = xp.abs(rows).max(axis=1)
+    if 10 * items.size > std.size:  # past a tenth of the columns, two reductions of X cost less
+        largest = xp.maximum(X.max(axis=1), -X.min(axis=1))[items, columns]
+    else:  # than gathering their rows
+        largest = xp.abs(X.transpose(0, 2, 1)[items, columns]).max(axis=1)
     # entries from 1e-130 up: a nonzero deviation squares to a normal number
     again = (std[items, columns] == xp.inf) | ((largest > 0) & (largest < 1e-130))
-    items, columns, values = items[again], columns[again], host(rows[again])
-    if not values.size:
+    items, columns = items[again], columns[again]
+    if not items.size:
         return
-    means = host(mu[items, columns])
+    values, means = host(X.transpose(0, 2, 1)[items, columns]), host(mu[items, columns])  # (k, h)
     s = np.ldexp(1.0, np.frexp(np.abs(values).max(axis=1))[1] - 1)[:, None]
     variance = ((values / s - means[:, None] / s) ** 2).sum(axis=1) / (values.shape[1] - ddof)
     std[items, columns] = xp.asarray(s[:, 0] * np.sqrt(variance))  # past float64's range: +Inf
