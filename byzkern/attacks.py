@@ -122,17 +122,18 @@ def _std_again(X, mu, std, ddof):
     std; a std below 1e-140 (columns of zeros, whose 0 is exact, among them) is looked at
     again on its column's rows, or, past a tenth of the columns, on two reductions of X."""
     xp = xp_of(X)
-    small = SUM_FLOOR ** 0.5
-    if float(std.max()) < np.inf and float(std.min()) >= small:  # NaN (a NaN row) looks further
+    if float(std.max()) < np.inf and float(std.min()) >= SUM_FLOOR ** 0.5:  # NaN: look further
         return
-    items, columns = xp.nonzero(((std == xp.inf) & xp.isfinite(mu)) | (std < small))
-    if 10 * items.size > std.size:  # past a tenth of the columns, two reductions of X cost less
-        largest = xp.maximum(X.max(axis=1), -X.min(axis=1))[items, columns]
-    else:  # than gathering their rows
-        largest = xp.abs(X.transpose(0, 2, 1)[items, columns]).max(axis=1)
+    overflowed, small = (std == xp.inf) & xp.isfinite(mu), std < SUM_FLOOR ** 0.5
     # entries from 1e-130 up: a nonzero deviation squares to a normal number
-    again = (std[items, columns] == xp.inf) | ((largest > 0) & (largest < 1e-130))
-    items, columns = items[again], columns[again]
+    if 10 * int(small.sum()) > std.size:  # past a tenth of the columns, two reductions of X cost less
+        largest = xp.maximum(X.max(axis=1), -X.min(axis=1))
+        items, columns = xp.nonzero(overflowed | (small & (largest > 0) & (largest < 1e-130)))
+    else:  # than gathering their rows
+        items, columns = xp.nonzero(overflowed | small)
+        largest = xp.abs(X.transpose(0, 2, 1)[items, columns]).max(axis=1)
+        again = (std[items, columns] == xp.inf) | ((largest > 0) & (largest < 1e-130))
+        items, columns = items[again], columns[again]
     if not items.size:
         return
     values, means = host(X.transpose(0, 2, 1)[items, columns]), host(mu[items, columns])  # (k, h)
