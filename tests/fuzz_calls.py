@@ -19,7 +19,8 @@ every CPU backend. A case fails when:
   a non-finite entry (SPEC §8, nan_policy="outlier");
 - a result differs from the op's definition worked out here (the backends agreeing is not
   enough: they share the Python layer, and the reference is one of them): clip, qsgd and
-  scaled_sign with exact scaling (_harness.scaled_norms); alie's mean and std; topk, randk,
+  scaled_sign with exact scaling (_harness.scaled_norms); alie's mean and std, and the rows of
+  sign_flip, ipm, foe and mimic; topk, randk,
   sign and natural; cwmed, cwtm and meamed from np.sort; Krum, Multi-Krum, NNM and norm
   filtering from distances and norms taken here; cclip's and fixed-step geomed's iterations;
   bucketing and resampling counting every row as they should; pairwise_sqdist's symmetry,
@@ -383,6 +384,27 @@ def check_qsgd(X, levels, out, where):
     step = np.ldexp(norm / levels, -shift.astype(np.int64))  # ||x|| / s, where the rows fit
     ok = np.abs(out - A) <= step * (1 + rtol) + rtol * np.abs(A) + np.finfo(out.dtype).tiny
     assert ok[rows].all(), f"{where}: an entry decodes beyond the levels next to it"
+
+
+def check_mean_attack(op, X, opts, out, where):
+    """Every Byzantine row is -|scale| mean(H) (sign_flip), -eps mean(H) (ipm), (1 - eta)
+    mean(H) (foe), or honest row target (mimic), with the mean taken here; on finite columns
+    whose sum fits float64."""
+    A = as_float64(X)
+    A = A.reshape((-1,) + A.shape[-2:])
+    Y = out.astype(np.float64).reshape(A.shape[0], -1, A.shape[2])
+    if op == "mimic":
+        assert np.array_equal(Y, np.broadcast_to(A[:, opts["target"]][:, None], Y.shape), equal_nan=True), \
+            f"{where}: not copies of honest row target"
+        return
+    factor = {"sign_flip": -abs(opts.get("scale", -1.0)), "ipm": -opts.get("eps", 0.1), "foe": 1 - opts.get("eta", 0.0)}[op]
+    with np.errstate(over="ignore", invalid="ignore"):
+        columns = np.isfinite(A).all(axis=1) & (np.abs(A).sum(axis=1) < np.finfo(np.float64).max)
+        want = factor * A.mean(axis=1)
+    rtol = tolerance(X) + tolerance(out)
+    bound = rtol * abs(factor) * np.abs(A).max(axis=1) + np.finfo(out.dtype).tiny  # the mean rounds at the rows' scale
+    ok = (np.abs(Y - want[:, None]) <= bound[:, None]) | ~np.isfinite(want[:, None].astype(out.dtype))
+    assert (ok | ~columns[:, None]).all(), f"{where}: not {factor:g} mean(H)"
 
 
 def check_alie(X, opts, out, where):
@@ -850,6 +872,9 @@ def check(case):
     if op == "alie":
         for b, out in outputs.items():
             check_alie(X, opts, out, f"alie{opts} on {b}")
+    if op in ("sign_flip", "ipm", "foe", "mimic") and "own" not in opts:
+        for b, out in outputs.items():
+            check_mean_attack(op, X, opts, out, f"{op}{opts} on {b}")
     if op == "scaled_sign":  # every entry of a finite row decodes to +-(its mean |x|), which fits
         A = as_float64(X)
         rows = np.isfinite(A).all(axis=-1)
