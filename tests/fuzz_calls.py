@@ -20,11 +20,10 @@ every CPU backend. A case fails when:
 - a result differs from the op's definition worked out here (the backends agreeing is not
   enough: they share the Python layer, and the reference is one of them): clip, qsgd and
   scaled_sign with exact scaling (_harness.scaled_norms); alie's mean and std, and the rows of
-  sign_flip, ipm, foe and mimic; topk, randk,
-  sign and natural; cwmed, cwtm and meamed from np.sort; Krum, Multi-Krum, NNM and norm
-  filtering from distances and norms taken here; cclip's and fixed-step geomed's iterations;
-  bucketing and resampling counting every row as they should; pairwise_sqdist's symmetry,
-  sign and diagonal.
+  sign_flip, ipm, foe and mimic; topk, randk, sign and natural; cwmed, cwtm and meamed from
+  np.sort; Krum, Multi-Krum, NNM and norm filtering from distances and norms taken here;
+  cclip's and fixed-step geomed's iterations; bucketing and resampling counting every row as
+  they should; pairwise_sqdist's symmetry, sign and diagonal.
 
 A crash (a signal) or a hang is the parent's to catch. Prints one summary line:
 ``calls=N examples=M raised=R``.
