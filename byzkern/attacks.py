@@ -324,6 +324,8 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
         raise ValueError(f"etas must be a non-empty sequence of finite numbers; got {etas!r}")
     xp = A.xp
     if attack == "alie":
+        if h < 2:
+            raise ValueError(f"optimized ALIE needs h >= 2 honest rows (its std has ddof 1); got h={h}")
         mu, direction = _mean_std(A, 1, backend)
     else:
         mu = _mean(A, backend)

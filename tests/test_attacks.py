@@ -388,6 +388,7 @@ def test_optimized_default_grid():
     (lambda: bk.optimized(H, f=1, attack="foe", aggregator=3), TypeError, "aggregator must be callable"),
     (lambda: bk.optimized(H, f=1, attack="foe", aggregator=bk.mean, etas=[]), ValueError, "etas"),
     (lambda: bk.foe(H, f=1, eta=np.nan), ValueError, "eta must be finite"),
+    (lambda: bk.optimized(H[:1], f=1, attack="alie", aggregator=bk.mean), ValueError, "needs h >= 2"),
 ])
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
