@@ -20,10 +20,10 @@ every CPU backend. A case fails when:
 - a result differs from the op's definition worked out here (the backends agreeing is not
   enough: they share the Python layer, and the reference is one of them): clip, qsgd and
   scaled_sign with exact scaling (_harness.scaled_norms); alie's mean and std, and the rows of
-  sign_flip, ipm, foe and mimic; topk, randk, sign and natural; cwmed, cwtm and meamed from
-  np.sort; Krum, Multi-Krum, NNM and norm filtering from distances and norms taken here;
-  cclip's and fixed-step geomed's iterations; bucketing and resampling counting every row as
-  they should; pairwise_sqdist's symmetry, sign and diagonal.
+  sign_flip, ipm, foe, mimic and optimized; topk, randk, sign and natural; cwmed, cwtm and
+  meamed from np.sort; Krum, Multi-Krum, NNM and norm filtering from distances and norms taken
+  here; cclip's and fixed-step geomed's iterations; bucketing and resampling counting every
+  row as they should; pairwise_sqdist's symmetry, sign and diagonal.
 
 A crash (a signal) or a hang is the parent's to catch. Prints one summary line:
 ``calls=N examples=M raised=R``.
@@ -404,6 +404,25 @@ def check_mean_attack(op, X, opts, out, where):
     bound = rtol * abs(factor) * np.abs(A).max(axis=1) + np.finfo(out.dtype).tiny  # the mean rounds at the rows' scale
     ok = (np.abs(Y - want[:, None]) <= bound[:, None]) | ~np.isfinite(want[:, None].astype(out.dtype))
     assert (ok | ~columns[:, None]).all(), f"{where}: not {factor:g} mean(H)"
+
+
+def check_optimized(X, opts, out, where):
+    """Each item's Byzantine rows are mean(H) + eta a for one eta of the grid (a = std(H), ddof
+    1, for ALIE; -mean(H) for FOE), with mean and std taken here; items of finite rows in range."""
+    A = as_float64(X)
+    A = A.reshape((-1,) + A.shape[-2:])
+    Y = out.astype(np.float64).reshape(A.shape[0], -1, A.shape[2])
+    attack = getattr(opts["attack"], "__name__", opts["attack"])
+    etas = np.asarray(opts.get("etas", bk.attacks.DEFAULT_ETAS), dtype=np.float64)
+    rtol = tolerance(X) + tolerance(out)
+    for item, rows in zip(A, Y):
+        if not np.isfinite(item).all() or not in_range(item):
+            continue
+        mean = item.mean(axis=0)
+        a = item.std(axis=0, ddof=1) if attack == "alie" else -mean
+        bound = rtol * (np.abs(mean) + etas.max() * np.abs(a)) + np.finfo(out.dtype).tiny
+        assert any((np.abs(rows - (mean + eta * a)) <= bound).all() for eta in etas), \
+            f"{where}: not mean(H) + eta a for an eta of the grid"
 
 
 def check_alie(X, opts, out, where):
@@ -871,6 +890,9 @@ def check(case):
     if op == "alie":
         for b, out in outputs.items():
             check_alie(X, opts, out, f"alie{opts} on {b}")
+    if op == "optimized":
+        for b, out in outputs.items():
+            check_optimized(X, opts, out, f"{op}{opts} on {b}")
     if op in ("sign_flip", "ipm", "foe", "mimic") and "own" not in opts:
         for b, out in outputs.items():
             check_mean_attack(op, X, opts, out, f"{op}{opts} on {b}")
