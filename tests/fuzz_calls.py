@@ -396,7 +396,8 @@ def check_mean_attack(op, X, opts, out, where):
         assert np.array_equal(Y, np.broadcast_to(A[:, opts["target"]][:, None], Y.shape), equal_nan=True), \
             f"{where}: not copies of honest row target"
         return
-    factor = {"sign_flip": -abs(opts.get("scale", -1.0)), "ipm": -opts.get("eps", 0.1), "foe": 1 - opts.get("eta", 0.0)}[op]
+    factor = {"sign_flip": -abs(opts.get("scale", -1.0)), "ipm": -opts.get("eps", 0.1),
+              "foe": 1 - opts.get("eta", 0.0)}[op]
     with np.errstate(over="ignore", invalid="ignore"):
         columns = np.isfinite(A).all(axis=1) & (np.abs(A).sum(axis=1) < np.finfo(np.float64).max)
         want = factor * A.mean(axis=1)
@@ -451,7 +452,8 @@ def snapshot(value):
     """The bytes of every array in value (an array, or a list or dict of them); None elsewhere."""
     if isinstance(value, np.ndarray):
         return value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes()
-    if torch is not None and isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.layout == torch.strided:
+    if (torch is not None and isinstance(value, torch.Tensor) and value.device.type == "cpu"
+            and value.layout == torch.strided):
         bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[value.element_size()]
         return str(value.dtype), tuple(value.shape), value.detach().contiguous().view(bits).numpy().tobytes()
     if isinstance(value, (list, tuple)):
@@ -668,7 +670,8 @@ def check_norm_filter(X, opts, out, where):
         with np.errstate(divide="ignore"):
             largest = np.abs(np.where(np.isfinite(item), item, 0.0)).max(axis=1)
             scaled = np.abs(item) / np.where(largest > 0, largest, 1.0)[:, None]
-            log_norms = np.log(largest) + (np.log(scaled.max(axis=1)) if q == np.inf else np.log((scaled ** q).sum(axis=1)) / q)
+            rest = np.log(scaled.max(axis=1)) if q == np.inf else np.log((scaled ** q).sum(axis=1)) / q
+            log_norms = np.log(largest) + rest
         log_norms[~finite] = np.inf
         order = np.argsort(log_norms, kind="stable")
         if keep < len(order) and abs(log_norms[order[keep]] - log_norms[order[keep - 1]]) <= 1e-9:
@@ -710,7 +713,8 @@ def check_krum(op, X, opts, out, where):
             chosen = item[order[:m]]
             rtol = tolerance(X) + tolerance(out)  # terms that cancel round at the entries' scale
             scale = np.abs(chosen).max(initial=0.0)
-            np.testing.assert_allclose(got, chosen.mean(axis=0), rtol=rtol, atol=rtol * scale + np.finfo(out.dtype).tiny,
+            np.testing.assert_allclose(got, chosen.mean(axis=0), rtol=rtol,
+                                       atol=rtol * scale + np.finfo(out.dtype).tiny,
                                        err_msg=f"{where}: not the mean of the m rows of least score")
 
 
@@ -859,7 +863,8 @@ def check(case):
             D = D.astype(np.float64)
             diagonal = np.diagonal(D, axis1=-2, axis2=-1)
             assert np.array_equal(D, np.swapaxes(D, -1, -2), equal_nan=True), f"pairwise_sqdist on {b}: not symmetric"
-            assert not (D < 0).any() and (diagonal[rows] == 0).all(), f"pairwise_sqdist on {b}: negative, or a row not at 0 from itself"
+            assert not (D < 0).any() and (diagonal[rows] == 0).all(), \
+                f"pairwise_sqdist on {b}: negative, or a row not at 0 from itself"
     if op in ("krum", "krum_k", "multikrum") and opts.get("nan_policy", "outlier") == "outlier":
         for b, out in outputs.items():
             check_krum(op, X, opts, out, f"{op}{opts} on {b}")
