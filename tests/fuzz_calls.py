@@ -385,13 +385,19 @@ def check_qsgd(X, levels, out, where):
     assert ok[rows].all(), f"{where}: an entry decodes beyond the levels next to it"
 
 
+def by_item(X, out, *, rows):
+    """X as float64 batch items (B, n, d), and out beside it as (B, rows, d) (rows=True: rows per
+    item) or (B, d) (an aggregate per item)."""
+    A = as_float64(X)
+    A = A.reshape((-1,) + A.shape[-2:])
+    return A, out.astype(np.float64).reshape((A.shape[0], -1, A.shape[2]) if rows else (A.shape[0], -1))
+
+
 def check_mean_attack(op, X, opts, out, where):
     """Every Byzantine row is -|scale| mean(H) (sign_flip), -eps mean(H) (ipm), (1 - eta)
     mean(H) (foe), or honest row target (mimic), with the mean taken here; on finite columns
     whose sum fits float64."""
-    A = as_float64(X)
-    A = A.reshape((-1,) + A.shape[-2:])
-    Y = out.astype(np.float64).reshape(A.shape[0], -1, A.shape[2])
+    A, Y = by_item(X, out, rows=True)
     if op == "mimic":
         assert np.array_equal(Y, np.broadcast_to(A[:, opts["target"]][:, None], Y.shape), equal_nan=True), \
             f"{where}: not copies of honest row target"
@@ -410,9 +416,7 @@ def check_mean_attack(op, X, opts, out, where):
 def check_optimized(X, opts, out, where):
     """Each item's Byzantine rows are mean(H) + eta a for one eta of the grid (a = std(H), ddof
     1, for ALIE; -mean(H) for FOE), with mean and std taken here; items of finite rows in range."""
-    A = as_float64(X)
-    A = A.reshape((-1,) + A.shape[-2:])
-    Y = out.astype(np.float64).reshape(A.shape[0], -1, A.shape[2])
+    A, Y = by_item(X, out, rows=True)
     attack = getattr(opts["attack"], "__name__", opts["attack"])
     etas = np.asarray(opts.get("etas", bk.attacks.DEFAULT_ETAS), dtype=np.float64)
     rtol = tolerance(X) + tolerance(out)
@@ -522,9 +526,7 @@ def check_conserved(op, X, s, out, where):
     """Where a column is finite, the outputs weighted by their sizes add up to its sum: bucketing's
     ceil(n / s) buckets hold every row once (the last one the n - s (ceil(n / s) - 1) left);
     resampling's n means of s draws hold every row s times."""
-    A = as_float64(X)
-    A = A.reshape((1,) * (3 - A.ndim) + A.shape)
-    Y = out.astype(np.float64).reshape(A.shape[0], -1, A.shape[2])
+    A, Y = by_item(X, out, rows=True)
     n, buckets = A.shape[1], Y.shape[1]
     sizes = np.full(buckets, 1.0 if op == "resampling" else float(s))
     if op == "bucketing":
@@ -559,9 +561,7 @@ def check_nnm(X, opts, out, where):
     """Each finite row's output is the mean of the n - f rows nearest to it, itself first and
     ties by index, from distances worked out here (rows whose (n - f)-th and next distances are
     within rounding are left out, and items out of range as in check_krum)."""
-    A = as_float64(X)
-    A = A.reshape((-1,) + A.shape[-2:])
-    Y = out.astype(np.float64).reshape(A.shape)
+    A, Y = by_item(X, out, rows=True)
     n, keep = A.shape[1], A.shape[1] - opts["f"]
     for item, got in zip(A, Y):
         if not in_range(item):
@@ -586,9 +586,7 @@ def check_geomed(X, opts, out, where):
     the start asked for, taken here in float64 on items in range."""
     if opts.get("nan_policy", "outlier") != "outlier":
         return
-    A = as_float64(X)
-    A = A.reshape((-1,) + A.shape[-2:])
-    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    A, Y = by_item(X, out, rows=False)
     B, n, d = A.shape
     weights = np.broadcast_to(as_float64(opts["weights"]), (B, n)) if "weights" in opts else np.ones((B, n))
     init = opts.get("init", "mean")
@@ -612,9 +610,7 @@ def check_geomed(X, opts, out, where):
 def check_cclip(X, opts, out, where):
     """On items of finite rows in range: iters steps v <- v + (1/n) sum_i (x_i - v) min(1, tau /
     ||x_i - v||) from the columns' medians, taken here in float64."""
-    A = as_float64(X)
-    A = A.reshape((-1,) + A.shape[-2:])
-    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    A, Y = by_item(X, out, rows=False)
     tau = opts["tau"]
     for item, got in zip(A, Y):
         if not np.isfinite(item).all() or not in_range(item):
@@ -634,9 +630,7 @@ def check_order_statistics(op, X, opts, out, where):
     for even n), cwtm the mean of its sorted values f to n - f, meamed the mean of its n - f
     values closest to the median (columns where the n - f-th and next are within rounding left
     out), all from np.sort here."""
-    A = as_float64(X)
-    A = A.reshape((-1,) + A.shape[-2:])
-    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    A, Y = by_item(X, out, rows=False)
     n, f = A.shape[1], opts.get("f", 0)
     rtol = tolerance(X) + tolerance(out)
     for item, got in zip(A, Y):
@@ -665,9 +659,7 @@ def check_norm_filter(X, opts, out, where):
     """The mean of the n - f rows of least q-norm (ties: the higher index dropped), the norms
     ranked here through their logs, which no power of an entry overflows; a row with a NaN or
     Inf entry ranks last. Items whose n - f-th and next norms are within rounding are left out."""
-    A = as_float64(X)
-    A = A.reshape((-1,) + A.shape[-2:])
-    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    A, Y = by_item(X, out, rows=False)
     q, keep = opts.get("q", 2), A.shape[1] - opts["f"]
     for item, got in zip(A, Y):
         finite = np.isfinite(item).all(axis=1)
@@ -695,9 +687,7 @@ def check_krum(op, X, opts, out, where):
     the least score, or any within rounding of it (Multi-Krum: where the m-th and the next are
     not within rounding). Items with finite magnitudes past 1e100 or below 1e-100 are left out,
     where float64 distances leave the range and ties decide."""
-    A = as_float64(X)
-    A = A.reshape((-1,) + A.shape[-2:])
-    Y = out.astype(np.float64).reshape(A.shape[0], -1)
+    A, Y = by_item(X, out, rows=False)
     n = A.shape[1]
     f = opts["f"]
     k = n - f - 2 if opts.get("k") is None else opts["k"]  # None asks for the default
