@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import byzkern as bk
-from byzkern import _config, _dispatch, attacks
+from byzkern import _config, _dispatch, _random, attacks
 from byzkern._arrays import host
 from byzkern.attacks import DEFAULT_ETAS, alie_z
 from byzkern.backends import deviations_of_built_candidates, reference
@@ -88,6 +88,22 @@ def test_gaussian_statistics_and_determinism():
     assert not np.array_equal(out, bk.gaussian(Hbig, f=2, std=3.0, seed=5))
     np.testing.assert_allclose(bk.gaussian(Hbig, f=2, std=3.0, seed=4, own=np.ones((2, 20000))), out + 1, rtol=1e-15)
 
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+def test_gaussian_normals_are_box_muller_to_a_few_ulps(backend):
+    """Against Python's math (the C library) on the same uniforms: the fast backends take the
+    logarithm, sine and cosine from their own port of fdlibm, and a wrong constant, quadrant or
+    reduction step shows in the ulps, near the zeros of sin and cos too."""
+    if _dispatch.load(backend)[0] is None:
+        pytest.skip(f"backend {backend} unavailable")
+    d, seed = 40001, 11
+    u = _random.uniforms(seed, "gaussian", 0, d + 1).reshape(-1, 2)
+    want = np.array([[math.sqrt(-2.0 * math.log1p(-u1)) * trig(2.0 * math.pi * u2) for trig in (math.cos, math.sin)]
+                     for u1, u2 in u]).reshape(-1)[:d]
+    got = bk.gaussian(np.zeros((1, d)), f=1, std=1.0, seed=seed, backend=backend)[0]
+    ulps = np.abs(got - want) / np.spacing(np.abs(want))
+    assert ulps.max() <= 4, f"entry {ulps.argmax()}: {got[ulps.argmax()]!r} against {want[ulps.argmax()]!r}"
 
 def test_mimic_learns_the_direction_of_largest_variance():
     rng = np.random.default_rng(2)

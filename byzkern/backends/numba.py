@@ -1084,8 +1084,8 @@ _WEISZFELD_PASSES = SimpleNamespace(pairwise_sqdist=pairwise_sqdist, center_dist
 
 
 # ---- compressors and attacks (SPEC §4, §5) ---------------------------------------------------
-# The algorithms of csrc/compress.cpp; every bit equals backends/reference.py (gaussian: up to the
-# math library's log1p/cos/sin). Philox words are built from uint64 arithmetic masked to 32 bits.
+# The algorithms of csrc/compress.cpp; every bit equals backends/reference.py (gaussian: those of
+# csrc/compress.cpp, whose logarithm, sine and cosine differ from NumPy's by an ulp at most). Philox words are built from uint64 arithmetic masked to 32 bits.
 
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
@@ -1728,12 +1728,76 @@ def mean_std(X, ddof):
     return mean, std
 
 
+# csrc/compress.cpp's constants of fdlibm's log, sin and cos (Python has no hex float literals)
+_LG1, _LG2, _LG3, _LG4, _LG5, _LG6, _LG7, _LN2_HI, _LN2_LO = map(float.fromhex, (
+    "0x1.5555555555593p-1", "0x1.999999997fa04p-2", "0x1.2492494229359p-2", "0x1.c71c51d8e78afp-3",
+    "0x1.7466496cb03dep-3", "0x1.39a09d078c69fp-3", "0x1.2f112df3e5244p-3", "0x1.62e42feep-1",
+    "0x1.a39ef35793c76p-33"))
+_S1, _S2, _S3, _S4, _S5, _S6 = map(float.fromhex, (
+    "-0x1.5555555555549p-3", "0x1.111111110f8a6p-7", "-0x1.a01a019c161d5p-13", "0x1.71de357b1fe7dp-19",
+    "-0x1.ae5e68a2b9cebp-26", "0x1.5d93a5acfd57cp-33"))
+_C1, _C2, _C3, _C4, _C5, _C6 = map(float.fromhex, (
+    "0x1.555555555554cp-5", "-0x1.6c16c16c15177p-10", "0x1.a01a019cb159p-16", "-0x1.27e4f809c52adp-22",
+    "0x1.1ee9ebdb4b1c4p-29", "-0x1.8fae9be8838d4p-37"))
+_INV_PIO2, _PIO2_1, _PIO2_2, _PIO2_2T, _PIO2_3, _PIO2_3T, _LOG_SPLIT = map(float.fromhex, (
+    "0x1.45f306dc9c883p-1", "0x1.921fb544p0", "0x1.0b4611a6p-34", "0x1.3198a2e037073p-69",
+    "0x1.3198a2ep-69", "0x1.b839a252049c1p-104", "0x1.6a09ep-1"))
+_ROUNDER = 1.5 * 2.0**52
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _log_unit(y):
+    """ln y for normal y in (0, 1], as csrc/compress.cpp's log_unit (fdlibm's log) in the same
+    operations: y = 2^k (1 + f), the mantissa halved where it is at least 0x1.6a09ep0."""
+    m, e = math.frexp(y)  # y = m 2^e, m in [0.5, 1): exact
+    k, f = (e, m - 1.0) if m >= _LOG_SPLIT else (e - 1, 2.0 * m - 1.0)
+    k = np.float64(k)
+    hfsq, s = 0.5 * f * f, f / (2.0 + f)
+    z = s * s
+    w = z * z
+    R = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7))) + w * (_LG2 + w * (_LG4 + w * _LG6))
+    return (((s * (hfsq + R) + k * _LN2_LO) - hfsq) + f) + k * _LN2_HI
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _sincos_angle(a):
+    """(sin a, cos a) for a in [0, 2 pi), as csrc/compress.cpp's sincos_angle: fdlibm's medium
+    reduction by pi/2 in three parts, then its sine and cosine kernels on the remainder."""
+    rounder = a * _INV_PIO2 + _ROUNDER
+    n = rounder - _ROUNDER
+    r = a - n * _PIO2_1
+    tail = 0.0
+    for part, part_tail in ((_PIO2_2, _PIO2_2T), (_PIO2_3, _PIO2_3T)):
+        t, product = r, n * part
+        r = t - product
+        tail = n * part_tail - ((t - r) - product)
+    x = r - tail
+    y = (r - x) - tail
+    z = x * x
+    w = z * z
+    v = z * x
+    r = (_S2 + z * (_S3 + z * _S4)) + z * w * (_S5 + z * _S6)
+    s = x - ((z * (0.5 * y - v * r) - y) - v * _S1)
+    r = z * (_C1 + z * (_C2 + z * _C3)) + w * w * (_C4 + z * (_C5 + z * _C6))
+    hz = 0.5 * z
+    one_minus_hz = 1.0 - hz
+    c = one_minus_hz + (((1.0 - one_minus_hz) - hz) + (z * r - x * y))
+    quadrant = np.int64(n) & 3
+    sine, cosine = (c, s) if quadrant & 1 else (s, c)
+    if quadrant & 2:
+        sine = -sine
+    if (quadrant & 2) != 2 * (quadrant & 1):
+        cosine = -cosine
+    return sine, cosine
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _gaussian(own, std, seed, tile, out):
     """Box-Muller: Philox block m of a row gives entries 2m (cos) and 2m + 1 (sin) from u1
     (words 0, 1) and u2 (words 2, 3). Parallel over (row, tile of ``tile`` pairs), so that a
     single row (Mimic's draw) uses every thread; the words of a tile come first, in one
-    vectorized loop."""
+    vectorized loop. The logarithm, sine and cosine are the C++ kernel's, so the two give the
+    same bits."""
     rows, d = own.shape
     pairs = (d + 1) // 2
     tiles = (pairs + tile - 1) // tile
@@ -1746,11 +1810,13 @@ def _gaussian(own, std, seed, tile, out):
         x, y = own[row], out[row]
         for m in range(m0, m1):
             w = words[4 * (m - m0):4 * (m - m0) + 4]
-            radius = math.sqrt(-2.0 * math.log1p(-_uniform53(w[0], w[1])))
-            angle = two_pi * _uniform53(w[2], w[3])
-            y[2 * m] = np.float64(x[2 * m]) + std * (radius * math.cos(angle))
+            bits = ((w[0] << _U32) | w[1]) >> _U11
+            one_minus_u1 = np.float64(np.uint64(1 << 53) - bits) * 2.0**-53  # exact
+            radius = math.sqrt(-2.0 * _log_unit(one_minus_u1))
+            sine, cosine = _sincos_angle(two_pi * _uniform53(w[2], w[3]))
+            y[2 * m] = np.float64(x[2 * m]) + std * (radius * cosine)
             if 2 * m + 1 < d:
-                y[2 * m + 1] = np.float64(x[2 * m + 1]) + std * (radius * math.sin(angle))
+                y[2 * m + 1] = np.float64(x[2 * m + 1]) + std * (radius * sine)
 
 
 def gaussian(own, std, seed):
