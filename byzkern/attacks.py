@@ -200,36 +200,76 @@ class Mimic:
         if self.target is not None and self.target.shape[0] != B:
             raise ValueError(f"H has {B} batch items but this Mimic tracks {self.target.shape[0]}")
         if self.step < self.warmup:
-            X = A.data.astype(np.float64)
-            self._learn(A, X, backend)
-            self.target = xp.argmax(xp.einsum("bhd,bd->bh", X, self.z), axis=1)
+            self.target = xp.argmax(self._learn(A, backend), axis=1)
         self.step += 1
         return _rows(A, A.data[xp.arange(B), self.target], f)
 
-    def _learn(self, A, X, backend):
+    def _learn(self, A, backend):
+        """One step of mu and z; returns <x_i - mu, z> for the new z (B, h), whose argmax is the
+        row most aligned with z (the <mu, z> that <x_i, z> adds is the same for every row)."""
         xp, (B, h, d) = A.xp, A.data.shape
         mean = _mean(A, backend).astype(np.float64)
         t = self.step
         if t == 0:
             self.mu = mean
             z = _dispatch.kernel("gaussian", A.device, backend)(xp.zeros((B, 1, d)), 1.0, self.seed)[:, 0]
-            self.z = _unit(_power_step(X, self.mu, z), z)
-            return
-        self.mu = t / (t + 1) * self.mu + mean / (t + 1)
-        self.z = _unit(t / (t + 1) * self.z + _unit(_power_step(X, self.mu, self.z), self.z) / (t + 1), self.z)
+            z = _unit(z, z)  # the start is where z stays if the honest rows do not vary
+        else:
+            self.mu = t / (t + 1) * self.mu + mean / (t + 1)
+            z = self.z
+        dots = _centred_dots(A.data, self.mu, z)
+        u, u_dots = _power_step(A.data, self.mu, dots)
+        u_unit, u_unit_dots = _unit(u, z, u_dots, dots)
+        if t == 0:
+            self.z, scores = u_unit, u_unit_dots
+        else:
+            self.z, scores = _unit(t / (t + 1) * z + u_unit / (t + 1), z, t / (t + 1) * dots + u_unit_dots / (t + 1),
+                                   dots)
+        return scores
 
 
-def _power_step(X, mu, z):
-    centred = X - mu[:, None, :]
-    centred *= centred @ z[:, :, None]
-    return centred.sum(axis=1)
-
-
-def _unit(v, fallback):
-    """v / ||v|| per batch item; a zero v (no honest variance) keeps the previous direction."""
+def _unit(v, fallback, v_dots=None, fallback_dots=None):
+    """v / ||v|| per batch item (a zero v, where the honest rows do not vary, gives fallback);
+    with v_dots, the rows' dots with v, also their dots with the result (or fallback_dots)."""
     xp = xp_of(v)
     norm = xp.sqrt((v * v).sum(axis=1, keepdims=True))
-    return xp.where(norm > 0, v / xp.where(norm > 0, norm, 1.0), fallback)
+    scale = xp.where(norm > 0, norm, 1.0)
+    unit = xp.where(norm > 0, v / scale, fallback)
+    return unit if v_dots is None else (unit, xp.where(norm > 0, v_dots / scale, fallback_dots))
+
+
+def _centred_blocks(X, mu):
+    """(c0, c1, X[..., c0:c1] - mu[:, c0:c1] in float64) over column blocks of about
+    CANDIDATE_BLOCK_BYTES, each written over the last in one buffer: no float64 copy of all of
+    X is made, and a copy then an in-place subtraction cost NumPy less than a mixed-dtype one."""
+    xp, (B, h, d) = xp_of(X), X.shape
+    width = min(d, max(1, _config.CANDIDATE_BLOCK_BYTES // (B * h * 8)))
+    buffer = xp.empty((B, h, width))
+    for c0 in range(0, d, width):
+        c1 = min(d, c0 + width)
+        centred = buffer[..., :c1 - c0]
+        centred[...] = X[..., c0:c1]
+        centred -= mu[:, None, c0:c1]
+        yield c0, c1, centred
+
+
+def _centred_dots(X, mu, z):
+    """<x_i - mu, z> (B, h), in float64."""
+    dots = xp_of(X).zeros(X.shape[:2])
+    for c0, c1, centred in _centred_blocks(X, mu):
+        dots += (centred @ z[:, c0:c1, None])[..., 0]
+    return dots
+
+
+def _power_step(X, mu, dots):
+    """u = sum_i dots_i (x_i - mu) (B, d), and <x_i - mu, u> (B, h), from one pass over X: each
+    column block of u meets the rows while the block is in cache."""
+    xp = xp_of(X)
+    u, u_dots = xp.empty((X.shape[0], X.shape[2])), xp.zeros(X.shape[:2])
+    for c0, c1, centred in _centred_blocks(X, mu):
+        u[:, c0:c1] = (dots[:, None, :] @ centred)[:, 0]
+        u_dots += (centred @ u[:, c0:c1, None])[..., 0]
+    return u, u_dots
 
 
 #: seed 004 gives no grid; SPEC §5: eta = 0 and 16 geometric values from 0.1 to 10

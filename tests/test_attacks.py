@@ -125,6 +125,37 @@ def test_mimic_learns_the_direction_of_largest_variance():
     np.testing.assert_array_equal(attacker(later, f=1), [later[targets[0]]])
 
 
+@pytest.mark.parametrize("block_bytes", [2 * 6 * 8 * 5, 1 << 30], ids=["blocks of 5 columns", "one block"])
+def test_mimic_steps_follow_the_definition(block_bytes, monkeypatch):
+    """mu, z and the target of each warmup step, worked out here on whole float64 arrays. The
+    second batch item's honest rows are all the same row at step 0 (integers: their mean is
+    exact), so z stays the unit Philox start there."""
+    monkeypatch.setattr(_config, "CANDIDATE_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(8)
+    B, h, d, seed = 2, 6, 23, 5
+    attacker = bk.Mimic(warmup=3, seed=seed)
+    z = reference.gaussian(np.zeros((B, 1, d)), 1.0, seed)[:, 0]
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    for t in range(3):
+        Ht = rng.standard_normal((B, h, d)) * rng.uniform(0.1, 3.0, (B, h, 1))
+        if t == 0:
+            Ht[1] = rng.integers(-5, 6, d)
+        mean = Ht.mean(axis=1)
+        mu = mean if t == 0 else t / (t + 1) * mu + mean / (t + 1)
+        C = Ht - mu[:, None, :]
+        u = np.einsum("bh,bhd->bd", np.einsum("bhd,bd->bh", C, z), C)
+        norm = np.linalg.norm(u, axis=1, keepdims=True)
+        u_unit = np.where(norm > 0, u / np.where(norm > 0, norm, 1.0), z)
+        z = u_unit if t == 0 else t / (t + 1) * z + u_unit / (t + 1)
+        z /= np.linalg.norm(z, axis=1, keepdims=True)
+        target = np.argmax(np.einsum("bhd,bd->bh", Ht, z), axis=1)
+        out = attacker(Ht, f=2)
+        np.testing.assert_allclose(attacker.mu, mu, rtol=1e-13)
+        np.testing.assert_allclose(attacker.z, z, rtol=1e-10, atol=1e-14)
+        np.testing.assert_array_equal(attacker.target, target)
+        np.testing.assert_array_equal(out, Ht[np.arange(B), target][:, None, :].repeat(2, axis=1))
+
+
 def test_mimic_keeps_one_target_per_batch_item_and_checks_the_batch():
     attacker = bk.Mimic(warmup=1)
     HB = np.random.default_rng(3).standard_normal((2, 4, 6))
