@@ -1084,8 +1084,9 @@ _WEISZFELD_PASSES = SimpleNamespace(pairwise_sqdist=pairwise_sqdist, center_dist
 
 
 # ---- compressors and attacks (SPEC §4, §5) ---------------------------------------------------
-# The algorithms of csrc/compress.cpp; every bit equals backends/reference.py (gaussian: those of
-# csrc/compress.cpp, whose logarithm, sine and cosine differ from NumPy's by an ulp at most). Philox words are built from uint64 arithmetic masked to 32 bits.
+# The algorithms of csrc/compress.cpp; every bit equals backends/reference.py (gaussian: the bits
+# of csrc/compress.cpp, whose normals differ from NumPy's by a few ulps). Philox words are built
+# from uint64 arithmetic masked to 32 bits.
 
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
