@@ -1,7 +1,7 @@
 // Compressor and attack kernels (SPEC §4, §5). Row-major (n, d) input; results bit-identical to
 // byzkern/backends/reference.py (wire formats, Philox draws and summation order included),
-// except gaussian, whose logarithm, sine and cosine (fdlibm's, on SIMD vectors) differ from NumPy's
-// by an ulp at most.
+// except gaussian, whose normals (fdlibm's logarithm, sine and cosine on SIMD vectors) differ from
+// NumPy's by a few ulps.
 #pragma once
 #include <cstdint>
 
