@@ -747,6 +747,8 @@ bool qsgd_levels_ok(const std::uint8_t* codes, index_t n, index_t d, int levels)
 // squared deviations from it while the tile is still in cache (two-pass variance, no
 // cancellation), four rows per pass in row order as well: the reference's additions, in its
 // order. Here and not in mean_std, the square roots too: the baseline tier takes them two at a time.
+// An AVX-512 variant too: on float32 (20, 1e6) it took 0.75-0.85 of the AVX2 time (one thread of
+// an AVX-512 AMD EPYC; float64: no change).
 template <class T>
 inline void mean_std_tile(const T* base, index_t h, index_t d, index_t w, index_t ddof, double* mu, double* ss,
                           T* mean, T* std) {
@@ -773,7 +775,7 @@ inline void mean_std_tile(const T* base, index_t h, index_t d, index_t w, index_
     std[j] = static_cast<T>(std::sqrt(ss[j] / static_cast<double>(h - ddof)));
   }
 }
-BYZKERN_DISPATCH(mean_std_tile_dispatched, mean_std_tile)
+BYZKERN_DISPATCH3(mean_std_tile_dispatched, mean_std_tile)
 
 template <class T>
 void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t tile, T* mean, T* std) {
