@@ -27,8 +27,10 @@ class BRDIANA(Method):
     """BR-DIANA, "BROADCAST without variance reduction" (002 line 217): worker i sends
     Q(g_i - h_i); the server forms g^_i = h_i + Q(g_i - h_i), steps x <- x - lr ARAgg(g^_1..g^_n),
     and both sides update h_i += beta Q(g_i - h_i) (h_i = 0 at start; beta = 0.01, 002 line 252).
-    The attack replaces the Byzantine Q(g_i - h_i); the server's h_i follows what it received.
-    Per round: one minibatch pass, one compression."""
+    The attack replaces the Byzantine Q(g_i - h_i) (given, with ``attack_own``, the true ones);
+    the server's h_i (``h``) follows what it received, each worker's own (``local_h``) what it
+    computed, so a Byzantine worker's state is an honest one. Per round: one minibatch pass,
+    one compression."""
 
     def __init__(self, *, aggregator, lr, compressor, beta=0.01, batch_size=1, seed=0):
         super().__init__(lr=lr, seed=seed)
@@ -37,11 +39,14 @@ class BRDIANA(Method):
     def start(self, sim, x0):
         super().start(sim, x0)
         self.h = np.zeros((sim.n, self.x.size), dtype=self.x.dtype)
+        self.local_h = self.h.copy()
 
     def step(self, sim):
-        message = self.compressor(sim.gradients(self.x, sim.sample(self.batch_size)) - self.h)
+        message = self.compressor(sim.gradients(self.x, sim.sample(self.batch_size)) - self.local_h)
         sim.send(message.nbytes_per_row)
-        q = sim.corrupt(message.decompress())
-        R = sim.aggregate(self.aggregator, self.h + q)
-        self.h = self.h + self.beta * q
+        q = message.decompress()
+        received = sim.corrupt(q)
+        R = sim.aggregate(self.aggregator, self.h + received)
+        self.h = self.h + self.beta * received
+        self.local_h = self.local_h + self.beta * q
         self.advance(self.x - self.step_size() * R)
