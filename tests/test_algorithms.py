@@ -70,15 +70,15 @@ def drop_largest_by_hand(rows, norms, drop):
 def test_robust_dgd_steps_and_output(setup):
     grads, make, shards, x0 = setup
     s = make(attack=bk.ipm(eps=0.5))
-    method = al.RobustDGD(aggregator=bk.cwmed(), lr=0.1)
+    method = al.RobustDGD(aggregator=bk.cwmed(), lr=lambda t: 0.1 / (1 + t))  # lr(0) for the first step
     method.start(s, x0)
     x, norms, iterates = x0.copy(), [], []
-    for _ in range(3):
+    for t in range(3):
         method.step(s)
         R = np.median(ipm_by_hand(grads(x, shards)), axis=0)
         norms.append(np.linalg.norm(R))
         iterates.append(x)
-        x = x - 0.1 * R
+        x = x - 0.1 / (1 + t) * R
         np.testing.assert_allclose(method.x, x, rtol=1e-12)
     np.testing.assert_allclose(method.output, iterates[int(np.argmin(norms))])
     assert s.bytes_sent == 3 * D * 8
@@ -98,6 +98,11 @@ def test_robust_dshb_momentum_clipping_and_schedule(setup):
         x = x - 0.2 / (1 + t) * trimmed_mean_by_hand(ipm_by_hand(m), F)
         np.testing.assert_allclose(method.x, x, rtol=1e-12)
         np.testing.assert_allclose(method.momentum, m, rtol=1e-12)
+
+
+def test_robust_dshb_default_schedule_is_004s_with_steps_counted_from_one():
+    lr = al.RobustDSHB(aggregator=bk.cwtm(f=F)).lr  # 004 Table 3: 0.75 / (1 + floor(t/50)), t = 1..T
+    assert [lr(t - 1) for t in (1, 49, 50, 99, 100)] == [0.75, 0.75, 0.375, 0.375, 0.25]
 
 
 def test_sgd_baselines_are_plain_and_robust_sgd(setup):
@@ -190,23 +195,41 @@ def test_error_feedback_gd(setup):
         np.testing.assert_allclose(method.feedback.error, e, rtol=1e-12, atol=1e-15)
 
 
-def test_byz_ef21_sgdm(setup):
+def sign_flip_by_hand(rows):
+    out = rows.copy()
+    out[H:] = -rows[H:]
+    return out
+
+
+ATTACKS = {"ipm": (dict(attack=bk.ipm(eps=0.5)), ipm_by_hand),
+           "sign flip": (dict(attack=bk.sign_flip(scale=-1), attack_own=True), sign_flip_by_hand)}
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_byz_ef21_sgdm(setup, attack):
+    """002: a Byzantine worker's own g_i follows its true c_i (sign flipping sends -c_i of an
+    honest state), and an attacker Top_k-compresses what it sends."""
     grads, make, _, x0 = setup
-    s = make(attack=bk.ipm(eps=0.5), seed=4)
+    options, attacked = ATTACKS[attack]
+    s = make(seed=4, **options)
     method = al.ByzEF21SGDM(aggregator=bk.cwmed(), lr=0.1, compressor=bk.topk(k=2), eta=0.2, batch_size=2)
     method.start(s, x0)
     v = grads(x0, s.batches[0].idx)
-    g = ipm_by_hand(v)  # the dense first messages, attacked
+    local, g = v.copy(), attacked(v)  # the dense first messages, attacked
     x = x0
-    for k in range(1, 3):
+    for k in range(1, 4):
         method.step(s)
         x = x - 0.1 * np.median(g, axis=0)  # the server aggregates its g_i, then steps
         v = 0.8 * v + 0.2 * grads(x, s.batches[k].idx)
-        g = g + ipm_by_hand(topk_by_hand(v - g, 2))
+        c = topk_by_hand(v - local, 2)
+        sent = attacked(c)
+        sent[H:] = topk_by_hand(sent[H:], 2)
+        local, g = local + c, g + sent
         np.testing.assert_allclose(method.x, x, rtol=1e-12)
         np.testing.assert_allclose(method.v, v, rtol=1e-12)
+        np.testing.assert_allclose(method.local_g, local, rtol=1e-12)
         np.testing.assert_allclose(method.g, g, rtol=1e-12)
-    assert s.bytes_sent == D * 8 + 2 * bk.topk(np.ones(D), k=2).nbytes
+    assert s.bytes_sent == D * 8 + 3 * bk.topk(np.ones(D), k=2).nbytes
 
 
 def test_br_csgd(setup):
@@ -219,19 +242,22 @@ def test_br_csgd(setup):
     np.testing.assert_allclose(method.x, x0 - 0.1 * np.median(ipm_by_hand(Q), axis=0), rtol=1e-12)
 
 
-def test_br_diana(setup):
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_br_diana(setup, attack):
     grads, make, _, x0 = setup
-    s = make(attack=bk.ipm(eps=0.5), seed=6)
+    options, attacked = ATTACKS[attack]
+    s = make(seed=6, **options)
     method = al.BRDIANA(aggregator=bk.cwmed(), lr=0.1, compressor=bk.topk(k=2), beta=0.3, batch_size=2)
     method.start(s, x0)
-    x, h = x0.copy(), np.zeros((WORKERS, D))
+    x, h, local = x0.copy(), np.zeros((WORKERS, D)), np.zeros((WORKERS, D))
     for k in range(3):
         method.step(s)
-        q = ipm_by_hand(topk_by_hand(grads(x, s.batches[k].idx) - h, 2))
-        x = x - 0.1 * np.median(h + q, axis=0)
-        h = h + 0.3 * q
+        q = topk_by_hand(grads(x, s.batches[k].idx) - local, 2)
+        x = x - 0.1 * np.median(h + attacked(q), axis=0)
+        h, local = h + 0.3 * attacked(q), local + 0.3 * q
         np.testing.assert_allclose(method.x, x, rtol=1e-12)
         np.testing.assert_allclose(method.h, h, rtol=1e-12)
+        np.testing.assert_allclose(method.local_h, local, rtol=1e-12)
 
 
 def test_byrd_saga_tables(setup):

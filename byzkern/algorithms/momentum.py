@@ -29,8 +29,8 @@ class RobustDGD(Method):
         norm = float(np.linalg.norm(R))
         if norm < self._least:
             self._least, self._output = norm, self.x.copy()
-        self.t += 1
         self.x = self.x - self.step_size() * R
+        self.t += 1
 
 
 class RobustDSHB(Method):
@@ -39,12 +39,13 @@ class RobustDSHB(Method):
     m_i <- beta m_i + (1 - beta) g_i (m_i = 0 at start) and sends it; R = F(m_1, ..., m_n);
     x <- x - lr_t R. Byzantine rows are attacked momenta (004 Appendix 14.3).
 
-    Defaults are 004's MNIST settings: beta = 0.9, batch 25, lr_t = 0.75 / (1 + floor(t/50)).
+    Defaults are 004's MNIST settings: beta = 0.9, batch 25, lr_t = 0.75 / (1 + floor(t/50))
+    with 004's t counting the steps from 1 (``lr`` takes the 0-based step, so t + 1 here).
     beta = 0 is robust D-SGD, which gives the SGD baselines of seeds 000 and 003 (see ``sgd``,
     ``byrd_sgd``, ``rs_byrd_sgd``, ``br_sgdm``). Per round: one minibatch pass, one aggregation.
     """
 
-    def __init__(self, *, aggregator, lr=lambda t: 0.75 / (1 + t // 50), beta=0.9, batch_size=25, clip=None, seed=0):
+    def __init__(self, *, aggregator, lr=lambda t: 0.75 / (1 + (t + 1) // 50), beta=0.9, batch_size=25, clip=None, seed=0):
         super().__init__(lr=lr, seed=seed)
         self.aggregator, self.beta, self.batch_size, self.clip = aggregator, beta, batch_size, clip
 
