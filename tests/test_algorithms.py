@@ -105,6 +105,17 @@ def test_robust_dshb_default_schedule_is_004s_with_steps_counted_from_one():
     assert [lr(t - 1) for t in (1, 49, 50, 99, 100)] == [0.75, 0.75, 0.375, 0.375, 0.25]
 
 
+def test_one_seed_gives_the_simulation_the_method_and_its_resampling_streams_of_their_own(setup):
+    """A run hands one seed to everything: two default_rng(seed) would draw the same stream."""
+    _, make, _, x0 = setup
+    s = make(seed=3)
+    method = al.rs_byrd_sgd(lr=0.1, seed=3)
+    method.start(s, x0)
+    streams = [s.rng, method._rng, method.aggregator.stages[0].options["rng"]]
+    firsts = [int(g.bit_generator.random_raw()) for g in streams]
+    assert len(set(firsts)) == 3
+
+
 def test_sgd_baselines_are_plain_and_robust_sgd(setup):
     grads, make, _, x0 = setup
     s = make(seed=1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..sim import generator
+
 
 def dense_nbytes(rows):
     """Wire size of one dense row of ``rows`` (n, d)."""
@@ -18,7 +20,8 @@ class Method:
     uniformly random iterate among x^0 .. x^{t-1} (reservoir sampling, O(d) memory), which
     seeds 000, 002 and 004 (D-SHB) prescribe; the last iterate where ``last_iterate`` is set
     (seed 001 measures w_T). ``lr`` is a number or a function of the step t (0-based). ``seed``
-    drives the method's own randomness (coins, the output draw).
+    drives the method's own randomness (coins, the output draw), from ``sim.generator(seed,
+    "method")``: apart from a Simulation's stream under the same seed.
     """
 
     last_iterate = False
@@ -33,7 +36,7 @@ class Method:
     def start(self, sim, x0):
         self.x = np.array(x0, dtype=sim.problem.dtype)
         self.t = 0
-        self._rng = np.random.default_rng(self.seed)
+        self._rng = generator(self.seed, "method")
         self._output = self.x.copy()
 
     def step_size(self):

@@ -6,6 +6,7 @@ import numpy as np
 
 import byzkern as bk
 
+from ..sim import generator
 from .base import Method, dense_nbytes
 
 
@@ -75,7 +76,7 @@ def byrd_sgd(*, lr, batch_size=32, maxiter=100, seed=0):
 
 def rs_byrd_sgd(*, lr, s=2, batch_size=32, maxiter=100, seed=0):
     """RS-Byrd-SGD (seed 003): resampling with s-replacement, then the geometric median."""
-    aggregator = bk.Pipeline(bk.resampling(s=s, rng=np.random.default_rng(seed)), bk.geomed(maxiter=maxiter))
+    aggregator = bk.Pipeline(bk.resampling(s=s, rng=generator(seed, "resampling")), bk.geomed(maxiter=maxiter))
     return RobustDSHB(aggregator=aggregator, lr=lr, beta=0.0, batch_size=batch_size, seed=seed)
 
 

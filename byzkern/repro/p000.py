@@ -36,7 +36,7 @@ def _aggregator(name, seed):
     if name == "AVG":
         return bk.mean()
     rule = bk.cwmed() if name == "CM" else bk.geomed(maxiter=8, eps=0.0, init="zero", nu=0.1)
-    return bk.Pipeline(bk.bucketing(s=2, rng=np.random.default_rng(seed)), rule)
+    return bk.Pipeline(bk.bucketing(s=2, rng=sim.generator(seed, "bucketing")), rule)
 
 
 def _method(name, aggregator, lr, p, seed):
@@ -63,7 +63,7 @@ def reproduce(ctx):
     gaps = {}
     histories = {}
     for seed in seeds:
-        order = np.random.default_rng(seed).permutation(len(y))
+        order = sim.generator(seed, "data order").permutation(len(y))
         good = [order[s] for s in sim.partition.sequential(len(y), GOOD)]
         # the Byzantine workers "have access to the entire dataset": together they hold one copy of
         # it (three good shards each), so under NA the mean of all 20 is the good workers' gradient

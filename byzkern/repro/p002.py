@@ -37,7 +37,7 @@ def _aggregator(name):
 
 
 def _method(name, aggregator, lr, m_local, seed):
-    rand1 = bk.randk(k=1, rng=np.random.default_rng(seed))
+    rand1 = bk.randk(k=1, rng=sim.generator(seed, "randk"))
     if name == "Byz-EF21-SGDM":
         return al.ByzEF21SGDM(aggregator=aggregator, lr=lr, compressor=bk.topk(k=1), eta=0.01, batch_size=1, seed=seed)
     if name == "Byz-VR-MARINA":
@@ -57,7 +57,7 @@ def reproduce(ctx):
     ctx.note(f"{steps} steps per run = {steps / m_local:.1f} epochs of batch 1 (paper: 40 epochs); one seed; "
              f"step sizes {lrs}; f* by Newton's method on the honest workers' data")
     problem = sim.LogisticRegression(A, y, lam=1.0 / m_local)
-    order = np.random.default_rng(seed).permutation(len(y))
+    order = sim.generator(seed, "data order").permutation(len(y))
     shards = [order[s] for s in sim.partition.sequential(len(y), WORKERS)]
     _, f_star = logistic_minimum(problem, np.concatenate(shards[:WORKERS - BYZANTINE]))
     gap = lambda v: v - f_star  # noqa: E731

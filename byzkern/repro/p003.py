@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
-
 import byzkern as bk
 from byzkern import algorithms as al
 from byzkern import sim
@@ -26,12 +24,12 @@ METHODS = ("SGD", "Byrd-SGD", "RS-Byrd-SGD", "Byrd-SAGA", "RS-Byrd-SAGA")
 
 def _attack(name, seed):
     return {"sign flipping": {"attack": bk.sign_flip(scale=-5), "attack_own": True},
-            "Gaussian": {"attack": bk.gaussian(std=100.0, rng=np.random.default_rng(seed))},
+            "Gaussian": {"attack": bk.gaussian(std=100.0, rng=sim.generator(seed, "gaussian attack"))},
             "sample duplication": {"data_attack": "duplicate", "duplicate_target": 0}}[name]
 
 
 def _method(name, seed):
-    resampled = bk.Pipeline(bk.resampling(s=S, rng=np.random.default_rng(seed)), bk.geomed())
+    resampled = bk.Pipeline(bk.resampling(s=S, rng=sim.generator(seed, "resampling")), bk.geomed())
     return {"SGD": lambda: al.sgd(lr=LR, batch_size=BATCH, seed=seed),
             "Byrd-SGD": lambda: al.byrd_sgd(lr=LR, batch_size=BATCH, seed=seed),
             "RS-Byrd-SGD": lambda: al.rs_byrd_sgd(lr=LR, s=S, batch_size=BATCH, seed=seed),

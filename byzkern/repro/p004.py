@@ -34,7 +34,7 @@ def _pipeline(rule, pre, seed):
     aggregator = {"Krum": bk.krum(f=F), "GM": bk.geomed(), "CWMed": bk.cwmed(), "CWTM": bk.cwtm(f=F)}[rule]
     if pre == "vanilla":
         return aggregator
-    first = bk.nnm(f=F) if pre == "NNM" else bk.bucketing(s=N // (2 * F), rng=np.random.default_rng(seed))
+    first = bk.nnm(f=F) if pre == "NNM" else bk.bucketing(s=N // (2 * F), rng=sim.generator(seed, "bucketing"))
     return bk.Pipeline(first, aggregator)
 
 

@@ -10,11 +10,20 @@ gradients, lets the Byzantine workers corrupt the rows they send, aggregates wit
 from __future__ import annotations
 
 import time
+import zlib
 from typing import NamedTuple
 
 import numpy as np
 
 DATA_ATTACKS = (None, "label_flip", "duplicate")
+
+
+def generator(seed, purpose):
+    """A NumPy generator for one ``purpose`` (a name: "method", "bucketing", "data order"...) of
+    a run under ``seed``. A run gives one seed to its Simulation (``default_rng(seed)``), its
+    method and their helpers; keyed by purpose, no two of them draw the same stream, as two
+    ``default_rng(seed)`` would (a coin equal to a sampling draw of the same round)."""
+    return np.random.default_rng([seed, zlib.crc32(purpose.encode())])
 
 
 class Batch(NamedTuple):
