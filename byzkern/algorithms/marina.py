@@ -10,8 +10,12 @@ class ByzVRMarina(Method):
     x^{k+1} = x^k - lr g^k; one shared coin c_k ~ Be(p). If c_k = 1 every worker sends its full
     local gradient at x^{k+1}, dense, and g^{k+1} = ARAgg(those). Otherwise worker i draws a
     minibatch, sends Q(D_i) with D_i = grad on that batch at x^{k+1} minus at x^k (same
-    samples), and g^{k+1} = ARAgg(g^k + Q(D_1), ..., g^k + Q(D_n)). The attack replaces what
-    the Byzantine workers send (the Q(D_i), as seed 002 does); the server adds g^k after.
+    samples), and g^{k+1} = ARAgg(g^k + Q(D_1), ..., g^k + Q(D_n)). The attack replaces the
+    Byzantine rows of what the aggregator gets, the workers' estimates g^k + Q(D_i) (given, with
+    ``attack_own``, their true ones), in both branches: 000's Byzantine workers know the exact
+    updates, IPM sends -eps/G sum_i grad f_i(x), a gradient-scale row, and bit flipping "an
+    update with flipped sign" (000 Section 3). A worker sends Q(D_i), so a Byzantine one sends
+    its row less g^k, which it knows.
 
     g^0: the box sets g^0 = grad f(x^0); a server under attack can only get it from the
     workers, so ``start`` runs a c = 1 round at x^0. ``compressor``: an unbiased compressor
@@ -46,5 +50,5 @@ class ByzVRMarina(Method):
                 message = self.compressor(D)
                 sim.send(message.nbytes_per_row)
                 D = message.decompress()
-            self.g = sim.aggregate(self.aggregator, self.g + sim.corrupt(D))
+            self.g = sim.aggregate(self.aggregator, sim.corrupt(self.g + D))
         self.advance(x_next)
