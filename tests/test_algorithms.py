@@ -142,13 +142,17 @@ def test_sgd_baselines_are_plain_and_robust_sgd(setup):
     np.testing.assert_allclose(method.x, x0 - 0.3 * bk.geomed(rows, maxiter=50, backend="reference"), rtol=1e-9)
 
 
+@pytest.mark.parametrize("target", ["estimates", "messages"])
 @pytest.mark.parametrize("attack", ATTACKS)
 @pytest.mark.parametrize("p", [0.0, 1.0], ids=["compressed-difference", "full-gradient"])
-def test_byz_vr_marina_both_branches(setup, p, attack):
+def test_byz_vr_marina_both_branches(setup, p, attack, target):
+    """The attack takes the estimates g^k + Q(D_i) (000's experiments) or the messages Q(D_i)
+    (002's) in the compressed rounds; the full rounds have one row per worker either way."""
     grads, make, shards, x0 = setup
     options, attacked = ATTACKS[attack]
     s = make(seed=2, **options)
-    method = al.ByzVRMarina(aggregator=bk.cwmed(), lr=0.1, p=p, compressor=bk.topk(k=2), batch_size=2)
+    method = al.ByzVRMarina(aggregator=bk.cwmed(), lr=0.1, p=p, compressor=bk.topk(k=2), batch_size=2,
+                            attacked=target)
     method.start(s, x0)
     g = np.median(attacked(grads(x0, shards)), axis=0)  # the c = 1 round at x^0
     np.testing.assert_allclose(method.g, g, rtol=1e-12)
@@ -161,12 +165,17 @@ def test_byz_vr_marina_both_branches(setup, p, attack):
         else:
             idx = s.batches[k].idx
             Q = topk_by_hand(grads(x_next, idx) - grads(x, idx), 2)
-            g = np.median(attacked(g + Q), axis=0)  # the attack on the estimates (000 Section 3)
+            g = np.median(attacked(g + Q) if target == "estimates" else g + attacked(Q), axis=0)
         x = x_next
         np.testing.assert_allclose(method.x, x, rtol=1e-12)
         np.testing.assert_allclose(method.g, g, rtol=1e-12)
     per_round = D * 8 if p == 1.0 else bk.topk(np.ones(D), k=2).nbytes
     assert s.bytes_sent == D * 8 + 2 * per_round
+
+
+def test_byz_vr_marina_names_what_its_attack_may_take():
+    with pytest.raises(ValueError, match="attacked must be one of"):
+        al.ByzVRMarina(aggregator=bk.cwmed(), lr=0.1, p=0.5, attacked="rows")
 
 
 @pytest.mark.parametrize("option", ["I", "II"])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from .base import Method, dense_nbytes
 
+ATTACKED = ("estimates", "messages")
+
 
 class ByzVRMarina(Method):
     """Byz-VR-MARINA (seed 000, Algorithm 1; details in papers/ALGORITHMS.md):
@@ -10,12 +12,16 @@ class ByzVRMarina(Method):
     x^{k+1} = x^k - lr g^k; one shared coin c_k ~ Be(p). If c_k = 1 every worker sends its full
     local gradient at x^{k+1}, dense, and g^{k+1} = ARAgg(those). Otherwise worker i draws a
     minibatch, sends Q(D_i) with D_i = grad on that batch at x^{k+1} minus at x^k (same
-    samples), and g^{k+1} = ARAgg(g^k + Q(D_1), ..., g^k + Q(D_n)). The attack replaces the
-    Byzantine rows of what the aggregator gets, the workers' estimates g^k + Q(D_i) (given, with
-    ``attack_own``, their true ones), in both branches: 000's Byzantine workers know the exact
-    updates, IPM sends -eps/G sum_i grad f_i(x), a gradient-scale row, and bit flipping "an
-    update with flipped sign" (000 Section 3). A worker sends Q(D_i), so a Byzantine one sends
-    its row less g^k, which it knows.
+    samples), and g^{k+1} = ARAgg(g^k + Q(D_1), ..., g^k + Q(D_n)).
+
+    What the attack replaces in the compressed rounds (``attacked``; the full rounds have one
+    row per worker either way; with ``attack_own`` the attack also gets the true ones):
+    "estimates" (000's experiments): the Byzantine estimates g^k + Q(D_i) that the aggregator
+    gets; 000's Byzantine workers know the exact updates, its IPM sends -eps/G sum_i grad
+    f_i(x), a gradient-scale row, and its bit flipping "an update with flipped sign" (000
+    Section 3); a Byzantine worker sends its row less g^k, which it knows. "messages" (002's
+    experiments, whose attacks act on what the workers send, EF21's c_i): the Byzantine Q(D_i),
+    to which the server adds g^k.
 
     g^0: the box sets g^0 = grad f(x^0); a server under attack can only get it from the
     workers, so ``start`` runs a c = 1 round at x^0. ``compressor``: an unbiased compressor
@@ -24,9 +30,12 @@ class ByzVRMarina(Method):
     Per round: a full pass with probability p, otherwise two minibatch passes.
     """
 
-    def __init__(self, *, aggregator, lr, p, compressor=None, batch_size=32, seed=0):
+    def __init__(self, *, aggregator, lr, p, compressor=None, batch_size=32, attacked="estimates", seed=0):
+        if attacked not in ATTACKED:
+            raise ValueError(f"attacked must be one of {ATTACKED}; got {attacked!r}")
         super().__init__(lr=lr, seed=seed)
         self.aggregator, self.p, self.compressor, self.batch_size = aggregator, p, compressor, batch_size
+        self.attacked = attacked
 
     def _full_round(self, sim, x):
         G = sim.gradients(x)
@@ -50,5 +59,6 @@ class ByzVRMarina(Method):
                 message = self.compressor(D)
                 sim.send(message.nbytes_per_row)
                 D = message.decompress()
-            self.g = sim.aggregate(self.aggregator, sim.corrupt(self.g + D))
+            rows = sim.corrupt(self.g + D) if self.attacked == "estimates" else self.g + sim.corrupt(D)
+            self.g = sim.aggregate(self.aggregator, rows)
         self.advance(x_next)
