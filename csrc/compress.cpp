@@ -522,8 +522,7 @@ inline void box_muller8(const std::uint32_t* w, v8d& cos_part, v8d& sin_part) {
   v8d one_minus_u1, angle;
   for (int l = 0; l < 8; ++l) {
     const std::uint32_t* word = w + 4 * l;
-    const std::uint64_t bits = ((static_cast<std::uint64_t>(word[0]) << 32) | word[1]) >> 11;
-    one_minus_u1[l] = static_cast<double>((std::uint64_t{1} << 53) - bits) * 0x1.0p-53;  // exact
+    one_minus_u1[l] = 1.0 - uniform53(word[0], word[1]);  // exact: u1 is a multiple of 2^-53
     angle[l] = 2.0 * M_PI * uniform53(word[2], word[3]);
   }
   const v8d twice = -2.0 * log_unit(one_minus_u1);

@@ -37,13 +37,12 @@ class ByzEF21SGDM(Method):
         if self.compressor is None:
             c = self.v - self.local_g
             sim.send(dense_nbytes(c))
-            sent = sim.corrupt(c)
         else:
             message = self.compressor(self.v - self.local_g)
             sim.send(message.nbytes_per_row)
             c = message.decompress()
-            sent = sim.corrupt(c)
-            if sim.attack is not None:  # a copy whose Byzantine rows are the attack's
-                sent[sim.h:] = self.compressor(sent[sim.h:]).decompress()
+        sent = sim.corrupt(c)
+        if self.compressor is not None and sim.attack is not None:  # a copy with the attack's rows
+            sent[sim.h:] = self.compressor(sent[sim.h:]).decompress()
         self.local_g = self.local_g + c
         self.g = self.g + sent

@@ -1811,9 +1811,7 @@ def _gaussian(own, std, seed, tile, out):
         x, y = own[row], out[row]
         for m in range(m0, m1):
             w = words[4 * (m - m0):4 * (m - m0) + 4]
-            bits = ((w[0] << _U32) | w[1]) >> _U11
-            one_minus_u1 = np.float64(np.uint64(1 << 53) - bits) * 2.0**-53  # exact
-            radius = math.sqrt(-2.0 * _log_unit(one_minus_u1))
+            radius = math.sqrt(-2.0 * _log_unit(1.0 - _uniform53(w[0], w[1])))  # 1 - u1: exact
             sine, cosine = _sincos_angle(two_pi * _uniform53(w[2], w[3]))
             y[2 * m] = np.float64(x[2 * m]) + std * (radius * cosine)
             if 2 * m + 1 < d:
