@@ -18,9 +18,7 @@ STREAM_MIN_BYTES = 32 << 20
 SHARED_PREFIX_MIN_COLUMNS = 1 << 14
 #: optimized() with a coordinate-wise aggregator builds and aggregates its candidate batch in
 #: column blocks of about this many bytes, so that the batch stays in the caches (1 thread, CPU time,
-#: (20, 1e6), 17 etas, cwtm: 2-4 MiB blocks 220-290 ms, 8-16 MiB 280-400, the whole batch 360-490);
-#: Mimic's learning step centres H in float64 column blocks of this size too ((20, 1e6) float32,
-#: a pass: 1-4 MiB blocks 16-22 ms, 16 MiB 25-33, measured in one noisy run)
+#: (20, 1e6), 17 etas, cwtm: 2-4 MiB blocks 220-290 ms, 8-16 MiB 280-400, the whole batch 360-490)
 CANDIDATE_BLOCK_BYTES = 4 << 20
 #: threads per block of the CUDA kernels
 CUDA_THREADS = 256

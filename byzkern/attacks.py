@@ -214,62 +214,34 @@ class Mimic:
             self.mu = mean
             z = _dispatch.kernel("gaussian", A.device, backend)(xp.zeros((B, 1, d)), 1.0, self.seed)[:, 0]
             z = _unit(z, z)  # the start is where z stays if the honest rows do not vary
-        else:
-            self.mu = t / (t + 1) * self.mu + mean / (t + 1)
+        else:  # in place: each pass over a (B, d) float64 array costs as much as a kernel's
+            mean /= t + 1
+            self.mu *= t / (t + 1)
+            self.mu += mean
             z = self.z
-        dots = _centred_dots(A.data, self.mu, z)
-        u, u_dots = _power_step(A.data, self.mu, dots)
+        dots = _dispatch.kernel("centred_dots", A.device, backend)(A.data, self.mu, z)
+        u, u_dots = _dispatch.kernel("power_step", A.device, backend)(A.data, self.mu, dots)
         u_unit, u_unit_dots = _unit(u, z, u_dots, dots)
         if t == 0:
             self.z, scores = u_unit, u_unit_dots
         else:
-            self.z, scores = _unit(t / (t + 1) * z + u_unit / (t + 1), z, t / (t + 1) * dots + u_unit_dots / (t + 1),
-                                   dots)
+            u_unit /= t + 1
+            u_unit += t / (t + 1) * z
+            self.z, scores = _unit(u_unit, z, t / (t + 1) * dots + u_unit_dots / (t + 1), dots)
         return scores
 
 
 def _unit(v, fallback, v_dots=None, fallback_dots=None):
-    """v / ||v|| per batch item (a zero v, where the honest rows do not vary, gives fallback);
-    with v_dots, the rows' dots with v, also their dots with the result (or fallback_dots)."""
+    """v / ||v|| per batch item, written over v (a zero v, where the honest rows do not vary,
+    gives fallback); with v_dots, the rows' dots with v, also their dots with the result (or
+    fallback_dots)."""
     xp = xp_of(v)
-    norm = xp.sqrt((v * v).sum(axis=1, keepdims=True))
+    norm = xp.sqrt(xp.einsum("bd,bd->b", v, v))[:, None]
     scale = xp.where(norm > 0, norm, 1.0)
-    unit = xp.where(norm > 0, v / scale, fallback)
-    return unit if v_dots is None else (unit, xp.where(norm > 0, v_dots / scale, fallback_dots))
-
-
-def _centred_blocks(X, mu):
-    """(c0, c1, X[..., c0:c1] - mu[:, c0:c1] in float64) over column blocks of about
-    CANDIDATE_BLOCK_BYTES, each written over the last in one buffer: no float64 copy of all of
-    X is made, and a copy then an in-place subtraction cost NumPy less than a mixed-dtype one."""
-    xp, (B, h, d) = xp_of(X), X.shape
-    width = min(d, max(1, _config.CANDIDATE_BLOCK_BYTES // (B * h * 8)))
-    buffer = xp.empty((B, h, width))
-    for c0 in range(0, d, width):
-        c1 = min(d, c0 + width)
-        centred = buffer[..., :c1 - c0]
-        centred[...] = X[..., c0:c1]
-        centred -= mu[:, None, c0:c1]
-        yield c0, c1, centred
-
-
-def _centred_dots(X, mu, z):
-    """<x_i - mu, z> (B, h), in float64."""
-    dots = xp_of(X).zeros(X.shape[:2])
-    for c0, c1, centred in _centred_blocks(X, mu):
-        dots += (centred @ z[:, c0:c1, None])[..., 0]
-    return dots
-
-
-def _power_step(X, mu, dots):
-    """u = sum_i dots_i (x_i - mu) (B, d), and <x_i - mu, u> (B, h), from one pass over X: each
-    column block of u meets the rows while the block is in cache."""
-    xp = xp_of(X)
-    u, u_dots = xp.empty((X.shape[0], X.shape[2])), xp.zeros(X.shape[:2])
-    for c0, c1, centred in _centred_blocks(X, mu):
-        u[:, c0:c1] = (dots[:, None, :] @ centred)[:, 0]
-        u_dots += (centred @ u[:, c0:c1, None])[..., 0]
-    return u, u_dots
+    v /= scale
+    flat = ~(norm[:, 0] > 0)
+    v[flat] = fallback[flat]
+    return v if v_dots is None else (v, xp.where(norm > 0, v_dots / scale, fallback_dots))
 
 
 #: seed 004 gives no grid; SPEC §5: eta = 0 and 16 geometric values from 0.1 to 10

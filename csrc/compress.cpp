@@ -801,6 +801,91 @@ void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::ui
   });
 }
 
+// ---- Mimic's learning step ------------------------------------------------------------------
+// <x - mu, v> over w columns of one row, in double: four chains of four lanes, as norm_part sums
+// (one chain of adds bounds the loop by their latency, not by reading x).
+template <class T>
+inline double centred_dot(const T* x, const double* mu, const double* v, index_t w) {
+  v4d acc[4] = {};
+  index_t k = 0;
+  for (; k + 16 <= w; k += 16)
+    for (int j = 0; j < 4; ++j) {
+      const index_t c = k + 4 * j;
+      acc[j] += (load4_as_double(x + c) - load4_as_double(mu + c)) * load4_as_double(v + c);
+    }
+  double total = sum_lanes((acc[0] + acc[1]) + (acc[2] + acc[3]));
+  for (; k < w; ++k) total += (static_cast<double>(x[k]) - mu[k]) * v[k];
+  return total;
+}
+
+template <class T>
+inline void centred_dots_slab(const T* Xb, index_t h, index_t d, index_t c0, index_t c1, const double* mu,
+                              const double* z, double* parts) {
+  for (index_t i = 0; i < h; ++i) parts[i] = centred_dot(Xb + i * d + c0, mu + c0, z + c0, c1 - c0);
+}
+BYZKERN_DISPATCH(centred_dots_slab_dispatched, centred_dots_slab)
+
+// u over the columns [c0, c1) one tile at a time, u_c = sum_i dots_i (x_ic - mu_c) in row order
+// (four rows per pass over u, as add_rows), then each row's dot with that tile of u while the
+// tile is still in cache: one read of X from memory for both.
+template <class T>
+inline void power_step_slab(const T* Xb, index_t h, index_t d, index_t c0, index_t c1, index_t tile,
+                            const double* mu, const double* dots, double* u, double* parts) {
+  std::fill(parts, parts + h, 0.0);
+  for (index_t t0 = c0; t0 < c1; t0 += tile) {
+    const index_t w = std::min(tile, c1 - t0);
+    const double* m = mu + t0;
+    double* ut = u + t0;
+    std::fill(ut, ut + w, 0.0);
+    index_t i = 0;
+    for (; i + 4 <= h; i += 4) {
+      const T* r0 = Xb + i * d + t0;
+      const T *r1 = r0 + d, *r2 = r1 + d, *r3 = r2 + d;
+      const double a0 = dots[i], a1 = dots[i + 1], a2 = dots[i + 2], a3 = dots[i + 3];
+      for (index_t j = 0; j < w; ++j)
+        ut[j] = (((ut[j] + a0 * (r0[j] - m[j])) + a1 * (r1[j] - m[j])) + a2 * (r2[j] - m[j])) + a3 * (r3[j] - m[j]);
+    }
+    for (; i < h; ++i) {
+      const T* row = Xb + i * d + t0;
+      for (index_t j = 0; j < w; ++j) ut[j] += dots[i] * (row[j] - m[j]);
+    }
+    for (i = 0; i < h; ++i) parts[i] += centred_dot(Xb + i * d + t0, m, ut, w);
+  }
+}
+BYZKERN_DISPATCH(power_step_slab_dispatched, power_step_slab)
+
+// Each batch item's row sums, per slab in parallel, then in slab order (1 and 2 threads: same bits).
+template <class Slab>
+void sum_slabs(index_t B, index_t h, index_t d, index_t tile, index_t max_slabs, double* sums, Slab slab) {
+  const Slabs slabs(d, tile, max_slabs);
+  std::vector<double> parts(B * slabs.count * h);
+  for_each_slab(B, d, tile, slabs, [&](index_t b, index_t s, index_t c0, index_t c1) {
+    slab(b, c0, c1, parts.data() + (b * slabs.count + s) * h);
+  });
+  for (index_t b = 0; b < B; ++b)
+    for (index_t i = 0; i < h; ++i) {
+      double total = 0.0;
+      for (index_t s = 0; s < slabs.count; ++s) total += parts[(b * slabs.count + s) * h + i];
+      sums[b * h + i] = total;
+    }
+}
+
+template <class T>
+void centred_dots(const T* X, const double* mu, const double* z, index_t B, index_t h, index_t d, index_t tile,
+                  index_t max_slabs, double* dots) {
+  sum_slabs(B, h, d, tile, max_slabs, dots, [&](index_t b, index_t c0, index_t c1, double* parts) {
+    centred_dots_slab_dispatched<T>(X + b * h * d, h, d, c0, c1, mu + b * d, z + b * d, parts);
+  });
+}
+
+template <class T>
+void power_step(const T* X, const double* mu, const double* dots, index_t B, index_t h, index_t d, index_t tile,
+                index_t max_slabs, double* u, double* u_dots) {
+  sum_slabs(B, h, d, tile, max_slabs, u_dots, [&](index_t b, index_t c0, index_t c1, double* parts) {
+    power_step_slab_dispatched<T>(X + b * h * d, h, d, c0, c1, tile, mu + b * d, dots + b * h, u + b * d, parts);
+  });
+}
+
 // dst[0..count) = src[0..count) with streaming stores where dst is 16-byte aligned: the
 // destination is never read back soon (it is far larger than the caches), and a plain store that
 // misses would first read its line from memory.
@@ -860,6 +945,10 @@ void attack_candidates(const T* H, const T* mu, const T* direction, const double
   template void natural_decompress<T>(const std::uint8_t*, index_t, index_t, index_t, T*);                 \
   template void sign_decompress<T>(const std::uint8_t*, const T*, index_t, index_t, index_t, T*);          \
   template void mean_std<T>(const T*, index_t, index_t, index_t, index_t, index_t, T*, T*);                \
+  template void centred_dots<T>(const T*, const double*, const double*, index_t, index_t, index_t, index_t,    \
+                                index_t, double*);                                                          \
+  template void power_step<T>(const T*, const double*, const double*, index_t, index_t, index_t, index_t,      \
+                              index_t, double*, double*);                                                   \
   template void gaussian<T>(const T*, index_t, index_t, index_t, double, std::uint64_t, index_t, T*);                \
   template void attack_candidates<T>(const T*, const T*, const T*, const double*, index_t, index_t, index_t,  \
                                      index_t, index_t, index_t, index_t, T*);

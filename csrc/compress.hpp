@@ -1,7 +1,7 @@
 // Compressor and attack kernels (SPEC §4, §5). Row-major (n, d) input; results bit-identical to
 // byzkern/backends/reference.py (wire formats, Philox draws and summation order included),
 // except gaussian, whose normals (fdlibm's logarithm, sine and cosine on SIMD vectors) differ from
-// NumPy's by a few ulps.
+// NumPy's by a few ulps, and Mimic's centred_dots and power_step (float64 sums in their own order).
 #pragma once
 #include <cstdint>
 
@@ -43,6 +43,14 @@ bool qsgd_levels_ok(const std::uint8_t* codes, index_t n, index_t d, int levels)
 
 template <class T>
 void mean_std(const T* X, index_t B, index_t h, index_t d, index_t ddof, index_t tile, T* mean, T* std);
+// Mimic's learning step, float64 sums in the kernel's own order (not the reference's): dots
+// (B, h) = <x_i - mu, z>; u (B, d) = sum_i dots_i (x_i - mu) and u_dots (B, h) = <x_i - mu, u>.
+template <class T>
+void centred_dots(const T* X, const double* mu, const double* z, index_t B, index_t h, index_t d, index_t tile,
+                  index_t max_slabs, double* dots);
+template <class T>
+void power_step(const T* X, const double* mu, const double* dots, index_t B, index_t h, index_t d, index_t tile,
+                index_t max_slabs, double* u, double* u_dots);
 template <class T>
 void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::uint64_t seed, index_t tile, T* out);
 // The f Byzantine rows' values of candidate eta over w columns: T(mu + eta * direction) in

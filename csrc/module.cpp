@@ -457,6 +457,45 @@ py::array_t<T> gaussian(carray<T> own, double std, std::uint64_t seed, index_t t
   return out;
 }
 
+// Mimic's learning step: X (B, h, d); mu (B, d), and z (B, d) or dots (B, h), all float64.
+void check_matrix(const py::array& a, index_t rows, index_t columns, const char* what) {
+  if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != columns) throw std::invalid_argument(what);
+}
+
+template <class T>
+py::array_t<double> centred_dots(carray<T> X, carray<double> mu, carray<double> z, index_t tile, index_t slabs) {
+  if (X.ndim() != 3) throw std::invalid_argument("centred_dots: X must be (B, h, d)");
+  const index_t B = X.shape(0), h = X.shape(1), d = X.shape(2);
+  check_matrix(mu, B, d, "centred_dots: mu must be (B, d)");
+  check_matrix(z, B, d, "centred_dots: z must be (B, d)");
+  py::array_t<double> dots({B, h});
+  const T* x = X.data();
+  const double *m = mu.data(), *v = z.data();
+  double* o = dots.mutable_data();
+  {
+    py::gil_scoped_release release;
+    byzkern::centred_dots<T>(x, m, v, B, h, d, tile, slabs, o);
+  }
+  return dots;
+}
+
+template <class T>
+py::tuple power_step(carray<T> X, carray<double> mu, carray<double> dots, index_t tile, index_t slabs) {
+  if (X.ndim() != 3) throw std::invalid_argument("power_step: X must be (B, h, d)");
+  const index_t B = X.shape(0), h = X.shape(1), d = X.shape(2);
+  check_matrix(mu, B, d, "power_step: mu must be (B, d)");
+  check_matrix(dots, B, h, "power_step: dots must be (B, h)");
+  py::array_t<double> u({B, d}), u_dots({B, h});
+  const T* x = X.data();
+  const double *m = mu.data(), *a = dots.data();
+  double *uo = u.mutable_data(), *o = u_dots.mutable_data();
+  {
+    py::gil_scoped_release release;
+    byzkern::power_step<T>(x, m, a, B, h, d, tile, slabs, uo, o);
+  }
+  return py::make_tuple(u, u_dots);
+}
+
 // attack_candidates' inputs: H (B, h, d), mu and direction (B, d), etas 1-D, f >= 0.
 template <class T>
 void check_candidate_inputs(const carray<T>& H, const carray<T>& mu, const carray<T>& direction,
@@ -578,6 +617,14 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("qsgd_levels_ok", &compress_py::qsgd_levels_ok, py::arg("codes"), py::arg("levels"), py::arg("d"), "Every QSGD level <= levels.");
   m.def("mean_std", &compress_py::mean_std<float>, py::arg("X"), py::arg("ddof"), py::arg("tile"), "Mean and std over rows of (B, h, d).");
   m.def("mean_std", &compress_py::mean_std<double>, py::arg("X"), py::arg("ddof"), py::arg("tile"));
+  m.def("centred_dots", &compress_py::centred_dots<float>, py::arg("X"), py::arg("mu"), py::arg("z"), py::arg("tile"),
+        py::arg("slabs"), "<x_i - mu, z> (B, h) of (B, h, d), in float64.");
+  m.def("centred_dots", &compress_py::centred_dots<double>, py::arg("X"), py::arg("mu"), py::arg("z"), py::arg("tile"),
+        py::arg("slabs"));
+  m.def("power_step", &compress_py::power_step<float>, py::arg("X"), py::arg("mu"), py::arg("dots"), py::arg("tile"),
+        py::arg("slabs"), "u = sum_i dots_i (x_i - mu) (B, d) and <x_i - mu, u> (B, h), in float64.");
+  m.def("power_step", &compress_py::power_step<double>, py::arg("X"), py::arg("mu"), py::arg("dots"), py::arg("tile"),
+        py::arg("slabs"));
   m.def("gaussian", &compress_py::gaussian<float>, py::arg("own"), py::arg("std"), py::arg("seed"), py::arg("tile"),
         "own + std * N(0, 1) (Box-Muller on Philox).");
   m.def("gaussian", &compress_py::gaussian<double>, py::arg("own"), py::arg("std"), py::arg("seed"), py::arg("tile"));

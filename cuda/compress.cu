@@ -3,7 +3,7 @@
 //
 // Products and sums use __dmul_rn / __dadd_rn: the compiler would otherwise fuse them into FMAs,
 // and these results must equal backends/reference.py bit for bit (gaussian up to the ulp its
-// log/sin/cos may differ by).
+// log/sin/cos may differ by; Mimic's float64 sums: to a tolerance).
 //
 // Codes of `width` <= 16 bits are packed per row in a little-endian bit stream, so a group of 8
 // entries fills exactly `width` bytes and starts on a byte: encoders and decoders run one thread
@@ -186,6 +186,44 @@ __global__ void attack_candidates(const T* H, const T* mu, const T* direction, c
     const index_t row = g / d, c = g - row * d, item = row / n, i = row - item * n, b = item / E;
     out[g] = i < h ? H[(b * h + i) * d + c]
                    : byzkern::candidate_value(mu[b * d + c], etas[item - b * E], direction[b * d + c]);
+  }
+}
+
+// ---- Mimic's learning step ---------------------------------------------------------------------
+// Float64 sums in this backend's own order, compared with the reference to a tolerance: the
+// multiply-adds may fuse.
+
+// partial[k, b * h + i] = sum over the columns of chunk k of (x[b, i, c] - mu[b, c]) v[b, c]; one
+// block per (chunk, row), as rows.cuh's row_reduce. The caller adds the chunks.
+template <class T>
+__global__ void centred_dot_chunks(const T* X, index_t B, index_t h, index_t d, const double* mu, const double* v,
+                                   index_t chunk, index_t chunks, double* partial) {
+  const index_t rows = B * h;
+  for (index_t job = blockIdx.x; job < chunks * rows; job += gridDim.x) {
+    const index_t k = job / rows, r = job - k * rows, b = r / h;
+    const index_t c_end = byzkern::min_index((k + 1) * chunk, d);
+    const T* row = X + r * d;
+    const double *m = mu + b * d, *w = v + b * d;
+    double acc = 0.0;
+    for (index_t c = k * chunk + threadIdx.x; c < c_end; c += blockDim.x)
+      acc += (static_cast<double>(row[c]) - m[c]) * w[c];
+    const double total = byzkern::block_reduce<false>(acc);
+    if (threadIdx.x == 0) partial[k * rows + r] = total;
+    __syncthreads();  // the next job's block_reduce reuses the shared warp partials
+  }
+}
+
+// u[b, c] = sum_i dots[b, i] (x[b, i, c] - mu[b, c]), rows in order; one thread per (item, column).
+template <class T>
+__global__ void power_columns(const T* X, index_t B, index_t h, index_t d, const double* mu, const double* dots,
+                              double* u) {
+  for (index_t g = byzkern::global_thread(); g < B * d; g += byzkern::global_stride()) {
+    const index_t b = g / d, c = g - b * d;
+    const T* column = X + b * h * d + c;
+    const double m = mu[g];
+    double sum = 0.0;
+    for (index_t i = 0; i < h; ++i) sum += dots[b * h + i] * (static_cast<double>(column[i * d]) - m);
+    u[g] = sum;
   }
 }
 

@@ -125,12 +125,15 @@ def test_mimic_learns_the_direction_of_largest_variance():
     np.testing.assert_array_equal(attacker(later, f=1), [later[targets[0]]])
 
 
-@pytest.mark.parametrize("block_bytes", [2 * 6 * 8 * 5, 1 << 30], ids=["blocks of 5 columns", "one block"])
-def test_mimic_steps_follow_the_definition(block_bytes, monkeypatch):
-    """mu, z and the target of each warmup step, worked out here on whole float64 arrays. The
-    second batch item's honest rows are all the same row at step 0 (integers: their mean is
-    exact), so z stays the unit Philox start there."""
-    monkeypatch.setattr(_config, "CANDIDATE_BLOCK_BYTES", block_bytes)
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+def test_mimic_steps_follow_the_definition(backend, monkeypatch):
+    """mu, z and the target of each warmup step, worked out here on whole float64 arrays, with
+    the kernels' sums split over many tiles and slabs. The second batch item's honest rows are
+    all the same row at step 0 (integers: their mean is exact), so z stays the unit Philox start
+    there."""
+    _available(backend)
+    monkeypatch.setattr(_config, "COL_TILE", 4)
+    monkeypatch.setattr(_config, "REDUCTION_SLABS", 3)
     rng = np.random.default_rng(8)
     B, h, d, seed = 2, 6, 23, 5
     attacker = bk.Mimic(warmup=3, seed=seed)
@@ -149,11 +152,58 @@ def test_mimic_steps_follow_the_definition(block_bytes, monkeypatch):
         z = u_unit if t == 0 else t / (t + 1) * z + u_unit / (t + 1)
         z /= np.linalg.norm(z, axis=1, keepdims=True)
         target = np.argmax(np.einsum("bhd,bd->bh", Ht, z), axis=1)
-        out = attacker(Ht, f=2)
+        out = attacker(Ht, f=2, backend=backend)
         np.testing.assert_allclose(attacker.mu, mu, rtol=1e-13)
         np.testing.assert_allclose(attacker.z, z, rtol=1e-10, atol=1e-14)
         np.testing.assert_array_equal(attacker.target, target)
         np.testing.assert_array_equal(out, Ht[np.arange(B), target][:, None, :].repeat(2, axis=1))
+
+
+def _available(backend):
+    if _dispatch.load(backend)[0] is None:
+        pytest.skip(f"backend {backend} unavailable: {_dispatch.load(backend)[1]}")
+    return _dispatch.load(backend)[0]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+@pytest.mark.parametrize("tiles", [(8, 4), (4096, 32)], ids=["small tiles", "default tiles"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 5, 1), (1, 3, 37), (3, 20, 1001), (2, 7, 40003)], ids=str)
+def test_mimic_kernels_match_the_reference(backend, tiles, shape, dtype, monkeypatch):
+    """centred_dots and power_step sum in their own order: each result is within (d + h) ulps of
+    the sum of its terms' magnitudes of the reference's (exact where every term is 0: h = 1)."""
+    module = _available(backend)
+    monkeypatch.setattr(_config, "COL_TILE", tiles[0])
+    monkeypatch.setattr(_config, "REDUCTION_SLABS", tiles[1])
+    rng = np.random.default_rng(sum(shape))
+    B, h, d = shape
+    X = (rng.standard_normal(shape) * rng.uniform(0.1, 10.0, (B, h, 1)) + rng.uniform(-5, 5, (B, 1, d))).astype(dtype)
+    mu, z = X.mean(axis=1, dtype=np.float64), rng.standard_normal((B, d))
+    ulps = (d + h) * np.finfo(np.float64).eps
+    C = np.abs(X - mu[:, None, :])
+    dots = reference.centred_dots(X, mu, z)
+    assert (np.abs(module.centred_dots(X, mu, z) - dots) <= ulps * np.einsum("bhd,bd->bh", C, np.abs(z))).all()
+    u, u_dots = module.power_step(X, mu, dots)
+    want_u, want_u_dots = reference.power_step(X, mu, dots)
+    u_magnitude = np.einsum("bh,bhd->bd", np.abs(dots), C)
+    assert (np.abs(u - want_u) <= ulps * u_magnitude).all()
+    assert (np.abs(u_dots - want_u_dots) <= 2 * ulps * np.einsum("bhd,bd->bh", C, u_magnitude)).all()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+def test_mimic_kernels_keep_non_finite_rows_to_themselves(backend, dtype):
+    """A NaN entry makes its row's dot NaN, an Inf entry its row's dot infinite, and the other
+    rows' dots are those of the reference; a NaN dot makes u and every u_dot NaN."""
+    module = _available(backend)
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((2, 6, 77)).astype(dtype)
+    mu, z = X.mean(axis=1, dtype=np.float64), np.abs(rng.standard_normal((2, 77)))
+    X[0, 2, 40], X[1, 5, 3:9] = np.nan, np.inf
+    got, want = module.centred_dots(X, mu, z), reference.centred_dots(X, mu, z)
+    assert np.isnan(got[0, 2]) and got[1, 5] == np.inf
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    u, u_dots = module.power_step(X, mu, want)
+    assert np.isnan(u[0]).all() and np.isnan(u_dots[0]).all() and not np.isnan(u[1]).all()
+    np.testing.assert_array_equal(np.isfinite(u), np.isfinite(reference.power_step(X, mu, want)[0]))
 
 
 def test_mimic_keeps_one_target_per_batch_item_and_checks_the_batch():

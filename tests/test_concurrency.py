@@ -66,6 +66,8 @@ def cpu_kernel_calls():
     scales, sign_codes = cpu.scaled_sign(x)
     natural_codes = cpu.natural(x, 1)
     d = x.shape[1]
+    mu, z = X.mean(axis=1, dtype=np.float64), np.ones((1, d))
+    dots = cpu.centred_dots(X, mu, z)
     return {
         "mean": lambda: cpu.mean(X), "cwmed": lambda: cpu.cwmed(X), "cwtm": lambda: cpu.cwtm(X, 4),
         "meamed": lambda: cpu.meamed(X, 4), "pairwise_sqdist": lambda: cpu.pairwise_sqdist(X),
@@ -82,6 +84,7 @@ def cpu_kernel_calls():
         "indices_ok": lambda: cpu.indices_ok(wire_indices, d),
         "qsgd_levels_ok": lambda: cpu.qsgd_levels_ok(qsgd_codes, 8, d),
         "mean_std": lambda: cpu.mean_std(X, 1), "gaussian": lambda: cpu.gaussian(X, 1.0, 1),
+        "centred_dots": lambda: cpu.centred_dots(X, mu, z), "power_step": lambda: cpu.power_step(X, mu, dots),
     }
 
 

@@ -31,6 +31,12 @@ def _inputs(dtype):
     return X, mixing
 
 
+def _mimic_inputs(X):
+    """mu and a direction z (B, d) and row weights dots (B, h), float64, for Mimic's kernels."""
+    rng = np.random.default_rng(6)
+    return X.mean(axis=1, dtype=np.float64), rng.standard_normal((X.shape[0], X.shape[2])), rng.standard_normal(X.shape[:2])
+
+
 def _compress_then_decompress(X):
     """Each compression kernel and its decompression kernel, on the rows of X[0]."""
     rows, d = X[0], X.shape[-1]
@@ -78,6 +84,7 @@ def kernel_results(dtype):
     that the inputs span many tiles and slabs."""
     _config.COL_TILE, _config.REDUCTION_SLABS = 8, 4
     X, mixing = _inputs(dtype)
+    mu, z, dots = _mimic_inputs(X)
     out = {
         "mean": cpu.mean(X), "cwmed": cpu.cwmed(X), "cwtm": cpu.cwtm(X, 3), "meamed": cpu.meamed(X, 3),
         "pairwise_sqdist": cpu.pairwise_sqdist(X), "mix_rows": cpu.mix_rows(X, mixing),
@@ -87,6 +94,7 @@ def kernel_results(dtype):
         "cclip from the median": cpu.cclip(X, 1.5, 1, None),
         "cclip from the median, 3 steps": cpu.cclip(X, 1.5, 3, None),
         "mean_std": cpu.mean_std(X, 1), "gaussian": cpu.gaussian(X, 2.0, 3),
+        "centred_dots": cpu.centred_dots(X, mu, z), "power_step": cpu.power_step(X, mu, dots),
         "attack_candidates": cpu.attack_candidates(X, *cpu.mean_std(X, 1), np.array([0.0, 0.5, 7.0]), 3),
         "candidate_deviations": cpu.candidate_deviations(X, *cpu.mean_std(X, 1), np.array([0.0, 0.5, 7.0]), 3,
                                                          "meamed", 3),

@@ -463,6 +463,30 @@ def test_mean_std_is_bit_identical(cp, shape, ddof, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 5, 1), (3, 9, 70), (2, 20, 4099)], ids=lambda s: "x".join(map(str, s)))
+def test_mimic_kernels_match_the_reference(cp, shape, dtype):
+    """centred_dots and power_step to (d + h) ulps of the sums of their terms' magnitudes (they
+    sum in their own order and may fuse multiply-adds); non-finite rows as the reference's."""
+    B, h, d = shape
+    X = _data("random", B, h, d, dtype) + np.arange(d, dtype=dtype)
+    mu, z = X.mean(axis=1, dtype=np.float64), np.random.default_rng(1).standard_normal((B, d))
+    ulps = (d + h) * np.finfo(np.float64).eps
+    C = np.abs(X - mu[:, None, :])
+    dots = reference.centred_dots(X, mu, z)
+    got = cuda.centred_dots(cp.asarray(X), cp.asarray(mu), cp.asarray(z)).get()
+    assert got.shape == dots.shape and (np.abs(got - dots) <= ulps * np.einsum("bhd,bd->bh", C, np.abs(z))).all()
+    u, u_dots = (a.get() for a in cuda.power_step(cp.asarray(X), cp.asarray(mu), cp.asarray(dots)))
+    want_u, want_u_dots = reference.power_step(X, mu, dots)
+    u_magnitude = np.einsum("bh,bhd->bd", np.abs(dots), C)
+    assert u.shape == want_u.shape and (np.abs(u - want_u) <= ulps * u_magnitude).all()
+    assert (np.abs(u_dots - want_u_dots) <= 2 * ulps * np.einsum("bhd,bd->bh", C, u_magnitude)).all()
+    if h > 1:
+        X[0, h - 1, d // 2] = np.nan
+        got = cuda.centred_dots(cp.asarray(X), cp.asarray(mu), cp.asarray(z)).get()
+        assert np.isnan(got[0, h - 1]) and np.isfinite(np.delete(got[0], h - 1)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_attack_candidates_are_bit_identical(cp, dtype):
     H = _data("random", 2, 5, 37, dtype)
     mu, direction = reference.mean_std(H, 1)

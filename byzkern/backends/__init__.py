@@ -32,8 +32,8 @@ Aggregation and pre-aggregation kernels:
 
 Compressor and attack kernels (wire formats in ``byzkern.compressors``; every bit of their
 output is fixed by ``backends/reference.py``, which the fast backends reproduce exactly, except
-``gaussian``, whose log/sin/cos may differ by an ulp between math libraries). Here ``X`` is
-(n, d); codes are packed per row as in ``reference.pack_codes``:
+``gaussian``, whose log/sin/cos may differ by an ulp between math libraries, and Mimic's two
+float64 sums). Here ``X`` is (n, d); codes are packed per row as in ``reference.pack_codes``:
 
 ``topk(X, k) -> (values (n, k), indices (n, k) int64)``   indices ascending
 ``randk(X, k, seed) -> (values (n, k), indices (n, k) int64)``
@@ -45,6 +45,9 @@ output is fixed by ``backends/reference.py``, which the fast backends reproduce 
 ``sign_decompress(codes, scales, d) -> (n, d)``
 ``indices_ok(indices, d) -> bool``, ``qsgd_levels_ok(codes, levels, d) -> bool``
 ``mean_std(X, ddof) -> (mean (B, d), std (B, d))``   X (B, h, d)
+``centred_dots(X, mu, z) -> (B, h)``  float64 <x_i - mu, z>, X (B, h, d), mu and z float64 (B, d)
+``power_step(X, mu, dots) -> (u (B, d), u_dots (B, h))``   float64 u = sum_i dots_i (x_i - mu) and
+<x_i - mu, u>, dots float64 (B, h) (Mimic's learning step; both sum in each backend's own order)
 ``gaussian(own, std, seed) -> own + std * N(0, 1)``  own (B, f, d); Philox row b * f + j
 ``attack_candidates(H, mu, direction, etas, f) -> (B, E, h + f, d)``   H (B, h, d), mu and direction
 (B, d), etas (E,) float64: candidate e is H then f rows of dtype(mu + etas[e] * direction) in float64
@@ -66,7 +69,8 @@ KERNEL_NAMES = ("mean", "cwmed", "cwtm", "meamed", "pairwise_sqdist", "mix_rows"
                 "clip", "geomed", "cclip")
 KERNEL_NAMES += ("topk", "randk", "qsgd", "natural", "sign", "scaled_sign", "scatter_rows",
                  "qsgd_decompress", "natural_decompress", "sign_decompress", "indices_ok",
-                 "qsgd_levels_ok", "mean_std", "gaussian", "attack_candidates", "candidate_deviations")
+                 "qsgd_levels_ok", "mean_std", "centred_dots", "power_step", "gaussian", "attack_candidates",
+                 "candidate_deviations")
 
 #: kernels that read their first argument whole, so its size says whether threads pay off
 SIZED_BY_FIRST_ARGUMENT = tuple(name for name in KERNEL_NAMES if name not in (

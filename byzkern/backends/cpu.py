@@ -148,6 +148,14 @@ def gaussian(own, std, seed):
     return _cpu.gaussian(own, std, seed, _config.COL_TILE)
 
 
+def centred_dots(X, mu, z):
+    return _cpu.centred_dots(X, mu, z, _config.COL_TILE, _config.REDUCTION_SLABS)
+
+
+def power_step(X, mu, dots):
+    return _cpu.power_step(X, mu, dots, _config.COL_TILE, _config.REDUCTION_SLABS)
+
+
 def attack_candidates(H, mu, direction, etas, f):
     return _cpu.attack_candidates(H, mu, direction, etas, f, _config.COL_TILE, _config.STREAM_MIN_BYTES)
 

@@ -16,7 +16,7 @@ the GPU's canonical NaN rather than the host's propagated payload; NaN payloads 
 
 Families (one ``.cu`` each, mirroring ``csrc/``): coordinatewise, distances (with row_norms,
 mix_rows, clip), weiszfeld (geomed, cclip), compress (the compressors, their decoders and
-validators, and the attacks' mean_std and gaussian). The first call into a family compiles
+validators, and the attacks' kernels: mean_std, gaussian, Mimic's centred_dots and power_step). The first call into a family compiles
 all of its kernels (tens of seconds for coordinatewise, whose sorting networks are unrolled);
 CuPy caches the binaries on disk, so later processes load them at once.
 """
@@ -112,8 +112,8 @@ NAME_EXPRESSIONS = {
         + ["clip_scale", "weiszfeld_weights"]
     ),
     "compress": (
-        _per_type("mean_std<{t}>", "gaussian<{t}>", "attack_candidates<{t}>", "qsgd_scales<{t}>", "l1_scales<{t}>",
-                  "qsgd_encode<{t}>", "natural_encode<{t}>", "sign_encode<{t}>", "qsgd_decode<{t}>", "natural_decode<{t}>",
+        _per_type("mean_std<{t}>", "centred_dot_chunks<{t}>", "power_columns<{t}>", "gaussian<{t}>",
+                  "attack_candidates<{t}>", "qsgd_scales<{t}>", "l1_scales<{t}>", "qsgd_encode<{t}>", "natural_encode<{t}>", "sign_encode<{t}>", "qsgd_decode<{t}>", "natural_decode<{t}>",
                   "sign_decode<{t}>", "scatter_values<{t}>", "randk_gather<{t}>", "topk_histogram<{t}>",
                   "topk_chunk_counts<{t}>", "topk_write<{t}>")
         + [f"row_sum_lanes<{t}, byzkern::{term}>" for t in CTYPE.values() for term in ("SquareTerm", "AbsTerm")]
@@ -319,6 +319,14 @@ def mix_rows(X, idx):
     return out
 
 
+def _row_chunks(d, rows, threads):
+    """(columns per chunk, chunks) when each of ``rows`` rows of d columns is split into chunks of
+    one block each: enough blocks to keep every SM busy, at least a block's threads per chunk."""
+    chunks = max(1, min(-(-d // threads), -(-_target_blocks() // rows)))
+    chunk = -(-d // chunks)
+    return chunk, -(-d // chunk)
+
+
 def _row_reduce(family, X, op, *, center=None, q=2.0, active=None, partial=None, nonfinite_row=None):
     """Chunk partials (chunks, B*n) of Op over every row, and the rows' non-finite flags (B, n).
 
@@ -326,9 +334,7 @@ def _row_reduce(family, X, op, *, center=None, q=2.0, active=None, partial=None,
     """
     B, n, d = X.shape
     threads = _threads()
-    chunks = max(1, min(-(-d // threads), -(-_target_blocks() // (B * n))))
-    chunk = -(-d // chunks)
-    chunks = -(-d // chunk)
+    chunk, chunks = _row_chunks(d, B * n, threads)
     if partial is None:
         partial = cupy.empty((chunks, B * n), np.float64)
     if nonfinite_row is None:
@@ -430,6 +436,26 @@ def mean_std(X, ddof):
     mean, std = cupy.empty((B, d), X.dtype), cupy.empty((B, d), X.dtype)
     _launch("compress", f"mean_std<{CTYPE[X.dtype]}>", B * d, (X, B, h, d, ddof, mean, std))
     return mean, std
+
+
+def centred_dots(X, mu, z):
+    B, h, d = X.shape
+    threads = _threads()
+    chunk, chunks = _row_chunks(d, B * h, threads)
+    partial = cupy.empty((chunks, B * h), np.float64)
+    _launch("compress", f"centred_dot_chunks<{CTYPE[X.dtype]}>", 0,
+            (X, B, h, d, cupy.ascontiguousarray(mu), cupy.ascontiguousarray(z), chunk, chunks, partial),
+            threads=threads, blocks=chunks * B * h)
+    return partial.sum(axis=0).reshape(B, h)
+
+
+def power_step(X, mu, dots):
+    """u column by column, then its dots by centred_dots: two reads of X."""
+    B, h, d = X.shape
+    mu = cupy.ascontiguousarray(mu)
+    u = cupy.empty((B, d), np.float64)
+    _launch("compress", f"power_columns<{CTYPE[X.dtype]}>", B * d, (X, B, h, d, mu, cupy.ascontiguousarray(dots), u))
+    return u, centred_dots(X, mu, u)
 
 
 def gaussian(own, std, seed):

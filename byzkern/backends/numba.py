@@ -822,12 +822,18 @@ def _norm_partials(X, q, tile, partial, probe):
             probe[b, t, i] = zero
 
 
+def _slab_columns(d):
+    """Columns per slab of whole tiles: at most _config.REDUCTION_SLABS slabs, as the C++
+    column reductions."""
+    return _config.COL_TILE * _tiles(_tiles(d, _config.COL_TILE), _config.REDUCTION_SLABS)
+
+
 def _norms(X, q):
     """(q-norms (B, n) float64, finite rows (B, n) bool). A work item is a slab of whole tiles
     (at most _config.REDUCTION_SLABS of them, as the C++ row_norms): each row is read in one
     run per slab, where 4096-column tiles restarted n streams every 16 KiB."""
     B, n, d = X.shape
-    slab = _config.COL_TILE * _tiles(_tiles(d, _config.COL_TILE), _config.REDUCTION_SLABS)
+    slab = _slab_columns(d)
     slabs = _tiles(d, slab)
     partial, probe = np.empty((B, slabs, n)), np.empty((B, slabs, n))
     _norm_partials(X, q, slab, partial, probe)
@@ -1727,6 +1733,61 @@ def mean_std(X, ddof):
     mean, std = np.empty((X.shape[0], X.shape[2]), X.dtype), np.empty((X.shape[0], X.shape[2]), X.dtype)
     _mean_std(X, ddof, _config.COL_TILE, mean, std)
     return mean, std
+
+
+@numba.njit(inline="always")
+def _centred_dot(row, mu, v):
+    """sum_c (row_c - mu_c) v_c in float64."""
+    total = 0.0
+    for c in range(row.size):
+        total += (np.float64(row[c]) - mu[c]) * v[c]
+    return total
+
+
+@numba.njit(**_SUM_KERNEL)
+def _centred_dots_partials(X, mu, z, slab, partial):
+    B, h, d = X.shape
+    slabs = partial.shape[1]
+    for job in numba.prange(B * slabs):
+        b, s = job // slabs, job % slabs
+        c0, c1 = s * slab, min(d, (s + 1) * slab)
+        for i in range(h):
+            partial[b, s, i] = _centred_dot(X[b, i, c0:c1], mu[b, c0:c1], z[b, c0:c1])
+
+
+@numba.njit(**_SUM_KERNEL)
+def _power_step_partials(X, mu, dots, slab, tile, u, partial):
+    """u over a slab's columns one tile at a time, then each row's dot with that tile of u while
+    the tile is in cache: one read of X from memory for both (csrc/compress.cpp's power_step)."""
+    B, h, d = X.shape
+    slabs = partial.shape[1]
+    for job in numba.prange(B * slabs):
+        b, s = job // slabs, job % slabs
+        partial[b, s, :] = 0.0
+        for t0 in range(s * slab, min(d, (s + 1) * slab), tile):
+            t1 = min(d, (s + 1) * slab, t0 + tile)
+            m, ut = mu[b, t0:t1], u[b, t0:t1]
+            ut[:] = 0.0
+            for i in range(h):
+                row, a = X[b, i, t0:t1], dots[b, i]
+                for c in range(t1 - t0):
+                    ut[c] += a * (np.float64(row[c]) - m[c])
+            for i in range(h):
+                partial[b, s, i] += _centred_dot(X[b, i, t0:t1], m, ut)
+
+
+def centred_dots(X, mu, z):
+    slab = _slab_columns(X.shape[2])
+    partial = np.empty((X.shape[0], _tiles(X.shape[2], slab), X.shape[1]))
+    _centred_dots_partials(X, mu, z, slab, partial)
+    return partial.sum(axis=1)
+
+
+def power_step(X, mu, dots):
+    slab = _slab_columns(X.shape[2])
+    u, partial = np.empty((X.shape[0], X.shape[2])), np.empty((X.shape[0], _tiles(X.shape[2], slab), X.shape[1]))
+    _power_step_partials(X, mu, dots, slab, _config.COL_TILE, u, partial)
+    return u, partial.sum(axis=1)
 
 
 # csrc/compress.cpp's constants of fdlibm's log, sin and cos (Python has no hex float literals)

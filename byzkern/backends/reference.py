@@ -378,6 +378,16 @@ def mean_std(X, ddof):
     return mu.astype(X.dtype), np.sqrt(var).astype(X.dtype)
 
 
+def centred_dots(X, mu, z):
+    return np.einsum("bhd,bd->bh", X - mu[:, None, :], z)
+
+
+def power_step(X, mu, dots):
+    centred = X - mu[:, None, :]
+    u = np.einsum("bh,bhd->bd", dots, centred)
+    return u, np.einsum("bhd,bd->bh", centred, u)
+
+
 def standard_normals(seed, row, d):
     """Box-Muller on Philox: entries (2m, 2m+1) of a row come from the uniforms (u1, u2) made of
     words 4m..4m+3: sqrt(-2 ln(1 - u1)) (cos, sin)(2 pi u2)."""
