@@ -2,8 +2,8 @@
 // wire bits (codes, indices, scales) and Philox draws these reproduce exactly.
 //
 // Products and sums use __dmul_rn / __dadd_rn: the compiler would otherwise fuse them into FMAs,
-// and these results must equal backends/reference.py bit for bit (gaussian up to the ulp its
-// log/sin/cos may differ by; Mimic's float64 sums: to a tolerance).
+// and these results must equal backends/reference.py bit for bit (gaussian: the cpu backend's
+// bits, a few ulps from the reference's; Mimic's float64 sums: to a tolerance).
 //
 // Codes of `width` <= 16 bits are packed per row in a little-endian bit stream, so a group of 8
 // entries fills exactly `width` bytes and starts on a byte: encoders and decoders run one thread
@@ -151,6 +151,73 @@ __global__ void mean_std(const T* X, index_t B, index_t h, index_t d, index_t dd
   }
 }
 
+// ---- Box-Muller: csrc/compress.cpp's fdlibm log, sin and cos, one value per thread -----------
+// The same operations in the same order, each product and sum rounded on its own, so the normals
+// are the cpu and numba backends' bit for bit (CUDA's log1p, sin and cos are not fdlibm's).
+namespace byzkern {
+
+__device__ __forceinline__ double add(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ double sub(double a, double b) { return __dsub_rn(a, b); }
+__device__ __forceinline__ double mul(double a, double b) { return __dmul_rn(a, b); }
+
+// ln y for normal y in (0, 1]: y = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)).
+__device__ double log_unit(double y) {
+  constexpr double Lg1 = 0x1.5555555555593p-1, Lg2 = 0x1.999999997fa04p-2, Lg3 = 0x1.2492494229359p-2,
+                   Lg4 = 0x1.c71c51d8e78afp-3, Lg5 = 0x1.7466496cb03dep-3, Lg6 = 0x1.39a09d078c69fp-3,
+                   Lg7 = 0x1.2f112df3e5244p-3, ln2_hi = 0x1.62e42feep-1, ln2_lo = 0x1.a39ef35793c76p-33;
+  const unsigned long long shifted =
+      static_cast<unsigned long long>(__double_as_longlong(y)) + ((0x3ff00000ull - 0x3fe6a09eull) << 32);
+  const unsigned long long mantissa = (shifted & 0x000fffffffffffffull) + (0x3fe6a09eull << 32);
+  const double k =
+      sub(__longlong_as_double(static_cast<long long>((shifted >> 52) | 0x4330000000000000ull)), 0x1p52 + 1023.0);
+  const double f = sub(__longlong_as_double(static_cast<long long>(mantissa)), 1.0);
+  const double hfsq = mul(mul(0.5, f), f), s = f / add(2.0, f), z = mul(s, s), w = mul(z, z);
+  const double R = add(mul(z, add(Lg1, mul(w, add(Lg3, mul(w, add(Lg5, mul(w, Lg7))))))),
+                       mul(w, add(Lg2, mul(w, add(Lg4, mul(w, Lg6))))));
+  return add(add(sub(add(mul(s, add(hfsq, R)), mul(k, ln2_lo)), hfsq), f), mul(k, ln2_hi));
+}
+
+// sin and cos of x + y, |x + y| <= pi/4, y the tail of x.
+__device__ double sin_reduced(double x, double y) {
+  constexpr double S1 = -0x1.5555555555549p-3, S2 = 0x1.111111110f8a6p-7, S3 = -0x1.a01a019c161d5p-13,
+                   S4 = 0x1.71de357b1fe7dp-19, S5 = -0x1.ae5e68a2b9cebp-26, S6 = 0x1.5d93a5acfd57cp-33;
+  const double z = mul(x, x), w = mul(z, z), v = mul(z, x);
+  const double r = add(add(S2, mul(z, add(S3, mul(z, S4)))), mul(mul(z, w), add(S5, mul(z, S6))));
+  return sub(x, sub(sub(mul(z, sub(mul(0.5, y), mul(v, r))), y), mul(v, S1)));
+}
+__device__ double cos_reduced(double x, double y) {
+  constexpr double C1 = 0x1.555555555554cp-5, C2 = -0x1.6c16c16c15177p-10, C3 = 0x1.a01a019cb159p-16,
+                   C4 = -0x1.27e4f809c52adp-22, C5 = 0x1.1ee9ebdb4b1c4p-29, C6 = -0x1.8fae9be8838d4p-37;
+  const double z = mul(x, x), w = mul(z, z);
+  const double r = add(mul(z, add(C1, mul(z, add(C2, mul(z, C3))))), mul(mul(w, w), add(C4, mul(z, add(C5, mul(z, C6))))));
+  const double hz = mul(0.5, z), one_minus_hz = sub(1.0, hz);
+  return add(one_minus_hz, add(sub(sub(1.0, one_minus_hz), hz), sub(mul(z, r), mul(x, y))));
+}
+
+// sin a and cos a for a in [0, 2 pi): a = n pi/2 + (y0 + y1), pi/2 in three 33-bit parts and
+// their tails (csrc/compress.cpp's sincos_angle says why this is exact enough).
+__device__ void sincos_angle(double a, double& sine, double& cosine) {
+  const double rounder = add(mul(a, 0x1.45f306dc9c883p-1), 0x1.8p52);
+  const double n = sub(rounder, 0x1.8p52);
+  double r = sub(a, mul(n, 0x1.921fb544p0)), tail = 0.0;
+  const double parts[2][2] = {{0x1.0b4611a6p-34, 0x1.3198a2e037073p-69}, {0x1.3198a2ep-69, 0x1.b839a252049c1p-104}};
+  for (const auto& part : parts) {
+    const double t = r, product = mul(n, part[0]);
+    r = sub(t, product);
+    tail = sub(mul(n, part[1]), sub(sub(t, r), product));
+  }
+  const double y0 = sub(r, tail), y1 = sub(sub(r, y0), tail);
+  const double s = sin_reduced(y0, y1), c = cos_reduced(y0, y1);
+  const unsigned quadrant = static_cast<unsigned>(__double_as_longlong(rounder) & 3);
+  const bool odd = quadrant & 1u, upper = quadrant >> 1;
+  sine = odd ? c : s;
+  cosine = odd ? s : c;
+  if (upper) sine = -sine;
+  if (upper != odd) cosine = -cosine;
+}
+
+}  // namespace byzkern
+
 // out = own + std * z with z standard normal: Box-Muller on Philox, entries (2m, 2m+1) of row r
 // (r = b * f + j) from block m of (seed, stream, r): sqrt(-2 ln(1 - u1)) (cos, sin)(2 pi u2) with
 // u1 from words 0-1 and u2 from words 2-3. One thread per (row, pair).
@@ -162,16 +229,17 @@ __global__ void gaussian(const T* own, index_t rows, index_t d, double std, unsi
     const index_t r = g / pairs, m = g - r * pairs;
     const byzkern::PhiloxBlock block = byzkern::philox4x32_10(seed, stream, static_cast<unsigned long long>(r),
                                                               static_cast<unsigned long long>(m));
-    const double u1 = byzkern::uniform53(block.w[0], block.w[1]);
-    const double u2 = byzkern::uniform53(block.w[2], block.w[3]);
-    const double radius = sqrt(-2.0 * log1p(-u1));
-    const double angle = __dmul_rn(2.0 * 3.141592653589793, u2);
+    const double one_minus_u1 = 1.0 - byzkern::uniform53(block.w[0], block.w[1]);  // exact: u1 is k 2^-53
+    const double angle = __dmul_rn(2.0 * 3.141592653589793, byzkern::uniform53(block.w[2], block.w[3]));
+    const double radius = sqrt(__dmul_rn(-2.0, byzkern::log_unit(one_minus_u1)));
+    double sine, cosine;
+    byzkern::sincos_angle(angle, sine, cosine);
     const index_t c = 2 * m;
     const T* base = own + r * d;
-    out[r * d + c] = static_cast<T>(__dadd_rn(static_cast<double>(base[c]), __dmul_rn(std, __dmul_rn(radius, cos(angle)))));
+    out[r * d + c] = static_cast<T>(__dadd_rn(static_cast<double>(base[c]), __dmul_rn(std, __dmul_rn(radius, cosine))));
     if (c + 1 < d) {
       out[r * d + c + 1] =
-          static_cast<T>(__dadd_rn(static_cast<double>(base[c + 1]), __dmul_rn(std, __dmul_rn(radius, sin(angle)))));
+          static_cast<T>(__dadd_rn(static_cast<double>(base[c + 1]), __dmul_rn(std, __dmul_rn(radius, sine))));
     }
   }
 }

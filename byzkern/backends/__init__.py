@@ -32,8 +32,9 @@ Aggregation and pre-aggregation kernels:
 
 Compressor and attack kernels (wire formats in ``byzkern.compressors``; every bit of their
 output is fixed by ``backends/reference.py``, which the fast backends reproduce exactly, except
-``gaussian``, whose log/sin/cos may differ by an ulp between math libraries, and Mimic's two
-float64 sums). Here ``X`` is (n, d); codes are packed per row as in ``reference.pack_codes``:
+``gaussian``, whose log, sin and cos are fdlibm's in every fast backend (the same bits on cpu,
+numba and cuda) and NumPy's in the reference, a few ulps apart, and Mimic's two float64 sums).
+Here ``X`` is (n, d); codes are packed per row as in ``reference.pack_codes``:
 
 ``topk(X, k) -> (values (n, k), indices (n, k) int64)``   indices ascending
 ``randk(X, k, seed) -> (values (n, k), indices (n, k) int64)``

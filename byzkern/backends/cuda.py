@@ -16,7 +16,8 @@ the GPU's canonical NaN rather than the host's propagated payload; NaN payloads 
 
 Families (one ``.cu`` each, mirroring ``csrc/``): coordinatewise, distances (with row_norms,
 mix_rows, clip), weiszfeld (geomed, cclip), compress (the compressors, their decoders and
-validators, and the attacks' kernels: mean_std, gaussian, Mimic's centred_dots and power_step). The first call into a family compiles
+validators, and the attacks' kernels: mean_std, gaussian with the cpu backend's bits, Mimic's
+centred_dots and power_step). The first call into a family compiles
 all of its kernels (tens of seconds for coordinatewise, whose sorting networks are unrolled);
 CuPy caches the binaries on disk, so later processes load them at once.
 """
