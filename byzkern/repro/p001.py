@@ -49,7 +49,7 @@ def reproduce(ctx):
         problem = sim.LeastSquares(A, b)
         shards = sim.partition.sequential(SAMPLES, WORKERS)
         for (figure, label, byzantine, make), lr in itertools.product(runs, lrs):
-            noise = bk.gaussian(std=np.sqrt(10.0), rng=np.random.default_rng(1000 + seed))
+            noise = bk.gaussian(std=np.sqrt(10.0), rng=sim.generator(seed, "noise"))
             s = sim.Simulation(problem, shards, f=byzantine, attack=noise, attack_own=True, seed=seed)
             h = ctx.run(f"{figure}_{label}_lr{lr}_seed{seed}", make(lr), s, steps, eval_every=1, metrics=(), x_star=w_star)
             curves.setdefault((figure, label, lr), []).append(h)
