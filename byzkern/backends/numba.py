@@ -1801,19 +1801,40 @@ _S1, _S2, _S3, _S4, _S5, _S6 = map(float.fromhex, (
 _C1, _C2, _C3, _C4, _C5, _C6 = map(float.fromhex, (
     "0x1.555555555554cp-5", "-0x1.6c16c16c15177p-10", "0x1.a01a019cb159p-16", "-0x1.27e4f809c52adp-22",
     "0x1.1ee9ebdb4b1c4p-29", "-0x1.8fae9be8838d4p-37"))
-_INV_PIO2, _PIO2_1, _PIO2_2, _PIO2_2T, _PIO2_3, _PIO2_3T, _LOG_SPLIT = map(float.fromhex, (
+_INV_PIO2, _PIO2_1, _PIO2_2, _PIO2_2T, _PIO2_3, _PIO2_3T = map(float.fromhex, (
     "0x1.45f306dc9c883p-1", "0x1.921fb544p0", "0x1.0b4611a6p-34", "0x1.3198a2e037073p-69",
-    "0x1.3198a2ep-69", "0x1.b839a252049c1p-104", "0x1.6a09ep-1"))
+    "0x1.3198a2ep-69", "0x1.b839a252049c1p-104"))
 _ROUNDER = 1.5 * 2.0**52
+
+
+@intrinsic
+def _bits_of(typingctx, x):
+    """The bits of float64 x as a uint64 (C++'s (v8u) cast): no branch, so loops vectorize."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.uint64(types.float64), codegen
+
+
+@intrinsic
+def _double_of(typingctx, bits):
+    """The float64 whose bits are the uint64 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.uint64), codegen
+
+
+_LOG_SHIFT = np.uint64((0x3FF00000 - 0x3FE6A09E) << 32)
+_LOG_MANTISSA, _LOG_HALF_ROOT2 = np.uint64((1 << 52) - 1), np.uint64(0x3FE6A09E << 32)
+_EXPONENT_BIAS, _U52, _U3, _SIGN = np.uint64(0x4330000000000000), np.uint64(52), np.uint64(3), np.uint64(1 << 63)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _log_unit(y):
-    """ln y for normal y in (0, 1], as csrc/compress.cpp's log_unit (fdlibm's log) in the same
-    operations: y = 2^k (1 + f), the mantissa halved where it is at least 0x1.6a09ep0."""
-    m, e = math.frexp(y)  # y = m 2^e, m in [0.5, 1): exact
-    k, f = (e, m - 1.0) if m >= _LOG_SPLIT else (e - 1, 2.0 * m - 1.0)
-    k = np.float64(k)
+    """ln y for normal y in (0, 1], csrc/compress.cpp's log_unit (fdlibm's log) in the same
+    operations and bit steps: y = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2))."""
+    shifted = _bits_of(y) + _LOG_SHIFT
+    k = _double_of((shifted >> _U52) | _EXPONENT_BIAS) - (2.0**52 + 1023.0)  # exact
+    f = _double_of((shifted & _LOG_MANTISSA) + _LOG_HALF_ROOT2) - 1.0
     hfsq, s = 0.5 * f * f, f / (2.0 + f)
     z = s * s
     w = z * z
@@ -1824,15 +1845,17 @@ def _log_unit(y):
 @numba.njit(nogil=True, cache=True, inline="always")
 def _sincos_angle(a):
     """(sin a, cos a) for a in [0, 2 pi), as csrc/compress.cpp's sincos_angle: fdlibm's medium
-    reduction by pi/2 in three parts, then its sine and cosine kernels on the remainder."""
+    reduction by pi/2 in three parts, its sine and cosine kernels on the remainder, and the
+    quadrant's choices by bit masks (no branch, so the caller's loop vectorizes)."""
     rounder = a * _INV_PIO2 + _ROUNDER
     n = rounder - _ROUNDER
     r = a - n * _PIO2_1
-    tail = 0.0
-    for part, part_tail in ((_PIO2_2, _PIO2_2T), (_PIO2_3, _PIO2_3T)):
-        t, product = r, n * part
-        r = t - product
-        tail = n * part_tail - ((t - r) - product)
+    t, product = r, n * _PIO2_2
+    r = t - product
+    tail = n * _PIO2_2T - ((t - r) - product)
+    t, product = r, n * _PIO2_3
+    r = t - product
+    tail = n * _PIO2_3T - ((t - r) - product)
     x = r - tail
     y = (r - x) - tail
     z = x * x
@@ -1844,39 +1867,37 @@ def _sincos_angle(a):
     hz = 0.5 * z
     one_minus_hz = 1.0 - hz
     c = one_minus_hz + (((1.0 - one_minus_hz) - hz) + (z * r - x * y))
-    quadrant = np.int64(n) & 3
-    sine, cosine = (c, s) if quadrant & 1 else (s, c)
-    if quadrant & 2:
-        sine = -sine
-    if (quadrant & 2) != 2 * (quadrant & 1):
-        cosine = -cosine
-    return sine, cosine
+    quadrant = _bits_of(rounder) & _U3
+    odd, upper = np.uint64(0) - (quadrant & _U1), np.uint64(0) - (quadrant >> _U1)  # all ones or zeros
+    sine = (_bits_of(c) & odd) | (_bits_of(s) & ~odd)
+    cosine = (_bits_of(s) & odd) | (_bits_of(c) & ~odd)
+    return _double_of(sine ^ (upper & _SIGN)), _double_of(cosine ^ ((upper ^ odd) & _SIGN))
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _gaussian(own, std, seed, tile, out):
     """Box-Muller: Philox block m of a row gives entries 2m (cos) and 2m + 1 (sin) from u1
     (words 0, 1) and u2 (words 2, 3). Parallel over (row, tile of ``tile`` pairs), so that a
-    single row (Mimic's draw) uses every thread; the words of a tile come first, in one
-    vectorized loop. The logarithm, sine and cosine are the C++ kernel's, so the two give the
-    same bits."""
+    single row (Mimic's draw) uses every thread; the words of a tile come first, then the
+    normals, each in one branch-free loop that LLVM vectorizes. The logarithm, sine and cosine
+    are the C++ kernel's, so the two give the same bits."""
     rows, d = own.shape
     pairs = (d + 1) // 2
     tiles = (pairs + tile - 1) // tile
     two_pi = 2.0 * np.pi
     for job in numba.prange(rows * tiles):
         row, m0 = job // tiles, (job % tiles) * tile
-        m1 = min(pairs, m0 + tile)
-        words = np.empty(4 * (m1 - m0), np.uint64)
+        count = min(pairs, m0 + tile) - m0
+        words = np.empty(4 * count, np.uint64)
         _philox_run(seed, m0, row, _GAUSSIAN, words)
-        x, y = own[row], out[row]
-        for m in range(m0, m1):
-            w = words[4 * (m - m0):4 * (m - m0) + 4]
-            radius = math.sqrt(-2.0 * _log_unit(1.0 - _uniform53(w[0], w[1])))  # 1 - u1: exact
-            sine, cosine = _sincos_angle(two_pi * _uniform53(w[2], w[3]))
-            y[2 * m] = np.float64(x[2 * m]) + std * (radius * cosine)
-            if 2 * m + 1 < d:
-                y[2 * m + 1] = np.float64(x[2 * m + 1]) + std * (radius * sine)
+        normals = np.empty(2 * count)
+        for j in range(count):
+            radius = math.sqrt(-2.0 * _log_unit(1.0 - _uniform53(words[4 * j], words[4 * j + 1])))  # 1 - u1: exact
+            sine, cosine = _sincos_angle(two_pi * _uniform53(words[4 * j + 2], words[4 * j + 3]))
+            normals[2 * j], normals[2 * j + 1] = radius * cosine, radius * sine
+        x, y = own[row, 2 * m0:], out[row, 2 * m0:]
+        for c in range(min(2 * count, d - 2 * m0)):
+            y[c] = np.float64(x[c]) + std * normals[c]
 
 
 def gaussian(own, std, seed):
