@@ -802,31 +802,51 @@ void gaussian(const T* own, index_t B, index_t f, index_t d, double std, std::ui
 }
 
 // ---- Mimic's learning step ------------------------------------------------------------------
-// <x - mu, v> over w columns of one row, in double: four chains of four lanes, as norm_part sums
-// (one chain of adds bounds the loop by their latency, not by reading x).
-template <class T>
-inline double centred_dot(const T* x, const double* mu, const double* v, index_t w) {
-  v4d acc[4] = {};
+// parts[r] += <x_r - mu, v> over w columns for Rows rows at once, in double: each vector of mu
+// and v is loaded once for all of them (a row at a time loaded them once a row, from L2: four
+// times the bytes of X), and two chains of four lanes per row keep the adds' latency hidden.
+template <int Rows, class T>
+inline void add_centred_dots_of_rows(const T* const* x, const double* mu, const double* v, index_t w, double* parts) {
+  v4d acc[Rows][2] = {};
   index_t k = 0;
-  for (; k + 16 <= w; k += 16)
-    for (int j = 0; j < 4; ++j) {
+  for (; k + 8 <= w; k += 8)
+    for (int j = 0; j < 2; ++j) {
       const index_t c = k + 4 * j;
-      acc[j] += (load4_as_double(x + c) - load4_as_double(mu + c)) * load4_as_double(v + c);
+      const v4d m = load4_as_double(mu + c), z = load4_as_double(v + c);
+      for (int r = 0; r < Rows; ++r) acc[r][j] += (load4_as_double(x[r] + c) - m) * z;
     }
-  double total = sum_lanes((acc[0] + acc[1]) + (acc[2] + acc[3]));
-  for (; k < w; ++k) total += (static_cast<double>(x[k]) - mu[k]) * v[k];
-  return total;
+  for (int r = 0; r < Rows; ++r) {
+    double total = sum_lanes(acc[r][0] + acc[r][1]);
+    for (index_t c = k; c < w; ++c) total += (static_cast<double>(x[r][c]) - mu[c]) * v[c];
+    parts[r] += total;
+  }
+}
+
+// parts[i] += <x_i - mu, v> over the w columns at base (row i at base + i * d), four rows at a time.
+template <class T>
+inline void add_centred_dots(const T* base, index_t h, index_t d, const double* mu, const double* v, index_t w,
+                             double* parts) {
+  index_t i = 0;
+  for (; i + 4 <= h; i += 4) {
+    const T* rows[4] = {base + i * d, base + (i + 1) * d, base + (i + 2) * d, base + (i + 3) * d};
+    add_centred_dots_of_rows<4>(rows, mu, v, w, parts + i);
+  }
+  for (; i < h; ++i) {
+    const T* row = base + i * d;
+    add_centred_dots_of_rows<1>(&row, mu, v, w, parts + i);
+  }
 }
 
 template <class T>
 inline void centred_dots_slab(const T* Xb, index_t h, index_t d, index_t c0, index_t c1, const double* mu,
                               const double* z, double* parts) {
-  for (index_t i = 0; i < h; ++i) parts[i] = centred_dot(Xb + i * d + c0, mu + c0, z + c0, c1 - c0);
+  std::fill(parts, parts + h, 0.0);
+  add_centred_dots(Xb + c0, h, d, mu + c0, z + c0, c1 - c0, parts);
 }
 BYZKERN_DISPATCH(centred_dots_slab_dispatched, centred_dots_slab)
 
 // u over the columns [c0, c1) one tile at a time, u_c = sum_i dots_i (x_ic - mu_c) in row order
-// (four rows per pass over u, as add_rows), then each row's dot with that tile of u while the
+// (four rows per pass over u, as add_rows), then the rows' dots with that tile of u while the
 // tile is still in cache: one read of X from memory for both.
 template <class T>
 inline void power_step_slab(const T* Xb, index_t h, index_t d, index_t c0, index_t c1, index_t tile,
@@ -849,7 +869,7 @@ inline void power_step_slab(const T* Xb, index_t h, index_t d, index_t c0, index
       const T* row = Xb + i * d + t0;
       for (index_t j = 0; j < w; ++j) ut[j] += dots[i] * (row[j] - m[j]);
     }
-    for (i = 0; i < h; ++i) parts[i] += centred_dot(Xb + i * d + t0, m, ut, w);
+    add_centred_dots(Xb + t0, h, d, m, ut, w, parts);
   }
 }
 BYZKERN_DISPATCH(power_step_slab_dispatched, power_step_slab)
