@@ -95,6 +95,14 @@ struct FloatBits<double> {
   }
 };
 
+// -x by its sign bit, as NumPy negates: a device's negation may pass a NaN through unchanged
+// (double) or give the canonical NaN (float), where the host flips its sign.
+template <class T>
+__device__ __forceinline__ T negated(T x) {
+  using Bits = FloatBits<T>;
+  return Bits::from_bits(Bits::bits(x) ^ (typename Bits::U(1) << (8 * sizeof(T) - 1)));
+}
+
 // An integer in [0, bound) from a uniform, as _random.below.
 __device__ __forceinline__ index_t below(double u, index_t bound) {
   const index_t t = static_cast<index_t>(__dmul_rn(u, static_cast<double>(bound)));
@@ -453,7 +461,7 @@ __global__ void qsgd_decode(const T* norms, const unsigned char* codes, index_t 
     for (int j = 0; j < group.size; ++j) {
       const double level = static_cast<double>(c[j] & layout.level_mask);
       const T v = static_cast<T>(__dmul_rn(norm, level / static_cast<double>(levels)));
-      o[j] = (c[j] >> (layout.width - 1)) ? -v : v;
+      o[j] = (c[j] >> (layout.width - 1)) ? byzkern::negated(v) : v;
     }
   }
 }
@@ -486,7 +494,7 @@ __global__ void sign_decode(const unsigned char* codes, const T* scales, index_t
     const unsigned byte = codes[g];
     const T scale = scales[group.row];
     T* o = out + group.row * d + group.first;
-    for (int j = 0; j < group.size; ++j) o[j] = (byte >> j) & 1u ? -scale : scale;
+    for (int j = 0; j < group.size; ++j) o[j] = (byte >> j) & 1u ? byzkern::negated(scale) : scale;
   }
 }
 
