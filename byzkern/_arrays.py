@@ -5,7 +5,9 @@ Kernels only ever see a C-contiguous NumPy (host) or CuPy (device) array of shap
 the translation from what the user passed (NumPy, torch CPU/CUDA, CuPy, a list of 1-D arrays;
 2-D or batched 3-D; any float dtype) and the translation of the result back to the user's
 library, device and dtype. Torch CPU tensors are viewed as NumPy without a copy; torch CUDA
-tensors are viewed as CuPy through DLPack, also without a copy.
+tensors are viewed as CuPy through DLPack, also without a copy. Device data must be on the
+current CUDA device (``cupy.cuda.Device(k)``, ``torch.cuda.set_device(k)``): an op's kernels and
+CuPy calls run there.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def _stack(seq, name):
         devices = {x.device.id for x in items}
         if len(devices) > 1:
             raise ValueError(f"{name}: rows are on different devices {sorted(devices)}")
-        return cupy.stack(items)
+        return cupy.stack([_on_current_device(x, name) for x in items])
     return np.stack(items)
 
 
@@ -113,13 +115,26 @@ def _to_kernel_array(x, name):
         if t.is_cuda:
             import cupy
 
-            return cupy.from_dlpack(t), "cuda"
+            return _on_current_device(cupy.from_dlpack(t), name), "cuda"
         if t.device.type != "cpu":
             raise ValueError(f"{name} is on torch device {t.device}; byzkern runs on cpu and cuda")
         return t.resolve_conj().resolve_neg().numpy(), "cpu"
     if lib == "cupy":
+        x = _on_current_device(x, name)
         return (x.astype("float32") if x.dtype == np.float16 else x), "cuda"
     return (x.astype(np.float32) if x.dtype == np.float16 else x), "cpu"
+
+
+def _on_current_device(x, name):
+    """CuPy array x, when it is on the current CUDA device: CuPy launches every kernel there,
+    whatever device its arguments are on, and another device's pointers fault there."""
+    import cupy
+
+    current = cupy.cuda.runtime.getDevice()
+    if x.device.id != current:
+        raise ValueError(f"{name} is on CUDA device {x.device.id} but the current device is {current}: call byzkern "
+                         f"inside `with cupy.cuda.Device({x.device.id}):`, or after torch.cuda.set_device({x.device.id})")
+    return x
 
 
 def _torch_half_dtypes():

@@ -653,6 +653,29 @@ def test_attacks_on_cupy_input(device_cp, dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mimic_on_cupy_input_follows_the_reference(device_cp, dtype):
+    rng = np.random.default_rng(3)
+    steps = [rng.standard_normal((2, 9, 300)).astype(dtype) * rng.uniform(0.5, 3.0, (2, 9, 1)) for _ in range(3)]
+    on_device, on_host = byzkern.Mimic(warmup=2, seed=5), byzkern.Mimic(warmup=2, seed=5)
+    for H in steps:
+        got = on_device(device_cp.asarray(H), f=2)
+        assert isinstance(got, device_cp.ndarray) and got.dtype == H.dtype
+        np.testing.assert_array_equal(got.get(), on_host(H, f=2, backend="reference"))
+        np.testing.assert_allclose(on_device.z.get(), on_host.z, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_arrays_off_the_current_device_are_refused(device_cp, monkeypatch):
+    """CuPy launches on the current device whatever device the arrays are on: an array on
+    another one is refused before any kernel runs (one GPU here: the current device is moved)."""
+    X = device_cp.asarray(_data("random", 1, 5, 9, np.float32)[0])
+    monkeypatch.setattr(device_cp.cuda.runtime, "getDevice", lambda: X.device.id + 1)
+    with pytest.raises(ValueError, match=f"X is on CUDA device {X.device.id} but the current device is"):
+        byzkern.cwmed(X)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_public_api_on_torch_cuda_input(device_cp, dtype):
     torch = pytest.importorskip("torch")
