@@ -189,8 +189,10 @@ def _multiprocessors(device_id):
 
 
 def _threads():
-    """Threads per block: CUDA_THREADS rounded up to whole warps (the block sums need them)."""
-    return min(1024, max(32, -(-_config.CUDA_THREADS // 32) * 32))
+    """Threads per block: CUDA_THREADS rounded up to whole warps (the block sums need them), at
+    most 512: the register sorts take up to 113 registers a thread (ptxas, sm_90), so a block of
+    more than 544 threads would not launch, and sqdist_groups is built for 512."""
+    return min(512, max(32, -(-_config.CUDA_THREADS // 32) * 32))
 
 
 def _launch(family, name, work, args, *, threads=None, blocks=None, shared_mem=0):
