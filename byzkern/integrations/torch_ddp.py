@@ -93,7 +93,7 @@ class Reduction:
         if self.comm == "sharded":
             return self._sharded(sent, world)
         work, rows = _all_gather(sent, world, self.group, async_op=True)
-        return work.get_future().then(lambda _: self.pipeline(rows))
+        return work.get_future().then(lambda _: _on_device_of(rows, self.pipeline, rows))
 
     def _sharded(self, flat, world):
         # Zero padding to world_size equal shards; the padded coordinates are cut off at the end.
@@ -106,7 +106,8 @@ class Reduction:
         padded[:size] = flat
         block = torch.empty_like(padded)
         dist.all_to_all_single(block, padded, group=self.group)
-        work, shards = _all_gather(self.pipeline(block.view(world, shard)), world, self.group, async_op=True)
+        work, shards = _all_gather(_on_device_of(block, self.pipeline, block.view(world, shard)), world, self.group,
+                                   async_op=True)
         return work.get_future().then(lambda _: shards.view(-1)[:size])
 
     def _attacked(self, flat, world):
@@ -118,7 +119,17 @@ class Reduction:
             return flat
         honest = rows[[r for r in range(world) if r not in self.byzantine_ranks]]
         own = {"own": rows[list(self.byzantine_ranks)]} if accepts(self.attack, "own") else {}
-        return self.attack(honest, f=len(self.byzantine_ranks), **own)[self.byzantine_ranks.index(rank)]
+        byzantine = _on_device_of(honest, self.attack, honest, f=len(self.byzantine_ranks), **own)
+        return byzantine[self.byzantine_ranks.index(rank)]
+
+
+def _on_device_of(tensor, fn, *args, **kwargs):
+    """fn(*args, **kwargs) with ``tensor``'s CUDA device current: byzkern runs CUDA data on the
+    current device, and a Future's callback may run on a thread where another one is current."""
+    if not tensor.is_cuda:
+        return fn(*args, **kwargs)
+    with torch.cuda.device(tensor.device):
+        return fn(*args, **kwargs)
 
 
 def _all_gather(flat, world, group, *, async_op):
