@@ -149,6 +149,7 @@ class Device:
 cuda = types.SimpleNamespace(Device=Device)
 
 _EXTERN_SHARED = re.compile(r"extern __shared__ ([\w ]+?) (\w+)\[\];")
+_LAUNCH_BOUNDS = re.compile(r"__launch_bounds__\((\d+)[^)]*\)\s+(\w+)")
 _CACHE = Path(tempfile.gettempdir()) / f"byzkern-host-cuda-{os.getuid()}"
 _LAUNCH_LOCK = threading.Lock()  # the launcher's fibers and shared memory are process-wide
 
@@ -186,17 +187,18 @@ class RawModule:
     def __init__(self, code, options=(), name_expressions=()):
         self._names = list(name_expressions)
         self._library = _compile(_translation_unit(code, self._names))
+        self._bounds = {kernel: int(threads) for threads, kernel in _LAUNCH_BOUNDS.findall(code)}
 
     def get_function(self, name):
-        return Function(self._library, self._names.index(name), name)
+        return Function(self._library, self._names.index(name), name, self._bounds.get(name.split("<")[0], 1024))
 
 
 _CATEGORY = {"f": "f", "i": "i", "u": "u", "b": "u"}  # NumPy dtype kind -> C++ category
 
 
 class Function:
-    def __init__(self, library, index, name):
-        self.name = name
+    def __init__(self, library, index, name, max_threads):
+        self.name, self._max_threads = name, max_threads
         describe = getattr(library, f"host_cuda_signature_{index}")
         describe.restype = ctypes.c_char_p
         self._parameters = describe().decode().rstrip(",").split(",")
@@ -234,8 +236,8 @@ class Function:
         if len(args) != len(self._parameters):
             raise TypeError(f"{self.name} takes {len(self._parameters)} arguments, got {len(args)}")
         (grid,), (block,) = grid, block
-        if not (1 <= block <= 1024 and grid >= 1):
-            raise ValueError(f"{self.name}: launch of {grid} blocks of {block} threads")
+        if not (1 <= block <= self._max_threads and grid >= 1):
+            raise ValueError(f"{self.name}: launch of {grid} blocks of {block} threads (at most {self._max_threads})")
         if shared_mem > 48 * 1024:
             raise ValueError(f"{self.name}: {shared_mem} bytes of dynamic shared memory need an opt-in")
         buffers = [self._buffer(i, p, a) for i, (p, a) in enumerate(zip(self._parameters, args))]

@@ -39,8 +39,10 @@ __global__ void block_sum(const double* x, index_t active_lanes, double* out) {
 __global__ void first_entry(const float* x, int count, float* out) { *out = x[count - 1]; }
 
 __global__ void read_at(const float* x, index_t i, float* out) { *out = x[i]; }
+
+__global__ void __launch_bounds__(64) bounded(float* out) { out[threadIdx.x] = 1.0f; }
 """
-NAMES = ["rotate<true>", "rotate<false>", "barrier_in_branch", "block_sum", "first_entry", "read_at"]
+NAMES = ["rotate<true>", "rotate<false>", "barrier_in_branch", "block_sum", "first_entry", "read_at", "bounded"]
 
 
 def _module():
@@ -87,6 +89,14 @@ def test_arguments_are_checked_against_the_kernel_parameters():
         first((1,), (32,), (host_cuda.ones(8, np.float32)[::2], np.int32(4), out))
     with pytest.raises(TypeError, match="takes 3 arguments, got 2"):
         first((1,), (32,), (x, out))
+
+
+def test_a_block_wider_than_the_kernels_launch_bounds_is_an_error():
+    out = host_cuda.zeros(96, np.float32)
+    _module().get_function("bounded")((1,), (64,), (out,))
+    assert out.get().sum() == 64
+    with pytest.raises(ValueError, match=r"1 blocks of 96 threads \(at most 64\)"):
+        _module().get_function("bounded")((1,), (96,), (out,))
 
 
 def _sanitized_environment():
