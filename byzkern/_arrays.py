@@ -110,6 +110,7 @@ def _to_kernel_array(x, name):
         if t.layout is not __import__("torch").strided:
             raise TypeError(f"{name} is a torch tensor of layout {t.layout}; byzkern takes dense tensors "
                             f"(call .to_dense() first)")
+        t = t.resolve_conj().resolve_neg()  # DLPack exports the storage, not the lazy negation
         if t.dtype in _torch_half_dtypes():
             t = t.float()
         if t.is_cuda:
@@ -118,7 +119,7 @@ def _to_kernel_array(x, name):
             return _on_current_device(cupy.from_dlpack(t), name), "cuda"
         if t.device.type != "cpu":
             raise ValueError(f"{name} is on torch device {t.device}; byzkern runs on cpu and cuda")
-        return t.resolve_conj().resolve_neg().numpy(), "cpu"
+        return t.numpy(), "cpu"
     if lib == "cupy":
         x = _on_current_device(x, name)
         return (x.astype("float32") if x.dtype == np.float16 else x), "cuda"
@@ -146,6 +147,14 @@ def _torch_half_dtypes():
 def host(arr):
     """arr as a NumPy array: itself, or a CuPy array copied to the host (small tables only)."""
     return arr if isinstance(arr, np.ndarray) else arr.get()
+
+
+def host_values(x):
+    """A small user sequence or array (NumPy, CuPy, torch on any device) on the host, for
+    NumPy to read; anything else as it is."""
+    if not _is_array(x) or isinstance(x, np.ndarray):
+        return x
+    return x.get() if library_of(x) == "cupy" else x.detach().cpu().numpy()
 
 
 def xp_of(arr):
@@ -192,18 +201,23 @@ class Adapted:
     def aux(self, arr, name, tail):
         """Bring an auxiliary array (weights, init, own rows, norms) into this call's form.
 
-        It must come from the data's library (or NumPy beside torch CPU data) and device. Its
-        shape is ``tail`` (shared by every batch item) or ``(B,) + tail``; the result is
-        ``(B,) + tail``, contiguous, in the compute dtype.
+        It must come from the data's library (or NumPy beside torch CPU data) and device, or be a
+        list of numbers, which goes to the data's device. Its shape is ``tail`` (shared by every
+        batch item) or ``(B,) + tail``; the result is ``(B,) + tail``, contiguous, in the compute
+        dtype.
         """
-        if isinstance(arr, (list, tuple)):
-            arr = _stack(arr, name) if any(_is_array(a) for a in arr) else np.asarray(arr, dtype=np.float64)
-        lib = library_of(arr)
-        if lib != self.lib and not (lib == "numpy" and self.lib == "torch" and self.device == "cpu"):
-            raise TypeError(f"{name} is a {lib} array but the data is a {self.lib} array")
-        view, device = _to_kernel_array(arr, name)
-        if device != self.device:
-            raise ValueError(f"{name} is on {device} but the data is on {self.device}; byzkern never copies between devices")
+        if isinstance(arr, (list, tuple)) and not any(_is_array(a) for a in arr):
+            view = self.xp.asarray(np.asarray(arr, dtype=np.float64))
+        else:
+            if isinstance(arr, (list, tuple)):
+                arr = _stack(arr, name)
+            lib = library_of(arr)
+            if lib != self.lib and not (lib == "numpy" and self.lib == "torch" and self.device == "cpu"):
+                raise TypeError(f"{name} is a {lib} array but the data is a {self.lib} array")
+            view, device = _to_kernel_array(arr, name)
+            if device != self.device:
+                raise ValueError(f"{name} is on {device} but the data is on {self.device}; "
+                                 f"byzkern never copies between devices")
         B = self.data.shape[0]
         tail = tuple(tail)
         if tuple(view.shape) not in (tail, (B,) + tail):

@@ -42,6 +42,13 @@ def test_torch_requires_grad_is_fine():
     assert isinstance(bk.cwtm(t, f=1), torch.Tensor)
 
 
+def test_torch_lazy_negations_and_conjugations_are_read_resolved():
+    X = np.random.default_rng(4).standard_normal((5, 7))
+    negated = torch.from_numpy(X + 1j * X).conj().imag  # -X, held as X with the neg bit set
+    assert negated.is_neg()
+    np.testing.assert_array_equal(bk.cwmed(negated).numpy(), bk.cwmed(-X))
+
+
 def test_list_of_rows():
     rows = [X64[i] for i in range(7)]
     np.testing.assert_array_equal(bk.cwmed(rows), bk.cwmed(X64))

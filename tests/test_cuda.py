@@ -666,6 +666,27 @@ def test_mimic_on_cupy_input_follows_the_reference(device_cp, dtype):
 
 
 @pytest.mark.gpu
+def test_options_in_any_form_beside_device_data(device_cp):
+    """Numbers typed as a list go to the data's device; etas on the device come to the host for
+    the grid; a torch CUDA tensor with a lazy negation (its neg bit) is read negated."""
+    X = _data("random", 1, 9, 40, np.float64)[0]
+    weights = [1.0, 2.0, 1.0, 3.0, 1.0, 1.0, 2.0, 1.0, 1.0]
+    got = byzkern.geomed(device_cp.asarray(X), weights=weights)
+    np.testing.assert_allclose(got.get(), byzkern.geomed(X, weights=weights, backend="reference"), rtol=1e-9)
+    etas = np.array([0.0, 0.5, 2.0])
+    got = byzkern.optimized(device_cp.asarray(X), f=2, attack="alie", aggregator=byzkern.cwtm(f=2),
+                            etas=device_cp.asarray(etas))
+    want = byzkern.optimized(X, f=2, attack="alie", aggregator=byzkern.cwtm(f=2), etas=etas, backend="reference")
+    np.testing.assert_allclose(got.get(), want, rtol=1e-12)
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA support here")
+    negated = torch.from_numpy(X + 1j * X).to("cuda").conj().imag  # -X, held as X with the neg bit set
+    assert negated.is_neg()
+    np.testing.assert_array_equal(byzkern.cwmed(negated).cpu().numpy(), byzkern.cwmed(-X, backend="reference"))
+
+
+@pytest.mark.gpu
 def test_arrays_off_the_current_device_are_refused(device_cp, monkeypatch):
     """CuPy launches on the current device whatever device the arrays are on: an array on
     another one is refused before any kernel runs (one GPU here: the current device is moved)."""
