@@ -197,7 +197,8 @@ __device__ double cos_reduced(double x, double y) {
   constexpr double C1 = 0x1.555555555554cp-5, C2 = -0x1.6c16c16c15177p-10, C3 = 0x1.a01a019cb159p-16,
                    C4 = -0x1.27e4f809c52adp-22, C5 = 0x1.1ee9ebdb4b1c4p-29, C6 = -0x1.8fae9be8838d4p-37;
   const double z = mul(x, x), w = mul(z, z);
-  const double r = add(mul(z, add(C1, mul(z, add(C2, mul(z, C3))))), mul(mul(w, w), add(C4, mul(z, add(C5, mul(z, C6))))));
+  const double r =
+      add(mul(z, add(C1, mul(z, add(C2, mul(z, C3))))), mul(mul(w, w), add(C4, mul(z, add(C5, mul(z, C6))))));
   const double hz = mul(0.5, z), one_minus_hz = sub(1.0, hz);
   return add(one_minus_hz, add(sub(sub(1.0, one_minus_hz), hz), sub(mul(z, r), mul(x, y))));
 }

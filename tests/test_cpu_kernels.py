@@ -34,7 +34,8 @@ def _inputs(dtype):
 def _mimic_inputs(X):
     """mu and a direction z (B, d) and row weights dots (B, h), float64, for Mimic's kernels."""
     rng = np.random.default_rng(6)
-    return X.mean(axis=1, dtype=np.float64), rng.standard_normal((X.shape[0], X.shape[2])), rng.standard_normal(X.shape[:2])
+    mu, z = X.mean(axis=1, dtype=np.float64), rng.standard_normal((X.shape[0], X.shape[2]))
+    return mu, z, rng.standard_normal(X.shape[:2])
 
 
 def _compress_then_decompress(X):

@@ -17,9 +17,9 @@ the GPU's canonical NaN rather than the host's propagated payload; NaN payloads 
 Families (one ``.cu`` each, mirroring ``csrc/``): coordinatewise, distances (with row_norms,
 mix_rows, clip), weiszfeld (geomed, cclip), compress (the compressors, their decoders and
 validators, and the attacks' kernels: mean_std, gaussian with the cpu backend's bits, Mimic's
-centred_dots and power_step). The first call into a family compiles
-all of its kernels (tens of seconds for coordinatewise, whose sorting networks are unrolled);
-CuPy caches the binaries on disk, so later processes load them at once.
+centred_dots and power_step). The first call into a family compiles all of its kernels (tens of
+seconds for coordinatewise, whose sorting networks are unrolled); CuPy caches the binaries on
+disk, so later processes load them at once.
 """
 from __future__ import annotations
 
@@ -114,7 +114,8 @@ NAME_EXPRESSIONS = {
     ),
     "compress": (
         _per_type("mean_std<{t}>", "centred_dot_chunks<{t}>", "power_columns<{t}>", "gaussian<{t}>",
-                  "attack_candidates<{t}>", "qsgd_scales<{t}>", "l1_scales<{t}>", "qsgd_encode<{t}>", "natural_encode<{t}>", "sign_encode<{t}>", "qsgd_decode<{t}>", "natural_decode<{t}>",
+                  "attack_candidates<{t}>", "qsgd_scales<{t}>", "l1_scales<{t}>", "qsgd_encode<{t}>",
+                  "natural_encode<{t}>", "sign_encode<{t}>", "qsgd_decode<{t}>", "natural_decode<{t}>",
                   "sign_decode<{t}>", "scatter_values<{t}>", "randk_gather<{t}>", "topk_histogram<{t}>",
                   "topk_chunk_counts<{t}>", "topk_write<{t}>")
         + [f"row_sum_lanes<{t}, byzkern::{term}>" for t in CTYPE.values() for term in ("SquareTerm", "AbsTerm")]
