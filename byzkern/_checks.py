@@ -13,8 +13,17 @@ NAN_POLICIES = ("outlier", "raise", "propagate")
 INT64_MAX = 2**63 - 1
 
 
+def _scalar(value):
+    """A 0-d array (NumPy, CuPy or torch: what a reduction such as a median returns) as its
+    Python number; anything else as it is."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item") and not isinstance(value, numbers.Number):
+        return value.item()
+    return value
+
+
 def integer(value, name, *, low=None, high=INT64_MAX, high_text=None):
     """An int in [low, high] (high: int64's max unless given); bools and floats are refused."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
     value = int(value)
@@ -27,6 +36,7 @@ def integer(value, name, *, low=None, high=INT64_MAX, high_text=None):
 
 def real(value, name, *, positive=False, nonnegative=False):
     """A finite real number."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
     value = float(value)

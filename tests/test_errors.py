@@ -33,6 +33,9 @@ BAD_CALLS = [
     ("n <= f norm_filter", lambda: bk.norm_filter(X, f=5), ValueError, "n > f"),
     ("f not int", lambda: bk.cwtm(X, f=1.5), TypeError, "f must be an int"),
     ("f bool", lambda: bk.cwtm(X, f=True), TypeError, "f must be an int"),
+    ("f a 1-element array", lambda: bk.cwtm(X, f=np.array([1])), TypeError, "f must be an int"),
+    ("f a 0-d bool array", lambda: bk.cwtm(X, f=np.array(True)), TypeError, "f must be an int"),
+    ("tau a 0-d complex array", lambda: bk.clip(X, tau=np.array(1 + 1j)), TypeError, "tau must be a real number"),
     ("krum k too large", lambda: bk.krum(X, f=1, k=5), ValueError, "k must be <="),
     ("krum default k < 1", lambda: bk.krum(X[:3], f=1), ValueError, "n >= f \\+ 3"),
     ("multikrum m too large", lambda: bk.multikrum(X, f=1, m=6), ValueError, "m must be <="),
@@ -97,3 +100,13 @@ def test_raise_policy_refuses_nonfinite_before_the_kernel():
     with pytest.raises(ValueError, match="nan_policy='raise'"):
         bk.cwtm(Y, f=1, nan_policy="raise")
     np.testing.assert_array_equal(bk.cwtm(X, f=1, nan_policy="raise"), bk.cwtm(X, f=1))
+
+
+def test_options_may_be_0d_arrays_as_reductions_return_them():
+    np.testing.assert_array_equal(bk.cwtm(X, f=np.array(1)), bk.cwtm(X, f=1))
+    tau = np.median(np.abs(X), axis=(0, 1), keepdims=True).reshape(())  # a 0-d array, not a NumPy scalar
+    assert isinstance(tau, np.ndarray)
+    np.testing.assert_array_equal(bk.clip(X, tau=tau), bk.clip(X, tau=float(tau)))
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(bk.clip(X, tau=torch.tensor(0.5)), bk.clip(X, tau=0.5))
+    np.testing.assert_array_equal(bk.cwtm(X, f=torch.tensor(1)), bk.cwtm(X, f=1))
