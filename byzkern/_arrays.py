@@ -60,7 +60,8 @@ def _stack(seq, name):
         devices = {x.device.id for x in items}
         if len(devices) > 1:
             raise ValueError(f"{name}: rows are on different devices {sorted(devices)}")
-        return cupy.stack([_on_current_device(x, name) for x in items])
+        _on_current_device(items[0], name)
+        return cupy.stack(items)
     return np.stack(items)
 
 
