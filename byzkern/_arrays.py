@@ -225,16 +225,17 @@ class Adapted:
             raise ValueError(f"{name} must have shape {tail} or {(B,) + tail}; got {tuple(view.shape)}")
         return self.xp.ascontiguousarray(self.xp.broadcast_to(view, (B,) + tail), dtype=self.dtype)
 
-    def restore(self, out):
-        """Give a kernel result back: drop folded axes, user dtype, user library and device."""
+    def restore(self, out, *, keep_dtype=False):
+        """Give a kernel result back: drop folded axes, user dtype, user library and device.
+        ``keep_dtype``: the result's own dtype (diagnostics: iteration counts, objectives)."""
         for _ in range(self.folded):
             out = out[0]
         if self.lib == "torch":
             import torch
 
             t = torch.from_numpy(np.ascontiguousarray(out)) if self.device == "cpu" else torch.from_dlpack(out)
-            return t.to(self.user_dtype)
-        if out.dtype != self.user_dtype:
+            return t if keep_dtype else t.to(self.user_dtype)
+        if out.dtype != self.user_dtype and not keep_dtype:
             with np.errstate(over="ignore"):  # float64 distances beyond float32's range become inf
                 out = out.astype(self.user_dtype)
         return out

@@ -86,7 +86,8 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
 
     ``weights`` (n,) or (B, n): non-negative, not all zero; only their ratios matter.
     nan_policy="outlier" gives rows with a NaN or Inf entry zero weight.
-    With ``return_info=True`` returns ``(z, {"iterations": ..., "objective": ...})``.
+    With ``return_info=True`` returns ``(z, {"iterations": ..., "objective": ...})``: Python
+    numbers, or for a batch (B,) int64 and float64 arrays of X's library and device.
 
     Numerics and cost: every iterate after the first is z = sum_i a_i x_i with sum_i a_i = 1,
     so on the cpu and numba backends, when n < 16 maxiter, the distances come from one
@@ -134,7 +135,7 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
         return z
     if A.folded:
         return z, {"iterations": int(iters[0]), "objective": float(obj[0])}
-    return z, {"iterations": iters, "objective": obj}
+    return z, {"iterations": A.restore(iters, keep_dtype=True), "objective": A.restore(obj, keep_dtype=True)}
 
 
 def _geomed_again(kernel, X, w, init, maxiter, eps, nu, z, iters, obj):

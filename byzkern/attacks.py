@@ -319,9 +319,11 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     makes them. ``etas`` defaults to
     ``DEFAULT_ETAS`` (0 and 16 geometric values 0.1..10). ``attack`` is "alie", "foe" or the
     function ``alie`` / ``foe``. With ``return_info=True`` returns ``(rows, {"eta": ...,
-    "etas": ..., "deviation": ...})``. Cost: len(etas) aggregations of the data, plus building
-    their batch: one write of it to memory; by column blocks, to the cache only; on cpu and
-    numba, none.
+    "etas": ..., "deviation": ...})``: eta is the chosen strength (a float; for a batch, (B,)),
+    etas the grid as a NumPy array, deviation the distance each eta gave ((len(etas),); for a
+    batch (B, len(etas))); eta and deviation are float64 arrays of H's library and device.
+    Cost: len(etas) aggregations of the data, plus building their batch: one write of it to
+    memory; by column blocks, to the cache only; on cpu and numba, none.
     """
     A = _honest(H)
     B, h, d = A.data.shape
@@ -355,6 +357,7 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
         rows = A.restore(xp.ascontiguousarray(byzantine[xp.arange(B), xp.asarray(which.reshape(-1))]))
     if not return_info:
         return rows
+    info = {"etas": etas, "deviation": A.restore(deviation, keep_dtype=True)}
     if A.folded:
-        return rows, {"eta": float(etas[int(best[0])]), "etas": etas, "deviation": deviation[0]}
-    return rows, {"eta": etas[host(best)], "etas": etas, "deviation": deviation}
+        return rows, {"eta": float(etas[int(best[0])]), **info}
+    return rows, {"eta": A.restore(xp.asarray(etas[host(best)]), keep_dtype=True), **info}

@@ -49,6 +49,28 @@ def test_torch_lazy_negations_and_conjugations_are_read_resolved():
     np.testing.assert_array_equal(bk.cwmed(negated).numpy(), bk.cwmed(-X))
 
 
+def test_diagnostics_come_back_in_the_input_library_with_their_own_dtypes():
+    batch = torch.tensor(np.random.default_rng(6).standard_normal((2, 7, 5)), dtype=torch.float32)
+    _, info = bk.geomed(batch, maxiter=4, eps=0.0, return_info=True)
+    assert info["iterations"].dtype == torch.int64 and info["objective"].dtype == torch.float64
+    _, expected = bk.geomed(batch.numpy(), maxiter=4, eps=0.0, return_info=True)
+    np.testing.assert_array_equal(info["iterations"].numpy(), expected["iterations"])
+    np.testing.assert_array_equal(info["objective"].numpy(), expected["objective"])
+    _, info = bk.geomed(batch[0], maxiter=4, eps=0.0, return_info=True)
+    assert type(info["iterations"]) is int and type(info["objective"]) is float
+
+    options = dict(f=2, attack="alie", aggregator=bk.cwtm(f=2), etas=[0.0, 1.0, 3.0], return_info=True)
+    _, info = bk.optimized(batch, **options)
+    _, expected = bk.optimized(batch.numpy(), **options)
+    assert isinstance(info["etas"], np.ndarray)
+    for key, shape in (("eta", (2,)), ("deviation", (2, 3))):
+        assert isinstance(info[key], torch.Tensor) and info[key].dtype == torch.float64 and info[key].shape == shape
+        np.testing.assert_array_equal(info[key].numpy(), expected[key])
+    _, info = bk.optimized(batch[0], **options)
+    assert type(info["eta"]) is float and isinstance(info["deviation"], torch.Tensor)
+    assert info["deviation"].shape == (3,) and info["deviation"].dtype == torch.float64
+
+
 def test_list_of_rows():
     rows = [X64[i] for i in range(7)]
     np.testing.assert_array_equal(bk.cwmed(rows), bk.cwmed(X64))
