@@ -225,6 +225,20 @@ class Adapted:
             raise ValueError(f"{name} must have shape {tail} or {(B,) + tail}; got {tuple(view.shape)}")
         return self.xp.ascontiguousarray(self.xp.broadcast_to(view, (B,) + tail), dtype=self.dtype)
 
+    def order_torch_after_kernels(self):
+        """Make the user's current torch stream wait for the CuPy work queued so far on their
+        CUDA tensor, as ``restore``'s DLPack exchange does, for results that stay CuPy arrays
+        (a message's fields): torch work on a side stream (an in-place update of the input)
+        must not run before the kernels that read it."""
+        if self.lib != "torch" or self.device != "cuda":
+            return
+        import cupy
+        import torch
+
+        user, ours = torch.cuda.current_stream(self.torch_device), cupy.cuda.get_current_stream()
+        if user.cuda_stream != ours.ptr:
+            cupy.cuda.Stream.from_external(user).wait_event(ours.record())
+
     def restore(self, out, *, keep_dtype=False):
         """Give a kernel result back: drop folded axes, user dtype, user library and device.
         ``keep_dtype``: the result's own dtype (diagnostics: iteration counts, objectives)."""

@@ -35,6 +35,7 @@ dtype: float32 input sends 4 bytes, as the papers count them.
 """
 from __future__ import annotations
 
+import functools
 import struct
 
 import numpy as np
@@ -237,12 +238,16 @@ def _adapt(x):
     return adapt(x, name="x", ndims=(1, 2))
 
 
-def _compress(kind, A, param, backend, **options):
+def _compress(kind, A, param, backend, again=None, **options):
+    """The message of ``kind`` on the rows of A; ``again(X, fields)`` mends a float64 one."""
     n, d = A.data.shape
     out = _dispatch.kernel(kind, A.device, backend)(A.data, **options)
     out = out if isinstance(out, tuple) else (out,)
     fields = {name: A.xp.asarray(a).astype(dt, copy=False)
               for (name, dt, _), a in zip(_layout(kind, A.dtype, n, d, param), out)}
+    if again is not None and A.dtype == np.float64:
+        again(A.data, fields)
+    A.order_torch_after_kernels()
     form = Adapted(None, A.lib, A.device, A.user_dtype, A.torch_device, A.folded)
     return Compressed(kind, A.dtype, (d,) if A.folded else (n, d), param, fields, form)
 
@@ -294,10 +299,8 @@ def qsgd(x, *, levels, seed=None, rng=None, backend=None):
     """
     levels = _checks.integer(levels, "levels", low=1, high=MAX_LEVELS)
     A, seed = _adapt(x), _checks.seed(seed, rng)
-    message = _compress("qsgd", A, levels, backend, levels=levels, seed=seed)
-    if A.data.dtype == np.float64:
-        _qsgd_again(A.data, message.fields, levels, seed)
-    return message
+    again = functools.partial(_qsgd_again, levels=levels, seed=seed)
+    return _compress("qsgd", A, levels, backend, again, levels=levels, seed=seed)
 
 
 def _qsgd_again(X, fields, levels, seed):
@@ -348,11 +351,7 @@ def scaled_sign(x, *, backend=None):
     ||x||_1^2 / d``. Wire per row: d bits + the scale (float32 input: ceil(d/8) + 4 bytes).
     The l1 norm is summed in the fixed order of ``ordered_row_sums``. Cost: one read of x.
     """
-    A = _adapt(x)
-    message = _compress("scaled_sign", A, 0, backend)
-    if A.data.dtype == np.float64:
-        _scaled_sign_again(A.data, message.fields)
-    return message
+    return _compress("scaled_sign", _adapt(x), 0, backend, _scaled_sign_again)
 
 
 def _scaled_sign_again(X, fields):

@@ -104,6 +104,15 @@ def device_cp():
 
 
 @pytest.fixture
+def torch_cuda(device_cp):
+    """torch, where it has CUDA (beside a usable CuPy device)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA support here")
+    return torch
+
+
+@pytest.fixture
 def cp(monkeypatch):
     """CuPy on a CUDA device; without one (or with HOST_CUDA=1), the same kernels compiled for
     the host (host_cuda.py)."""
@@ -698,17 +707,58 @@ def test_arrays_off_the_current_device_are_refused(device_cp, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_public_api_on_torch_cuda_input(device_cp, dtype):
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA support here")
+def test_public_api_on_torch_cuda_input(torch_cuda, dtype):
     X = _data("random", 2, 7, 30, np.dtype(dtype))
-    Xt = torch.from_numpy(X).to("cuda")
+    Xt = torch_cuda.from_numpy(X).to("cuda")
     for rule, kw in [(byzkern.cwtm, {"f": 2}), (byzkern.multikrum, {"f": 2}), (byzkern.geomed, {"maxiter": 8, "eps": 0})]:
         got = rule(Xt, **kw)
-        assert isinstance(got, torch.Tensor) and got.device == Xt.device and got.dtype == Xt.dtype
+        assert isinstance(got, torch_cuda.Tensor) and got.device == Xt.device and got.dtype == Xt.dtype
         want = rule(X, backend="reference", **kw)
         np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5 if dtype == "float32" else 1e-9)
+    _, info = byzkern.geomed(Xt, maxiter=8, eps=0, return_info=True)
+    _, want = byzkern.geomed(X, maxiter=8, eps=0, return_info=True, backend="reference")
+    assert all(isinstance(info[key], torch_cuda.Tensor) and info[key].device == Xt.device for key in info)
+    np.testing.assert_array_equal(info["iterations"].cpu().numpy(), want["iterations"])
+
+
+#: calls on a torch tensor whose results stay on the device: a rule's, a diagnostic's (both
+#: handed back through DLPack) and a message's fields (which stay CuPy arrays)
+_TORCH_STREAM_CALLS = {
+    "cwmed": byzkern.cwmed,
+    "geomed objective": lambda X: byzkern.geomed(X, maxiter=3, eps=0, return_info=True)[1]["objective"],
+    "topk": lambda X: byzkern.topk(X[0], k=5),
+    "qsgd": lambda X: byzkern.qsgd(X[0], levels=3, seed=1),
+}
+#: a kernel that holds CuPy's stream for ``cycles`` clock ticks
+_SPIN = r"""extern "C" __global__ void spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) {}
+}"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(_TORCH_STREAM_CALLS))
+def test_a_side_torch_stream_waits_for_the_kernels_that_read_its_tensor(torch_cuda, device_cp, name):
+    """torch work queued on a side stream after a call (PyTorch's streams do not wait for CuPy's
+    legacy default stream by themselves) runs after the call's kernels: CuPy's stream is held by
+    a spinning kernel for about 0.2 s, so an update of the input that did not wait for them
+    would land before they read it."""
+    call = _TORCH_STREAM_CALLS[name]
+    Xt = torch_cuda.from_numpy(_data("random", 2, 7, 30, np.float32)).to("cuda")
+    want = _settled(call(Xt))  # its kernels compiled and cached: the call below only launches
+    spin = device_cp.RawKernel(_SPIN, "spin")
+    side = torch_cuda.cuda.Stream()
+    torch_cuda.cuda.synchronize()
+    with torch_cuda.cuda.stream(side):
+        spin((1,), (1,), (np.int64(400_000_000),))
+        got = call(Xt)
+        Xt.add_(1.0)
+    np.testing.assert_array_equal(_settled(got), want)
+
+
+def _settled(result):
+    """A message's bytes or a tensor's values, on the host (after the device is done)."""
+    return np.frombuffer(result.to_bytes(), np.uint8) if isinstance(result, Compressed) else result.cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -869,16 +919,13 @@ def test_corrupt_message_is_refused_on_the_device(device_cp):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name, options", ALL_COMPRESSORS, ids=[c[0] for c in ALL_COMPRESSORS])
-def test_message_on_torch_cuda_input(device_cp, name, options):
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA support here")
+def test_message_on_torch_cuda_input(torch_cuda, name, options):
     x = _rows("random", 4, 100, np.float32)
-    xt = torch.from_numpy(x).to("cuda")
+    xt = torch_cuda.from_numpy(x).to("cuda")
     message = getattr(byzkern, name)(xt, **options)
     assert message.to_bytes() == getattr(byzkern, name)(x, **options).to_bytes()
     out = message.decompress()
-    assert isinstance(out, torch.Tensor) and out.device == xt.device and out.dtype == xt.dtype
+    assert isinstance(out, torch_cuda.Tensor) and out.device == xt.device and out.dtype == xt.dtype
     ef = byzkern.ErrorFeedback(getattr(byzkern, name)(**options))
     ef(xt, lr=0.1)
-    assert isinstance(ef.error, torch.Tensor) and ef.error.device == xt.device
+    assert isinstance(ef.error, torch_cuda.Tensor) and ef.error.device == xt.device
