@@ -748,6 +748,7 @@ def test_a_side_torch_stream_waits_for_the_kernels_that_read_its_tensor(torch_cu
     want = _settled(call(Xt))  # its kernels compiled and cached: the call below only launches
     spin = device_cp.RawKernel(_SPIN, "spin")
     side = torch_cuda.cuda.Stream()
+    Xt.clone().add_(1.0)  # loading a kernel module lazily may wait for the device: not in the race
     torch_cuda.cuda.synchronize()
     with torch_cuda.cuda.stream(side):
         spin((1,), (1,), (np.int64(400_000_000),))
