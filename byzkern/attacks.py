@@ -43,7 +43,6 @@ def _own(A, own, f):
 
 
 @rule
-@quietly
 def sign_flip(H, *, f, scale=-1.0, own=None, backend=None):
     """Sign flipping. With ``own`` (the Byzantine workers' true messages, (f, d) or (B, f, d)):
     ``scale * own`` (seeds 000 and 002: -1, bit flipping; seed 003: c = -5). Without it:
@@ -57,7 +56,6 @@ def sign_flip(H, *, f, scale=-1.0, own=None, backend=None):
 
 
 @rule
-@quietly
 def ipm(H, *, f, eps=0.1, backend=None):
     """Inner product manipulation (Xie, Koyejo, Gupta 2020; seeds 000, 002): every Byzantine
     row is ``-eps * mean(H)``. Cost: one read of H."""
@@ -68,7 +66,6 @@ def ipm(H, *, f, eps=0.1, backend=None):
 
 
 @rule
-@quietly
 def foe(H, *, f, eta, backend=None):
     """Fall of empires (seed 004): every Byzantine row is ``(1 - eta) * mean(H)``, so
     ``foe(eta) == ipm(eps=eta - 1)``. Cost: one read of H."""
@@ -87,7 +84,6 @@ def alie_z(n, f):
 
 
 @rule
-@quietly
 def alie(H, *, f, z=None, ddof=1, backend=None):
     """A little is enough (Baruch, Baruch, Goldberg 2019; seeds 000, 002): every Byzantine row is
     ``mean(H) - z * std(H)`` per coordinate, std with ``ddof`` (needs h > ddof). Default z:
@@ -303,7 +299,6 @@ def _built_deviations(aggregator, A, backend):
 
 
 @rule
-@quietly
 def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend=None):
     """Optimized ALIE / FOE (seed 004, Appendix 14.3): for each candidate strength eta the f
     Byzantine rows are ``mean(H) + eta * a`` (``attack="alie"``: a = +std(H), ddof 1, as ``alie``;

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import inspect
 
+from ._arrays import quietly
+
 _NO_DATA = object()
 
 
@@ -57,8 +59,12 @@ def rule(fn):
     """Let ``fn(X, **options)`` also be called as ``fn(**options)`` to make a Rule.
 
     The options are checked against the signature at once, so a typo fails where it is written.
+    On data, ``fn`` runs ``quietly``: a value past the dtype's range is +-Inf without a NumPy
+    RuntimeWarning, on the host as in the kernels (a warning is an error where warnings are
+    errors, and a Byzantine row of 1e154 must not make a server's aggregation raise).
     """
     signature = inspect.signature(fn)
+    quiet = quietly(fn)
 
     @functools.wraps(fn)
     def wrapper(X=_NO_DATA, /, **options):
@@ -68,7 +74,7 @@ def rule(fn):
             except TypeError as exc:
                 raise TypeError(f"{fn.__name__}(): {exc}") from None
             return Rule(wrapper, options)
-        return fn(X, **options)
+        return quiet(X, **options)
 
     return wrapper
 
