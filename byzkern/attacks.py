@@ -173,8 +173,9 @@ class Mimic:
     over rounds: ``z <- t/(t+1) z + u/((t+1) ||u||)``, ``u = sum_i <x_i - mu, z> (x_i - mu)``,
     then normalized; z starts from one power step on a Philox Gaussian vector), and copies the
     honest row with the largest ``<x_i, z>``. From step ``warmup`` on, it keeps copying that
-    worker. One state per batch item; call ``attacker(H, f=...)`` once per step. Cost per warmup
-    step: three reads of H; afterwards one read of the target row.
+    worker. One state per batch item; call ``attacker(H, f=...)`` once per step, with H of the
+    same shape each time (``reset()`` starts again). Cost per warmup step: three reads of H;
+    afterwards one read of the target row.
     """
 
     def __init__(self, *, warmup=1, seed=0):
@@ -183,7 +184,7 @@ class Mimic:
         self.reset()
 
     def reset(self):
-        self.step, self.mu, self.z, self.target = 0, None, None, None
+        self.step, self.mu, self.z, self.target, self.shape = 0, None, None, None, None
 
     def __repr__(self):
         return f"Mimic(warmup={self.warmup}, seed={self.seed})"
@@ -193,8 +194,10 @@ class Mimic:
         A = _honest(H)
         f = _count(f)
         xp, (B, h, d) = A.xp, A.data.shape
-        if self.target is not None and self.target.shape[0] != B:
-            raise ValueError(f"H has {B} batch items but this Mimic tracks {self.target.shape[0]}")
+        if self.shape not in (None, (B, h, d)):  # before the state changes: a refused call leaves it as it was
+            raise ValueError(f"H has {B} batch items of {h} honest rows of d={d} but this Mimic tracks "
+                             f"{self.shape[0]} of {self.shape[1]} rows of d={self.shape[2]}; reset() it first")
+        self.shape = (B, h, d)
         if self.step < self.warmup:
             self.target = xp.argmax(self._learn(A, backend), axis=1)
         self.step += 1

@@ -211,8 +211,26 @@ def test_mimic_keeps_one_target_per_batch_item_and_checks_the_batch():
     HB = np.random.default_rng(3).standard_normal((2, 4, 6))
     out = attacker(HB, f=1)
     assert out.shape == (2, 1, 6)
-    with pytest.raises(ValueError, match="batch items"):
+    with pytest.raises(ValueError, match="H has 1 batch items of 4 honest rows of d=6 but this Mimic tracks 2"):
         attacker(HB[0], f=1)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+@pytest.mark.parametrize("step", [0, 2])  # during warmup, and after it
+@pytest.mark.parametrize("shape", [(3, 6), (9, 6), (4, 1), (4, 7)])
+def test_mimic_refuses_another_shape_and_keeps_its_state(backend, step, shape):
+    H = np.random.default_rng(8).standard_normal((4, 4, 6))
+    attacker, twin = bk.Mimic(warmup=2, seed=1), bk.Mimic(warmup=2, seed=1)
+    for rows in H[:step + 1]:
+        attacker(rows, f=1, backend=backend)
+        twin(rows, f=1, backend=backend)
+    with pytest.raises(ValueError, match=f"H has 1 batch items of {shape[0]} honest rows of d={shape[1]}"):
+        attacker(np.ones(shape), f=1, backend=backend)
+    np.testing.assert_array_equal(attacker(H[step + 1], f=1, backend=backend), twin(H[step + 1], f=1, backend=backend))
+    np.testing.assert_array_equal(attacker.mu, twin.mu)
+    np.testing.assert_array_equal(attacker.z, twin.z)
+    attacker.reset()
+    assert attacker(np.ones(shape), f=1, backend=backend).shape == (1, shape[1])
 
 
 class CountingAggregator:
