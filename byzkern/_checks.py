@@ -49,6 +49,17 @@ def real(value, name, *, positive=False, nonnegative=False):
     return value
 
 
+def norm_order(value, name):
+    """The order of a norm: a real number >= 1, or +Inf."""
+    value = _scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not value >= 1:
+        raise ValueError(f"{name} must be >= 1 (a norm) or inf; got {name}={value}")
+    return value
+
+
 def byzantine_count(f, n, *, rule):
     """f for a rule that tolerates f of n rows. ``rule`` is 'n > 2f', 'n > f' or 'n > 2f + 2'."""
     f = integer(f, "f", low=0)

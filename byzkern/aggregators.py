@@ -299,10 +299,7 @@ def norm_filter(X, *, f, q=2, norms=None, backend=None, nan_policy="outlier"):
     f = _checks.byzantine_count(f, n, rule="n > f")
     _dispatch.guard_nonfinite(A, nan_policy)
     if norms is None:
-        q = _checks.real(q, "q", positive=True) if q != np.inf else q
-        if q < 1:
-            raise ValueError(f"q must be >= 1 (a norm); got q={q}")
-        r = _row_norms(A, q, backend)
+        r = _row_norms(A, _checks.norm_order(q, "q"), backend)
     else:
         r = A.aux(norms, "norms", (n,)).astype(np.float64)
         r[A.xp.isnan(r)] = A.xp.inf

@@ -59,6 +59,12 @@ BAD_CALLS = [
     ("geomed weights negative", lambda: bk.geomed(X, weights=-np.ones(5)), ValueError, "non-negative"),
     ("norms shape", lambda: bk.norm_filter(X, f=1, norms=np.ones(3)), ValueError, "norms must have shape"),
     ("q < 1", lambda: bk.norm_filter(X, f=1, q=0.5), ValueError, "q must be >= 1"),
+    # found by a review: -inf was "not finite" where inf is allowed; a 1-element array passed the
+    # inf test and reached a backend's float(); NaN passed as well
+    ("q = -inf", lambda: bk.norm_filter(X, f=1, q=-np.inf), ValueError, "q must be >= 1 .a norm. or inf"),
+    ("q = nan", lambda: bk.norm_filter(X, f=1, q=np.nan), ValueError, "q must be >= 1"),
+    ("q a 1-element array", lambda: bk.norm_filter(X, f=1, q=np.array([np.inf])), TypeError, "q must be a real"),
+    ("q a string", lambda: bk.norm_filter(X, f=1, q="inf"), TypeError, "q must be a real"),
     ("nan_policy", lambda: bk.cwmed(X, nan_policy="ignore"), ValueError, "nan_policy"),
 ]
 
@@ -107,6 +113,7 @@ def test_options_may_be_0d_arrays_as_reductions_return_them():
     tau = np.median(np.abs(X), axis=(0, 1), keepdims=True).reshape(())  # a 0-d array, not a NumPy scalar
     assert isinstance(tau, np.ndarray)
     np.testing.assert_array_equal(bk.clip(X, tau=tau), bk.clip(X, tau=float(tau)))
+    np.testing.assert_array_equal(bk.norm_filter(X, f=1, q=np.array(np.inf)), bk.norm_filter(X, f=1, q=np.inf))
     torch = pytest.importorskip("torch")
     np.testing.assert_array_equal(bk.clip(X, tau=torch.tensor(0.5)), bk.clip(X, tau=0.5))
     np.testing.assert_array_equal(bk.cwtm(X, f=torch.tensor(1)), bk.cwtm(X, f=1))
