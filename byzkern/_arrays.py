@@ -36,7 +36,7 @@ def library_of(x) -> str:
 def _stack(seq, name):
     if len(seq) == 0:
         raise ValueError(f"{name} is an empty list; need at least one row")
-    items = [x if _is_array(x) else np.asarray(x) for x in seq]
+    items = [x if is_array(x) else np.asarray(x) for x in seq]
     libs = {library_of(x) for x in items}
     if len(libs) > 1:
         raise TypeError(f"{name}: all rows must come from one array library; got {sorted(libs)}")
@@ -65,7 +65,7 @@ def _stack(seq, name):
     return np.stack(items)
 
 
-def _is_array(x) -> bool:
+def is_array(x) -> bool:
     try:
         library_of(x)
         return True
@@ -153,7 +153,7 @@ def host(arr):
 def host_values(x):
     """A small user sequence or array (NumPy, CuPy, torch on any device) on the host, for
     NumPy to read; anything else as it is."""
-    if not _is_array(x) or isinstance(x, np.ndarray):
+    if not is_array(x) or isinstance(x, np.ndarray):
         return x
     return x.get() if library_of(x) == "cupy" else x.detach().cpu().numpy()
 
@@ -207,7 +207,7 @@ class Adapted:
         batch item) or ``(B,) + tail``; the result is ``(B,) + tail``, contiguous, in the compute
         dtype.
         """
-        if isinstance(arr, (list, tuple)) and not any(_is_array(a) for a in arr):
+        if isinstance(arr, (list, tuple)) and not any(is_array(a) for a in arr):
             view = self.xp.asarray(np.asarray(arr, dtype=np.float64))
         else:
             if isinstance(arr, (list, tuple)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-from ._arrays import quietly
+from ._arrays import is_array, quietly
 
 _NO_DATA = object()
 
@@ -35,10 +35,21 @@ class Rule:
         return f"{self.name}({args})"
 
     def __eq__(self, other):
-        return isinstance(other, Rule) and self.fn is other.fn and self.options == other.options
+        return isinstance(other, Rule) and self._key() == other._key()
 
     def __hash__(self):
-        return hash((self.fn, tuple(sorted(self.options.items(), key=lambda kv: kv[0]))))
+        return hash(self._key())
+
+    def _key(self):
+        return self.fn, tuple(sorted((name, _option_key(value)) for name, value in self.options.items()))
+
+
+def _option_key(value):
+    """An option as a hashable key: an array (init=, weights=) by identity, since its == is
+    elementwise; a list or tuple by its items' keys."""
+    if isinstance(value, (list, tuple)):
+        return tuple(map(_option_key, value))
+    return ("array", id(value)) if is_array(value) else value
 
 
 def accepts(op, option):

@@ -76,6 +76,12 @@ def test_rule_objects():
     np.testing.assert_array_equal(r(X), bk.cwtm(X, f=1))
     with pytest.raises(TypeError, match="cwtm"):
         bk.cwtm(g=1)
+    # array options compare by identity (their == is elementwise); lists by their items
+    start = np.zeros(3)
+    rules = [bk.cclip(tau=1.0, init=start), bk.geomed(weights=[1.0, 2.0]), bk.geomed(init=np.ones(3))]
+    assert bk.cclip(tau=1.0, init=start) in rules and bk.cclip(tau=1.0, init=np.zeros(3)) not in rules
+    assert bk.geomed(weights=[1.0, 2.0]) == rules[1] and bk.geomed(weights=[1.0, 3.0]) != rules[1]
+    assert len({*rules, bk.cclip(tau=1.0, init=start), bk.geomed(weights=(1.0, 2.0))}) == 3
     with pytest.raises(TypeError):
         bk.Pipeline(3)
     with pytest.raises(ValueError):
