@@ -87,6 +87,24 @@ def _check_float(x, name) -> None:
     )
 
 
+def user_array(x, name):
+    """x as the user's own float array (a list of rows stacked), for arithmetic done in the
+    user's library (ErrorFeedback's p = lr g + e); TypeError for any other kind or dtype."""
+    if isinstance(x, (list, tuple)):
+        x = _stack(x, name)
+    if library_of(x) == "numpy":
+        x = _plain_numpy(x, name)
+    _check_float(x, name)
+    return x
+
+
+def describe(x):
+    """'float32 numpy array of shape (4, 100) on cpu': what an array is, for messages."""
+    lib = library_of(x)
+    device = f"cuda:{x.device.id}" if lib == "cupy" else str(getattr(x, "device", "cpu"))
+    return f"{_dtype_name(x)} {lib} array of shape {tuple(x.shape)} on {device}"
+
+
 def _plain_numpy(x, name):
     """x as a plain ndarray in native byte order: a matrix or memmap is viewed as one; a
     non-native (big-endian) array, as read from a file or the network, is copied once, as a

@@ -41,7 +41,7 @@ import struct
 import numpy as np
 
 from . import _checks, _dispatch
-from ._arrays import Adapted, adapt, host, quietly, xp_of
+from ._arrays import Adapted, adapt, describe, host, quietly, user_array, xp_of
 from .backends import reference as _ref
 from .distances import SUM_FLOOR
 from .pipeline import rule
@@ -378,9 +378,10 @@ class ErrorFeedback:
     Each call ``ef(G, lr=...)`` takes the rows of gradients G ((d,) or (n, d)) and per row
     computes ``p = lr * g + e``, sends ``C(p)`` (the returned :class:`Compressed`) and keeps
     ``e <- p - C(p)``. The server then steps by the mean of the decompressed ``C(p_i)`` with no
-    second step size, as in the seed's proof. The error starts at zero, lives in G's array
-    library and dtype, and must keep G's shape; ``reset()`` clears it. Give a random compressor
-    ``rng=`` (not a fixed ``seed=``) so each step draws afresh.
+    second step size, as in the seed's proof. The error starts at zero and lives in G's array
+    library, device and dtype; later G must keep those and the shape (``reset()`` clears the
+    error). ``compressor`` is a compressor rule or any callable giving a :class:`Compressed`.
+    Give a random compressor ``rng=`` (not a fixed ``seed=``) so each step draws afresh.
     """
 
     def __init__(self, compressor):
@@ -392,11 +393,15 @@ class ErrorFeedback:
     @quietly
     def __call__(self, G, *, lr):
         lr = _checks.real(lr, "lr")
-        if self.error is not None and tuple(self.error.shape) != tuple(G.shape):
-            raise ValueError(f"G has shape {tuple(G.shape)} but this ErrorFeedback holds errors of "
-                             f"shape {tuple(self.error.shape)}; use one ErrorFeedback per group of workers")
+        G = user_array(G, "G")
+        if self.error is not None and describe(G) != describe(self.error):
+            raise ValueError(f"G is a {describe(G)} but this ErrorFeedback holds errors as a {describe(self.error)}; "
+                             f"use one ErrorFeedback per group of workers, or reset() it")
         p = lr * G if self.error is None else lr * G + self.error
         message = self.compressor(p)
+        if not isinstance(message, Compressed):
+            raise TypeError(f"ErrorFeedback needs a compressor (such as topk(k=10)), which gives a Compressed "
+                            f"message; {self.compressor!r} gave a {type(message).__name__}")
         self.error = p - message.decompress()
         return message
 

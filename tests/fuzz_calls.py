@@ -733,7 +733,7 @@ def outcome(fn, X, opts, backend):
 
 def user_form(X):
     """(type, dtype) that a result of float X comes back in: X's own (in native byte order); a
-    list's rows' stacked. None for other X (ErrorFeedback's arithmetic takes integers)."""
+    list's rows' stacked. None for other X."""
     if isinstance(X, list):
         X = np.stack(X)
     if isinstance(X, np.ndarray):

@@ -463,6 +463,29 @@ def test_error_feedback_by_hand():
     assert ef.error is None
 
 
+def test_error_feedback_checks_its_gradients_and_its_compressor():
+    rows = [np.array([1.0, 3.0]), np.array([-2.0, 0.5])]
+    ef = bk.ErrorFeedback(bk.topk(k=1))
+    np.testing.assert_array_equal(ef(rows, lr=0.5).decompress(), [[0.0, 1.5], [-1.0, 0.0]])  # a list of rows
+    np.testing.assert_array_equal(ef.error, [[0.5, 0.0], [0.0, 0.25]])
+    big_endian = np.stack(rows).astype(">f8")
+    ef(big_endian, lr=0.5)  # the same values in another byte order: the same kind of array
+    np.testing.assert_array_equal(ef.error, [[1.0, 0.0], [0.0, 0.5]])
+    for other, said in [(np.stack(rows).astype(np.float32), "G is a float32 numpy array of shape .2, 2."),
+                        (np.ones((3, 2)), "of shape .3, 2. on cpu but this ErrorFeedback holds errors as a "
+                                          "float64 numpy array of shape .2, 2.")]:
+        with pytest.raises(ValueError, match=said):
+            ef(other, lr=0.5)
+    np.testing.assert_array_equal(ef.error, [[1.0, 0.0], [0.0, 0.5]])  # refused calls leave it
+    with pytest.raises(TypeError, match="G has dtype int64"):
+        bk.ErrorFeedback(bk.topk(k=1))(np.ones((2, 2), dtype=np.int64), lr=0.5)
+    with pytest.raises(TypeError, match=r"needs a compressor .* cwtm\(f=1\) gave a ndarray"):
+        bk.ErrorFeedback(bk.cwtm(f=1))(np.ones((3, 2)), lr=0.5)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="G is a float64 torch array"):
+        ef(torch.tensor(np.stack(rows)), lr=0.5)
+
+
 def test_error_feedback_of_an_infinite_entry_keeps_nan_without_a_warning():
     ef = bk.ErrorFeedback(bk.topk(k=1))
     ef(np.array([[np.inf, 1.0], [2.0, -np.finfo(np.float64).max]]), lr=4.0)  # Inf - Inf; 4 max
