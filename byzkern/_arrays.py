@@ -168,12 +168,26 @@ def host(arr):
     return arr if isinstance(arr, np.ndarray) else arr.get()
 
 
-def host_values(x):
-    """A small user sequence or array (NumPy, CuPy, torch on any device) on the host, for
-    NumPy to read; anything else as it is."""
+def _on_host(x):
+    """An array of any library or device as a NumPy array; anything else as it is."""
     if not is_array(x) or isinstance(x, np.ndarray):
         return x
     return x.get() if library_of(x) == "cupy" else x.detach().cpu().numpy()
+
+
+def real_values(values, name):
+    """Numbers the user gives beside the data (etas; weights or norms typed as a list) as a
+    float64 NumPy array: a list or tuple of numbers (0-d arrays of any library among them), or
+    a small array of any library and device. TypeError for strings, bools, complex numbers or
+    other objects among them, ValueError for rows of different lengths."""
+    values = [_on_host(v) for v in values] if isinstance(values, (list, tuple)) else _on_host(values)
+    try:
+        values = np.asarray(values)
+    except ValueError:
+        raise ValueError(f"{name} has rows of different lengths") from None
+    if values.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers; got {values.dtype} values")
+    return values.astype(np.float64)
 
 
 def xp_of(arr):
@@ -225,8 +239,8 @@ class Adapted:
         batch item) or ``(B,) + tail``; the result is ``(B,) + tail``, contiguous, in the compute
         dtype.
         """
-        if isinstance(arr, (list, tuple)) and not any(is_array(a) for a in arr):
-            view = self.xp.asarray(np.asarray(arr, dtype=np.float64))
+        if isinstance(arr, (list, tuple)) and not any(is_array(a) and a.ndim for a in arr):
+            view = self.xp.asarray(real_values(arr, name))
         else:
             if isinstance(arr, (list, tuple)):
                 arr = _stack(arr, name)

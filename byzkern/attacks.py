@@ -14,7 +14,7 @@ import statistics
 import numpy as np
 
 from . import _checks, _config, _dispatch
-from ._arrays import Adapted, adapt, host, host_values, quietly, xp_of
+from ._arrays import Adapted, adapt, host, quietly, real_values, xp_of
 from .aggregators import COORDINATE_WISE, cwmed, cwtm, meamed
 from .distances import SUM_FLOOR
 from .pipeline import Rule, rule
@@ -331,7 +331,7 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     attack = _checks.choice(attack, "attack", _DIRECTIONS)
     if not callable(aggregator):
         raise TypeError(f"aggregator must be callable (e.g. cwtm(f=4)); got {type(aggregator).__name__}")
-    etas = DEFAULT_ETAS if etas is None else np.asarray(host_values(etas), dtype=np.float64).reshape(-1)
+    etas = DEFAULT_ETAS if etas is None else real_values(etas, "etas").reshape(-1)
     if etas.size == 0 or not np.isfinite(etas).all():
         raise ValueError(f"etas must be a non-empty sequence of finite numbers; got {etas!r}")
     xp = A.xp

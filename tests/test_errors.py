@@ -66,6 +66,17 @@ BAD_CALLS = [
     ("q a 1-element array", lambda: bk.norm_filter(X, f=1, q=np.array([np.inf])), TypeError, "q must be a real"),
     ("q a string", lambda: bk.norm_filter(X, f=1, q="inf"), TypeError, "q must be a real"),
     ("nan_policy", lambda: bk.cwmed(X, nan_policy="ignore"), ValueError, "nan_policy"),
+    # found by a review: numbers typed as a list went through np.asarray(..., float64), which
+    # reads strings and bools as numbers and names no argument for complex or ragged ones
+    ("weights of strings", lambda: bk.geomed(X, weights=["1"] * 5), TypeError, "weights must hold real numbers"),
+    ("weights of bools", lambda: bk.geomed(X, weights=[True] * 5), TypeError, "weights must hold real numbers"),
+    ("weights complex", lambda: bk.geomed(X, weights=[1j] * 5), TypeError, "weights must hold real numbers"),
+    ("weights ragged", lambda: bk.geomed(X, weights=[[1, 2], [3]]), ValueError, "weights has rows of different"),
+    ("norms with None", lambda: bk.norm_filter(X, f=1, norms=[1, None, 2, 3, 4]), TypeError, "norms must hold real"),
+    ("etas of strings", lambda: bk.optimized(X, f=1, attack="foe", aggregator=bk.mean, etas=["1", 2]), TypeError,
+     "etas must hold real numbers"),
+    ("etas complex", lambda: bk.optimized(X, f=1, attack="foe", aggregator=bk.mean, etas=[1j]), TypeError,
+     "etas must hold real numbers"),
 ]
 
 
@@ -114,6 +125,10 @@ def test_options_may_be_0d_arrays_as_reductions_return_them():
     assert isinstance(tau, np.ndarray)
     np.testing.assert_array_equal(bk.clip(X, tau=tau), bk.clip(X, tau=float(tau)))
     np.testing.assert_array_equal(bk.norm_filter(X, f=1, q=np.array(np.inf)), bk.norm_filter(X, f=1, q=np.inf))
+    weights = [1.0, 2.0, 1.0, 3.0, 1.0]
+    np.testing.assert_array_equal(bk.geomed(X, weights=[np.array(w) for w in weights]), bk.geomed(X, weights=weights))
     torch = pytest.importorskip("torch")
     np.testing.assert_array_equal(bk.clip(X, tau=torch.tensor(0.5)), bk.clip(X, tau=0.5))
     np.testing.assert_array_equal(bk.cwtm(X, f=torch.tensor(1)), bk.cwtm(X, f=1))
+    np.testing.assert_array_equal(bk.geomed(X, weights=[torch.tensor(w) for w in weights]),
+                                  bk.geomed(X, weights=weights))
