@@ -255,6 +255,10 @@ class Adapted:
         tail = tuple(tail)
         if tuple(view.shape) not in (tail, (B,) + tail):
             raise ValueError(f"{name} must have shape {tail} or {(B,) + tail}; got {tuple(view.shape)}")
+        if view.dtype.itemsize > self.dtype.itemsize:  # float64 numbers beside float32 data
+            narrowed = view.astype(self.dtype)
+            if bool((self.xp.isfinite(view) & ~self.xp.isfinite(narrowed)).any()):
+                raise ValueError(f"{name} has finite values past the range of {self.dtype}, the data's dtype")
         return self.xp.ascontiguousarray(self.xp.broadcast_to(view, (B,) + tail), dtype=self.dtype)
 
     def order_torch_after_kernels(self):

@@ -75,6 +75,11 @@ BAD_CALLS = [
     ("norms with None", lambda: bk.norm_filter(X, f=1, norms=[1, None, 2, 3, 4]), TypeError, "norms must hold real"),
     ("etas of strings", lambda: bk.optimized(X, f=1, attack="foe", aggregator=bk.mean, etas=["1", 2]), TypeError,
      "etas must hold real numbers"),
+    # found by a review: a float64 option beside float32 data became Inf in the cast (a NaN result)
+    ("init past float32", lambda: bk.geomed(X.astype(np.float32), init=np.full(4, 1e300)), ValueError,
+     "init has finite values past the range of float32"),
+    ("own past float32", lambda: bk.sign_flip(X.astype(np.float32), f=1, own=[[1e39] * 4]), ValueError,
+     "own has finite values past the range of float32"),
     ("etas complex", lambda: bk.optimized(X, f=1, attack="foe", aggregator=bk.mean, etas=[1j]), TypeError,
      "etas must hold real numbers"),
 ]
