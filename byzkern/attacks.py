@@ -195,11 +195,11 @@ class Mimic:
         f = _count(f)
         xp, (B, h, d) = A.xp, A.data.shape
         if self.shape not in (None, (B, h, d)):  # before the state changes: a refused call leaves it as it was
-            raise ValueError(f"H has {B} batch items of {h} honest rows of d={d} but this Mimic tracks "
-                             f"{self.shape[0]} of {self.shape[1]} rows of d={self.shape[2]}; reset() it first")
-        self.shape = (B, h, d)
+            raise ValueError(f"H has (batch items, honest rows, d) = {(B, h, d)} but this Mimic tracks "
+                             f"{self.shape}; reset() it first")
         if self.step < self.warmup:
             self.target = xp.argmax(self._learn(A, backend), axis=1)
+        self.shape = (B, h, d)
         self.step += 1
         return _rows(A, A.data[xp.arange(B), self.target], f)
 

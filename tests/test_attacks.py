@@ -211,8 +211,13 @@ def test_mimic_keeps_one_target_per_batch_item_and_checks_the_batch():
     HB = np.random.default_rng(3).standard_normal((2, 4, 6))
     out = attacker(HB, f=1)
     assert out.shape == (2, 1, 6)
-    with pytest.raises(ValueError, match="H has 1 batch items of 4 honest rows of d=6 but this Mimic tracks 2"):
+    with pytest.raises(ValueError, match=r"H has \(batch items, honest rows, d\) = \(1, 4, 6\) but this Mimic "
+                                         r"tracks \(2, 4, 6\)"):
         attacker(HB[0], f=1)
+    unused = bk.Mimic()
+    with pytest.raises(ValueError, match="backend"):
+        unused(HB, f=1, backend="gpu")
+    assert unused(HB[0], f=1).shape == (1, 6)  # a call refused before it starts tracks nothing
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
@@ -224,7 +229,7 @@ def test_mimic_refuses_another_shape_and_keeps_its_state(backend, step, shape):
     for rows in H[:step + 1]:
         attacker(rows, f=1, backend=backend)
         twin(rows, f=1, backend=backend)
-    with pytest.raises(ValueError, match=f"H has 1 batch items of {shape[0]} honest rows of d={shape[1]}"):
+    with pytest.raises(ValueError, match=rf"H has \(batch items, honest rows, d\) = \(1, {shape[0]}, {shape[1]}\)"):
         attacker(np.ones(shape), f=1, backend=backend)
     np.testing.assert_array_equal(attacker(H[step + 1], f=1, backend=backend), twin(H[step + 1], f=1, backend=backend))
     np.testing.assert_array_equal(attacker.mu, twin.mu)
