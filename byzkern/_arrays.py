@@ -12,6 +12,7 @@ CuPy calls run there.
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 
@@ -169,10 +170,14 @@ def host(arr):
 
 
 def _on_host(x):
-    """An array of any library or device as a NumPy array; anything else as it is."""
+    """An array of any library or device as a NumPy array (half floats as float32); anything
+    else as it is."""
     if not is_array(x) or isinstance(x, np.ndarray):
         return x
-    return x.get() if library_of(x) == "cupy" else x.detach().cpu().numpy()
+    if library_of(x) == "cupy":
+        return x.get()
+    x = x.detach()
+    return (x.float() if x.dtype in _torch_half_dtypes() else x).cpu().numpy()
 
 
 def real_values(values, name):
@@ -182,9 +187,11 @@ def real_values(values, name):
     other objects among them, ValueError for rows of different lengths."""
     values = [_on_host(v) for v in values] if isinstance(values, (list, tuple)) else _on_host(values)
     try:
-        values = np.asarray(values)
+        values = _plain_numpy(values, name)
     except ValueError:
         raise ValueError(f"{name} has rows of different lengths") from None
+    if values.dtype == object and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values.flat):
+        values = values.astype(np.float64)  # ints past 64 bits, Fractions
     if values.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold real numbers; got {values.dtype} values")
     return values.astype(np.float64)

@@ -135,5 +135,15 @@ def test_options_may_be_0d_arrays_as_reductions_return_them():
     torch = pytest.importorskip("torch")
     np.testing.assert_array_equal(bk.clip(X, tau=torch.tensor(0.5)), bk.clip(X, tau=0.5))
     np.testing.assert_array_equal(bk.cwtm(X, f=torch.tensor(1)), bk.cwtm(X, f=1))
-    np.testing.assert_array_equal(bk.geomed(X, weights=[torch.tensor(w) for w in weights]),
-                                  bk.geomed(X, weights=weights))
+    for dtype in (torch.float64, torch.bfloat16):  # 1, 2 and 3 are bfloat16 numbers
+        np.testing.assert_array_equal(bk.geomed(X, weights=[torch.tensor(w, dtype=dtype) for w in weights]),
+                                      bk.geomed(X, weights=weights))
+
+
+def test_numbers_in_a_list_may_be_any_real_numbers():
+    from fractions import Fraction
+
+    np.testing.assert_array_equal(bk.geomed(X, weights=[Fraction(1, 2), 1, 1, 1, 1]),
+                                  bk.geomed(X, weights=[0.5, 1, 1, 1, 1]))
+    np.testing.assert_array_equal(bk.geomed(X, weights=[2**70, 2**69, 2**69, 2**69, 2**69]),
+                                  bk.geomed(X, weights=[2.0, 1, 1, 1, 1]))
