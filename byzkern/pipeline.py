@@ -46,10 +46,16 @@ class Rule:
 
 def _option_key(value):
     """An option as a hashable key: an array (init=, weights=) by identity, since its == is
-    elementwise; a list or tuple by its items' keys."""
+    elementwise, but a 0-d one (a median's tau) by its number; a list or tuple by its items'
+    keys."""
     if isinstance(value, (list, tuple)):
         return tuple(map(_option_key, value))
-    return ("array", id(value)) if is_array(value) else value
+    if is_array(value):
+        return value.item() if value.ndim == 0 else (_ARRAY, id(value))
+    return value
+
+
+_ARRAY = object()  # no option's key holds it, as a string could be an option
 
 
 def accepts(op, option):

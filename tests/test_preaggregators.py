@@ -82,6 +82,7 @@ def test_rule_objects():
     assert bk.cclip(tau=1.0, init=start) in rules and bk.cclip(tau=1.0, init=np.zeros(3)) not in rules
     assert bk.geomed(weights=[1.0, 2.0]) == rules[1] and bk.geomed(weights=[1.0, 3.0]) != rules[1]
     assert len({*rules, bk.cclip(tau=1.0, init=start), bk.geomed(weights=(1.0, 2.0))}) == 3
+    assert bk.clip(tau=np.array(0.5)) == bk.clip(tau=np.array(0.5)) == bk.clip(tau=0.5)  # 0-d: by number
     with pytest.raises(TypeError):
         bk.Pipeline(3)
     with pytest.raises(ValueError):
