@@ -127,9 +127,8 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     z, iters, obj = kernel(A.data, w, init, maxiter, eps, nu)
     if A.data.dtype == np.float64:
         _geomed_again(kernel, A.data, w, init, maxiter, eps, nu, z, iters, obj)
-    if weight_shift is not None:
-        with np.errstate(over="ignore"):  # an objective past float64's range
-            obj = xp.ldexp(obj, weight_shift)
+    if weight_shift is not None:  # an objective past float64's range is +Inf
+        obj = xp.ldexp(obj, weight_shift)
     z = _dispatch.finish(A, z, nan_policy, "items")
     if not return_info:
         return z
@@ -155,9 +154,8 @@ def _geomed_again(kernel, X, w, init, maxiter, eps, nu, z, iters, obj):
         scaled_start = init if start is None else xp.ldexp(start, shift)
         z1, iters1, obj1 = kernel(xp.ldexp(rows, shift), w[item:item + 1], scaled_start, maxiter, eps,
                                   float(np.ldexp(nu, shift)))
-        with np.errstate(over="ignore"):  # an objective, or rows of float64's max, past its range
-            z[item], iters[item] = xp.ldexp(z1[0], -shift), iters1[0]
-            obj[item] = np.ldexp(float(obj1[0]), -shift)
+        z[item], iters[item] = xp.ldexp(z1[0], -shift), iters1[0]  # past float64's range: +-Inf
+        obj[item] = np.ldexp(float(obj1[0]), -shift)
 
 
 def _scaled_down(rows, start):
@@ -278,8 +276,7 @@ def _row_norms(A, q, backend):
         rows = A.data[suspect].astype(np.float64)
         largest, rest = norms_by_largest(rows, q)
         # non-finite rows keep +Inf; a finite row's norm past float64's range is +Inf too
-        with np.errstate(invalid="ignore", over="ignore"):
-            r[suspect] = xp.where(xp.isfinite(rows).all(axis=1), largest * rest, xp.inf)
+        r[suspect] = xp.where(xp.isfinite(rows).all(axis=1), largest * rest, xp.inf)
     return r
 
 

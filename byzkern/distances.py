@@ -52,8 +52,7 @@ def norms_by_largest(rows, q):
     xp = xp_of(rows)
     magnitudes = xp.abs(rows)
     largest = magnitudes.max(axis=1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        scaled = (magnitudes / xp.where(largest > 0, largest, 1.0)[:, None]) ** q
+    scaled = (magnitudes / xp.where(largest > 0, largest, 1.0)[:, None]) ** q
     return largest, scaled.sum(axis=1) ** (1.0 / q)
 
 

@@ -176,13 +176,12 @@ def _clip_again(X, out, norms, tau):
     m: x <- (x / m) (tau / s), s = ||x / m||, where m s > tau. On a GPU, finding them costs one
     synchronization."""
     xp = xp_of(X)
-    with np.errstate(over="ignore"):
-        subnormal_factor = tau / np.finfo(np.float64).tiny  # norms past this have factors below tiny
+    subnormal_factor = tau / np.finfo(np.float64).tiny  # norms past this have factors below tiny
     suspect = xp.nonzero((norms == xp.inf) | (norms < SUM_FLOOR ** 0.5) | (norms > subnormal_factor))
     if not suspect[0].size:
         return
     rows = X[suspect]
     largest, rest = norms_by_largest(rows, 2)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # zero and non-finite rows, left as they are
+    with np.errstate(divide="ignore"):  # zero rows, left as they are
         clipped = xp.isfinite(rows).all(axis=1) & (largest * rest > tau)
         out[suspect] = xp.where(clipped[:, None], rows / largest[:, None] * (tau / rest)[:, None], rows)
