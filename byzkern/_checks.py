@@ -34,12 +34,17 @@ def integer(value, name, *, low=None, high=INT64_MAX, high_text=None):
     return value
 
 
-def real(value, name, *, positive=False, nonnegative=False):
-    """A finite real number."""
+def _real_number(value, name):
+    """value as a float, if it is a real number (bools are not)."""
     value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
-    value = float(value)
+    return float(value)
+
+
+def real(value, name, *, positive=False, nonnegative=False):
+    """A finite real number."""
+    value = _real_number(value, name)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite; got {name}={value}")
     if positive and value <= 0:
@@ -51,10 +56,7 @@ def real(value, name, *, positive=False, nonnegative=False):
 
 def norm_order(value, name):
     """The order of a norm: a real number >= 1, or +Inf."""
-    value = _scalar(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
-    value = float(value)
+    value = _real_number(value, name)
     if not value >= 1:
         raise ValueError(f"{name} must be >= 1 (a norm) or inf; got {name}={value}")
     return value

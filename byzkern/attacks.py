@@ -319,7 +319,8 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     function ``alie`` / ``foe``. With ``return_info=True`` returns ``(rows, {"eta": ...,
     "etas": ..., "deviation": ...})``: eta is the chosen strength (a float; for a batch, (B,)),
     etas the grid as a NumPy array, deviation the distance each eta gave ((len(etas),); for a
-    batch (B, len(etas))); eta and deviation are float64 arrays of H's library and device.
+    batch (B, len(etas))); deviation, and a batch's eta, are float64 arrays of H's library and
+    device.
     Cost: len(etas) aggregations of the data, plus building their batch: one write of it to
     memory; by column blocks, to the cache only; on cpu and numba, none.
     """
