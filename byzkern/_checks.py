@@ -54,6 +54,15 @@ def real(value, name, *, positive=False, nonnegative=False):
     return value
 
 
+def unit_interval(value, name, *, open_low=False, open_high=False):
+    """A real number in [0, 1], without 0 or 1 where ``open_low`` or ``open_high`` says so."""
+    value = real(value, name)
+    if not (0 < value if open_low else 0 <= value) or not (value < 1 if open_high else value <= 1):
+        interval = ("(" if open_low else "[") + "0, 1" + (")" if open_high else "]")
+        raise ValueError(f"{name} must be in {interval}; got {name}={value}")
+    return value
+
+
 def norm_order(value, name):
     """The order of a norm: a real number >= 1, or +Inf."""
     value = _real_number(value, name)

@@ -254,6 +254,31 @@ def test_byz_ef21_sgdm(setup, attack):
     assert s.bytes_sent == D * 8 + 3 * bk.topk(np.ones(D), k=2).nbytes
 
 
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: al.RobustDSHB(aggregator=bk.cwmed(), beta=1.0), ValueError, r"beta must be in \[0, 1\)"),
+    (lambda: al.RobustDSHB(aggregator=bk.cwmed(), batch_size=0), ValueError, "batch_size must be >= 1"),
+    (lambda: al.ByzVRMarina(aggregator=bk.cwmed(), lr=0.1, p=2), ValueError, r"p must be in \[0, 1\]"),
+    (lambda: al.ByzEF21SGDM(aggregator=bk.cwmed(), lr=0.1, compressor=None, eta=0), ValueError,
+     r"eta must be in \(0, 1\]"),
+    (lambda: al.BRDIANA(aggregator=bk.cwmed(), lr=0.1, compressor=bk.topk(k=1), beta=-1), ValueError,
+     r"beta must be in \(0, 1\]"),
+    (lambda: al.BRCSGD(aggregator=bk.cwmed(), lr=0.1, compressor=None), TypeError, "compressor must be a compressor"),
+    (lambda: al.ByrdSAGA(lr=0.1, batch_size=2.5), TypeError, "batch_size must be an int"),
+])
+def test_methods_refuse_bad_options(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_a_methods_repr_is_its_options_after_a_run_too(setup):
+    _, make, _, x0 = setup
+    method = al.ByzEF21SGDM(aggregator=bk.cwmed(), lr=0.1, compressor=bk.topk(k=2))
+    before = repr(method)
+    assert before == "ByzEF21SGDM(aggregator=cwmed(), lr=0.1, compressor=topk(k=2), eta=0.01, batch_size=1, seed=0)"
+    history = sim.run(method, make(), 2, x0=x0)
+    assert repr(method) == before == history.meta["method"]
+
+
 def test_br_csgd(setup):
     grads, make, _, x0 = setup
     s = make(attack=bk.ipm(eps=0.5), seed=5)

@@ -2,9 +2,23 @@
 output rule of its paper."""
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
+from .. import _checks
 from ..sim import generator
+
+
+def batch(size):
+    """A minibatch size: an int >= 1."""
+    return _checks.integer(size, "batch_size", low=1)
+
+
+def compressor_rule(compressor):
+    if not callable(compressor):
+        raise TypeError(f"compressor must be a compressor rule such as randk(k=10, rng=...); got {compressor!r}")
+    return compressor
 
 
 def dense_nbytes(rows):
@@ -30,8 +44,9 @@ class Method:
         self.lr, self.seed = lr, seed
 
     def __repr__(self):
-        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k not in ("x", "t"))
-        return f"{type(self).__name__}({options})"
+        """The options it was made with (not a run's state: a history's meta holds this)."""
+        names = [name for name in inspect.signature(type(self).__init__).parameters if name != "self"]
+        return f"{type(self).__name__}({', '.join(f'{name}={getattr(self, name)!r}' for name in names)})"
 
     def start(self, sim, x0):
         self.x = np.array(x0, dtype=sim.problem.dtype)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Method
+from .. import _checks
+from .base import Method, batch, compressor_rule
 
 
 class BRCSGD(Method):
@@ -14,7 +15,7 @@ class BRCSGD(Method):
 
     def __init__(self, *, aggregator, lr, compressor, batch_size=1, seed=0):
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.compressor, self.batch_size = aggregator, compressor, batch_size
+        self.aggregator, self.compressor, self.batch_size = aggregator, compressor_rule(compressor), batch(batch_size)
 
     def step(self, sim):
         message = self.compressor(sim.gradients(self.x, sim.sample(self.batch_size)))
@@ -34,7 +35,8 @@ class BRDIANA(Method):
 
     def __init__(self, *, aggregator, lr, compressor, beta=0.01, batch_size=1, seed=0):
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.compressor, self.beta, self.batch_size = aggregator, compressor, beta, batch_size
+        self.aggregator, self.compressor, self.batch_size = aggregator, compressor_rule(compressor), batch(batch_size)
+        self.beta = _checks.unit_interval(beta, "beta", open_low=True)
 
     def start(self, sim, x0):
         super().start(sim, x0)

@@ -1,7 +1,8 @@
 """Byz-EF21-SGDM (Liu, Li, Yi, Johansson; seed 002, Algorithm 1)."""
 from __future__ import annotations
 
-from .base import Method, dense_nbytes
+from .. import _checks
+from .base import Method, batch, dense_nbytes
 
 
 class ByzEF21SGDM(Method):
@@ -22,7 +23,8 @@ class ByzEF21SGDM(Method):
 
     def __init__(self, *, aggregator, lr, compressor, eta=0.01, batch_size=1, seed=0):
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.compressor, self.eta, self.batch_size = aggregator, compressor, eta, batch_size
+        self.aggregator, self.compressor, self.batch_size = aggregator, compressor, batch(batch_size)
+        self.eta = _checks.unit_interval(eta, "eta", open_low=True)
 
     def start(self, sim, x0):
         super().start(sim, x0)

@@ -1,7 +1,8 @@
 """Byz-VR-MARINA (Gorbunov, Horvath, Richtarik, Gidel; seed 000, Algorithm 1)."""
 from __future__ import annotations
 
-from .base import Method, dense_nbytes
+from .. import _checks
+from .base import Method, batch, dense_nbytes
 
 ATTACKED = ("estimates", "messages")
 
@@ -34,7 +35,8 @@ class ByzVRMarina(Method):
         if attacked not in ATTACKED:
             raise ValueError(f"attacked must be one of {ATTACKED}; got {attacked!r}")
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.p, self.compressor, self.batch_size = aggregator, p, compressor, batch_size
+        self.aggregator, self.compressor, self.batch_size = aggregator, compressor, batch(batch_size)
+        self.p = _checks.unit_interval(p, "p")
         self.attacked = attacked
 
     def _full_round(self, sim, x):

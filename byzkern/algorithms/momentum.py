@@ -6,8 +6,9 @@ import numpy as np
 
 import byzkern as bk
 
+from .. import _checks
 from ..sim import generator
-from .base import Method, dense_nbytes
+from .base import Method, batch, dense_nbytes
 
 
 class RobustDGD(Method):
@@ -48,7 +49,8 @@ class RobustDSHB(Method):
 
     def __init__(self, *, aggregator, lr=lambda t: 0.75 / (1 + (t + 1) // 50), beta=0.9, batch_size=25, clip=None, seed=0):
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.beta, self.batch_size, self.clip = aggregator, beta, batch_size, clip
+        self.aggregator, self.batch_size, self.clip = aggregator, batch(batch_size), clip
+        self.beta = _checks.unit_interval(beta, "beta", open_high=True)
 
     def start(self, sim, x0):
         super().start(sim, x0)

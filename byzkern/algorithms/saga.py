@@ -6,7 +6,7 @@ import numpy as np
 import byzkern as bk
 
 from ..sim.simulation import Batch
-from .base import Method
+from .base import Method, batch
 
 
 class ByrdSAGA(Method):
@@ -27,7 +27,7 @@ class ByrdSAGA(Method):
     def __init__(self, *, lr, aggregator=None, batch_size=32, seed=0):
         super().__init__(lr=lr, seed=seed)
         self.aggregator = bk.geomed() if aggregator is None else aggregator
-        self.batch_size = batch_size
+        self.batch_size = batch(batch_size)
 
     def start(self, sim, x0):
         super().start(sim, x0)
