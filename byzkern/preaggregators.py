@@ -102,7 +102,8 @@ def bucketing(X, *, s, seed=None, rng=None, backend=None, nan_policy="outlier"):
     Lemma D.1, where seed 000's Algorithm 2 box divides by s. Seed 004 uses s = floor(n/(2f)).
 
     The permutation is Fisher-Yates driven by Philox on (seed, batch item), so it is the same on
-    every backend. Cost: one read of X.
+    every backend; a rule with a fixed ``seed=`` permutes alike every round, so give a rule
+    used round after round ``rng=`` (a Generator draws a seed per call). Cost: one read of X.
     """
     A = adapt(X)
     B, n, _ = A.data.shape
@@ -139,8 +140,8 @@ def resampling(X, *, s, seed=None, rng=None, backend=None, nan_policy="outlier")
     """Resampling with s-replacement (Peng, Wu, Ling; seed 003, Algorithm 1): n output rows,
     each the mean of s draws; every input row is drawn exactly s times in all.
 
-    Draws come from Philox on (seed, batch item), the same on every backend.
-    Cost: s reads of X.
+    Draws come from Philox on (seed, batch item), the same on every backend; give a rule used
+    round after round ``rng=``, as a fixed ``seed=`` draws alike every round. Cost: s reads of X.
     """
     A = adapt(X)
     B, n, _ = A.data.shape

@@ -254,6 +254,15 @@ def test_byz_ef21_sgdm(setup, attack):
     assert s.bytes_sent == D * 8 + 3 * bk.topk(np.ones(D), k=2).nbytes
 
 
+def test_byz_ef21_sgdm_with_an_attack_and_no_byzantine_worker_is_the_honest_run(setup):
+    _, make, _, x0 = setup
+    runs = []
+    for options in ({}, {"attack": bk.alie()}):
+        s = sim.Simulation(make().problem, make().shards, f=0, seed=4, **options)
+        runs.append(sim.run(al.ByzEF21SGDM(aggregator=bk.cwmed(), lr=0.1, compressor=bk.topk(k=2)), s, 3, x0=x0))
+    np.testing.assert_array_equal(runs[1].column("loss"), runs[0].column("loss"))
+
+
 @pytest.mark.parametrize("make, error, match", [
     (lambda: al.RobustDSHB(aggregator=bk.cwmed(), beta=1.0), ValueError, r"beta must be in \[0, 1\)"),
     (lambda: al.RobustDSHB(aggregator=bk.cwmed(), batch_size=0), ValueError, "batch_size must be >= 1"),

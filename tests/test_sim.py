@@ -213,3 +213,45 @@ def test_history_round_trip_and_plot(tmp_path):
     sim.plot({"panel": {"sgd": history}}, tmp_path / "h.png", metric="loss", logy=True)
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
 
+
+def test_history_json_is_strict_and_a_second_run_on_a_simulation_counts_its_own(tmp_path):
+    rng = np.random.default_rng(7)
+    problem = sim.LogisticRegression(rng.standard_normal((40, 4)), np.where(rng.random(40) < 0.5, -1.0, 1.0))
+    s = sim.Simulation(problem, sim.partition.sequential(40, 4))
+    method = algorithms.sgd(lr=0.5, batch_size=5)
+    sim.run(method, s, 3)
+    history = sim.run(method, s, 6, eval_every=3, meta={"d": np.int64(4), "x_star": np.zeros(2)})
+    assert history.rows[0]["bytes_per_worker"] == 0 and history.rows[-1]["bytes_per_worker"] == 6 * 4 * 8
+    assert 0 <= history.rows[0]["aggregation_seconds"] <= history.rows[-1]["aggregation_seconds"]
+    history.to_json(tmp_path / "h.json")
+    text = (tmp_path / "h.json").read_text()
+    data = json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} is not JSON (RFC 8259)"))
+    assert data["rows"][1]["loss"] is None and data["meta"] == {"method": repr(method), "steps": 6, "d": 4,
+                                                                "x_star": [0.0, 0.0]}
+    back = sim.History.from_json(tmp_path / "h.json")
+    np.testing.assert_array_equal(back.column("loss"), history.column("loss"))  # NaN where not evaluated
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda s, m: sim.run(m, s, -1), ValueError, "steps must be >= 0"),
+    (lambda s, m: sim.run(m, s, 2.0), TypeError, "steps must be an int"),
+    (lambda s, m: sim.run(m, s, 2, eval_every=0), ValueError, "eval_every must be >= 1"),
+    (lambda s, m: sim.run(m, s, 2, metrics=("los",)), ValueError, "metrics must be among"),
+    (lambda s, m: sim.run(m, s, 2, x0=np.zeros(3)), ValueError, "x0 must have the problem's shape"),
+])
+def test_run_refuses_bad_arguments(call, error, match):
+    problem, s = _tiny_sim()
+    with pytest.raises(error, match=match):
+        call(s, algorithms.sgd(lr=0.5, batch_size=2))
+
+
+@pytest.mark.parametrize("options, error, match", [
+    (dict(f=1.5), TypeError, "f must be an int"),
+    (dict(f=4), ValueError, "f must be <= n - 1 = 3"),
+    (dict(f=1, data_attack="duplicate", duplicate_target=3), ValueError, "duplicate_target must be <= h - 1 = 2"),
+    (dict(f=1, attack=bk.alie(), attack_own=True), ValueError, "attack_own=True gives the attack own="),
+])
+def test_simulation_refuses_bad_arguments(options, error, match):
+    problem, _ = _tiny_sim()
+    with pytest.raises(error, match=match):
+        sim.Simulation(problem, [np.arange(0, 10), np.arange(10, 20), np.arange(20, 30), np.arange(30, 40)], **options)

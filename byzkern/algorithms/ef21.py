@@ -44,7 +44,7 @@ class ByzEF21SGDM(Method):
             sim.send(message.nbytes_per_row)
             c = message.decompress()
         sent = sim.corrupt(c)
-        if self.compressor is not None and sim.attack is not None:  # a copy with the attack's rows
+        if self.compressor is not None and sim.attack is not None and sim.f:  # a copy with the attack's rows
             sent[sim.h:] = self.compressor(sent[sim.h:]).decompress()
         self.local_g = self.local_g + c
         self.g = self.g + sent

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from .. import _checks
+
 COLUMNS = ("step", "loss", "grad_norm", "accuracy", "distance", "bytes_per_worker", "aggregation_seconds", "seconds")
 METRICS = ("loss", "grad_norm", "accuracy")
 
@@ -37,20 +39,34 @@ class History:
         return self.column("step")[keep], values[keep]
 
     def to_json(self, path):
+        """Strict JSON (RFC 8259): a NaN (a metric not evaluated at that step) is written as
+        null, NumPy numbers and arrays as numbers and lists."""
         with open(path, "w") as fh:
-            json.dump({"meta": self.meta, "rows": self.rows}, fh, indent=1, default=float)
+            json.dump(_strict({"meta": self.meta, "rows": self.rows}), fh, indent=1, allow_nan=False)
 
     @classmethod
     def from_json(cls, path):
         with open(path) as fh:
             data = json.load(fh)
-        return cls(data["rows"], data["meta"])
+        rows = [{c: math.nan if v is None else v for c, v in row.items()} for row in data["rows"]]
+        return cls(rows, data["meta"])
 
     def to_csv(self, path):
         with open(path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(self.rows)
+
+
+def _strict(value):
+    """value with NumPy numbers and arrays as Python ones and NaN as None, for strict JSON."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_strict(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def plot(panels, path, *, metric="loss", logy=False, transform=None, ylabel=None):
@@ -90,14 +106,26 @@ def run(method, sim, steps, *, eval_every=1, metrics=METRICS, x0=None, x_star=No
     "accuracy": test accuracy; "distance": ||x - x_star|| when ``x_star`` is given) are
     evaluated at the method's current iterate every ``eval_every`` steps and at the last. ``progress``: a tqdm-like object to ``update(1)``.
     """
-    x0 = sim.problem.init() if x0 is None else x0
+    steps = _checks.integer(steps, "steps", low=0)
+    eval_every = _checks.integer(eval_every, "eval_every", low=1)
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"metrics must be among {METRICS}; got {sorted(unknown)}")
+    start_point = sim.problem.init()
+    if x0 is None:
+        x0 = start_point
+    elif np.shape(x0) != start_point.shape:
+        raise ValueError(f"x0 must have the problem's shape {start_point.shape}; got {np.shape(x0)}")
     history = History(meta={"method": repr(method), "steps": steps, **(meta or {})})
+    # a Simulation's counters run on over earlier runs on it: this run's are counted from here
+    bytes_before, aggregation_before = sim.bytes_sent, sim.aggregation_seconds
     start = time.perf_counter()
     method.start(sim, x0)
 
     def record(step):
-        row = {"step": step, "bytes_per_worker": sim.bytes_sent,
-               "aggregation_seconds": sim.aggregation_seconds, "seconds": time.perf_counter() - start}
+        row = {"step": step, "bytes_per_worker": sim.bytes_sent - bytes_before,
+               "aggregation_seconds": sim.aggregation_seconds - aggregation_before,
+               "seconds": time.perf_counter() - start}
         if step % eval_every == 0 or step == steps:
             x = method.x
             if "loss" in metrics:

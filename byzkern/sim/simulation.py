@@ -15,6 +15,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _checks
+from ..pipeline import accepts
+
 DATA_ATTACKS = (None, "label_flip", "duplicate")
 
 
@@ -51,11 +54,15 @@ class Simulation:
                  duplicate_target=0, seed=0):
         if data_attack not in DATA_ATTACKS:
             raise ValueError(f"data_attack must be one of {DATA_ATTACKS}; got {data_attack!r}")
-        if not 0 <= f < len(shards):
-            raise ValueError(f"f must be in [0, n) with n = {len(shards)} workers; got f={f}")
+        f = _checks.integer(f, "f", low=0, high=len(shards) - 1, high_text=f"n - 1 = {len(shards) - 1}")
+        if attack_own and not accepts(attack, "own"):
+            raise ValueError(f"attack_own=True gives the attack own=, which {attack!r} does not take")
         shards = [np.asarray(s, dtype=np.int64) for s in shards]
         if data_attack == "duplicate":
-            shards[len(shards) - f:] = [shards[duplicate_target]] * f
+            h = len(shards) - f
+            duplicate_target = _checks.integer(duplicate_target, "duplicate_target", low=0, high=h - 1,
+                                               high_text=f"h - 1 = {h - 1} (an honest worker)")
+            shards[h:] = [shards[duplicate_target]] * f
         if min(map(len, shards)) == 0:
             raise ValueError("every worker needs at least one sample; a shard is empty")
         self.problem, self.shards, self.f = problem, shards, f
