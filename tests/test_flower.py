@@ -70,13 +70,37 @@ def test_weights_go_to_rules_that_take_them(replies):
     clients, counts, records = replies
     X = np.stack([flat(a) for a in clients])
     weighted = aggregate_arrayrecords(records, bk.geomed(maxiter=50))
-    expected = bk.geomed(X, maxiter=50, weights=np.array(counts, dtype=np.float64))
+    capped = np.minimum(counts, np.median(counts))  # 10, 20, 30, 30, 30
+    expected = bk.geomed(X, maxiter=50, weights=capped)
     np.testing.assert_allclose(flat(weighted), expected, rtol=1e-5)
     assert not np.allclose(expected, bk.geomed(X, maxiter=50), rtol=1e-6)
     # A pipeline passes its options to every stage, so it gets no weights.
     piped = aggregate_arrayrecords(records, bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)))
     np.testing.assert_allclose(flat(piped),
                                bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1))(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("claim", [1e9, -5.0, float("nan"), float("inf")])
+def test_a_byzantine_count_weighs_no_more_than_the_median(replies, claim):
+    """The Byzantine client (the last) claims ``claim`` samples: geomed stays by the honest
+    models, as with the counts capped at the median, and the round runs."""
+    clients, counts, _ = replies
+    X = np.stack([flat(a) for a in clients])
+    records = [reply_content(a, c) for a, c in zip(clients, counts[:4] + [claim])]
+    got = flat(aggregate_arrayrecords(records, bk.geomed(maxiter=50)))
+    assert np.abs(got - X[:4].mean(axis=0)).max() < 1.0
+    valid = np.array(counts[:4] + [claim if np.isfinite(claim) and claim >= 0 else 0.0])
+    np.testing.assert_allclose(got, bk.geomed(X, maxiter=50, weights=np.minimum(valid, np.median(valid))), rtol=1e-5)
+
+
+def test_the_dtypes_are_those_most_replies_carry_and_keys_may_come_in_any_order(replies):
+    clients, counts, records = replies
+    byzantine = {k: np.zeros(np.shape(v), np.int8) for k, v in reversed(clients[0].items())}
+    out = aggregate_arrayrecords([reply_content(byzantine, 10)] + records[:4], bk.cwtm(f=1))
+    assert list(out.keys()) == list(reversed(clients[0].keys()))
+    assert {k: a.numpy().dtype for k, a in out.items()} == {k: np.asarray(v).dtype for k, v in clients[0].items()}
+    X = np.stack([0 * flat(clients[0])] + [flat(a) for a in clients[:4]])
+    np.testing.assert_allclose(flat({k: out[k] for k in clients[0]}), bk.cwtm(X, f=1), rtol=1e-6)
 
 
 def test_mismatched_replies_raise(replies):

@@ -9,8 +9,10 @@ client; sampling, configuration, evaluation and metrics stay FedAvg's, with its 
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()))
 
 Weights: a rule that takes ``weights`` (geomed) gets each client's ``weighted_by_key`` metric
-(the sample count, "num-examples" by default), like FedAvg's weighted mean; other rules and
-pipelines treat every client alike, since a Byzantine client can report any count. The rows are
+(the sample count, "num-examples" by default), like FedAvg's weighted mean, but capped at the
+median count, since a Byzantine client can report any count: a claim of 1e9 samples weighs what
+a typical client's does, and a count that is negative or not finite weighs 0. Other rules and
+pipelines treat every client alike. The rows are
 the clients' models, which share a large common component: byzkern's distances stay exact there
 (``pairwise_sqdist``), where Flower's own Krum uses the Gram trick.
 
@@ -19,6 +21,7 @@ ValueError; set ``min_train_nodes`` and ``min_available_nodes`` so that every ro
 """
 from __future__ import annotations
 
+from collections import Counter
 from logging import INFO
 
 import numpy as np
@@ -34,29 +37,43 @@ def aggregate_arrayrecords(records, pipeline, weighted_by_key="num-examples"):
     """One ArrayRecord from the clients' replies ``records`` (a list of RecordDict, each with one
     ArrayRecord and one MetricRecord, as Flower checks them): every client's arrays flattened
     into one row of X (n, d), ``pipeline(X)`` (with ``weights=`` the clients' ``weighted_by_key``
-    values when the rule takes weights), cut back into the arrays' keys, shapes and dtypes.
-    Mixed dtypes are aggregated in their common NumPy type. Cost: two copies of every reply (its
-    flat row, then X), one run of the rule.
+    values, capped, when the rule takes weights), cut back into the arrays' keys, shapes and
+    dtypes: the dtypes most replies carry (a Byzantine reply of int8 arrays must not make the
+    model int8). Replies may list the keys in any order. Mixed dtypes are aggregated in their
+    common NumPy type. Cost: two copies of every reply (its flat row, then X), one run of the
+    rule.
     """
     if not records:
         raise ValueError("aggregate_arrayrecords needs at least one reply")
     arrays = [next(iter(r.array_records.values())) for r in records]
     keys = list(arrays[0].keys())
-    ndarrays = [a.to_numpy_ndarrays() for a in arrays]
-    rows, specs = zip(*(flatten(x) for x in ndarrays))
-    for i, (a, spec) in enumerate(zip(arrays, specs)):
-        if list(a.keys()) != keys or spec != specs[0]:
+    for i, a in enumerate(arrays):
+        if set(a.keys()) != set(keys):
             raise ValueError(f"reply {i} carries arrays {_layout(a)}; reply 0 carries {_layout(arrays[0])}")
+    ndarrays = [[a[k].numpy() for k in keys] for a in arrays]
+    rows, specs = zip(*(flatten(x) for x in ndarrays))
+    for i, spec in enumerate(specs):
+        if spec != specs[0]:
+            raise ValueError(f"reply {i} carries arrays {_layout(arrays[i])}; reply 0 carries {_layout(arrays[0])}")
     options = {}
     if accepts(pipeline, "weights"):
-        options["weights"] = np.array([next(iter(r.metric_records.values()))[weighted_by_key] for r in records],
-                                      dtype=np.float64)
+        options["weights"] = _capped([next(iter(r.metric_records.values()))[weighted_by_key] for r in records])
     out = pipeline(np.stack(rows), **options)
     pieces = unflatten(out, specs[0])
+    dtypes = Counter(tuple(x.dtype for x in reply) for reply in ndarrays).most_common(1)[0][0]
     # integer arrays (step counters) come back rounded: a weighted mean of equal integers may
     # land an ulp below them, which a cast would truncate to the integer below
-    return ArrayRecord({k: Array(np.asarray(np.rint(p) if np.issubdtype(x.dtype, np.integer) else p, dtype=x.dtype))
-                        for k, p, x in zip(keys, pieces, ndarrays[0])})
+    return ArrayRecord({k: Array(np.asarray(np.rint(p) if np.issubdtype(dtype, np.integer) else p, dtype=dtype))
+                        for k, p, dtype in zip(keys, pieces, dtypes)})
+
+
+def _capped(counts):
+    """Clients' reported sample counts as weights: each at most the median count, where a count
+    that is negative or not finite is 0; all 1 where none is positive."""
+    counts = np.array(counts, dtype=np.float64)
+    counts[~(np.isfinite(counts) & (counts >= 0))] = 0.0
+    weights = np.minimum(counts, np.median(counts))
+    return weights if weights.max() > 0 else np.ones_like(weights)
 
 
 def _layout(record):
