@@ -87,6 +87,9 @@ def test_auto_mode_follows_the_rules():
     assert not is_coordinatewise(bk.Pipeline(bk.nnm(f=1), bk.cwtm(f=1)))
     assert not is_coordinatewise(lambda X: X.mean(0))
     assert RobustHookState(bk.geomed(), mode="bucket").mode == "bucket"
+    assert RobustHookState(bk.cwtm(f=1), attack=bk.Mimic(), byzantine_ranks=(1,)).mode == "whole"
+    with pytest.raises(ValueError, match='mode="whole"'):
+        RobustHookState(bk.cwtm(f=1), mode="bucket", attack=bk.Mimic(), byzantine_ranks=(1,))
 
 
 @pytest.mark.parametrize("kwargs, error", [

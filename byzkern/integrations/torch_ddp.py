@@ -17,7 +17,9 @@ Modes of the hook (DDP cuts the gradient into buckets and calls the hook once pe
   gradient is gathered and aggregated at once. Needed by every rule that looks at whole rows:
   distances (krum, multikrum, nnm), norms (geomed, cclip, norm_filter, clip), bucketing and
   resampling (one draw for all buckets). Costs the overlap of communication with backward.
-- ``"auto"`` (default): ``"bucket"`` when every stage is coordinate-wise, else ``"whole"``.
+  A stateful attack (``Mimic``) needs it too: it follows one gradient from step to step.
+- ``"auto"`` (default): ``"bucket"`` when every stage is coordinate-wise and the attack, if
+  any, keeps no state; else ``"whole"``.
 
 Communication (``comm=``):
 
@@ -40,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from .. import _checks
+from ..attacks import Mimic
 from ..model import flatten, unflatten
 from ..pipeline import Pipeline, Rule, accepts
 
@@ -166,8 +169,12 @@ class RobustHookState(Reduction):
     def __init__(self, pipeline, *, mode="auto", comm="gather", group=None, attack=None, byzantine_ranks=()):
         super().__init__(pipeline, comm=comm, group=group, attack=attack, byzantine_ranks=byzantine_ranks)
         mode = _checks.choice(mode, "mode", MODES)
+        stateful = isinstance(attack, Mimic)
         if mode == "auto":
-            mode = "bucket" if is_coordinatewise(pipeline) else "whole"
+            mode = "bucket" if is_coordinatewise(pipeline) and not stateful else "whole"
+        if mode == "bucket" and stateful:
+            raise ValueError(f'{attack!r} keeps one state for the whole gradient, which mode="bucket" would hand it '
+                             f'bucket by bucket (of other sizes): use mode="whole"')
         self.mode = mode
         self._held = []  # (bucket buffer, its Future) of this step, in "whole" mode
 
