@@ -20,7 +20,7 @@ randk(k)       k values * d/k (dtype) + k indices                  omega = d/k -
 qsgd(s)        norm (dtype) + d codes of 1 + bitlen(s) bits        omega = min(d/s^2, sqrt(d)/s)
 natural        d codes of 1 + exponent bits (9 for float32)        omega = 1/8
 sign           d bits                                              biased
-scaled_sign    scale (dtype) + d bits                              delta = |x|_1^2 / (d |x|^2)
+scaled_sign    scale (float32) + d bits                            delta = |x|_1^2 / (d |x|^2)
 =============  ==================================================  ==========================
 
 A message lives where its input did: the fields of a NumPy or torch CPU input are NumPy arrays,
@@ -30,8 +30,8 @@ decompressed there by the ``cuda`` backend. ``to_bytes`` is the one copy to the 
 
 Indices are 0-based and strictly increasing in each row; codes of width w bits are packed in a
 little-endian bit stream per row (code i occupies bits [i*w, (i+1)*w); bit j is bit j % 8 of
-byte j // 8), padded with zero bits to a whole byte. Scalars (norms, scales) are in the message
-dtype: float32 input sends 4 bytes, as the papers count them.
+byte j // 8), padded with zero bits to a whole byte. qsgd's norm is in the message dtype;
+scaled_sign's scale is a float32 whatever the dtype, the d + 32 bits seed 001 counts.
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ HEADER = struct.Struct("<4sBBBBQQQ")
 #: bytes of the header before the payload: magic, version, kind, dtype, flags, n, d, parameter
 HEADER_BYTES = HEADER.size
 _MAGIC = b"BZKC"
-_VERSION = 1
+#: 2: scaled_sign's scale is a float32 whatever the message dtype (1 sent it in that dtype)
+_VERSION = 2
 KINDS = ("topk", "randk", "qsgd", "natural", "sign", "scaled_sign")
 _DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
 _FLAG_VECTOR = 1  # the message was made from a (d,) vector: decompress gives (d,)
@@ -80,8 +81,10 @@ def _layout(kind, dtype, n, d, param):
     if kind in ("topk", "randk"):
         return [("values", dtype, (n, param)), ("indices", index_dtype(d), (n, param))]
     codes = ("codes", np.dtype(np.uint8), (n, -(-d * _code_width(kind, dtype, param) // 8)))
-    if kind in ("qsgd", "scaled_sign"):
+    if kind == "qsgd":
         return [("scales", dtype, (n,)), codes]
+    if kind == "scaled_sign":
+        return [("scales", np.dtype(np.float32), (n,)), codes]
     return [codes]
 
 
@@ -93,10 +96,10 @@ def _device_of(fields):
 class Compressed:
     """A compressed message: the payload arrays of one compressor, row by row.
 
-    ``kind``, ``dtype`` (the wire dtype of values and scales), ``shape`` ((d,) or (n, d): what
-    ``decompress`` gives), ``param`` (k or levels; 0 for kinds without one), ``fields`` (name ->
-    NumPy array, or CuPy array on the device of a GPU input), ``nbytes`` (payload bytes),
-    ``nbytes_per_row``.
+    ``kind``, ``dtype`` (the wire dtype of values and norms, and what ``decompress`` gives;
+    scaled_sign's scale is a float32), ``shape`` ((d,) or (n, d): what ``decompress`` gives),
+    ``param`` (k or levels; 0 for kinds without one), ``fields`` (name -> NumPy array, or CuPy
+    array on the device of a GPU input), ``nbytes`` (payload bytes), ``nbytes_per_row``.
     """
 
     __slots__ = ("kind", "dtype", "shape", "param", "fields", "_form")
@@ -142,7 +145,8 @@ class Compressed:
         elif self.kind == "natural":
             out = kernel("natural_decompress")(f["codes"], d, self.dtype)
         else:
-            scales = f["scales"] if self.kind == "scaled_sign" else xp_of(f["codes"]).ones(self.n, self.dtype)
+            xp = xp_of(f["codes"])
+            scales = f["scales"].astype(self.dtype) if self.kind == "scaled_sign" else xp.ones(self.n, self.dtype)
             out = kernel("sign_decompress")(f["codes"], scales, d)
         return self._form.restore(out)
 
@@ -348,28 +352,13 @@ def scaled_sign(x, *, backend=None):
     """l1-QSGD / scaled sign (seed 001): ``(||x||_1 / d) sign(x)``, sign(0) = +1.
 
     Contractive with ``delta = ||x||_1^2 / (d ||x||^2)``: ``||C(x) - x||^2 = ||x||^2 -
-    ||x||_1^2 / d``. Wire per row: d bits + the scale (float32 input: ceil(d/8) + 4 bytes).
-    The l1 norm is summed in the fixed order of ``ordered_row_sums``. Cost: one read of x.
+    ||x||_1^2 / d`` (for float64 x, to the float32 rounding of the scale). Wire per row: d bits
+    + the scale as a float32, ceil(d/8) + 4 bytes (SPEC §4; seed 001 counts d + 32 bits),
+    whatever x's dtype: a float64 row's scale is rounded to float32, and past float32's range
+    it is Inf. The l1 norm is summed in float64 in the fixed order of ``ordered_row_sums``.
+    Cost: one read of x.
     """
-    return _compress("scaled_sign", _adapt(x), 0, backend, _scaled_sign_again)
-
-
-def _scaled_sign_again(X, fields):
-    """The kernels' l1 norm overflows for a float64 row whose entries add up past float64's
-    range, although their mean, the scale, fits (float32 rows, added in float64, never do).
-    Those rows, seldom any, take the scale again on the host as m (sum |x| / m) / d, m their
-    largest |x|: at most m, where the sum of |x| / d could still round past float64's range."""
-    xp = xp_of(X)
-    suspect = xp.flatnonzero(fields["scales"] == xp.inf)
-    if not suspect.size:
-        return
-    rows, suspect = host(X[suspect]), host(suspect)
-    again = np.isfinite(rows).all(axis=1)
-    if again.any():
-        magnitudes = np.abs(rows[again])
-        largest = magnitudes.max(axis=1)
-        scale = largest * (_ref.ordered_row_sums(magnitudes / largest[:, None]) / np.float64(rows.shape[1]))
-        fields["scales"][suspect[again]] = xp.asarray(scale)
+    return _compress("scaled_sign", _adapt(x), 0, backend)
 
 
 class ErrorFeedback:

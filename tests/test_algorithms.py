@@ -65,7 +65,9 @@ def topk_by_hand(rows, k):
 
 
 def scaled_sign_by_hand(rows):
-    return np.abs(rows).sum(axis=1, keepdims=True) / rows.shape[1] * np.where(rows >= 0, 1.0, -1.0)
+    """The scale goes on the wire as a float32 (seed 001 counts d + 32 bits)."""
+    scale = (np.abs(rows).sum(axis=1, keepdims=True) / rows.shape[1]).astype(np.float32)
+    return scale.astype(np.float64) * np.where(rows >= 0, 1.0, -1.0)
 
 
 def trimmed_mean_by_hand(rows, f):
@@ -195,8 +197,8 @@ def test_robust_compressed_gd_norm_thresholding(setup, option):
         Q[H:] *= -3
         norms = np.linalg.norm(Q, axis=1)
     np.testing.assert_allclose(method.x, x0 - 0.1 * drop_largest_by_hand(Q, norms, 3), rtol=1e-12)
-    # d sign bits and a float64 scale, plus the float64 norm beside it in Option I
-    assert s.bytes_sent == -(-D // 8) + 8 + (8 if option == "I" else 0)
+    # d sign bits and a float32 scale, plus the float64 norm beside it in Option I
+    assert s.bytes_sent == -(-D // 8) + 4 + (8 if option == "I" else 0)
 
 
 def test_vanilla_compressed_gd_is_the_mean(setup):
