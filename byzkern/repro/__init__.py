@@ -55,9 +55,10 @@ class Context:
 
             self._bar = tqdm(total=total, desc=desc, unit="step", mininterval=1.0, leave=False)
 
-    def run(self, name, method, sim, steps, **options):
-        """Run and save one history as runs/<name>.json and .csv (name made file-safe)."""
-        history = run_method(method, sim, steps, progress=self._bar, meta={"run": name}, **options)
+    def run(self, name, method, sim, steps, *, meta=None, **options):
+        """Run and save one history as runs/<name>.json and .csv (name made file-safe), with
+        ``meta`` beside the run's name in its JSON."""
+        history = run_method(method, sim, steps, progress=self._bar, meta={"run": name, **(meta or {})}, **options)
         stem = re.sub(r"[^A-Za-z0-9.=-]+", "_", name)
         history.to_json(self.out / "runs" / f"{stem}.json")
         history.to_csv(self.out / "runs" / f"{stem}.csv")

@@ -74,8 +74,7 @@ def reproduce(ctx):
             s = sim.Simulation(problem, shards, f=BYZANTINE, seed=seed, **_attack(attack, seed))
             name = f"{attack}_{agg}_{method}_lr{lr}_seed{seed}"
             h = ctx.run(name, _method(method, _aggregator(agg, seed), lr, p, seed), s, steps,
-                        eval_every=eval_every, metrics=("loss",))
-            h.meta["f_star"] = f_star
+                        eval_every=eval_every, metrics=("loss",), meta={"f_star": f_star})
             gaps.setdefault((attack, agg, method, lr), []).append(
                 tail_mean(h, "loss", transform=lambda v: v - f_star))
             histories.setdefault((attack, agg, method, lr), h)
