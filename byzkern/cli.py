@@ -64,8 +64,8 @@ def bench(args):
     rows = benchmarks.run(shapes, ops, backends, repeat=args.repeat,
                           dtype=np.dtype(args.dtype), baselines=not args.no_baselines)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+        with args.json:
+            json.dump(rows, args.json, indent=1)
     return 0
 
 
@@ -83,15 +83,23 @@ def repro(args):
     return 0
 
 
-def _positive(text):
-    """An argparse type: an integer >= 1 (1e6 allowed)."""
+def _whole(text, low):
+    """An argparse type's reading: an integer >= low (1e6 allowed)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value != int(value) or value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text}")
+    if not math.isfinite(value) or value != int(value) or value < low:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {low}; got {text}")
     return int(value)
+
+
+def _positive(text):
+    return _whole(text, 1)
+
+
+def _seed(text):
+    return _whole(text, 0)
 
 
 def _shape(text):
@@ -114,7 +122,7 @@ def main(argv=None):
     p.add_argument("--n", type=_positive, default=20)
     p.add_argument("--f", type=_positive, default=4)
     p.add_argument("--d", type=_positive, default=10_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.set_defaults(run=demo)
 
     p = sub.add_parser("bench", help="time the kernels against the memory-read floor")
@@ -131,7 +139,7 @@ def main(argv=None):
     p.add_argument("--threads", type=_positive,
                    help="threads of the cpu backend, Numba and torch (default: theirs)")
     p.add_argument("--no-baselines", action="store_true", help="skip the NumPy/PyTorch way")
-    p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--json", type=argparse.FileType("w"), help="also write the rows to this file (opened first)")
     p.set_defaults(run=bench)
 
     p = sub.add_parser("info", help="which backends are available, and why not")

@@ -1,6 +1,7 @@
 """The benchmark tools stay runnable: the asv suite (smoke shapes) and `byzkern bench`; the GPU
 suite's PyTorch baselines compute what the kernels they are set beside compute."""
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -72,6 +73,9 @@ def test_byzkern_bench_families_and_the_way_column(capsys):
     (["bench", "--threads", "-2"], "--threads: must be a whole number >= 1"),
     (["demo", "--d", "1.5"], "--d: must be a whole number >= 1; got 1.5"),
     (["repro", "000", "--steps", "0"], "--steps: must be a whole number >= 1"),
+    # found by a review: a negative seed was a NumPy traceback, a bad --json path one after the run
+    (["demo", "--seed", "-1"], "--seed: must be a whole number >= 0; got -1"),
+    (["bench", "--json", "/no/such/folder/rows.json"], "--json: can't open"),
 ])
 def test_bad_arguments_are_usage_errors_before_anything_runs(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -84,9 +88,11 @@ def test_demo_needs_room_for_krum():
         main(["demo", "--n", "10", "--f", "4"])
 
 
-def test_bench_takes_the_smallest_shape_it_accepts(capsys):
-    assert main(["bench", "--shapes", "4x1", "--repeat", "1", "--no-baselines", "--backend", "reference"]) == 0
+def test_bench_takes_the_smallest_shape_it_accepts(capsys, tmp_path):
+    assert main(["bench", "--shapes", "4x1", "--repeat", "1", "--no-baselines", "--backend", "reference",
+                 "--json", str(tmp_path / "rows.json")]) == 0
     assert "optimized" in capsys.readouterr().out
+    assert any(row["op"] == "optimized" for row in json.loads((tmp_path / "rows.json").read_text()))
 
 
 def test_demo_runs_and_robust_rules_beat_the_mean(capsys):

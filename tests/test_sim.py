@@ -214,6 +214,11 @@ def test_history_round_trip_and_plot(tmp_path):
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_plot_needs_a_panel(tmp_path):
+    with pytest.raises(ValueError, match="at least one panel"):
+        sim.plot({}, tmp_path / "none.png")
+
+
 def test_history_json_is_strict_and_a_second_run_on_a_simulation_counts_its_own(tmp_path):
     rng = np.random.default_rng(7)
     problem = sim.LogisticRegression(rng.standard_normal((40, 4)), np.where(rng.random(40) < 0.5, -1.0, 1.0))

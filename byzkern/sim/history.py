@@ -73,6 +73,8 @@ def plot(panels, path, *, metric="loss", logy=False, transform=None, ylabel=None
     """A PNG of ``metric`` against step, one panel per entry of ``panels`` ({panel title:
     {curve label: History}}), up to 5 panels a row; ``transform`` maps the values first (e.g.
     ``lambda v: v - f_star`` for an optimality gap)."""
+    if not panels:
+        raise ValueError("plot needs at least one panel")
     import matplotlib
 
     matplotlib.use("Agg")
