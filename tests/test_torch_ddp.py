@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import byzkern as bk
-from byzkern.integrations.torch_ddp import RobustHookState, is_coordinatewise
+from byzkern.integrations.torch_ddp import RobustHookState, is_coordinatewise, robust_all_reduce
 
 import ddp_workers
 
@@ -104,6 +104,11 @@ def test_auto_mode_follows_the_rules():
 def test_bad_hook_arguments_raise(kwargs, error):
     with pytest.raises(error):
         RobustHookState(bk.cwtm(f=1), **kwargs)
+
+
+def test_a_parameter_without_a_gradient_is_named_before_any_collective():
+    with pytest.raises(TypeError, match=r"tensors\[1\] is None: a parameter with no gradient"):
+        robust_all_reduce([torch.ones(2), None], bk.cwmed())
 
 
 def test_sharded_needs_a_coordinatewise_rule():

@@ -152,6 +152,10 @@ def robust_all_reduce(tensors, pipeline, group=None, *, comm="gather", attack=No
     rank (one more with an attack), one run of the rule.
     """
     tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+    if any(t is None for t in tensors):
+        raise TypeError(f"tensors[{[t is None for t in tensors].index(True)}] is None: a parameter with no gradient "
+                        f"(frozen, or unused this step); pass [p.grad for p in params if p.grad is not None], "
+                        f"the same on every rank")
     flat, spec = flatten(tensors)
     reduction = Reduction(pipeline, comm=comm, group=group, attack=attack, byzantine_ranks=byzantine_ranks)
     out = reduction.launch(flat).wait()
