@@ -106,7 +106,11 @@ def run(method, sim, steps, *, eval_every=1, metrics=METRICS, x0=None, x_star=No
 
     Row 0 is the start; metrics ("loss": honest objective, "grad_norm": norm of its gradient,
     "accuracy": test accuracy; "distance": ||x - x_star|| when ``x_star`` is given) are
-    evaluated at the method's current iterate every ``eval_every`` steps and at the last. ``progress``: a tqdm-like object to ``update(1)``.
+    evaluated at the method's current iterate every ``eval_every`` steps and at the last.
+    ``progress``: a tqdm-like object to ``update(1)``. Bytes and aggregation time are counted
+    from this run's start. ``method.start`` resets the method's state, but not that of its rules
+    and the simulation's attack: a ``Mimic`` or a rule drawing from an ``rng=`` goes on where an
+    earlier run left it, so give each run fresh ones to repeat it.
     """
     steps = _checks.integer(steps, "steps", low=0)
     eval_every = _checks.integer(eval_every, "eval_every", low=1)
