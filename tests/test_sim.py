@@ -225,16 +225,18 @@ def test_history_json_is_strict_and_a_second_run_on_a_simulation_counts_its_own(
     s = sim.Simulation(problem, sim.partition.sequential(40, 4))
     method = algorithms.sgd(lr=0.5, batch_size=5)
     sim.run(method, s, 3)
-    history = sim.run(method, s, 6, eval_every=3, meta={"d": np.int64(4), "x_star": np.zeros(2)})
+    first = s.aggregation_seconds
+    history = sim.run(method, s, 6, eval_every=3, meta={"d": np.int64(4), "x_star": np.zeros(2), "far": -np.inf})
     assert history.rows[0]["bytes_per_worker"] == 0 and history.rows[-1]["bytes_per_worker"] == 6 * 4 * 8
-    assert 0 <= history.rows[0]["aggregation_seconds"] <= history.rows[-1]["aggregation_seconds"]
+    assert history.rows[-1]["aggregation_seconds"] == pytest.approx(s.aggregation_seconds - first, abs=1e-12)
+    history.rows[2]["loss"] = np.inf  # a run that diverged
     history.to_json(tmp_path / "h.json")
     text = (tmp_path / "h.json").read_text()
     data = json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} is not JSON (RFC 8259)"))
-    assert data["rows"][1]["loss"] is None and data["meta"] == {"method": repr(method), "steps": 6, "d": 4,
-                                                                "x_star": [0.0, 0.0]}
+    assert data["rows"][1]["loss"] is None and data["rows"][2]["loss"] == "inf"
+    assert data["meta"] == {"method": repr(method), "steps": 6, "d": 4, "x_star": [0.0, 0.0], "far": "-inf"}
     back = sim.History.from_json(tmp_path / "h.json")
-    np.testing.assert_array_equal(back.column("loss"), history.column("loss"))  # NaN where not evaluated
+    np.testing.assert_array_equal(back.column("loss"), history.column("loss"))  # NaN where not evaluated, Inf
 
 
 @pytest.mark.parametrize("call, error, match", [
@@ -242,6 +244,7 @@ def test_history_json_is_strict_and_a_second_run_on_a_simulation_counts_its_own(
     (lambda s, m: sim.run(m, s, 2.0), TypeError, "steps must be an int"),
     (lambda s, m: sim.run(m, s, 2, eval_every=0), ValueError, "eval_every must be >= 1"),
     (lambda s, m: sim.run(m, s, 2, metrics=("los",)), ValueError, "metrics must be among"),
+    (lambda s, m: sim.run(m, s, 2, metrics="los"), ValueError, r"got \['los'\]"),
     (lambda s, m: sim.run(m, s, 2, x0=np.zeros(3)), ValueError, "x0 must have the problem's shape"),
 ])
 def test_run_refuses_bad_arguments(call, error, match):
@@ -254,7 +257,6 @@ def test_run_refuses_bad_arguments(call, error, match):
     (dict(f=1.5), TypeError, "f must be an int"),
     (dict(f=4), ValueError, "f must be <= n - 1 = 3"),
     (dict(f=1, data_attack="duplicate", duplicate_target=3), ValueError, "duplicate_target must be <= h - 1 = 2"),
-    (dict(f=1, attack=bk.alie(), attack_own=True), ValueError, "attack_own=True gives the attack own="),
 ])
 def test_simulation_refuses_bad_arguments(options, error, match):
     problem, _ = _tiny_sim()

@@ -39,16 +39,19 @@ class History:
         return self.column("step")[keep], values[keep]
 
     def to_json(self, path):
-        """Strict JSON (RFC 8259): a NaN (a metric not evaluated at that step) is written as
-        null, NumPy numbers and arrays as numbers and lists."""
+        """Strict JSON (RFC 8259), which has no NaN or Inf: a NaN (a metric not evaluated at
+        that step) is written as null, +-Inf (a run that diverged) as "inf" / "-inf"; NumPy
+        numbers and arrays as numbers and lists. The file is written once the text is whole."""
+        text = json.dumps(_strict({"meta": self.meta, "rows": self.rows}), indent=1, allow_nan=False)
         with open(path, "w") as fh:
-            json.dump(_strict({"meta": self.meta, "rows": self.rows}), fh, indent=1, allow_nan=False)
+            fh.write(text)
 
     @classmethod
     def from_json(cls, path):
         with open(path) as fh:
             data = json.load(fh)
-        rows = [{c: math.nan if v is None else v for c, v in row.items()} for row in data["rows"]]
+        rows = [{c: math.nan if v is None else float(v) if isinstance(v, str) else v for c, v in row.items()}
+                for row in data["rows"]]
         return cls(rows, data["meta"])
 
     def to_csv(self, path):
@@ -59,14 +62,17 @@ class History:
 
 
 def _strict(value):
-    """value with NumPy numbers and arrays as Python ones and NaN as None, for strict JSON."""
+    """value with NumPy numbers and arrays as Python ones, NaN as None and +-Inf as "inf" and
+    "-inf", for strict JSON."""
     if isinstance(value, dict):
         return {k: _strict(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
         return [_strict(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
     if isinstance(value, np.generic):
         value = value.item()
-    return None if isinstance(value, float) and math.isnan(value) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    return value
 
 
 def plot(panels, path, *, metric="loss", logy=False, transform=None, ylabel=None):
@@ -114,14 +120,14 @@ def run(method, sim, steps, *, eval_every=1, metrics=METRICS, x0=None, x_star=No
     """
     steps = _checks.integer(steps, "steps", low=0)
     eval_every = _checks.integer(eval_every, "eval_every", low=1)
-    unknown = set(metrics) - set(METRICS)
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    unknown = set(metrics) - {*METRICS, "distance"}  # "distance" comes with x_star
     if unknown:
         raise ValueError(f"metrics must be among {METRICS}; got {sorted(unknown)}")
-    start_point = sim.problem.init()
     if x0 is None:
-        x0 = start_point
-    elif np.shape(x0) != start_point.shape:
-        raise ValueError(f"x0 must have the problem's shape {start_point.shape}; got {np.shape(x0)}")
+        x0 = sim.problem.init()
+    elif np.shape(x0) != (sim.problem.dim,):
+        raise ValueError(f"x0 must have the problem's shape {(sim.problem.dim,)}; got {np.shape(x0)}")
     history = History(meta={"method": repr(method), "steps": steps, **(meta or {})})
     # a Simulation's counters run on over earlier runs on it: this run's are counted from here
     bytes_before, aggregation_before = sim.bytes_sent, sim.aggregation_seconds

@@ -16,7 +16,6 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _checks
-from ..pipeline import accepts
 
 DATA_ATTACKS = (None, "label_flip", "duplicate")
 
@@ -55,8 +54,6 @@ class Simulation:
         if data_attack not in DATA_ATTACKS:
             raise ValueError(f"data_attack must be one of {DATA_ATTACKS}; got {data_attack!r}")
         f = _checks.integer(f, "f", low=0, high=len(shards) - 1, high_text=f"n - 1 = {len(shards) - 1}")
-        if attack_own and not accepts(attack, "own"):
-            raise ValueError(f"attack_own=True gives the attack own=, which {attack!r} does not take")
         shards = [np.asarray(s, dtype=np.int64) for s in shards]
         if data_attack == "duplicate":
             h = len(shards) - f
