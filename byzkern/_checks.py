@@ -54,6 +54,13 @@ def real(value, name, *, positive=False, nonnegative=False):
     return value
 
 
+def function(value, name, example):
+    """A callable, such as ``example`` says (e.g. "a compressor rule such as topk(k=10)")."""
+    if not callable(value):
+        raise TypeError(f"{name} must be {example}; got {type(value).__name__} {value!r}")
+    return value
+
+
 def unit_interval(value, name, *, open_low=False, open_high=False):
     """A real number in [0, 1], without 0 or 1 where ``open_low`` or ``open_high`` says so."""
     value = real(value, name)

@@ -50,7 +50,8 @@ HEADER = struct.Struct("<4sBBBBQQQ")
 #: bytes of the header before the payload: magic, version, kind, dtype, flags, n, d, parameter
 HEADER_BYTES = HEADER.size
 _MAGIC = b"BZKC"
-#: 2: scaled_sign's scale is a float32 whatever the message dtype (1 sent it in that dtype)
+#: 2: scaled_sign's scale is a float32 whatever the message dtype (1 sent it in that dtype);
+#: from_bytes refuses messages of version 1, whatever their kind
 _VERSION = 2
 KINDS = ("topk", "randk", "qsgd", "natural", "sign", "scaled_sign")
 _DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
@@ -354,8 +355,8 @@ def scaled_sign(x, *, backend=None):
     Contractive with ``delta = ||x||_1^2 / (d ||x||^2)``: ``||C(x) - x||^2 = ||x||^2 -
     ||x||_1^2 / d`` (for float64 x, to the float32 rounding of the scale). Wire per row: d bits
     + the scale as a float32, ceil(d/8) + 4 bytes (SPEC §4; seed 001 counts d + 32 bits),
-    whatever x's dtype: a float64 row's scale is rounded to float32, and past float32's range
-    it is Inf. The l1 norm is summed in float64 in the fixed order of ``ordered_row_sums``.
+    whatever x's dtype: a float64 row's scale is rounded to float32, Inf past its range, and
+    subnormal or 0 below about 1e-38 and 1e-45. The l1 norm is summed in float64 in the fixed order of ``ordered_row_sums``.
     Cost: one read of x.
     """
     return _compress("scaled_sign", _adapt(x), 0, backend)
@@ -374,9 +375,7 @@ class ErrorFeedback:
     """
 
     def __init__(self, compressor):
-        if not callable(compressor):
-            raise TypeError(f"compressor must be a compressor rule such as topk(k=10); got {type(compressor).__name__}")
-        self.compressor = compressor
+        self.compressor = _checks.function(compressor, "compressor", "a compressor rule such as topk(k=10)")
         self.error = None
 
     @quietly

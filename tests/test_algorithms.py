@@ -289,6 +289,13 @@ def test_a_methods_repr_is_its_options_after_a_run_too(setup):
     history = sim.run(method, make(), 2, x0=x0)
     assert repr(method) == before == history.meta["method"]
 
+    class Mine(al.Method):  # a user's method, keeping an option under another name
+        def __init__(self, *, lr, rule, seed=0, **more):
+            super().__init__(lr=lr, seed=seed)
+            self.aggregator = rule
+
+    assert repr(Mine(lr=0.5, rule=bk.cwmed(), extra=1)) == "Mine(lr=0.5, seed=0)"
+
 
 def test_br_csgd(setup):
     grads, make, _, x0 = setup

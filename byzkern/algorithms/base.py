@@ -6,19 +6,7 @@ import inspect
 
 import numpy as np
 
-from .. import _checks
 from ..sim import generator
-
-
-def batch(size):
-    """A minibatch size: an int >= 1."""
-    return _checks.integer(size, "batch_size", low=1)
-
-
-def compressor_rule(compressor):
-    if not callable(compressor):
-        raise TypeError(f"compressor must be a compressor rule such as randk(k=10, rng=...); got {compressor!r}")
-    return compressor
 
 
 def dense_nbytes(rows):
@@ -44,8 +32,10 @@ class Method:
         self.lr, self.seed = lr, seed
 
     def __repr__(self):
-        """The options it was made with (not a run's state: a history's meta holds this)."""
-        names = [name for name in inspect.signature(type(self).__init__).parameters if name != "self"]
+        """The options it was made with, those kept under their own names (not a run's state:
+        a history's meta holds this)."""
+        names = [p.name for p in inspect.signature(type(self).__init__).parameters.values()
+                 if p.name != "self" and p.kind is not p.VAR_KEYWORD and hasattr(self, p.name)]
         return f"{type(self).__name__}({', '.join(f'{name}={getattr(self, name)!r}' for name in names)})"
 
     def start(self, sim, x0):

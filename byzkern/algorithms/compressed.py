@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
-from .base import Method, batch, compressor_rule
+from .base import Method
 
 
 class BRCSGD(Method):
@@ -15,7 +15,8 @@ class BRCSGD(Method):
 
     def __init__(self, *, aggregator, lr, compressor, batch_size=1, seed=0):
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.compressor, self.batch_size = aggregator, compressor_rule(compressor), batch(batch_size)
+        self.aggregator, self.batch_size = aggregator, _checks.integer(batch_size, "batch_size", low=1)
+        self.compressor = _checks.function(compressor, "compressor", "a compressor rule such as randk(k=10, rng=...)")
 
     def step(self, sim):
         message = self.compressor(sim.gradients(self.x, sim.sample(self.batch_size)))
@@ -35,7 +36,8 @@ class BRDIANA(Method):
 
     def __init__(self, *, aggregator, lr, compressor, beta=0.01, batch_size=1, seed=0):
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.compressor, self.batch_size = aggregator, compressor_rule(compressor), batch(batch_size)
+        self.aggregator, self.batch_size = aggregator, _checks.integer(batch_size, "batch_size", low=1)
+        self.compressor = _checks.function(compressor, "compressor", "a compressor rule such as randk(k=10, rng=...)")
         self.beta = _checks.unit_interval(beta, "beta", open_low=True)
 
     def start(self, sim, x0):

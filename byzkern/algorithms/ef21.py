@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import _checks
-from .base import Method, batch, dense_nbytes
+from .base import Method, dense_nbytes
 
 
 class ByzEF21SGDM(Method):
@@ -23,7 +23,8 @@ class ByzEF21SGDM(Method):
 
     def __init__(self, *, aggregator, lr, compressor, eta=0.01, batch_size=1, seed=0):
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.compressor, self.batch_size = aggregator, compressor, batch(batch_size)
+        self.aggregator, self.compressor = aggregator, compressor
+        self.batch_size = _checks.integer(batch_size, "batch_size", low=1)
         self.eta = _checks.unit_interval(eta, "eta", open_low=True)
 
     def start(self, sim, x0):

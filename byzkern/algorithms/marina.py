@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import _checks
-from .base import Method, batch, dense_nbytes
+from .base import Method, dense_nbytes
 
 ATTACKED = ("estimates", "messages")
 
@@ -35,7 +35,8 @@ class ByzVRMarina(Method):
         if attacked not in ATTACKED:
             raise ValueError(f"attacked must be one of {ATTACKED}; got {attacked!r}")
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.compressor, self.batch_size = aggregator, compressor, batch(batch_size)
+        self.aggregator, self.compressor = aggregator, compressor
+        self.batch_size = _checks.integer(batch_size, "batch_size", low=1)
         self.p = _checks.unit_interval(p, "p")
         self.attacked = attacked
 

@@ -8,7 +8,7 @@ import byzkern as bk
 
 from .. import _checks
 from ..sim import generator
-from .base import Method, batch, dense_nbytes
+from .base import Method, dense_nbytes
 
 
 class RobustDGD(Method):
@@ -49,7 +49,8 @@ class RobustDSHB(Method):
 
     def __init__(self, *, aggregator, lr=lambda t: 0.75 / (1 + (t + 1) // 50), beta=0.9, batch_size=25, clip=None, seed=0):
         super().__init__(lr=lr, seed=seed)
-        self.aggregator, self.batch_size, self.clip = aggregator, batch(batch_size), clip
+        self.aggregator, self.clip = aggregator, clip
+        self.batch_size = _checks.integer(batch_size, "batch_size", low=1)
         self.beta = _checks.unit_interval(beta, "beta", open_high=True)
 
     def start(self, sim, x0):

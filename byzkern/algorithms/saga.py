@@ -5,8 +5,9 @@ import numpy as np
 
 import byzkern as bk
 
+from .. import _checks
 from ..sim.simulation import Batch
-from .base import Method, batch
+from .base import Method
 
 
 class ByrdSAGA(Method):
@@ -27,7 +28,7 @@ class ByrdSAGA(Method):
     def __init__(self, *, lr, aggregator=None, batch_size=32, seed=0):
         super().__init__(lr=lr, seed=seed)
         self.aggregator = bk.geomed() if aggregator is None else aggregator
-        self.batch_size = batch(batch_size)
+        self.batch_size = _checks.integer(batch_size, "batch_size", low=1)
 
     def start(self, sim, x0):
         super().start(sim, x0)
