@@ -101,6 +101,11 @@ def test_the_dtypes_are_those_most_replies_carry_and_keys_may_come_in_any_order(
     assert {k: a.numpy().dtype for k, a in out.items()} == {k: np.asarray(v).dtype for k, v in clients[0].items()}
     X = np.stack([0 * flat(clients[0])] + [flat(a) for a in clients[:4]])
     np.testing.assert_allclose(flat({k: out[k] for k in clients[0]}), bk.cwtm(X, f=1), rtol=1e-6)
+    # two int8 replies beside two float32 and one float64 one: a tie, which goes to the float
+    wider = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in clients[2].items()}
+    honest = [reply_content(a, 10) for a in (clients[0], clients[1], wider)]
+    out = aggregate_arrayrecords([reply_content(byzantine, 10)] * 2 + honest, bk.cwtm(f=2))
+    assert out["head"].numpy().dtype == np.float32 and out["steps"].numpy().dtype == np.int64
 
 
 def test_mismatched_replies_raise(replies):

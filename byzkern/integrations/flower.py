@@ -38,8 +38,9 @@ def aggregate_arrayrecords(records, pipeline, weighted_by_key="num-examples"):
     ArrayRecord and one MetricRecord, as Flower checks them): every client's arrays flattened
     into one row of X (n, d), ``pipeline(X)`` (with ``weights=`` the clients' ``weighted_by_key``
     values, capped, when the rule takes weights), cut back into the arrays' keys, shapes and
-    dtypes: the dtypes most replies carry (a Byzantine reply of int8 arrays must not make the
-    model int8). Replies may list the keys in any order. Mixed dtypes are aggregated in their
+    dtypes: for each array, the dtype most replies carry, ties going to a float and then to the
+    wider (a Byzantine reply of int8 arrays must not make the model int8). Replies may list the
+    keys in any order. Mixed dtypes are aggregated in their
     common NumPy type. Cost: two copies of every reply (its flat row, then X), one run of the
     rule.
     """
@@ -60,16 +61,22 @@ def aggregate_arrayrecords(records, pipeline, weighted_by_key="num-examples"):
         options["weights"] = _capped([next(iter(r.metric_records.values()))[weighted_by_key] for r in records])
     out = pipeline(np.stack(rows), **options)
     pieces = unflatten(out, specs[0])
-    dtypes = Counter(tuple(x.dtype for x in reply) for reply in ndarrays).most_common(1)[0][0]
+    dtypes = [_most_carried(reply[i].dtype for reply in ndarrays) for i in range(len(keys))]
     # integer arrays (step counters) come back rounded: a weighted mean of equal integers may
     # land an ulp below them, which a cast would truncate to the integer below
     return ArrayRecord({k: Array(np.asarray(np.rint(p) if np.issubdtype(dtype, np.integer) else p, dtype=dtype))
                         for k, p, dtype in zip(keys, pieces, dtypes)})
 
 
+def _most_carried(dtypes):
+    counts = Counter(dtypes)
+    return max(counts, key=lambda dt: (counts[dt], dt.kind == "f", dt.itemsize))
+
+
 def _capped(counts):
     """Clients' reported sample counts as weights: each at most the median count, where a count
-    that is negative or not finite is 0; all 1 where none is positive."""
+    that is negative or not finite is 0; all 1 where the median is 0 (most clients report no
+    samples, or a count they cannot have)."""
     counts = np.array(counts, dtype=np.float64)
     counts[~(np.isfinite(counts) & (counts >= 0))] = 0.0
     weights = np.minimum(counts, np.median(counts))
