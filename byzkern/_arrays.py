@@ -191,7 +191,10 @@ def real_values(values, name):
     except ValueError:
         raise ValueError(f"{name} has rows of different lengths") from None
     if values.dtype == object and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values.flat):
-        values = values.astype(np.float64)  # ints past 64 bits, Fractions
+        try:
+            values = values.astype(np.float64)  # ints past 64 bits, Fractions
+        except OverflowError:
+            raise ValueError(f"{name} holds a number past float64's range") from None
     if values.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold real numbers; got {values.dtype} values")
     return values.astype(np.float64)

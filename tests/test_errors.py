@@ -80,6 +80,8 @@ BAD_CALLS = [
      "init has finite values past the range of float32"),
     ("own past float32", lambda: bk.sign_flip(X.astype(np.float32), f=1, own=[[1e39] * 4]), ValueError,
      "own has finite values past the range of float32"),
+    ("weights past float64", lambda: bk.geomed(X, weights=[10**400, 1, 1, 1, 1]), ValueError,
+     "weights holds a number past float64's range"),
     ("etas complex", lambda: bk.optimized(X, f=1, attack="foe", aggregator=bk.mean, etas=[1j]), TypeError,
      "etas must hold real numbers"),
 ]
