@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -64,8 +66,8 @@ def bench(args):
     rows = benchmarks.run(shapes, ops, backends, repeat=args.repeat,
                           dtype=np.dtype(args.dtype), baselines=not args.no_baselines)
     if args.json:
-        with args.json:
-            json.dump(rows, args.json, indent=1)
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
     return 0
 
 
@@ -83,14 +85,19 @@ def repro(args):
     return 0
 
 
-def _whole(text, low):
-    """An argparse type's reading: an integer >= low (1e6 allowed)."""
+def _whole(text, low, high=None):
+    """An argparse type's reading: an integer in [low, high] (1e6 allowed; digits read exactly)."""
     try:
-        value = float(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value) or value != int(value) or value < low:
         raise argparse.ArgumentTypeError(f"must be a whole number >= {low}; got {text}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"must be <= {high}; got {text}")
     return int(value)
 
 
@@ -99,7 +106,18 @@ def _positive(text):
 
 
 def _seed(text):
-    return _whole(text, 0)
+    return _whole(text, 0, 2**64 - 1)
+
+
+def _writable(text):
+    """An argparse type: a file path that can be written, checked before a long run (the file
+    itself is written after it)."""
+    path = Path(text)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK) or (
+            path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"can't write {text!r}")
+    return path
 
 
 def _shape(text):
@@ -139,7 +157,7 @@ def main(argv=None):
     p.add_argument("--threads", type=_positive,
                    help="threads of the cpu backend, Numba and torch (default: theirs)")
     p.add_argument("--no-baselines", action="store_true", help="skip the NumPy/PyTorch way")
-    p.add_argument("--json", type=argparse.FileType("w"), help="also write the rows to this file (opened first)")
+    p.add_argument("--json", type=_writable, help="also write the rows to this file")
     p.set_defaults(run=bench)
 
     p = sub.add_parser("info", help="which backends are available, and why not")

@@ -75,7 +75,8 @@ def test_byzkern_bench_families_and_the_way_column(capsys):
     (["repro", "000", "--steps", "0"], "--steps: must be a whole number >= 1"),
     # found by a review: a negative seed was a NumPy traceback, a bad --json path one after the run
     (["demo", "--seed", "-1"], "--seed: must be a whole number >= 0; got -1"),
-    (["bench", "--json", "/no/such/folder/rows.json"], "--json: can't open"),
+    (["bench", "--json", "/no/such/folder/rows.json"], "--json: can't write"),
+    (["demo", "--seed", "18446744073709551616"], "--seed: must be <= 18446744073709551615"),
 ])
 def test_bad_arguments_are_usage_errors_before_anything_runs(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -89,6 +90,10 @@ def test_demo_needs_room_for_krum():
 
 
 def test_bench_takes_the_smallest_shape_it_accepts(capsys, tmp_path):
+    (tmp_path / "rows.json").write_text("earlier results")
+    with pytest.raises(SystemExit):  # refused after --json was read: the file is as it was
+        main(["bench", "--json", str(tmp_path / "rows.json"), "--threads", "-2"])
+    assert (tmp_path / "rows.json").read_text() == "earlier results"
     assert main(["bench", "--shapes", "4x1", "--repeat", "1", "--no-baselines", "--backend", "reference",
                  "--json", str(tmp_path / "rows.json")]) == 0
     assert "optimized" in capsys.readouterr().out
