@@ -6,8 +6,6 @@ same rows: ties always go to the lower index.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from . import _dispatch
 from ._arrays import adapt, xp_of
 from .pipeline import rule

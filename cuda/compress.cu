@@ -335,7 +335,7 @@ __global__ void qsgd_scales(const double* lanes, index_t n, index_t chunks, inde
   }
 }
 
-// scaled_sign's per-row scale ||x||_1 / d in the message dtype.
+// scaled_sign's per-row scale ||x||_1 / d in X's dtype (the message narrows it to float32).
 template <class T>
 __global__ void l1_scales(const double* lanes, index_t n, index_t chunks, index_t d, T* scales) {
   for (index_t row = byzkern::global_thread(); row < n; row += byzkern::global_stride()) {
