@@ -113,8 +113,7 @@ def _writable(text):
     """An argparse type: a file path that can be written, checked before a long run (the file
     itself is written after it)."""
     path = Path(text)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK) or (
+    if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK) or (
             path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"can't write {text!r}")
     return path

@@ -356,8 +356,8 @@ def scaled_sign(x, *, backend=None):
     ||x||_1^2 / d`` (for float64 x, to the float32 rounding of the scale). Wire per row: d bits
     + the scale as a float32, ceil(d/8) + 4 bytes (SPEC §4; seed 001 counts d + 32 bits),
     whatever x's dtype: a float64 row's scale is rounded to float32, Inf past its range, and
-    subnormal or 0 below about 1e-38 and 1e-45. The l1 norm is summed in float64 in the fixed order of ``ordered_row_sums``.
-    Cost: one read of x.
+    subnormal or 0 below about 1e-38 and 1e-45. The l1 norm is summed in float64 in the fixed
+    order of ``ordered_row_sums``. Cost: one read of x.
     """
     return _compress("scaled_sign", _adapt(x), 0, backend)
 

@@ -40,9 +40,8 @@ def aggregate_arrayrecords(records, pipeline, weighted_by_key="num-examples"):
     values, capped, when the rule takes weights), cut back into the arrays' keys, shapes and
     dtypes: for each array, the dtype most replies carry, ties going to a float and then to the
     wider (a Byzantine reply of int8 arrays must not make the model int8). Replies may list the
-    keys in any order. Mixed dtypes are aggregated in their
-    common NumPy type. Cost: two copies of every reply (its flat row, then X), one run of the
-    rule.
+    keys in any order. Mixed dtypes are aggregated in their common NumPy type. Cost: two copies
+    of every reply (its flat row, then X), one run of the rule.
     """
     if not records:
         raise ValueError("aggregate_arrayrecords needs at least one reply")
