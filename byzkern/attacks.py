@@ -330,8 +330,7 @@ def optimized(H, *, f, attack, aggregator, etas=None, return_info=False, backend
     if callable(attack) and getattr(attack, "__name__", None) in _DIRECTIONS:
         attack = attack.__name__
     attack = _checks.choice(attack, "attack", _DIRECTIONS)
-    if not callable(aggregator):
-        raise TypeError(f"aggregator must be callable (e.g. cwtm(f=4)); got {type(aggregator).__name__}")
+    _checks.function(aggregator, "aggregator", "callable (e.g. cwtm(f=4))")
     etas = DEFAULT_ETAS if etas is None else real_values(etas, "etas").reshape(-1)
     if etas.size == 0 or not np.isfinite(etas).all():
         raise ValueError(f"etas must be a non-empty sequence of finite numbers; got {etas!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 
+from . import _checks
 from ._arrays import is_array, quietly
 
 _NO_DATA = object()
@@ -106,10 +107,7 @@ class Pipeline:
     def __init__(self, *stages):
         if not stages:
             raise ValueError("Pipeline needs at least one stage")
-        for s in stages:
-            if not callable(s):
-                raise TypeError(f"Pipeline stages must be callable; got {type(s).__name__}")
-        self.stages = stages
+        self.stages = tuple(_checks.function(s, "a Pipeline stage", "callable") for s in stages)
 
     def __call__(self, X, **options):
         """Run every stage; ``options`` (e.g. backend=) are passed to each stage."""

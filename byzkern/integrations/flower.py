@@ -29,6 +29,7 @@ from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
+from .. import _checks
 from ..model import flatten, unflatten
 from ..pipeline import accepts
 
@@ -93,8 +94,7 @@ class RobustFedAvg(FedAvg):
     """
 
     def __init__(self, pipeline, **fedavg_options):
-        if not callable(pipeline):
-            raise TypeError(f"pipeline must be callable (a byzkern rule or Pipeline); got {type(pipeline).__name__}")
+        _checks.function(pipeline, "pipeline", "callable (a byzkern rule or Pipeline)")
         super().__init__(**fedavg_options)
         self.pipeline = pipeline
 

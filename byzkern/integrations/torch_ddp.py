@@ -71,10 +71,9 @@ class Reduction:
     """
 
     def __init__(self, pipeline, *, comm="gather", group=None, attack=None, byzantine_ranks=()):
-        if not callable(pipeline):
-            raise TypeError(f"pipeline must be callable (a byzkern rule or Pipeline); got {type(pipeline).__name__}")
-        if attack is not None and not callable(attack):
-            raise TypeError(f"attack must be callable (a byzkern attack); got {type(attack).__name__}")
+        _checks.function(pipeline, "pipeline", "callable (a byzkern rule or Pipeline)")
+        if attack is not None:
+            _checks.function(attack, "attack", "callable (a byzkern attack)")
         ranks = tuple(_checks.integer(r, "byzantine_ranks[i]", low=0) for r in byzantine_ranks)
         if len(set(ranks)) != len(ranks):
             raise ValueError(f"byzantine_ranks must be distinct; got {ranks}")
