@@ -269,6 +269,7 @@ class Adapted:
             narrowed = view.astype(self.dtype)
             if bool((self.xp.isfinite(view) & ~self.xp.isfinite(narrowed)).any()):
                 raise ValueError(f"{name} has finite values past the range of {self.dtype}, the data's dtype")
+            view = narrowed
         return self.xp.ascontiguousarray(self.xp.broadcast_to(view, (B,) + tail), dtype=self.dtype)
 
     def order_torch_after_kernels(self):
