@@ -1,9 +1,10 @@
 """A real Flower simulation (Ray, loopback), run by test_flower.py in a process of its own.
 
 5 supernodes fit least squares from a common start, 10 local gradient steps per round, 3
-rounds; in the attacked runs supernode 4 sends -100 times its model. One ServerApp runs FedAvg
-without the attack, FedAvg with it, and RobustFedAvg(cwtm(f=1)) with it, and prints each run's
-distance to the true solution as one JSON line.
+rounds; in the attacked runs supernode 4 sends -100 times its model, in the malformed run a model
+with one coordinate too many. One ServerApp runs FedAvg without the attack, FedAvg with it,
+RobustFedAvg(cwtm(f=1)) with it and with the malformed replies, and prints each run's distance
+to the true solution as one JSON line.
 """
 import faulthandler
 import json
@@ -33,8 +34,11 @@ def local_training(msg, context):
     w = msg.content["arrays"]["w"].numpy()
     for _ in range(LOCAL_STEPS):
         w = w - 0.1 * A.T @ (A @ w - y) / SAMPLES
-    if node == NODES - 1 and msg.content["config"]["attack"]:
+    attack = msg.content["config"]["attack"]
+    if node == NODES - 1 and attack == "scale":
         w = -100.0 * w
+    if node == NODES - 1 and attack == "malformed":
+        w = np.append(w, 0.0)
     content = RecordDict({"arrays": ArrayRecord({"w": Array(w)}),
                           "metrics": MetricRecord({"num-examples": SAMPLES})})
     return Message(content, reply_to=msg)
@@ -43,9 +47,10 @@ def local_training(msg, context):
 def main():
     # Every node must have joined before round 1, so that each round has all 5 replies.
     options = dict(fraction_evaluate=0.0, min_available_nodes=NODES, min_train_nodes=NODES)
-    runs = {"honest FedAvg": (FedAvg(**options), False),
-            "attacked FedAvg": (FedAvg(**options), True),
-            "attacked RobustFedAvg": (RobustFedAvg(bk.cwtm(f=1), **options), True)}
+    runs = {"honest FedAvg": (FedAvg(**options), "none"),
+            "attacked FedAvg": (FedAvg(**options), "scale"),
+            "attacked RobustFedAvg": (RobustFedAvg(bk.cwtm(f=1), **options), "scale"),
+            "malformed RobustFedAvg": (RobustFedAvg(bk.cwtm(f=1), **options), "malformed")}
     errors = {}
     server_app = ServerApp()
 

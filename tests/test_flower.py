@@ -1,7 +1,9 @@
 """byzkern's Flower strategy through Flower's own API: real RecordDicts and Messages, and one
 real simulation (Ray on loopback) with a Byzantine client, in flower_simulation.py.
 """
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -139,6 +141,79 @@ def test_aggregate_train_on_real_messages(replies):
     assert strategy.aggregate_train(1, []) == (None, None)
 
 
+def saved(array):
+    """``array``'s bytes as Flower's Array carries them, so a reply can declare other dtypes and shapes."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def malformed_replies(arrays):
+    """Replies a Byzantine client can send that FedAvg cannot aggregate, each with what makes it so."""
+    def content(array_records=None, metrics=None):
+        records = {"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()})} if array_records is None else array_records
+        return RecordDict({**records, "metrics": MetricRecord({"num-examples": 10, "train-loss": 1.0}
+                                                              if metrics is None else metrics)})
+
+    def record(**changes):
+        return {"arrays": ArrayRecord({**{k: Array(v) for k, v in arrays.items()}, **changes})}
+
+    head = arrays["head"]
+    return {
+        "another shape": content(record(head=Array(np.zeros((2, 4), np.float32)))),
+        "another key": content(record(extra=Array(np.zeros(2, np.float32)))),
+        "a key missing": content({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items() if k != "head"})}),
+        "two ArrayRecords": content({**record(), "more": ArrayRecord({"head": Array(head)})}),
+        "no count": content(metrics={"train-loss": 1.0}),
+        "a negative count": content(metrics={"num-examples": -5, "train-loss": 1.0}),
+        "a count that is not finite": content(metrics={"num-examples": float("nan"), "train-loss": 1.0}),
+        "a list for a count": content(metrics={"num-examples": [10, 10], "train-loss": 1.0}),
+        "a list for a number": content(metrics={"num-examples": 10, "train-loss": [1.0, 2.0]}),
+        "complex arrays": content(record(head=Array(head.astype(np.complex64)))),
+        "bytes that do not read": content(record(head=Array(dtype="float32", shape=head.shape,
+                                                            stype="numpy.ndarray", data=b"not an array"))),
+        "bytes of another shape": content(record(head=Array(dtype="float32", shape=head.shape, stype="numpy.ndarray",
+                                                            data=saved(head.reshape(2, 4))))),
+    }
+
+
+@pytest.mark.parametrize("kind", list(malformed_replies(client_arrays(np.random.default_rng(0)))))
+def test_a_malformed_reply_is_dropped_and_the_round_goes_on(replies, kind, caplog):
+    # FedAvg's checks end the run (InconsistentMessageReplies) on any of these, so one Byzantine
+    # client could stop the training; the strategy drops the reply as it drops a client's error.
+    clients, _, records = replies
+    byzantine = malformed_replies(clients[0])[kind]
+    messages = [reply_message(r, node=i + 1) for i, r in enumerate(records)]
+    for at in (0, 2, len(messages)):
+        strategy = RobustFedAvg(bk.cwtm(f=1))
+        with caplog.at_level(logging.WARNING, logger="flwr"):
+            arrays, metrics = strategy.aggregate_train(1, messages[:at] + [reply_message(byzantine, node=77)] + messages[at:])
+        assert "Dropped the reply of node 77" in caplog.text
+        expected = aggregate_arrayrecords(records, bk.cwtm(f=1))
+        for key in expected:
+            np.testing.assert_array_equal(arrays[key].numpy(), expected[key].numpy())
+        assert metrics["train-loss"] == pytest.approx(np.average([1, 2, 3, 4, 5], weights=[10, 20, 30, 40, 50]))
+        caplog.clear()
+    strategy = RobustFedAvg(bk.cwtm(f=1))
+    evaluation = [reply_message(RecordDict({"metrics": r["metrics"]}), node=i + 1) for i, r in enumerate(records)]
+    malformed = RecordDict({"metrics": next(iter(byzantine.metric_records.values()))})
+    metrics = strategy.aggregate_evaluate(1, evaluation + [reply_message(malformed, node=77)])
+    losses, counts = [1, 2, 3, 4, 5], [10, 20, 30, 40, 50]
+    if "Dropped the reply of node 77" not in caplog.text:  # its metrics were well formed
+        assert kind not in ("no count", "a negative count", "a count that is not finite", "a list for a count",
+                            "a list for a number")
+        losses, counts = losses + [1], counts + [10]
+    assert metrics["train-loss"] == pytest.approx(np.average(losses, weights=counts))
+
+
+def test_rounds_where_no_reply_can_be_aggregated(replies):
+    _, _, records = replies
+    strategy = RobustFedAvg(bk.cwtm(f=1), weighted_by_key="samples")
+    with pytest.raises(ValueError, match="no reply can be aggregated; the first carries 'samples' = None"):
+        strategy.aggregate_train(1, [reply_message(r, node=i + 1) for i, r in enumerate(records)])
+    assert strategy.aggregate_evaluate(1, []) is None
+
+
 def test_defaults_are_fedavgs():
     ours, theirs = RobustFedAvg(bk.cwmed()), FedAvg()
     for option in ("fraction_train", "fraction_evaluate", "min_train_nodes", "min_available_nodes",
@@ -157,9 +232,11 @@ def test_simulation_with_a_byzantine_client():
                           env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]
     errors = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(errors) == {"honest FedAvg", "attacked FedAvg", "attacked RobustFedAvg"}
+    assert set(errors) == {"honest FedAvg", "attacked FedAvg", "attacked RobustFedAvg", "malformed RobustFedAvg"}
     assert errors["attacked FedAvg"] > 100
     # Every run starts at distance ||w*|| = 3.9 from the solution; the honest one ends at 0.36.
     # cwtm averages the 3 middle of 5 values per coordinate, so one honest client is always
     # dropped: it ends a little farther (0.51 seen), within 0.25 of the honest run.
     assert errors["attacked RobustFedAvg"] <= errors["honest FedAvg"] + 0.25
+    # The malformed reply is dropped each round (FedAvg would end the run): cwtm on 4 honest rows.
+    assert errors["malformed RobustFedAvg"] <= errors["honest FedAvg"] + 0.25
