@@ -16,8 +16,9 @@ import byzkern as bk
 def demo(args):
     """A real aggregation under attack: which rule stays near the honest mean?"""
     n, f, d = args.n, args.f, args.d
-    if n < 2 * f + 3:  # Krum's default k = n - f - 2 >= 1 beside f honest rows and more
-        raise SystemExit(f"byzkern demo: needs n >= 2f + 3 (Krum's k = n - f - 2 with n > 2f); got n={n}, f={f}")
+    if n <= 2 * f or n < f + 3:
+        raise SystemExit(f"byzkern demo: needs n > 2f (cwtm, nnm, ...) and n >= f + 3 (Krum's default "
+                         f"k = n - f - 2 >= 1); got n={n}, f={f}")
     rng = np.random.default_rng(args.seed)
     true_gradient = rng.standard_normal(d).astype(np.float32)
     honest = true_gradient + 0.5 * rng.standard_normal((n - f, d)).astype(np.float32)

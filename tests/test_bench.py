@@ -84,9 +84,19 @@ def test_bad_arguments_are_usage_errors_before_anything_runs(argv, message, caps
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_demo_needs_room_for_krum():
-    with pytest.raises(SystemExit, match="needs n >= 2f \\+ 3"):
-        main(["demo", "--n", "10", "--f", "4"])
+@pytest.mark.parametrize("n, f", [(8, 4), (3, 1)])
+def test_demo_refuses_too_few_rows_for_its_rules(n, f):
+    with pytest.raises(SystemExit, match=f"needs n > 2f .* and n >= f \\+ 3 .*; got n={n}, f={f}"):
+        main(["demo", "--n", str(n), "--f", str(f)])
+
+
+@pytest.mark.parametrize("n, f", [(9, 4), (5, 2), (4, 1)])
+def test_demo_runs_with_the_fewest_rows_its_rules_take(n, f, capsys):
+    assert main(["demo", "--n", str(n), "--f", str(f), "--d", "50"]) == 0
+    table = capsys.readouterr().out.split("first 5 coordinates")[0]
+    rows = {line.split()[0]: line.split()[-4:] for line in table.splitlines()[3:]}
+    assert len(rows) == 11 and f"krum(f={f})" in rows
+    assert np.isfinite([float(v) for v in rows[f"cwtm(f={f})"]]).all()  # NaN rows included
 
 
 def test_bench_takes_the_smallest_shape_it_accepts(capsys, tmp_path):
