@@ -88,6 +88,13 @@ def _check_float(x, name) -> None:
     )
 
 
+def _integers_as_float64(x):
+    """An integer array as float64 in its own library and device; any other array as it is."""
+    if not _dtype_name(x).startswith(("int", "uint")):
+        return x
+    return x.to(dtype=__import__("torch").float64) if library_of(x) == "torch" else x.astype(np.float64)
+
+
 def user_array(x, name):
     """x as the user's own float array (a list of rows stacked), for arithmetic done in the
     user's library (ErrorFeedback's p = lr g + e); TypeError for any other kind or dtype."""
@@ -245,9 +252,10 @@ class Adapted:
         """Bring an auxiliary array (weights, init, own rows, norms) into this call's form.
 
         It must come from the data's library (or NumPy beside torch CPU data) and device, or be a
-        list of numbers, which goes to the data's device. Its shape is ``tail`` (shared by every
-        batch item) or ``(B,) + tail``; the result is ``(B,) + tail``, contiguous, in the compute
-        dtype.
+        list of numbers, which goes to the data's device. An integer array is read as numbers,
+        as a list of integers is (sample counts as weights). Its shape is ``tail`` (shared by
+        every batch item) or ``(B,) + tail``; the result is ``(B,) + tail``, contiguous, in the
+        compute dtype.
         """
         if isinstance(arr, (list, tuple)) and not any(is_array(a) and a.ndim for a in arr):
             view = self.xp.asarray(real_values(arr, name))
@@ -257,7 +265,7 @@ class Adapted:
             lib = library_of(arr)
             if lib != self.lib and not (lib == "numpy" and self.lib == "torch" and self.device == "cpu"):
                 raise TypeError(f"{name} is a {lib} array but the data is a {self.lib} array")
-            view, device = _to_kernel_array(arr, name)
+            view, device = _to_kernel_array(_integers_as_float64(arr), name)
             if device != self.device:
                 raise ValueError(f"{name} is on {device} but the data is on {self.device}; "
                                  f"byzkern never copies between devices")

@@ -149,3 +149,21 @@ def test_numbers_in_a_list_may_be_any_real_numbers():
                                   bk.geomed(X, weights=[0.5, 1, 1, 1, 1]))
     np.testing.assert_array_equal(bk.geomed(X, weights=[2**70, 2**69, 2**69, 2**69, 2**69]),
                                   bk.geomed(X, weights=[2.0, 1, 1, 1, 1]))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+def test_integer_arrays_beside_the_data_are_numbers_as_integer_lists_are(backend):
+    # Sample counts as weights come as integer arrays; a list of the same integers was read.
+    counts = np.array([3, 1, 4, 1, 5])
+    for dtype in (np.int64, np.uint8, np.int32):
+        np.testing.assert_array_equal(bk.geomed(X, weights=counts.astype(dtype), backend=backend),
+                                      bk.geomed(X, weights=counts.tolist(), backend=backend))
+        np.testing.assert_array_equal(bk.norm_filter(X, f=2, norms=counts.astype(dtype), backend=backend),
+                                      bk.norm_filter(X, f=2, norms=counts.astype(np.float64), backend=backend))
+    np.testing.assert_array_equal(bk.geomed(X, init=np.arange(X.shape[1]), backend=backend),
+                                  bk.geomed(X, init=np.arange(X.shape[1], dtype=np.float64), backend=backend))
+    with pytest.raises(TypeError, match="weights has dtype bool"):
+        bk.geomed(X, weights=counts > 2, backend=backend)
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(bk.geomed(torch.tensor(X), weights=torch.tensor(counts), backend=backend).numpy(),
+                                  bk.geomed(X, weights=counts.tolist(), backend=backend))
