@@ -25,6 +25,26 @@ _32 = np.uint64(32)
 STREAMS = {"bucketing": 1, "resampling": 2, "randk": 3, "qsgd": 4, "natural": 5, "gaussian": 6}
 
 
+#: fdlibm's constants of Box-Muller's logarithm, sine and cosine (e_log.c, k_sin.c, k_cos.c and
+#: e_rem_pio2.c's medium case), which csrc/compress.cpp and cuda/compress.cu write as hex float
+#: literals: Python has none. The reference and Numba run the same operations on them.
+LG1, LG2, LG3, LG4, LG5, LG6, LG7, LN2_HI, LN2_LO = map(float.fromhex, (
+    "0x1.5555555555593p-1", "0x1.999999997fa04p-2", "0x1.2492494229359p-2", "0x1.c71c51d8e78afp-3",
+    "0x1.7466496cb03dep-3", "0x1.39a09d078c69fp-3", "0x1.2f112df3e5244p-3", "0x1.62e42feep-1",
+    "0x1.a39ef35793c76p-33"))
+S1, S2, S3, S4, S5, S6 = map(float.fromhex, (
+    "-0x1.5555555555549p-3", "0x1.111111110f8a6p-7", "-0x1.a01a019c161d5p-13", "0x1.71de357b1fe7dp-19",
+    "-0x1.ae5e68a2b9cebp-26", "0x1.5d93a5acfd57cp-33"))
+C1, C2, C3, C4, C5, C6 = map(float.fromhex, (
+    "0x1.555555555554cp-5", "-0x1.6c16c16c15177p-10", "0x1.a01a019cb159p-16", "-0x1.27e4f809c52adp-22",
+    "0x1.1ee9ebdb4b1c4p-29", "-0x1.8fae9be8838d4p-37"))
+INV_PIO2, PIO2_1, PIO2_2, PIO2_2T, PIO2_3, PIO2_3T = map(float.fromhex, (
+    "0x1.45f306dc9c883p-1", "0x1.921fb544p0", "0x1.0b4611a6p-34", "0x1.3198a2e037073p-69",
+    "0x1.3198a2ep-69", "0x1.b839a252049c1p-104"))
+#: x + ROUNDER - ROUNDER is x rounded to an integer, which is then in the low bits of x + ROUNDER
+ROUNDER = 1.5 * 2.0**52
+
+
 def philox4x32(counter, key):
     """Philox4x32-10 on uint32 arrays: counter (4, N), key (2,) -> (4, N) uint32."""
     c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) for c in counter)

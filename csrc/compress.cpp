@@ -453,7 +453,7 @@ BYZKERN_PHILOX_DISPATCH(natural_tile_dispatched, natural_tile)
 // k_cos.c: each under 1 ulp) on GCC vectors, so every tier runs them in SIMD lanes; they use no
 // fused operation (-ffp-contract=off), so every tier gives the same bits. The normals differ from
 // those the C library's functions give by 2 ulps at most (measured; the tests allow 4), and
-// byzkern/backends/numba.py repeats these operations for the same bits.
+// byzkern/backends/reference.py and numba.py repeat these operations for the same bits.
 typedef std::uint64_t v8u __attribute__((vector_size(64)));
 
 // ln y for normal y in (0, 1]: y = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)).

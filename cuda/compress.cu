@@ -2,8 +2,8 @@
 // wire bits (codes, indices, scales) and Philox draws these reproduce exactly.
 //
 // Products and sums use __dmul_rn / __dadd_rn: the compiler would otherwise fuse them into FMAs,
-// and these results must equal backends/reference.py bit for bit (gaussian: the cpu backend's
-// bits, a few ulps from the reference's; Mimic's float64 sums: to a tolerance).
+// and these results must equal backends/reference.py bit for bit (Mimic's float64 sums: to a
+// tolerance).
 //
 // Codes of `width` <= 16 bits are packed per row in a little-endian bit stream, so a group of 8
 // entries fills exactly `width` bytes and starts on a byte: encoders and decoders run one thread
@@ -161,7 +161,7 @@ __global__ void mean_std(const T* X, index_t B, index_t h, index_t d, index_t dd
 
 // ---- Box-Muller: csrc/compress.cpp's fdlibm log, sin and cos, one value per thread -----------
 // The same operations in the same order, each product and sum rounded on its own, so the normals
-// are the cpu and numba backends' bit for bit (CUDA's log1p, sin and cos are not fdlibm's).
+// are the other backends' bit for bit (CUDA's log1p, sin and cos are not fdlibm's).
 namespace byzkern {
 
 __device__ __forceinline__ double add(double a, double b) { return __dadd_rn(a, b); }

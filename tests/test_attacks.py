@@ -92,8 +92,8 @@ def test_gaussian_statistics_and_determinism():
 
 @pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
 def test_gaussian_normals_are_box_muller_to_a_few_ulps(backend):
-    """Against Python's math (the C library) on the same uniforms: the fast backends take the
-    logarithm, sine and cosine from their own port of fdlibm, and a wrong constant, quadrant or
+    """Against Python's math (the C library) on the same uniforms: every backend takes the
+    logarithm, sine and cosine from its own port of fdlibm, and a wrong constant, quadrant or
     reduction step shows in the ulps, near the zeros of sin and cos too."""
     if _dispatch.load(backend)[0] is None:
         pytest.skip(f"backend {backend} unavailable")
@@ -104,6 +104,21 @@ def test_gaussian_normals_are_box_muller_to_a_few_ulps(backend):
     got = bk.gaussian(np.zeros((1, d)), f=1, std=1.0, seed=seed, backend=backend)[0]
     ulps = np.abs(got - want) / np.spacing(np.abs(want))
     assert ulps.max() <= 4, f"entry {ulps.argmax()}: {got[ulps.argmax()]!r} against {want[ulps.argmax()]!r}"
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gaussian_gives_the_reference_bits(backend, dtype):
+    """SPEC §1: the same seed, the same result on every backend of a device kind, to the bit."""
+    if _dispatch.load(backend)[0] is None:
+        pytest.skip(f"backend {backend} unavailable")
+    rng = np.random.default_rng(3)
+    for d, seed in [(1, 0), (2, 2**64 - 1), (33, 2**40 + 12345), (20001, 11)]:
+        own = rng.standard_normal((2, 3, d)).astype(dtype)
+        for kw in ({}, {"own": own[:, :2]}):
+            np.testing.assert_array_equal(bk.gaussian(own, f=2, std=2.5, seed=seed, backend=backend, **kw),
+                                          bk.gaussian(own, f=2, std=2.5, seed=seed, backend="reference", **kw))
+
 
 def test_mimic_learns_the_direction_of_largest_variance():
     rng = np.random.default_rng(2)

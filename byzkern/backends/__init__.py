@@ -32,8 +32,7 @@ Aggregation and pre-aggregation kernels:
 
 Compressor and attack kernels (wire formats in ``byzkern.compressors``; every bit of their
 output is fixed by ``backends/reference.py``, which the fast backends reproduce exactly, except
-``gaussian``, whose log, sin and cos are fdlibm's in every fast backend (the same bits on cpu,
-numba and cuda) and NumPy's in the reference, a few ulps apart, and Mimic's two float64 sums).
+Mimic's two float64 sums; ``gaussian``'s log, sin and cos are fdlibm's in every backend).
 Here ``X`` is (n, d); codes are packed per row as in ``reference.pack_codes``:
 
 ``topk(X, k) -> (values (n, k), indices (n, k) int64)``   indices ascending

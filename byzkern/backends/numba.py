@@ -20,6 +20,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .. import _config, _random
+from .._random import (C1, C2, C3, C4, C5, C6, INV_PIO2, LG1, LG2, LG3, LG4, LG5, LG6, LG7, LN2_HI, LN2_LO,
+                       PIO2_1, PIO2_2, PIO2_2T, PIO2_3, PIO2_3T, ROUNDER, S1, S2, S3, S4, S5, S6)
 from . import _weiszfeld, mean_tile, serial_when_small
 
 #: ``error_model="numpy"``: a float division by zero gives Inf/NaN as in the reference, not an
@@ -1090,9 +1092,8 @@ _WEISZFELD_PASSES = SimpleNamespace(pairwise_sqdist=pairwise_sqdist, center_dist
 
 
 # ---- compressors and attacks (SPEC §4, §5) ---------------------------------------------------
-# The algorithms of csrc/compress.cpp; every bit equals backends/reference.py (gaussian: the bits
-# of csrc/compress.cpp, whose normals differ from NumPy's by a few ulps). Philox words are built
-# from uint64 arithmetic masked to 32 bits.
+# The algorithms of csrc/compress.cpp; every bit equals backends/reference.py. Philox words are
+# built from uint64 arithmetic masked to 32 bits.
 
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
@@ -1790,23 +1791,6 @@ def power_step(X, mu, dots):
     return u, partial.sum(axis=1)
 
 
-# csrc/compress.cpp's constants of fdlibm's log, sin and cos (Python has no hex float literals)
-_LG1, _LG2, _LG3, _LG4, _LG5, _LG6, _LG7, _LN2_HI, _LN2_LO = map(float.fromhex, (
-    "0x1.5555555555593p-1", "0x1.999999997fa04p-2", "0x1.2492494229359p-2", "0x1.c71c51d8e78afp-3",
-    "0x1.7466496cb03dep-3", "0x1.39a09d078c69fp-3", "0x1.2f112df3e5244p-3", "0x1.62e42feep-1",
-    "0x1.a39ef35793c76p-33"))
-_S1, _S2, _S3, _S4, _S5, _S6 = map(float.fromhex, (
-    "-0x1.5555555555549p-3", "0x1.111111110f8a6p-7", "-0x1.a01a019c161d5p-13", "0x1.71de357b1fe7dp-19",
-    "-0x1.ae5e68a2b9cebp-26", "0x1.5d93a5acfd57cp-33"))
-_C1, _C2, _C3, _C4, _C5, _C6 = map(float.fromhex, (
-    "0x1.555555555554cp-5", "-0x1.6c16c16c15177p-10", "0x1.a01a019cb159p-16", "-0x1.27e4f809c52adp-22",
-    "0x1.1ee9ebdb4b1c4p-29", "-0x1.8fae9be8838d4p-37"))
-_INV_PIO2, _PIO2_1, _PIO2_2, _PIO2_2T, _PIO2_3, _PIO2_3T = map(float.fromhex, (
-    "0x1.45f306dc9c883p-1", "0x1.921fb544p0", "0x1.0b4611a6p-34", "0x1.3198a2e037073p-69",
-    "0x1.3198a2ep-69", "0x1.b839a252049c1p-104"))
-_ROUNDER = 1.5 * 2.0**52
-
-
 @intrinsic
 def _bits_of(typingctx, x):
     """The bits of float64 x as a uint64 (C++'s (v8u) cast): no branch, so loops vectorize."""
@@ -1838,8 +1822,8 @@ def _log_unit(y):
     hfsq, s = 0.5 * f * f, f / (2.0 + f)
     z = s * s
     w = z * z
-    R = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7))) + w * (_LG2 + w * (_LG4 + w * _LG6))
-    return (((s * (hfsq + R) + k * _LN2_LO) - hfsq) + f) + k * _LN2_HI
+    R = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7))) + w * (LG2 + w * (LG4 + w * LG6))
+    return (((s * (hfsq + R) + k * LN2_LO) - hfsq) + f) + k * LN2_HI
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -1847,23 +1831,23 @@ def _sincos_angle(a):
     """(sin a, cos a) for a in [0, 2 pi), as csrc/compress.cpp's sincos_angle: fdlibm's medium
     reduction by pi/2 in three parts, its sine and cosine kernels on the remainder, and the
     quadrant's choices by bit masks (no branch, so the caller's loop vectorizes)."""
-    rounder = a * _INV_PIO2 + _ROUNDER
-    n = rounder - _ROUNDER
-    r = a - n * _PIO2_1
-    t, product = r, n * _PIO2_2
+    rounder = a * INV_PIO2 + ROUNDER
+    n = rounder - ROUNDER
+    r = a - n * PIO2_1
+    t, product = r, n * PIO2_2
     r = t - product
-    tail = n * _PIO2_2T - ((t - r) - product)
-    t, product = r, n * _PIO2_3
+    tail = n * PIO2_2T - ((t - r) - product)
+    t, product = r, n * PIO2_3
     r = t - product
-    tail = n * _PIO2_3T - ((t - r) - product)
+    tail = n * PIO2_3T - ((t - r) - product)
     x = r - tail
     y = (r - x) - tail
     z = x * x
     w = z * z
     v = z * x
-    r = (_S2 + z * (_S3 + z * _S4)) + z * w * (_S5 + z * _S6)
-    s = x - ((z * (0.5 * y - v * r) - y) - v * _S1)
-    r = z * (_C1 + z * (_C2 + z * _C3)) + w * w * (_C4 + z * (_C5 + z * _C6))
+    r = (S2 + z * (S3 + z * S4)) + z * w * (S5 + z * S6)
+    s = x - ((z * (0.5 * y - v * r) - y) - v * S1)
+    r = z * (C1 + z * (C2 + z * C3)) + w * w * (C4 + z * (C5 + z * C6))
     hz = 0.5 * z
     one_minus_hz = 1.0 - hz
     c = one_minus_hz + (((1.0 - one_minus_hz) - hz) + (z * r - x * y))

@@ -147,6 +147,8 @@ def cclip(X, tau, iters, v0):
 # ---- compressors and attacks (SPEC §4, §5) ---------------------------------------------------
 # Wire formats and random draws are fixed here, bit for bit; the fast backends must match them.
 from .. import _random  # noqa: E402
+from .._random import (C1, C2, C3, C4, C5, C6, INV_PIO2, LG1, LG2, LG3, LG4, LG5, LG6, LG7, LN2_HI,  # noqa: E402
+                       LN2_LO, PIO2_1, PIO2_2, PIO2_2T, PIO2_3, PIO2_3T, ROUNDER, S1, S2, S3, S4, S5, S6)
 
 #: entries per chunk of ``ordered_row_sums``; part of the definition of a compressor's scale
 SUM_CHUNK = 65536
@@ -390,12 +392,70 @@ def power_step(X, mu, dots):
 
 def standard_normals(seed, row, d):
     """Box-Muller on Philox: entries (2m, 2m+1) of a row come from the uniforms (u1, u2) made of
-    words 4m..4m+3: sqrt(-2 ln(1 - u1)) (cos, sin)(2 pi u2)."""
+    words 4m..4m+3: sqrt(-2 ln(1 - u1)) (cos, sin)(2 pi u2). ln, sin and cos are fdlibm's, as in
+    every kernel, not NumPy's (the C library's, a few ulps apart): the same seed gives the same
+    bits on every backend of a device kind (SPEC §1). The tests hold them to 4 ulps of Python's
+    math on the same uniforms."""
     pairs = -(-d // 2)
     u = _random.uniforms(seed, "gaussian", row, 2 * pairs).reshape(pairs, 2)
-    radius = np.sqrt(-2.0 * np.log1p(-u[:, 0]))
-    angle = 2.0 * np.pi * u[:, 1]
-    return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).reshape(-1)[:d]
+    radius = np.sqrt(-2.0 * _log_unit(1.0 - u[:, 0]))  # 1 - u1 is exact: u1 is a multiple of 2^-53
+    sine, cosine = _sincos_angle(2.0 * np.pi * u[:, 1])
+    return np.stack([radius * cosine, radius * sine], axis=1).reshape(-1)[:d]
+
+
+_U64 = np.uint64
+
+
+def _log_unit(y):
+    """ln y for normal y in (0, 1] (fdlibm's e_log.c): y = 2^k (1 + f), 1 + f in [sqrt(2)/2, sqrt(2))."""
+    # Adding 1's high word less sqrt(2)/2's carries into the exponent where the mantissa is at
+    # least sqrt(2); the low 52 bits with sqrt(2)/2's high word added back are then 1 + f.
+    shifted = y.view(_U64) + _U64((0x3ff00000 - 0x3fe6a09e) << 32)
+    f = ((shifted & _U64(0x000fffffffffffff)) + _U64(0x3fe6a09e << 32)).view(F64) - 1.0
+    k = (shifted >> _U64(52)).astype(F64) - 1023.0
+    hfsq, s = 0.5 * f * f, f / (2.0 + f)
+    z = s * s
+    w = z * z
+    R = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7))) + w * (LG2 + w * (LG4 + w * LG6))
+    return (((s * (hfsq + R) + k * LN2_LO) - hfsq) + f) + k * LN2_HI
+
+
+def _sin_reduced(x, y):
+    """sin(x + y) for |x + y| <= pi/4, y the tail of x (fdlibm's k_sin.c)."""
+    z = x * x
+    w, v = z * z, z * x
+    r = (S2 + z * (S3 + z * S4)) + z * w * (S5 + z * S6)
+    return x - ((z * (0.5 * y - v * r) - y) - v * S1)
+
+
+def _cos_reduced(x, y):
+    """cos(x + y) for |x + y| <= pi/4, y the tail of x (fdlibm's k_cos.c)."""
+    z = x * x
+    w = z * z
+    r = z * (C1 + z * (C2 + z * C3)) + w * w * (C4 + z * (C5 + z * C6))
+    hz = 0.5 * z
+    one_minus_hz = 1.0 - hz
+    return one_minus_hz + (((1.0 - one_minus_hz) - hz) + (z * r - x * y))
+
+
+def _sincos_angle(a):
+    """(sin a, cos a) for a in [0, 2 pi): a = n pi/2 + (y0 + y1), pi/2 taken in three 33-bit
+    parts with their tails (fdlibm's e_rem_pio2.c, medium case), each part's rounding error
+    carried into the tail y1."""
+    rounder = a * INV_PIO2 + ROUNDER  # a 2/pi, rounded in the low bits
+    n = rounder - ROUNDER
+    r = a - n * PIO2_1  # exact
+    for part, part_tail in ((PIO2_2, PIO2_2T), (PIO2_3, PIO2_3T)):
+        t, product = r, n * part
+        r = t - product
+        tail = n * part_tail - ((t - r) - product)
+    y0 = r - tail
+    y1 = (r - y0) - tail
+    s, c = _sin_reduced(y0, y1), _cos_reduced(y0, y1)
+    quadrant = rounder.view(_U64) & _U64(3)
+    odd, upper = (quadrant & _U64(1)) == 1, (quadrant >> _U64(1)) == 1
+    sine, cosine = np.where(odd, c, s), np.where(odd, s, c)
+    return np.where(upper, -sine, sine), np.where(upper != odd, -cosine, cosine)
 
 
 def gaussian(own, std, seed):
