@@ -90,6 +90,20 @@ def train(rank, world, combine, rule, attacked, comm):
     return {"losses": losses, "hashes": hashes, "buckets": len(buckets), "mode": mode}
 
 
+def too_few_ranks(world):
+    """robust_all_reduce with f = world / 2, too many for cwtm on world rows, in each comm: the
+    rule's own error (type and message) on every rank, then a good call that still runs."""
+    errors = {}
+    for comm in ("gather", "sharded"):
+        try:
+            robust_all_reduce(torch.ones(3), bk.cwtm(f=world // 2), comm=comm)
+        except Exception as error:  # the test checks its type
+            errors[comm] = (type(error).__name__, str(error))
+    grad = torch.full((3,), float(dist.get_rank()))
+    robust_all_reduce(grad, bk.cwmed())
+    return {"errors": errors, "after": grad.tolist()}
+
+
 def run_scenarios(rank, world, init_file, out_dir):
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
@@ -97,6 +111,7 @@ def run_scenarios(rank, world, init_file, out_dir):
                             timeout=timedelta(seconds=60))
     try:
         results = {name: train(rank, world, *how) for name, how in SCENARIOS.items()}
+        results["too_few_ranks"] = too_few_ranks(world)
     finally:
         dist.destroy_process_group()
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))

@@ -81,6 +81,16 @@ def test_hook_matches_robust_all_reduce_and_sharded_matches_gather(runs, one, ot
     assert runs[0][one]["losses"] == pytest.approx(runs[0][other]["losses"], rel=1e-5)
 
 
+def test_too_few_ranks_for_the_rule_is_its_own_error_on_every_rank(runs):
+    # The rule ran in a Future's callback, which wrapped its ValueError in a RuntimeError.
+    for rank in runs:
+        errors = rank["too_few_ranks"]["errors"]
+        assert set(errors) == {"gather", "sharded"}
+        for kind, message in errors.values():
+            assert kind == "ValueError" and message.startswith(f"f={WORLD // 2} is too large for n={WORLD} rows")
+        assert rank["too_few_ranks"]["after"] == [1.5] * 3  # the ranks are still in step
+
+
 def test_auto_mode_follows_the_rules():
     assert is_coordinatewise(bk.cwtm(f=1))
     assert is_coordinatewise(bk.Pipeline(bk.cwmed(), bk.meamed(f=1)))

@@ -90,12 +90,25 @@ class Reduction:
 
     def launch(self, flat):
         """Start the robust all-reduce of the 1-D tensor ``flat``; a Future of the aggregate."""
-        world = dist.get_world_size(self.group)
-        sent = self._attacked(flat, world) if self.attack is not None else flat
+        sent, world = self._sent(flat)
         if self.comm == "sharded":
             return self._sharded(sent, world)
         work, rows = _all_gather(sent, world, self.group, async_op=True)
         return work.get_future().then(lambda _: _on_device_of(rows, self.pipeline, rows))
+
+    def __call__(self, flat):
+        """The robust all-reduce of the 1-D tensor ``flat``, the rule run in the caller's thread,
+        so that its errors (too few ranks for f, ...) come as they are, not wrapped by a Future."""
+        sent, world = self._sent(flat)
+        if self.comm == "sharded":
+            return self._sharded(sent, world).wait()
+        _, rows = _all_gather(sent, world, self.group, async_op=False)
+        return _on_device_of(rows, self.pipeline, rows)
+
+    def _sent(self, flat):
+        """(what this rank contributes: ``flat``, or its Byzantine row; the world size)."""
+        world = dist.get_world_size(self.group)
+        return (self._attacked(flat, world) if self.attack is not None else flat), world
 
     def _sharded(self, flat, world):
         # Zero padding to world_size equal shards; the padded coordinates are cut off at the end.
@@ -156,8 +169,7 @@ def robust_all_reduce(tensors, pipeline, group=None, *, comm="gather", attack=No
                         f"(frozen, or unused this step); pass [p.grad for p in params if p.grad is not None], "
                         f"the same on every rank")
     flat, spec = flatten(tensors)
-    reduction = Reduction(pipeline, comm=comm, group=group, attack=attack, byzantine_ranks=byzantine_ranks)
-    out = reduction.launch(flat).wait()
+    out = Reduction(pipeline, comm=comm, group=group, attack=attack, byzantine_ranks=byzantine_ranks)(flat)
     with torch.no_grad():
         for t, piece in zip(tensors, unflatten(out, spec)):
             t.copy_(piece)
