@@ -68,8 +68,12 @@ if Pybind11Extension is not None and os.environ.get("BYZKERN_NO_EXTENSION") != "
     cflags = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off", "-Wno-psabi"]
     lflags = ["-fopenmp"]
     if sanitize:
-        cflags = ["-O1", "-g", "-fopenmp", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
-        lflags = ["-fopenmp", "-fsanitize=address,undefined"]
+        # The same rounding as the shipped build (the ISA tests compare bits); every report
+        # stops the run; float-cast-overflow is not in GCC's "undefined"; -fno-wrapv undoes
+        # Python's -fwrapv, under which GCC checks no signed overflow.
+        checks = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all"]
+        cflags = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv", *checks, *cflags[1:]]
+        lflags = ["-fopenmp", *checks]
     ext_modules.append(
         Pybind11Extension(
             "byzkern._cpu",
