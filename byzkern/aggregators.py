@@ -192,7 +192,10 @@ def krum(X, *, f, k=None, backend=None, nan_policy="outlier"):
     Seed 004 analyses ``k = n - f - 1``. Ties in score go to the lowest index. Needs n > 2f.
 
     Distances: ``pairwise_sqdist`` (float64, exact for nearly equal rows). A non-finite row
-    has infinite score. Cost: one read of X for the distances, one read of the chosen row.
+    is infinitely far from every other; scores compare by how many infinite distances they
+    add, then by the sum of the rest, so a finite row wins where every score is infinite
+    (k >= n - f with f such rows). Cost: one read of X for the distances, one read of the
+    chosen row.
     """
     A = adapt(X)
     n = A.data.shape[1]

@@ -55,17 +55,29 @@ def norms_by_largest(rows, q):
 
 
 def krum_scores(D, k):
-    """score_i = sum of the k smallest D[i, j] over j != i (Blanchard et al. 2017)."""
+    """score_i = sum of the k smallest D[i, j] over j != i (Blanchard et al. 2017), as the pair
+    (how many of those k are infinite, the sum of the others), which ``least`` compares in that
+    order. A row with a non-finite entry is infinitely far from all others; as plain sums every
+    score would be infinite where k >= n - f with f such rows, and the lowest index, perhaps
+    such a row, would win the tie, where by the pair a finite row, with fewer of them, wins."""
     xp = xp_of(D)
     n = D.shape[-1]
     others = D + xp.diag(xp.full(n, xp.inf))  # exclude i itself
-    return xp.sort(others, axis=-1)[..., :k].sum(axis=-1)
+    nearest = xp.sort(others, axis=-1)[..., :k]
+    infinite = xp.isinf(nearest)
+    return infinite.sum(axis=-1), xp.where(infinite, 0.0, nearest).sum(axis=-1)
 
 
 def least(scores, m):
-    """Indices (B, m) of the m smallest scores; ties go to the lower index."""
-    xp = xp_of(scores)
-    return xp.argsort(scores, axis=-1, kind="stable")[..., :m]
+    """Indices (B, m) of the m smallest scores; ties go to the lower index. ``scores`` is an array
+    (B, n) or a tuple of them, compared by the first, its ties by the next, and so on."""
+    keys = scores if isinstance(scores, tuple) else (scores,)
+    xp = xp_of(keys[0])
+    order = xp.argsort(keys[-1], axis=-1, kind="stable")
+    for key in keys[-2::-1]:
+        by_key = xp.argsort(xp.take_along_axis(key, order, axis=-1), axis=-1, kind="stable")
+        order = xp.take_along_axis(order, by_key, axis=-1)
+    return order[..., :m]
 
 
 def nearest_including_self(D, m):

@@ -49,6 +49,19 @@ def test_far_finite_rows_keep_robust_rules_finite_without_a_warning(name, backen
         assert np.abs(out).max() < 10, out
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+@pytest.mark.parametrize("k", range(len(HONEST), len(HONEST) + F))
+def test_krum_with_k_past_the_honest_rows_still_picks_a_finite_row(backend, k):
+    """With k >= n - f every score adds a distance to a non-finite row, so all are infinite; the
+    honest rows' add fewer of them (k - 6 against k), and among themselves rank by the distances
+    to the other honest rows: Krum over the honest rows alone with k = 6 picks the same."""
+    X = np.roll(poisoned(), F, axis=0)  # the non-finite rows first: ties go to the lowest index
+    expected = bk.krum(HONEST, f=0, k=len(HONEST) - 1)
+    np.testing.assert_array_equal(bk.krum(X, f=F, k=k, backend=backend), expected)
+    np.testing.assert_allclose(bk.multikrum(X, f=F, k=k, backend=backend), HONEST.mean(axis=0),
+                               rtol=1e-14)
+
+
 @pytest.mark.parametrize("name", ["cwmed", "cwtm", "meamed"])
 def test_outlier_policy_ignores_position(name):
     X = poisoned()
