@@ -232,10 +232,12 @@ def test_every_register_tier_sorts_every_row_count_it_takes(cp, dtype):
 
 @pytest.fixture(params=["exact", "gram"])
 def sqdist_path(request, monkeypatch):
-    """Both paths of pairwise_sqdist at every n; the Gram path in chunks of a few hundred columns."""
+    """Both paths of pairwise_sqdist at every n; the Gram path in chunks of a few hundred values,
+    (3, 17, 16) and (2, 64, 70) in a slice of the batch at a time."""
     monkeypatch.setattr(_config, "CUDA_THREADS", 64)
     monkeypatch.setattr(cuda, "GRAM_MIN_ROWS", 0 if request.param == "gram" else 2**62)
     monkeypatch.setattr(cuda, "GRAM_CHUNK_BYTES", 8 * 300)
+    monkeypatch.setattr(cuda, "GRAM_MIN_COLUMNS", 4)
     return request.param
 
 

@@ -69,6 +69,10 @@ SHARED_COLUMN_BYTES = SHARED_LIMIT_BYTES - 1024
 GRAM_MIN_ROWS = 128
 #: float64 workspace of the Gram path's centred columns (one chunk of columns at a time)
 GRAM_CHUNK_BYTES = 64 << 20
+#: fewest columns in a chunk (and no fewer than n): each chunk adds its product to G, which
+#: moves as many bytes as n columns of the workspace, so a large batch is taken in slices of
+#: items rather than in narrower chunks
+GRAM_MIN_COLUMNS = 256
 #: Weiszfeld checks on the host whether every batch item has converged every this many steps:
 #: a host synchronization per step would cost more than a step on small inputs.
 CONVERGENCE_CHECK_EVERY = 4
@@ -274,14 +278,18 @@ def pairwise_sqdist(X):
 def _sqdist_gram(X):
     B, n, d = X.shape
     t = CTYPE[X.dtype]
-    width = max(1, min(d, GRAM_CHUNK_BYTES // (8 * B * n)))
+    width = min(d, max(GRAM_MIN_COLUMNS, n, GRAM_CHUNK_BYTES // (8 * B * n)))
+    items = max(1, min(B, GRAM_CHUNK_BYTES // (8 * n * width)))
     G = cupy.zeros((B, n, n), np.float64)
     nonfinite_row = cupy.zeros((B, n), np.int32)
-    for c0 in range(0, d, width):
-        w = min(width, d - c0)
-        Y = cupy.empty((B, n, w), np.float64)
-        _launch("distances", f"centre_columns<{t}>", B * w, (X, B, n, d, c0, w, Y, nonfinite_row))
-        G += cupy.matmul(Y, Y.transpose(0, 2, 1))
+    for b0 in range(0, B, items):
+        b1 = min(B, b0 + items)
+        for c0 in range(0, d, width):
+            w = min(width, d - c0)
+            Y = cupy.empty((b1 - b0, n, w), np.float64)
+            _launch("distances", f"centre_columns<{t}>", (b1 - b0) * w,
+                    (X[b0:b1], b1 - b0, n, d, c0, w, Y, nonfinite_row[b0:b1]))
+            G[b0:b1] += cupy.matmul(Y, Y.transpose(0, 2, 1))
     D = cupy.empty((B, n, n), np.float64)
     cancels = cupy.empty((B, n, n), np.int32)
     _launch("distances", "gram_finish", B * n * n, (G, B, n, nonfinite_row, D, cancels))
