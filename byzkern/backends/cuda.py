@@ -9,6 +9,9 @@ and cover the whole batch (B, n, d) in one launch; threads per block come from
 Numerics, as in ``backends/reference.py``: sums in float64 for float32 input too; NaN orders
 above +Inf; ``pairwise_sqdist`` is exact-difference in float64 below ``GRAM_MIN_ROWS`` rows, and
 from there a centred float64 Gram matrix (cuBLAS) with exact differences where it would cancel.
+Long sums (distances, norms, Weiszfeld's) are split into as many chunks as fill the GPU's
+multiprocessors, so their last bits may differ between GPU models (as cuBLAS's do), not between
+runs on one.
 Compressors give the reference's bits (codes, indices, values, scales), except that a NaN
 computed from a NaN (the norm or scale of a row holding one, a randk value scaled from one) is
 the GPU's canonical NaN rather than the host's propagated payload; NaN payloads merely copied
