@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -81,7 +82,13 @@ def repro(args):
     from . import repro as reproductions
 
     size = "smoke" if args.smoke else "full" if args.full else "default"
-    out = args.out or f"repro-{args.paper}"
+    out = Path(args.out or f"repro-{args.paper}")
+    try:  # before the run, which writes there at its end
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        if not (os.access(out, os.W_OK) and os.access(out / "runs", os.W_OK)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as exc:
+        raise SystemExit(f"byzkern repro: can't write to the folder {str(out)!r}: {exc.strerror}") from None
     reproductions.reproduce(args.paper, out, size=size, steps=args.steps, progress=not args.no_progress)
     return 0
 

@@ -2,6 +2,7 @@
 files, figure, claims) in seconds. The numbers of a smoke run mean nothing; full runs are out
 of the test suite."""
 import json
+import os
 
 import pytest
 
@@ -36,3 +37,18 @@ def test_repro_steps_override(tmp_path):
     assert cli.main(["repro", "001", "--smoke", "--steps", "3", "--no-progress", "--out", str(tmp_path)]) == 0
     rows = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())["rows"]
     assert rows[-1]["step"] == 3
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "read-only"])
+def test_repro_refuses_an_output_folder_it_cannot_write_before_the_run(where, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = {"a file": blocker, "under a file": blocker / "out", "read-only": tmp_path / "ro"}[where]
+    if where == "read-only":
+        out.mkdir()
+        out.chmod(0o500)
+        if os.access(out, os.W_OK):
+            pytest.skip("the superuser writes anywhere")
+    with pytest.raises(SystemExit, match="can't write to the folder"):
+        cli.main(["repro", "001", "--smoke", "--no-progress", "--out", str(out)])
+    assert not (tmp_path / "ro" / "report.json").exists()
