@@ -172,11 +172,11 @@ def _scaled_down(rows, start):
     return 506 - int(np.ceil(np.log2(rows.shape[2]) / 2)) - int(np.floor(np.log2(largest)))
 
 
-def _krum_k(n, f, k):
+def _krum_k(rule, n, f, k):
     if k is None:
         k = n - f - 2
         if k < 1:
-            raise ValueError(f"krum with f={f} needs n >= f + 3 for the default k = n - f - 2; got n={n}")
+            raise ValueError(f"{rule} with f={f} needs n >= f + 3 for the default k = n - f - 2; got n={n}")
         return k
     return _checks.integer(k, "k", low=1, high=n - 1, high_text=f"n - 1 = {n - 1}")
 
@@ -189,7 +189,8 @@ def _select_rows(A, idx, backend):
 def krum(X, *, f, k=None, backend=None, nan_policy="outlier"):
     """Krum (Blanchard et al. 2017; seeds 000, 003): the x_i of least score, where score_i is
     the sum of squared distances from x_i to its k nearest other rows; k = n - f - 2 by default.
-    Seed 004 analyses ``k = n - f - 1``. Ties in score go to the lowest index. Needs n > 2f.
+    Seed 004 analyses ``k = n - f - 1``. Ties in score go to the lowest index. Needs n > 2f,
+    and n >= f + 3 for the default k.
 
     Distances: ``pairwise_sqdist`` (float64, exact for nearly equal rows). A non-finite row
     is infinitely far from every other; scores compare by how many infinite distances they
@@ -200,7 +201,7 @@ def krum(X, *, f, k=None, backend=None, nan_policy="outlier"):
     A = adapt(X)
     n = A.data.shape[1]
     f = _checks.byzantine_count(f, n, rule="n > 2f")
-    k = _krum_k(n, f, k)
+    k = _krum_k("krum", n, f, k)
     D = sqdist_matrix(A, backend, nan_policy)
     chosen = least(krum_scores(D, k), 1)[:, None, :]
     out = _select_rows(A, chosen, backend)[:, 0]
@@ -211,12 +212,13 @@ def krum(X, *, f, k=None, backend=None, nan_policy="outlier"):
 def multikrum(X, *, f, m=None, k=None, backend=None, nan_policy="outlier"):
     """Multi-Krum (Blanchard et al. 2017): the mean of the m rows of least Krum score
     (m = n - f by default; k as in ``krum``). multikrum(m=1) is krum. Ties go to the lower
-    index. Needs n > 2f. Cost: one read of X for the distances, one read of the m chosen rows.
+    index. Needs n > 2f, and n >= f + 3 for the default k. Cost: one read of X for the distances,
+    one read of the m chosen rows.
     """
     A = adapt(X)
     n = A.data.shape[1]
     f = _checks.byzantine_count(f, n, rule="n > 2f")
-    k = _krum_k(n, f, k)
+    k = _krum_k("multikrum", n, f, k)
     m = n - f if m is None else _checks.integer(m, "m", low=1, high=n, high_text=f"n = {n}")
     D = sqdist_matrix(A, backend, nan_policy)
     chosen = least(krum_scores(D, k), m)[:, None, :]
