@@ -94,6 +94,10 @@ def rule(fn):
             return Rule(wrapper, options)
         return quiet(X, **options)
 
+    data, name = next(iter(signature.parameters)), fn.__name__
+    wrapper.__doc__ = inspect.cleandoc(fn.__doc__ or "") + (
+        f"\n\nCalled without {data}, ``{name}(**options)`` returns a Rule, the operation with those\n"
+        f"options bound: ``{name}(**options)({data})`` is ``{name}({data}, **options)``.")
     return wrapper
 
 
