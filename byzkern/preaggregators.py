@@ -29,8 +29,8 @@ def nnm(X, *, f, backend=None, nan_policy="outlier"):
     Distances: ``pairwise_sqdist`` (float64, exact for nearly equal rows); a non-finite row is at
     +Inf from all others, so honest rows never mix it in while at most f rows are non-finite.
     Needs n > 2f. Cost: one read of X for the distances, then the mixing: n(n - f) additions
-    per column, fewer on the CPU where the neighbour lists are put in shared_prefix_order (d at
-    least ``_config.SHARED_PREFIX_MIN_COLUMNS``: below it the ordering costs more than it saves).
+    per column, fewer on the CPU for long rows, where neighbour lists that share a prefix reuse
+    its sum.
     """
     A = adapt(X)
     _, n, d = A.data.shape
