@@ -36,12 +36,13 @@ def _stream_sum(flat):
 
 def median_time(fn, repeat, min_seconds=0.2, warmup_seconds=0.2):
     """Median wall time of ``fn()`` over at least ``repeat`` calls, after warm-up calls for
-    ``warmup_seconds`` (at least one, at most 20). The first calls of an op that returns large
+    ``warmup_seconds`` (after a first call, which may compile; at most 20 in all). The first calls of an op that returns large
     arrays also pay for the C library's allocator growing its heap to hold them: page faults
     that a training loop pays once (gaussian at (20, 1e6): 25 ms in its first ten calls, 5 ms
     from the twentieth on, on one of this project's 2-core machines)."""
+    fn()  # a first call may compile (Numba) or load a cache: not part of the warm-up's budget
     start = time.perf_counter()
-    for _ in range(20):
+    for _ in range(19):
         fn()
         if time.perf_counter() - start >= warmup_seconds:
             break
@@ -101,11 +102,14 @@ def _per_call(fn):
 @dataclass(frozen=True)
 class Op:
     """One timed operation: ``run(X, backend)`` makes the byzkern call; ``ways`` maps a label to
-    ``way(X)``, which makes the plain NumPy/PyTorch call computing the same thing."""
+    ``way(X)``, which makes the plain NumPy/PyTorch call computing the same thing; ``bounds``
+    likewise, for calls that are not a way of doing it but a cost it cannot go below (a copy
+    of what it must write, a memcpy of a message, the aggregations an attack must run)."""
 
     family: str
     run: callable
     ways: dict = field(default_factory=dict)
+    bounds: dict = field(default_factory=dict)
 
 
 # ---- the usual ways ---------------------------------------------------------------------------
@@ -174,10 +178,11 @@ def _numpy_bucketing(X, s=2):
     n = X.shape[0]
     starts = np.arange(0, n, s)
     sums = np.add.reduceat(X[np.random.default_rng(0).permutation(n)], starts, axis=0)
-    return sums / np.diff(np.append(starts, n))[:, None]
+    return sums / np.diff(np.append(starts, n)).astype(X.dtype)[:, None]
 
 
 def _numpy_resampling(X, s=2):
+    """Draws with replacement: SPEC's draws are limited to s per message, at the same cost."""
     draws = np.random.default_rng(0).integers(0, X.shape[0], (X.shape[0], s))
     return X[draws].mean(axis=1)
 
@@ -306,13 +311,14 @@ def _torch_ways():
 
     return {
         "mean": {"torch.mean(dim=0)": lambda X: t(X).mean(dim=0)},
-        "cwmed": {"torch.median(dim=0)": lambda X: t(X).median(dim=0)},
+        # the way people write it, though for even n it is the lower middle, not the median
+        "cwmed": {"torch.median(dim=0) (lower middle)": lambda X: t(X).median(dim=0)},
         "cwtm": {"torch.sort trimmed mean": lambda X: torch.sort(t(X), dim=0).values[_f(X):X.shape[0] - _f(X)].mean(dim=0)},
         "pairwise_sqdist": {"torch.cdist ** 2": cdist2},
         "krum": {"torch.cdist Krum": lambda X: t(X)[int(torch.argmin(krum_scores(X)))]},
         "multikrum": {"torch.cdist Multi-Krum": lambda X: t(X)[torch.argsort(krum_scores(X))[:X.shape[0] - _f(X)]].mean(dim=0)},
         "geomed": {"torch Weiszfeld, 8 steps": weiszfeld},
-        "cclip": {"torch median + 1 clip step": cclip},
+        "cclip": {"torch lower middle + 1 clip step": cclip},
         "clip": {"torch row clip": lambda X: t(X) * (TAU / torch.linalg.vector_norm(t(X), dim=1, keepdim=True)).clamp(max=1.0)},
         "topk": {"torch.topk(dim=1)": topk},
         "alie": {"torch.std_mean": alie},
@@ -336,8 +342,7 @@ def _table():
         "norm_filter": {"numpy norms + argsort": _numpy_norm_filter},
         "bucketing": {"numpy permute + reduceat": _numpy_bucketing},
         "resampling": {"numpy draws + fancy index": _numpy_resampling},
-        # clip writes a new (n, d): the copy is the part of its cost no kernel can remove
-        "clip": {"numpy row clip": _numpy_clip, "numpy copy (a new (n, d) written)": np.copy},
+        "clip": {"numpy row clip": _numpy_clip},
         "topk": {"numpy.argpartition per row": _numpy_topk},
         "randk": {"numpy rng.choice per row": _numpy_randk},
         "qsgd": {"numpy int8 codes": _numpy_qsgd},
@@ -354,9 +359,13 @@ def _table():
             for op, entries in numpy_ways.items()}
     for op, entries in _torch_ways().items():
         ways[op].update({label: _per_call(fn) for label, fn in entries.items()})
-    ways["to_bytes"] = ways["from_bytes"] = {"memcpy into a new buffer": _memcpy_new,
-                                            "memcpy into a preallocated buffer": _memcpy_into}
-    ways["optimized"] = {"16 x bk.cwtm (default backend)": _cwtm_per_eta}
+    memcpy = {"memcpy into a new buffer": _memcpy_new, "memcpy into a preallocated buffer": _memcpy_into}
+    bounds = {
+        # clip writes a new (n, d): the copy is the part of its cost no kernel can remove
+        "clip": {"numpy copy (a new (n, d) written)": _per_call(np.copy)},
+        "to_bytes": memcpy, "from_bytes": memcpy,
+        "optimized": {"16 x bk.cwtm (default backend)": _cwtm_per_eta},
+    }
 
     runs = {
         "coordinatewise": {
@@ -398,12 +407,12 @@ def _table():
             "mimic": lambda X, be: bk.Mimic(warmup=1)(X, f=_f(X), backend=be),
         },
     }
-    table = {op: Op(family, _per_call(call), ways.get(op, {}))
+    table = {op: Op(family, _per_call(call), ways.get(op, {}), bounds.get(op, {}))
              for family, calls in runs.items() for op, call in calls.items()}
     # ops whose timed call needs more than X: their factories build it outside the timing
-    table["to_bytes"] = Op("compress", _to_bytes, ways["to_bytes"])
-    table["from_bytes"] = Op("compress", _from_bytes, ways["from_bytes"])
-    table["optimized"] = Op("attacks", _optimized, ways["optimized"])
+    table["to_bytes"] = Op("compress", _to_bytes, bounds=bounds["to_bytes"])
+    table["from_bytes"] = Op("compress", _from_bytes, bounds=bounds["from_bytes"])
+    table["optimized"] = Op("attacks", _optimized, bounds=bounds["optimized"])
     return table
 
 
@@ -422,17 +431,19 @@ def select(names):
 
 
 def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=print):
-    """Time ``ops`` on ``backends`` (and their usual ways) for each shape; print a table and
-    return its rows as dicts. ``x way``: byzkern's time over the fastest usual way's.
+    """Time ``ops`` on ``backends`` (and their usual ways and bounds) for each shape; print a
+    table and return its rows as dicts. ``x way``: byzkern's time over the fastest usual way's;
+    ``x bound``: over the fastest bound's (a cost no way of doing it goes below).
 
     The floor of a shape is the median of reads of X taken before each of its ops, and every
     op of the shape is a multiple of it, printed when the shape is done: on a shared machine one
     read of the same 80 MB X took anywhere from 26 to 73 GB/s within a minute (with what the
     32 MB L3 still held of it), and a single read at the start of a shape scaled all its ops by
-    whichever it hit. The table gives the spread of those reads."""
+    whichever it hit. The table gives the spread of those reads. Below about 50 us a floor
+    times Python's call overhead more than memory."""
     rows = []
-    header = (f"{'op':<16}{'backend / the usual way':<36}{'median ms':>11}{'GB/s':>8}"
-              f"{'x floor':>9}{'x way':>8}")
+    header = (f"{'op':<16}{'backend / the usual way / a bound':<38}{'median ms':>11}{'GB/s':>8}"
+              f"{'x floor':>9}{'x way':>8}{'x bound':>9}")
     for n, d in shapes:
         X = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32).astype(dtype)
         scratch = np.empty_like(X)
@@ -446,23 +457,26 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
                     timings[be] = median_time(entry.run(X, be), repeat)
                 except NotImplementedError:
                     continue
-            ways = entry.ways if baselines else {}
-            for label, way in ways.items():
-                timings[label] = median_time(way(X), repeat)
-            fastest_way = min((timings[label] for label in ways), default=None)
+            references = {**entry.ways, **entry.bounds} if baselines else {}
+            for label, make in references.items():
+                timings[label] = median_time(make(X), repeat)
+            fastest = {kind: min((timings[label] for label in group if label in timings), default=None)
+                       for kind, group in (("way", entry.ways), ("bound", entry.bounds))}
             for label, t in timings.items():
                 shape_rows.append({"op": op, "n": n, "d": d, "backend": label, "seconds": t,
                                    "gbps": X.nbytes / t / 1e9,
-                                   "x_way": t / fastest_way if fastest_way and label in backends else None})
+                                   **{f"x_{kind}": t / best if best and label in backends else None
+                                      for kind, best in fastest.items()}})
         floor = float(np.median(floors))
-        out(f"\n(n, d) = ({n}, {d}) {np.dtype(dtype).name}: read floor {floor * 1e3:.2f} ms "
+        out(f"\n(n, d) = ({n}, {d}) {np.dtype(dtype).name}: read floor {floor * 1e3:.3g} ms "
             f"= {X.nbytes / floor / 1e9:.1f} GB/s (median of {len(floors)} reads, one before each op: "
             f"{X.nbytes / max(floors) / 1e9:.0f} to {X.nbytes / min(floors) / 1e9:.0f} GB/s)")
         out(header)
         for row in shape_rows:
             row.update(x_floor=row["seconds"] / floor, floor_gbps=X.nbytes / floor / 1e9)
             rows.append(row)
-            x_way = f"{row['x_way']:>8.2f}" if row["x_way"] is not None else ""
-            out(f"{row['op']:<16}{row['backend']:<36}{row['seconds'] * 1e3:>11.2f}{row['gbps']:>8.1f}"
-                f"{row['x_floor']:>9.2f}{x_way}")
+            ratios = "".join(f"{row[key]:>{width}.2f}" if row[key] is not None else " " * width
+                             for key, width in (("x_way", 8), ("x_bound", 9)))
+            out(f"{row['op']:<16}{row['backend']:<38}{row['seconds'] * 1e3:>11.4g}{row['gbps']:>8.1f}"
+                f"{row['x_floor']:>9.2f}{ratios}".rstrip())
     return rows

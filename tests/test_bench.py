@@ -62,6 +62,43 @@ def test_byzkern_bench_families_and_the_way_column(capsys):
         main(["bench", "--ops", "median"])
 
 
+def _comparable(op, result, X):
+    """A way's or an op's result as the dense array the op decompresses to."""
+    if isinstance(result, bk.Compressed):
+        return result.decompress()
+    if op == "topk":
+        dense = np.zeros_like(X)
+        np.put_along_axis(dense, np.asarray(result[1]), np.asarray(result[0]), axis=1)
+        return dense
+    if op == "sign":
+        return np.where(np.unpackbits(result, axis=1, count=X.shape[1], bitorder="little"), 1.0, -1.0)
+    if op == "scaled_sign":
+        return result[0][:, None] * _comparable("sign", result[1], X)
+    return np.asarray(result[0] if isinstance(result, tuple) else result)  # torch.median's (values, indices)
+
+
+@pytest.mark.parametrize("n", [9, 10])
+def test_usual_ways_compute_what_the_op_computes(n):
+    """A way that computed less or other than its op would make its ratio mean nothing; the
+    random ops' ways draw other numbers, and torch.median's lower middle is labelled so."""
+    from byzkern.bench import OPS
+
+    X = np.random.default_rng(3).standard_normal((n, 257))
+    random = {"bucketing", "resampling", "randk", "qsgd", "natural", "gaussian", "mimic"}
+    compared = 0
+    for op, entry in OPS.items():
+        if op in random:
+            continue
+        expected = _comparable(op, entry.run(X, "reference")(), X)
+        for label, way in entry.ways.items():
+            if n % 2 == 0 and "lower middle" in label:
+                continue
+            got = _comparable(op, way(X)(), X)
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9, err_msg=f"{op}: {label}")
+            compared += 1
+    assert compared >= 25
+
+
 @pytest.mark.parametrize("argv, message", [
     (["bench", "--shapes", "20x0"], "must be a whole number >= 1; got 0"),
     (["bench", "--shapes", "axb"], "not a number: 'a'"),

@@ -32,9 +32,9 @@ def require_backend(name):
 
 def cases(family):
     """'op: implementation' for every op of ``family``: each CPU backend, then each usual way
-    (one list rather than ops x implementations, which would be mostly empty)."""
+    and bound (one list rather than ops x implementations, which would be mostly empty)."""
     return [f"{op}: {impl}" for op, entry in OPS.items() if entry.family == family
-            for impl in (*BACKENDS, *entry.ways)]
+            for impl in (*BACKENDS, *entry.ways, *entry.bounds)]
 
 
 class _Family:
@@ -50,11 +50,12 @@ class _Family:
             require_backend(impl)
             try:
                 self.call = OPS[op].run(X, impl)
-            except NotImplementedError as exc:
+                self.call()  # Numba compiles (or loads its cache) outside the timing
+            except NotImplementedError as exc:  # from the factory or, where it defers, the call
                 raise SkipNotImplemented(str(exc)) from None
         else:
-            self.call = OPS[op].ways[impl](X)
-        self.call()  # Numba compiles (or loads its cache) outside the timing
+            self.call = {**OPS[op].ways, **OPS[op].bounds}[impl](X)
+            self.call()
 
     def time_call(self, case, shape):
         self.call()
