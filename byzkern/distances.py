@@ -64,7 +64,7 @@ def krum_scores(D, k):
     n = D.shape[-1]
     others = D + xp.diag(xp.full(n, xp.inf))  # exclude i itself
     nearest = xp.sort(others, axis=-1)[..., :k]
-    infinite = xp.isinf(nearest)
+    infinite = ~xp.isfinite(nearest)  # Inf from the kernels; NaN, were one to come, with them
     return infinite.sum(axis=-1), xp.where(infinite, 0.0, nearest).sum(axis=-1)
 
 
