@@ -233,7 +233,8 @@ def test_every_register_tier_sorts_every_row_count_it_takes(cp, dtype):
 @pytest.fixture(params=["exact", "gram"])
 def sqdist_path(request, monkeypatch):
     """Both paths of pairwise_sqdist at every n; the Gram path in chunks of a few hundred values,
-    (3, 17, 16) and (2, 64, 70) in a slice of the batch at a time."""
+    (3, 17, 16) and (2, 64, 70) in a slice of one batch item at a time, (7, 8, 30) in slices of
+    4 and 3."""
     monkeypatch.setattr(_config, "CUDA_THREADS", 64)
     monkeypatch.setattr(cuda, "GRAM_MIN_ROWS", 0 if request.param == "gram" else 2**62)
     monkeypatch.setattr(cuda, "GRAM_CHUNK_BYTES", 8 * 300)
@@ -244,7 +245,7 @@ def sqdist_path(request, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["random", "ties", "nonfinite"])
 @pytest.mark.parametrize("shape", [(1, 1, 5), (1, 2, 1), (2, 5, 37), (1, 16, 100), (3, 17, 16), (1, 40, 1000),
-                                   (2, 64, 70), (1, 65, 40)],
+                                   (2, 64, 70), (1, 65, 40), (7, 8, 30)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_pairwise_sqdist(cp, sqdist_path, shape, kind, dtype):
     X = _data(kind, *shape, dtype)

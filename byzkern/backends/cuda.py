@@ -3,8 +3,8 @@ through CuPy (``cupy.RawModule``), one module per family, on first use (never at
 
 Inputs are CuPy arrays (torch CUDA tensors arrive as CuPy views through DLPack, see
 ``byzkern._arrays``); results are new CuPy arrays on the same device. Kernels take int64 sizes
-and cover the whole batch (B, n, d) in one launch; threads per block come from
-``byzkern._config.CUDA_THREADS``.
+and cover the whole batch (B, n, d) in one launch (the Gram path's centring: a slice of it per
+launch); threads per block come from ``byzkern._config.CUDA_THREADS``.
 
 Numerics, as in ``backends/reference.py``: sums in float64 for float32 input too; NaN orders
 above +Inf; ``pairwise_sqdist`` is exact-difference in float64 below ``GRAM_MIN_ROWS`` rows, and
@@ -70,11 +70,12 @@ SHARED_COLUMN_BYTES = SHARED_LIMIT_BYTES - 1024
 #: float64 copy, and DGEMMs of small n leave the tensor cores idle. An estimate from the H100's
 #: datasheet rates, not yet measured: .ci/gpu times both paths.
 GRAM_MIN_ROWS = 128
-#: float64 workspace of the Gram path's centred columns (one chunk of columns at a time)
+#: float64 workspace of the Gram path's centred columns, one chunk of columns at a time: about
+#: this many bytes, or n max(n, GRAM_MIN_COLUMNS) values an item where that is more
 GRAM_CHUNK_BYTES = 64 << 20
 #: fewest columns in a chunk (and no fewer than n): each chunk adds its product to G, which
 #: moves as many bytes as n columns of the workspace, so a large batch is taken in slices of
-#: items rather than in narrower chunks
+#: items rather than in narrower chunks (at n of thousands the workspace is then G's size)
 GRAM_MIN_COLUMNS = 256
 #: Weiszfeld checks on the host whether every batch item has converged every this many steps:
 #: a host synchronization per step would cost more than a step on small inputs.
