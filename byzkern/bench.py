@@ -35,11 +35,12 @@ def _stream_sum(flat):
 
 
 def median_time(fn, repeat, min_seconds=0.2, warmup_seconds=0.2):
-    """Median wall time of ``fn()`` over at least ``repeat`` calls, after warm-up calls for
-    ``warmup_seconds`` (after a first call, which may compile; at most 20 in all). The first calls of an op that returns large
-    arrays also pay for the C library's allocator growing its heap to hold them: page faults
-    that a training loop pays once (gaussian at (20, 1e6): 25 ms in its first ten calls, 5 ms
-    from the twentieth on, on one of this project's 2-core machines)."""
+    """Median wall time of ``fn()`` over at least ``repeat`` calls, after a first call (which may
+    compile) and warm-up calls for ``warmup_seconds`` (at least one, at most 19). The first
+    calls of an op that returns large arrays also pay for the C library's allocator growing its
+    heap to hold them: page faults that a training loop pays once (gaussian at (20, 1e6): 25 ms
+    in its first ten calls, 5 ms from the twentieth on, on one of this project's 2-core
+    machines)."""
     fn()  # a first call may compile (Numba) or load a cache: not part of the warm-up's budget
     start = time.perf_counter()
     for _ in range(19):
@@ -430,6 +431,10 @@ def select(names):
     return [op for op, entry in OPS.items() if op in names or entry.family in names]
 
 
+def _duration(seconds):
+    return f"{seconds * 1e3:.3f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.2f} us"
+
+
 def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=print):
     """Time ``ops`` on ``backends`` (and their usual ways and bounds) for each shape; print a
     table and return its rows as dicts. ``x way``: byzkern's time over the fastest usual way's;
@@ -468,7 +473,7 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
                                    **{f"x_{kind}": t / best if best and label in backends else None
                                       for kind, best in fastest.items()}})
         floor = float(np.median(floors))
-        out(f"\n(n, d) = ({n}, {d}) {np.dtype(dtype).name}: read floor {floor * 1e3:.3g} ms "
+        out(f"\n(n, d) = ({n}, {d}) {np.dtype(dtype).name}: read floor {_duration(floor)} "
             f"= {X.nbytes / floor / 1e9:.1f} GB/s (median of {len(floors)} reads, one before each op: "
             f"{X.nbytes / max(floors) / 1e9:.0f} to {X.nbytes / min(floors) / 1e9:.0f} GB/s)")
         out(header)
@@ -477,6 +482,6 @@ def run(shapes, ops, backends, repeat=3, dtype=np.float32, baselines=True, out=p
             rows.append(row)
             ratios = "".join(f"{row[key]:>{width}.2f}" if row[key] is not None else " " * width
                              for key, width in (("x_way", 8), ("x_bound", 9)))
-            out(f"{row['op']:<16}{row['backend']:<38}{row['seconds'] * 1e3:>11.4g}{row['gbps']:>8.1f}"
+            out(f"{row['op']:<16}{row['backend']:<38}{row['seconds'] * 1e3:>11.3f}{row['gbps']:>8.1f}"
                 f"{row['x_floor']:>9.2f}{ratios}".rstrip())
     return rows

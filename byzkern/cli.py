@@ -164,7 +164,7 @@ def main(argv=None):
     p.add_argument("--threads", type=_positive,
                    help="threads of the cpu backend, Numba and torch (default: theirs; NumPy's BLAS, "
                         "in the Gram and Weiszfeld ways, keeps its own: set OPENBLAS_NUM_THREADS)")
-    p.add_argument("--no-baselines", action="store_true", help="skip the NumPy/PyTorch way")
+    p.add_argument("--no-baselines", action="store_true", help="skip the NumPy/PyTorch ways and the bounds")
     p.add_argument("--json", type=_writable, help="also write the rows to this file")
     p.set_defaults(run=bench)
 
