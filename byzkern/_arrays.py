@@ -248,14 +248,15 @@ class Adapted:
         """The compute dtype (float32 or float64)."""
         return self.data.dtype
 
-    def aux(self, arr, name, tail):
+    def aux(self, arr, name, tail, dtype=None):
         """Bring an auxiliary array (weights, init, own rows, norms) into this call's form.
 
         It must come from the data's library (or NumPy beside torch CPU data) and device, or be a
         list of numbers, which goes to the data's device. An integer array is read as numbers,
         as a list of integers is (sample counts as weights). Its shape is ``tail`` (shared by
-        every batch item) or ``(B,) + tail``; the result is ``(B,) + tail``, contiguous, in the
-        compute dtype.
+        every batch item) or ``(B,) + tail``; the result is ``(B,) + tail``, contiguous, in
+        ``dtype``: by default the compute dtype, for points beside the data (init, own rows);
+        float64 for numbers that weigh or rank rows, which float32 would tie or flush to 0.
         """
         if isinstance(arr, (list, tuple)) and not any(is_array(a) and a.ndim for a in arr):
             view = self.xp.asarray(real_values(arr, name))
@@ -273,12 +274,13 @@ class Adapted:
         tail = tuple(tail)
         if tuple(view.shape) not in (tail, (B,) + tail):
             raise ValueError(f"{name} must have shape {tail} or {(B,) + tail}; got {tuple(view.shape)}")
-        if view.dtype.itemsize > self.dtype.itemsize:  # float64 numbers beside float32 data
-            narrowed = view.astype(self.dtype)
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        if view.dtype.itemsize > dtype.itemsize:  # float64 numbers beside float32 data
+            narrowed = view.astype(dtype)
             if bool((self.xp.isfinite(view) & ~self.xp.isfinite(narrowed)).any()):
-                raise ValueError(f"{name} has finite values past the range of {self.dtype}, the data's dtype")
+                raise ValueError(f"{name} has finite values past the range of {dtype}, the data's dtype")
             view = narrowed
-        return self.xp.ascontiguousarray(self.xp.broadcast_to(view, (B,) + tail), dtype=self.dtype)
+        return self.xp.ascontiguousarray(self.xp.broadcast_to(view, (B,) + tail), dtype=dtype)
 
     def order_torch_after_kernels(self):
         """Make the user's current torch stream wait for the CuPy work queued so far on their

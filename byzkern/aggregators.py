@@ -110,7 +110,7 @@ def geomed(X, *, maxiter=100, eps=1e-6, nu=1e-6, weights=None, init="mean", retu
     if weights is None:
         w = xp.ones((B, n))
     else:
-        w = A.aux(weights, "weights", (n,)).astype(np.float64)
+        w = A.aux(weights, "weights", (n,), np.float64)
         if not bool(xp.isfinite(w).all()) or bool((w < 0).any()) or bool((w.max(axis=1) <= 0).any()):
             raise ValueError("weights must be finite, non-negative and not all zero")
         # z depends on the weights' ratios only: each item's largest is brought into [1, 2) by a
@@ -303,8 +303,8 @@ def norm_filter(X, *, f, q=2, norms=None, backend=None, nan_policy="outlier"):
     if norms is None:
         r = _row_norms(A, _checks.norm_order(q, "q"), backend)
     else:
-        r = A.aux(norms, "norms", (n,)).astype(np.float64)
-        r[A.xp.isnan(r)] = A.xp.inf
+        r = A.aux(norms, "norms", (n,), np.float64)
+        r = A.xp.where(A.xp.isnan(r), A.xp.inf, r)  # r may be a view of the caller's norms
     kept = least(r, n - f)[:, None, :]
     out = _select_rows(A, kept, backend)[:, 0]
     return _dispatch.finish(A, out, nan_policy, "items")

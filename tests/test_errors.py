@@ -153,6 +153,23 @@ def test_numbers_in_a_list_may_be_any_real_numbers():
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+@pytest.mark.parametrize("scale", [1e-50, 1.0, 1e50], ids=["below float32", "nearly tied", "past float32"])
+def test_norms_and_weights_beside_float32_data_stay_float64(backend, scale):
+    """Norms rank rows and weights weigh them: rounded to float32 as the data, nearly equal norms
+    tied (the higher index was dropped), tiny ones flushed to 0 and tied, large ones were refused
+    as past float32's range, and equal tiny or large weights were refused."""
+    X32 = np.arange(12, dtype=np.float32).reshape(4, 3)
+    norms = scale * np.array([1 + 1e-10, 1, 0.5, 0.2])
+    np.testing.assert_array_equal(bk.norm_filter(X32, f=1, norms=norms, backend=backend), X32[1:].mean(axis=0))
+    np.testing.assert_allclose(bk.geomed(X32, weights=np.full(4, scale * 1e4), backend=backend),
+                               bk.geomed(X32, backend=backend), rtol=1e-6)
+    with_nan = np.array([np.nan, 1, 2, 3]) * scale  # NaN ranks as +Inf, in a copy: float64 norms are not copied
+    np.testing.assert_array_equal(bk.norm_filter(X32.astype(np.float64), f=1, norms=with_nan, backend=backend),
+                                  X32[1:].mean(axis=0))
+    assert np.isnan(with_nan[0])
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
 def test_integer_arrays_beside_the_data_are_numbers_as_integer_lists_are(backend):
     # Sample counts as weights come as integer arrays; a list of the same integers was read.
     counts = np.array([3, 1, 4, 1, 5])
