@@ -214,10 +214,11 @@ def xp_of(arr):
 
 def quietly(fn):
     """fn with its host arithmetic giving a value past the dtype's range as +-Inf (or NaN, from
-    Inf - Inf), as the kernels (and CuPy) do, without NumPy's RuntimeWarning."""
+    Inf - Inf) and one below it as a subnormal or 0, as the kernels (and CuPy) do, without
+    NumPy's RuntimeWarning or, where the caller asked NumPy to raise, FloatingPointError."""
     @functools.wraps(fn)
     def quiet(*args, **kwargs):
-        with np.errstate(over="ignore", invalid="ignore"):  # a fresh one per call: per thread
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # a fresh one per call: per thread
             return fn(*args, **kwargs)
     return quiet
 

@@ -132,6 +132,7 @@ class Compressed:
         return (f"Compressed(kind={self.kind!r}, shape={self.shape}, dtype={self.dtype}, "
                 f"param={self.param}, nbytes={self.nbytes})")
 
+    @quietly
     def decompress(self, *, backend=None):
         """The dense vector(s): same array library, device and dtype as the compressed input
         (after ``from_bytes``: NumPy, or CuPy with ``device="cuda"``, in the wire dtype). Runs on

@@ -77,9 +77,10 @@ def rule(fn):
     """Let ``fn(X, **options)`` also be called as ``fn(**options)`` to make a Rule.
 
     The options are checked against the signature at once, so a typo fails where it is written.
-    On data, ``fn`` runs ``quietly``: a value past the dtype's range is +-Inf without a NumPy
-    RuntimeWarning, on the host as in the kernels (a warning is an error where warnings are
-    errors, and a Byzantine row of 1e154 must not make a server's aggregation raise).
+    On data, ``fn`` runs ``quietly``: a value past the dtype's range is +-Inf, and one below it
+    a subnormal or 0, without a NumPy RuntimeWarning, on the host as in the kernels (a warning is
+    an error where warnings are errors, and a Byzantine row of 1e154 must not make a server's
+    aggregation raise).
     """
     signature = inspect.signature(fn)
     quiet = quietly(fn)

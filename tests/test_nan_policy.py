@@ -62,6 +62,30 @@ def test_krum_with_k_past_the_honest_rows_still_picks_a_finite_row(backend, k):
                                rtol=1e-14)
 
 
+TINY_OPS = {
+    **ROBUST, "pairwise_sqdist": bk.pairwise_sqdist(), "norm_filter q=3": bk.norm_filter(f=F, q=3),
+    "clip to the least subnormal": bk.clip(tau=5e-324), "topk": bk.topk(k=3), "randk": bk.randk(k=3, seed=0),
+    "qsgd": bk.qsgd(levels=4, seed=0), "natural": bk.natural(seed=0), "scaled_sign": bk.scaled_sign(),
+    "alie": bk.alie(f=F), "ipm": bk.ipm(f=F), "gaussian": bk.gaussian(f=F, std=1e-300, seed=0),
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "numba"])
+@pytest.mark.parametrize("dtype, scale", [(np.float64, 1e-310), (np.float64, 1e-160), (np.float32, 1e-40)])
+def test_tiny_rows_raise_nothing_where_numpy_is_asked_to_raise(backend, dtype, scale):
+    """Rows near or below the smallest normal number underflow on the host as in the kernels,
+    silently: under np.errstate(all="raise") the reference, and the host steps of the others,
+    raised FloatingPointError (underflow in a square, a product or a cast)."""
+    X = (HONEST * scale).astype(dtype)
+    for name, op in TINY_OPS.items():
+        quiet = op(X, backend=backend)
+        with np.errstate(all="raise"):
+            loud = op(X, backend=backend)
+            if isinstance(loud, bk.Compressed):
+                loud, quiet = loud.decompress(backend=backend), quiet.decompress(backend=backend)
+        np.testing.assert_array_equal(loud, quiet, err_msg=name)
+
+
 @pytest.mark.parametrize("name", ["cwmed", "cwtm", "meamed"])
 def test_outlier_policy_ignores_position(name):
     X = poisoned()
