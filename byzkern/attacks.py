@@ -180,7 +180,7 @@ class Mimic:
 
     def __init__(self, *, warmup=1, seed=0):
         self.warmup = _checks.integer(warmup, "warmup", low=1)
-        self.seed = _checks.seed(seed, None)
+        self.seed = _checks.integer(seed, "seed", low=0, high=2**64 - 1)
         self.reset()
 
     def reset(self):

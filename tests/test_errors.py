@@ -36,6 +36,7 @@ BAD_CALLS = [
     ("f a 1-element array", lambda: bk.cwtm(X, f=np.array([1])), TypeError, "f must be an int"),
     ("f a 0-d bool array", lambda: bk.cwtm(X, f=np.array(True)), TypeError, "f must be an int"),
     ("tau a 0-d complex array", lambda: bk.clip(X, tau=np.array(1 + 1j)), TypeError, "tau must be a real number"),
+    ("Mimic without a seed", lambda: bk.Mimic(seed=None), TypeError, "^seed must be an int"),  # it takes no rng=
     ("krum k too large", lambda: bk.krum(X, f=1, k=5), ValueError, "k must be <="),
     ("krum default k < 1", lambda: bk.krum(X[:3], f=1), ValueError, "^krum .*n >= f \\+ 3"),
     ("multikrum default k < 1", lambda: bk.multikrum(X[:3], f=1), ValueError, "^multikrum .*n >= f \\+ 3"),
